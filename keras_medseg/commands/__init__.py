@@ -1,0 +1,1 @@
+"""Sub-commands of the `keras-medseg` command line (one module each)."""

@@ -1,0 +1,1 @@
+"""Small shared utilities (validation, serialisation, backend-specific gradients)."""

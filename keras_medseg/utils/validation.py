@@ -1,0 +1,78 @@
+"""Argument checks shared by ops, layers and models.
+
+Every check raises `ValueError`/`TypeError` with a message that names the
+argument and the value received, in the Keras style
+(`"... Received: h=-1.0"`), so that users never see a backend traceback for a
+mistake in their own input.
+"""
+
+import math
+import numbers
+
+
+def _shape_of(x):
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise TypeError(
+            f"Expected a tensor or array with a `shape`. Received an object of type {type(x).__name__}."
+        )
+    return tuple(shape)
+
+
+def spatial_rank(x, name, allowed=(2, 3)):
+    """Number of spatial axes of a channels-last batch `(N, *spatial, C)`.
+
+    Raises `ValueError` naming `name` when the rank does not give 2 or 3 spatial
+    axes (or whatever `allowed` says).
+    """
+    shape = _shape_of(x)
+    d = len(shape) - 2
+    if d not in allowed:
+        layouts = " or ".join(
+            f"{k + 2}D (N, {', '.join('DHW'[3 - k:])}, C)" for k in allowed
+        )
+        raise ValueError(
+            f"`{name}` must be a {layouts} channels-last tensor. "
+            f"Received: {name}.shape={shape} (rank {len(shape)})."
+        )
+    return d
+
+
+def check_spatial_dims(spatial_dims, name="spatial_dims"):
+    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
+        raise ValueError(f"`{name}` must be 2 or 3. Received: {name}={spatial_dims!r}")
+    return int(spatial_dims)
+
+
+def check_positive(value, name, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number. Received: {name}={value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {bound}. Received: {name}={value}")
+    return value
+
+
+def check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={value}")
+    return int(value)
+
+
+def check_odd_sizes(sizes, name):
+    """Every entry of a kernel-size tuple must be a positive odd integer."""
+    sizes = tuple(int(s) for s in sizes)
+    if any(s < 1 or s % 2 == 0 for s in sizes):
+        raise ValueError(
+            f"`{name}` must have odd sizes along every spatial axis (so the kernel has a centre tap). "
+            f"Received: {name} spatial size={sizes}"
+        )
+    return sizes
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}. Received: {name}={value!r}")
+    return value

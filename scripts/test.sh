@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's): set up ./.venv, run the whole suite on
+# the TensorFlow backend, then the backend-agnostic ops/layer/explain tests
+# (marker `backend_agnostic`) again on JAX. Any failure, or a run that collects
+# no test at all (pytest exit 5), makes this script exit non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export TF_CPP_MIN_LOG_LEVEL=2
+export KERAS_MEDSEG_FAST=1
+WORKERS=${PYTEST_WORKERS:-2}
+echo "== keras-medseg tests: TensorFlow backend =="
+KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -n "$WORKERS" --durations=15 -q "$@"
+echo "== keras-medseg tests: JAX backend (backend-agnostic tests) =="
+KERAS_BACKEND=jax .venv/bin/python -m pytest -n "$WORKERS" --durations=10 -q -m backend_agnostic "$@"
