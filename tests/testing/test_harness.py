@@ -1,0 +1,42 @@
+"""The harness itself is tested on Keras layers and functions with known gradients."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from tests.testing import check_layer_gradients, check_op_gradients, numerical_gradient, run_layer_test
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def test_numerical_gradient_of_quadratic():
+    a = np.array([[2.0, 0.5], [0.5, 1.0]])
+    x = np.array([0.3, -1.2])
+    g = numerical_gradient(lambda v: float(v @ a @ v), x)
+    np.testing.assert_allclose(g, 2 * a @ x, rtol=1e-7, atol=1e-8)
+
+
+def test_op_gradients_pass_for_smooth_op():
+    x = np.random.default_rng(0).standard_normal((2, 5, 5, 1))
+    y = np.random.default_rng(1).standard_normal((2, 5, 5, 1))
+    errors = check_op_gradients(lambda a, b: ops.exp(0.3 * a) * b + ops.square(a), x, y)
+    assert max(errors.values()) < 1e-6
+
+
+def test_op_gradients_detect_a_wrong_gradient():
+    # stop_gradient hides a dependence from autodiff: the check must notice.
+    x = np.random.default_rng(0).standard_normal((4,))
+    with pytest.raises(AssertionError, match="gradient check failed"):
+        check_op_gradients(lambda a: a * ops.stop_gradient(a), x)
+
+
+def test_layer_harness_on_keras_conv():
+    run_layer_test(keras.layers.Conv2D, {"filters": 3, "kernel_size": 3, "padding": "same"}, (2, 7, 5, 2),
+                   expected_output_shape=(2, 7, 5, 3))
+
+
+def test_layer_gradients_on_keras_dense():
+    errors = check_layer_gradients(keras.layers.Dense, {"units": 3, "activation": "sigmoid"}, (2, 4))
+    assert set(errors) == {"input 0", "dense/kernel", "dense/bias"} or len(errors) == 3
+    assert max(errors.values()) < 1e-6
