@@ -1,0 +1,49 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_medseg.utils.model_io import load_model
+
+
+def _save(model, tmp_path, name="m.keras"):
+    path = str(tmp_path / name)
+    model.save(path)
+    return path
+
+
+def test_round_trip(tmp_path):
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2)(inp))
+    loaded = load_model(_save(model, tmp_path))
+    x = np.ones((1, 3), "float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_lambda_layer_is_refused(tmp_path):
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp))
+    with pytest.raises(ValueError, match="safe_mode=True"):
+        load_model(_save(model, tmp_path))
+
+
+def test_missing_truncated_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.keras"):
+        load_model(str(tmp_path / "nowhere.keras"))
+    inp = keras.Input((3,))
+    path = _save(keras.Model(inp, keras.layers.Dense(2)(inp)), tmp_path)
+    data = open(path, "rb").read()
+    cut = str(tmp_path / "cut.keras")
+    with open(cut, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.keras"):
+        load_model(cut)
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="notes.keras"):
+        load_model(str(text))
+    h5 = tmp_path / "weights.h5"
+    h5.write_bytes(b"")
+    with pytest.raises(ValueError, match=".keras"):
+        load_model(str(h5))
