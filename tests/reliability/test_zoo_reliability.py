@@ -1,0 +1,75 @@
+"""Every zoo model: mixed precision (float16 and bfloat16) and deterministic training.
+
+Parametrised over `zoo.list()`, so a newly registered model is covered at once.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_medseg import zoo
+from keras_medseg.utils.reproducibility import set_deterministic
+
+MODELS = list(zoo.list())
+
+
+def _batch(spec, model, seed=0):
+    if spec.example is not None:
+        return spec.example(model, 2, seed)
+    rng = np.random.default_rng(seed)
+    x = [rng.standard_normal((2,) + tuple(8 if s is None else s for s in t.shape[1:])).astype("float32")
+         for t in model.inputs]
+    y = [rng.random((2,) + tuple(8 if s is None else s for s in t.shape[1:])).astype("float32")
+         for t in model.outputs]
+    return (x[0] if len(x) == 1 else x), (y[0] if len(y) == 1 else y)
+
+
+def _fit(model, data, epochs=1):
+    x, y = data
+    if y is None:
+        return model.fit(x, epochs=epochs, batch_size=2, shuffle=False, verbose=0)
+    return model.fit(x, y, epochs=epochs, batch_size=2, shuffle=False, verbose=0)
+
+
+def _finite(tree):
+    return all(np.all(np.isfinite(np.asarray(ops.convert_to_numpy(t), dtype="float32")))
+               for t in keras.tree.flatten(tree))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", MODELS)
+def test_mixed_precision_build_train_predict(name, policy):
+    spec = zoo.get_spec(name)
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = zoo.build(name, **spec.tiny)
+        data = _batch(spec, model)
+        _fit(model, data)
+        assert _finite(model.weights), f"{name}: non-finite weights after a {policy} training step"
+        x = data[0]
+        if spec.trainable_with_fit and not hasattr(model, "generator"):
+            assert _finite(model.predict_on_batch(x)), f"{name}: non-finite prediction under {policy}"
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_two_seeded_trainings_give_identical_weights(name):
+    spec = zoo.get_spec(name)
+    runs = []
+    for _ in range(2):
+        keras.backend.clear_session()
+        set_deterministic(123)
+        model = zoo.build(name, **spec.tiny)
+        _fit(model, _batch(spec, model, seed=1), epochs=2)
+        runs.append([np.asarray(ops.convert_to_numpy(w)) for w in model.weights])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_deterministic_rejects_bad_seed():
+    with pytest.raises(ValueError, match="seed"):
+        set_deterministic(-1)
