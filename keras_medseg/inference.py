@@ -77,7 +77,7 @@ def sliding_window(model, volume, patch, overlap=0.5, blend="gaussian", batch_si
 
     Raises:
         ValueError: bad `patch`, `overlap`, `batch_size`, `blend`, a volume
-            whose rank does not match the patch, or a model whose output
+            whose rank does not match the patch or that holds NaN/inf, or a model whose output
             windows are not the size of its input windows.
 
     Example:
@@ -104,6 +104,11 @@ def sliding_window(model, volume, patch, overlap=0.5, blend="gaussian", batch_si
         )
     if volume.size == 0:
         raise ValueError(f"`volume` is empty. Received: volume.shape={volume.shape}")
+    if np.issubdtype(volume.dtype, np.floating) and not np.all(np.isfinite(volume)):
+        # A model can hide a NaN voxel (max pooling drops it) and return a clean-looking
+        # mask; refuse instead.
+        bad = int(np.size(volume) - np.count_nonzero(np.isfinite(volume)))
+        raise ValueError(f"`volume` contains {bad} NaN/inf values; clean or mask them before inference.")
 
     spatial = volume.shape[1:-1]
     # Pad axes shorter than the window so every window is full-sized.
