@@ -13,6 +13,13 @@ from keras_medseg.version import __version__
 
 COMMANDS = (
     "info",
+    "list",
+    "train",
+    "evaluate",
+    "demo",
+    "patches",
+    "explain",
+    "kernels",
 )
 
 

@@ -74,5 +74,5 @@ def check_odd_sizes(sizes, name):
 
 def check_choice(value, name, choices):
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {sorted(choices)}. Received: {name}={value!r}")
+        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
     return value

@@ -87,6 +87,10 @@ def _check_type(model, arg, value, default):
     elif isinstance(default, numbers.Integral):
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         expected = "an int"
+        if "size" in arg and isinstance(value, (tuple, builtins.list)):
+            # size arguments (input_size, kernel_size) take an int or one int per axis
+            ok = all(v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool)) for v in value)
+            expected = "an int or a tuple of ints"
     elif isinstance(default, numbers.Real):
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         expected = "a number"
@@ -121,7 +125,7 @@ def get_spec(name):
     return _REGISTRY[name]
 
 
-def build(name, **kwargs):
+def build(name, /, **kwargs):
     """Build a registered model: `keras_medseg.zoo.build("unet", spatial_dims=3)`.
 
     Args:
@@ -136,6 +140,12 @@ def build(name, **kwargs):
             argument (with the valid ones) or an argument of the wrong type.
     """
     spec = get_spec(name)
+    if "spatial_dims" in kwargs and "spatial_dims" in spec.defaults:
+        if isinstance(kwargs["spatial_dims"], bool) or kwargs["spatial_dims"] not in spec.spatial_dims:
+            raise ValueError(
+                f"Zoo model {name!r} supports spatial_dims in {spec.spatial_dims}. "
+                f"Received: spatial_dims={kwargs['spatial_dims']!r}"
+            )
     for arg, value in kwargs.items():
         if arg not in spec.defaults:
             close = difflib.get_close_matches(arg, spec.defaults.keys(), n=2, cutoff=0.6)
@@ -168,3 +178,39 @@ def describe(name):
         "spatial_dims": spec.spatial_dims,
         "arguments": dict(spec.defaults),
     }
+
+
+def _is_sparse_loss(model):
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else type(loss).__name__ if loss is not None else ""
+    return "sparse" in str(name).lower()
+
+
+def example_batch(name, model, batch_size=2, seed=0, free_size=16):
+    """One `(x, y)` training batch for `model` (built from zoo model `name`).
+
+    Uses the spec's `example` function when it has one; otherwise draws
+    standard-normal inputs shaped like `model.inputs` (free spatial axes get
+    `free_size`) and targets shaped like `model.outputs`: integer class ids
+    without the channel axis for a sparse categorical loss, 0/1 floats
+    otherwise.
+    """
+    import numpy as np
+
+    spec = get_spec(name)
+    if spec.example is not None:
+        return spec.example(model, batch_size, seed)
+    rng = np.random.default_rng(seed)
+
+    def shape_of(t):
+        return (batch_size,) + tuple(free_size if s is None else int(s) for s in t.shape[1:])
+
+    xs = [rng.normal(size=shape_of(t)).astype("float32") for t in model.inputs]
+    ys = []
+    for t in model.outputs:
+        shape = shape_of(t)
+        if _is_sparse_loss(model) and len(shape) > 2:
+            ys.append(rng.integers(0, shape[-1], size=shape[:-1]).astype("int32"))
+        else:
+            ys.append(rng.integers(0, 2, size=shape).astype("float32"))
+    return (xs[0] if len(xs) == 1 else xs), (ys[0] if len(ys) == 1 else ys)

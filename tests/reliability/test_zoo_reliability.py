@@ -15,14 +15,7 @@ MODELS = list(zoo.list())
 
 
 def _batch(spec, model, seed=0):
-    if spec.example is not None:
-        return spec.example(model, 2, seed)
-    rng = np.random.default_rng(seed)
-    x = [rng.standard_normal((2,) + tuple(8 if s is None else s for s in t.shape[1:])).astype("float32")
-         for t in model.inputs]
-    y = [rng.random((2,) + tuple(8 if s is None else s for s in t.shape[1:])).astype("float32")
-         for t in model.outputs]
-    return (x[0] if len(x) == 1 else x), (y[0] if len(y) == 1 else y)
+    return zoo.example_batch(spec.name, model, batch_size=2, seed=seed)
 
 
 def _fit(model, data, epochs=1):

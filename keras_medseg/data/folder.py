@@ -1,0 +1,168 @@
+"""Image + mask folders: the `DIR` data of `keras-medseg train/evaluate`.
+
+Layout (file names are matched by their stem, the name without extension)::
+
+    DIR/
+      images/  case001.png  case002.png ...   (or .tif/.tiff, .npy, .nii/.nii.gz)
+      masks/   case001.png  case002.png ...   (same stems; integer class ids, 0 = background)
+
+* 2D images: PNG/TIFF/NumPy arrays `(H, W)` or `(H, W, C)`; 3D volumes: NumPy
+  `(D, H, W)` / `(D, H, W, C)` or NIfTI (needs `nibabel`, extra `medical`).
+  Give `spatial_dims=3` for volumes (a 3-axis array is read as `(D, H, W)`
+  instead of `(H, W, C)`).
+* Masks have the spatial shape of their image and hold class ids
+  (`0..num_classes-1`); a binary PNG mask saved as 0/255 is mapped to 0/1.
+* All images share one shape (the arrays are stacked into one batch).
+
+Every problem (no `images/` or `masks/` folder, an image without a mask or a
+mask without an image, a file that cannot be read, a shape mismatch) raises
+`FileNotFoundError`/`ValueError` naming the file.
+"""
+
+import os
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
+
+
+def _stem(filename):
+    lower = filename.lower()
+    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if lower.endswith(ext):
+            return filename[: -len(ext)], ext
+    return None, None
+
+
+def _list(folder):
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Data folder is missing `{os.path.basename(folder)}/`: expected {folder!r} "
+            "(layout: DIR/images/<name>.<ext> + DIR/masks/<name>.<ext>)."
+        )
+    files = {}
+    for f in sorted(os.listdir(folder)):
+        stem, ext = _stem(f)
+        if stem is None or f.startswith("."):
+            continue
+        if stem in files:
+            raise ValueError(f"Two files with the same name stem {stem!r} in {folder!r}: "
+                             f"{os.path.basename(files[stem])!r} and {f!r}")
+        files[stem] = os.path.join(folder, f)
+    return files
+
+
+def read_array(path):
+    """Read one image/mask file (PNG, TIFF, NumPy `.npy`, NIfTI) as a NumPy array.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown extension, or the file cannot be decoded (the
+            message names the file).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"File not found: {path!r}")
+    _, ext = _stem(os.path.basename(path))
+    try:
+        if ext == ".npy":
+            return np.load(path, allow_pickle=False)
+        if ext in (".nii", ".nii.gz"):
+            try:
+                import nibabel
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise ValueError(
+                    f"Reading NIfTI file {path!r} needs nibabel: pip install 'keras-medseg[medical]'"
+                ) from exc
+            return np.asarray(nibabel.load(path).dataobj)
+        if ext in (".png", ".tif", ".tiff"):
+            import skimage.io
+
+            return np.asarray(skimage.io.imread(path))
+    except ValueError as exc:
+        if path in str(exc):
+            raise
+        raise ValueError(f"Cannot read {path!r} (corrupt or not a {ext} file): {exc}") from exc
+    except Exception as exc:  # decoder errors come in many types
+        raise ValueError(f"Cannot read {path!r} (corrupt or not a {ext} file): {exc}") from exc
+    raise ValueError(f"Unsupported file type {path!r}; expected one of {', '.join(IMAGE_EXTENSIONS)}")
+
+
+def load_folder(directory, spatial_dims=2, normalize=True):
+    """Load `DIR/images` + `DIR/masks` into `(images, masks)` arrays.
+
+    Args:
+        directory: the data folder (see the module docstring for the layout).
+        spatial_dims: 2 for images, 3 for volumes (default 2).
+        normalize: scale each image to zero mean and unit standard deviation
+            (default True); masks are never changed apart from 0/255 -> 0/1.
+
+    Returns:
+        `(images, masks, names)`: float32 `(N, *spatial, C)`, int32
+        `(N, *spatial)` and the list of name stems, sorted.
+
+    Raises:
+        FileNotFoundError: missing folder or an image without its mask (named).
+        ValueError: a mask without an image, a corrupt file, an image whose
+            shape differs from the others or from its mask (named).
+
+    Example:
+
+    >>> x, y, names = keras_medseg.data.load_folder("my_data")  # doctest: +SKIP
+    """
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"Data folder not found: {directory!r}")
+    images = _list(os.path.join(directory, "images"))
+    masks = _list(os.path.join(directory, "masks"))
+    if not images:
+        raise FileNotFoundError(
+            f"No image files ({', '.join(IMAGE_EXTENSIONS)}) in {os.path.join(directory, 'images')!r}"
+        )
+    for stem, path in images.items():
+        if stem not in masks:
+            raise FileNotFoundError(
+                f"Image {path!r} has no mask: expected {os.path.join(directory, 'masks', stem)}.<ext>"
+            )
+    for stem, path in masks.items():
+        if stem not in images:
+            raise ValueError(f"Mask {path!r} has no matching image in {os.path.join(directory, 'images')!r}")
+    xs, ys, names, ref_shape = [], [], [], None
+    for stem in sorted(images):
+        x = read_array(images[stem]).astype(np.float32)
+        y = read_array(masks[stem])
+        if x.ndim == spatial_dims:
+            x = x[..., None]
+        if x.ndim != spatial_dims + 1:
+            raise ValueError(
+                f"Image {images[stem]!r} has shape {x.shape}; expected {spatial_dims} spatial axes "
+                "plus an optional channel axis."
+            )
+        if y.ndim == spatial_dims + 1 and y.shape[-1] in (3, 4):  # RGB(A) mask saved by an editor
+            y = y[..., 0]
+        if y.shape != x.shape[:-1]:
+            raise ValueError(
+                f"Mask {masks[stem]!r} has shape {y.shape} but its image {images[stem]!r} has spatial "
+                f"shape {x.shape[:-1]}."
+            )
+        if not np.issubdtype(y.dtype, np.integer) and not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError(f"Mask {masks[stem]!r} must hold integer class ids; found fractional values.")
+        y = y.astype(np.int32)
+        if y.max() == 255 and set(np.unique(y)) <= {0, 255}:
+            y = (y > 0).astype(np.int32)
+        if y.min() < 0:
+            raise ValueError(f"Mask {masks[stem]!r} has negative class ids (min {y.min()}).")
+        if ref_shape is None:
+            ref_shape = x.shape
+        elif x.shape != ref_shape:
+            raise ValueError(
+                f"Image {images[stem]!r} has shape {x.shape}, different from the first image's {ref_shape}; "
+                "all images in a folder must have one shape."
+            )
+        if normalize:
+            x = (x - x.mean()) / (x.std() + 1e-6)
+        xs.append(x)
+        ys.append(y)
+        names.append(stem)
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int32), names

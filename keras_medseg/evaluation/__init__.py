@@ -1,0 +1,25 @@
+"""Evaluation: FROC, slide-level prediction and plots.
+
+`froc_curve` / `froc_score` (sensitivity vs. average false positives per
+normal slide), `slide_level` / `slide_roc_auc` (a slide is positive iff its
+best patch is), `froc_report` (both as one dict), and the plots
+`plot_froc`, `plot_heatmap`, `probability_map`.
+"""
+
+from keras_medseg.evaluation.froc import (  # noqa: F401
+    DEFAULT_FP_RATES,
+    FROCCurve,
+    froc_curve,
+    froc_score,
+    sensitivity_at,
+)
+from keras_medseg.evaluation.plots import plot_froc, plot_heatmap, probability_map  # noqa: F401
+from keras_medseg.evaluation.slide import (  # noqa: F401
+    SlidePrediction,
+    froc_report,
+    slide_level,
+    slide_roc_auc,
+    slide_scores,
+)
+# -- other evaluation modules below, one import line each --
+from keras_medseg.evaluation.detection import detection_froc  # noqa: F401

@@ -1,0 +1,32 @@
+"""Explain model decisions: saliency, SmoothGrad, Grad-CAM, occlusion, LIME, activation maximisation.
+
+Every explainer takes a Keras model, a channels-last batch `(N, *S, C)` (2D or
+3D) and a class index or a score function, and returns NumPy maps `(N, *S)`.
+Segmentation models are explained through `region_score(class_index, mask)`.
+Gradients come from `keras_medseg.utils.gradients` (TensorFlow and JAX).
+"""
+
+from keras_medseg.explain._scores import make_score_fn, region_score
+from keras_medseg.explain.activation_maximization import ActivationMaximization, activation_maximization
+from keras_medseg.explain.gradcam import find_last_conv_layer, gradcam
+from keras_medseg.explain.lime import LimeExplanation, lime, superpixels
+from keras_medseg.explain.occlusion import occlusion
+from keras_medseg.explain.plotting import overlay, take_slice
+from keras_medseg.explain.saliency import saliency, smoothgrad
+
+__all__ = [
+    "ActivationMaximization",
+    "LimeExplanation",
+    "activation_maximization",
+    "find_last_conv_layer",
+    "gradcam",
+    "lime",
+    "make_score_fn",
+    "occlusion",
+    "overlay",
+    "region_score",
+    "saliency",
+    "smoothgrad",
+    "superpixels",
+    "take_slice",
+]

@@ -1,0 +1,169 @@
+"""Score functions, input checks and batched model evaluation shared by the explainers.
+
+Every explainer reduces the model output to one scalar score per sample:
+`class_index` (an int) picks `y[:, class_index]` from a classifier output
+`(N, K)`; for a dense (segmentation) output `(N, *S, K)` it sums the class
+channel over all positions. `region_score(class_index, mask)` restricts that
+sum to a region, and any callable `fn(y) -> (N,)` can be passed instead.
+"""
+
+import numbers
+
+import numpy as np
+from keras import ops
+
+from keras_medseg.utils.gradients import value_and_grad
+from keras_medseg.utils.validation import check_positive_int, spatial_rank
+
+
+def _first_output(y):
+    if isinstance(y, dict):
+        y = next(iter(y.values()))
+    if isinstance(y, (list, tuple)):
+        y = y[0]
+    return y
+
+
+def region_score(class_index, mask=None):
+    """Score function: sum of one class channel over a region of a dense output.
+
+    Use it to explain segmentation models: the score of a sample is
+    `sum_{p in mask} y[n, p, class_index]`.
+
+    Args:
+        class_index: int, the output channel (class) to score.
+        mask: optional array broadcastable to the output's spatial grid
+            `S` (shape `S` or `(N, *S)`), 1 inside the region. `None`
+            (default) sums over the whole grid.
+
+    Returns:
+        A callable `fn(y) -> (N,)` tensor, usable as `class_index` of every
+        explainer in `keras_medseg.explain`.
+
+    Raises:
+        ValueError: negative `class_index`, or a mask whose shape does not
+            match the output grid (raised at call time).
+
+    Example:
+
+    >>> score = keras_medseg.explain.region_score(1, mask=np.ones((32, 32)))
+    >>> maps = keras_medseg.explain.saliency(unet, x, score)
+    """
+    class_index = _check_class_index(class_index)
+    mask_np = None if mask is None else np.asarray(mask, dtype="float32")
+
+    def score(y):
+        y = _first_output(y)
+        if len(y.shape) < 3:
+            raise ValueError(
+                "`region_score` needs a dense output (N, *S, classes). "
+                f"Received an output of shape {tuple(y.shape)}."
+            )
+        if class_index >= y.shape[-1]:
+            raise ValueError(
+                f"`class_index` must be < the number of output channels ({y.shape[-1]}). "
+                f"Received: class_index={class_index}"
+            )
+        ch = y[..., class_index]
+        if mask_np is not None:
+            grid = tuple(y.shape[1:-1])
+            if mask_np.shape != grid and mask_np.shape[1:] != grid:
+                raise ValueError(
+                    f"`mask` must have the output grid shape {grid} (or (N, *{grid})). "
+                    f"Received: mask.shape={mask_np.shape}"
+                )
+            ch = ch * ops.cast(mask_np, ch.dtype)
+        return ops.sum(ops.reshape(ch, (ops.shape(ch)[0], -1)), axis=1)
+
+    score.class_index = class_index
+    return score
+
+
+def _check_class_index(class_index):
+    if isinstance(class_index, bool) or not isinstance(class_index, numbers.Integral):
+        raise TypeError(
+            "`class_index` must be an int or a callable score function `fn(y) -> (N,)`. "
+            f"Received: class_index={class_index!r}"
+        )
+    if class_index < 0:
+        raise ValueError(f"`class_index` must be >= 0. Received: class_index={class_index}")
+    return int(class_index)
+
+
+def make_score_fn(class_index):
+    """Turn an int class index or a callable into `fn(y) -> (N,)`."""
+    if callable(class_index):
+        user_fn = class_index
+
+        def score(y):
+            s = user_fn(y)
+            if len(s.shape) != 1:
+                raise ValueError(
+                    "A score function must return one value per sample, shape (N,). "
+                    f"Received a score of shape {tuple(s.shape)}."
+                )
+            return s
+
+        return score
+    class_index = _check_class_index(class_index)
+
+    def score(y):
+        y = _first_output(y)
+        if class_index >= y.shape[-1]:
+            raise ValueError(
+                f"`class_index` must be < the number of model outputs ({y.shape[-1]}). "
+                f"Received: class_index={class_index}"
+            )
+        s = y[..., class_index]
+        if len(s.shape) > 1:  # dense output: sum over the grid
+            s = ops.sum(ops.reshape(s, (ops.shape(s)[0], -1)), axis=1)
+        return s
+
+    return score
+
+
+def check_batch(x, name="x"):
+    """A float32 NumPy batch `(N, *S, C)` with 2 or 3 spatial axes."""
+    if not hasattr(x, "shape"):
+        raise TypeError(f"`{name}` must be an array of shape (N, *S, C). Received: {type(x).__name__}")
+    x = np.asarray(x)
+    spatial_rank(x, name)
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"`{name}` must be numeric. Received: {name}.dtype={x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"`{name}` must hold at least one sample. Received: {name}.shape={x.shape}")
+    return x.astype("float32")
+
+
+def model_input_dtype(model):
+    try:
+        return model.inputs[0].dtype
+    except (AttributeError, IndexError, TypeError):
+        return "float32"
+
+
+def batched_scores(model, x, score_fn, batch_size=32, progress=None):
+    """Scores `(M,)` of a large stack of inputs, evaluated `batch_size` at a time."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    out = []
+    for start in range(0, len(x), batch_size):
+        y = model(ops.convert_to_tensor(x[start:start + batch_size]), training=False)
+        out.append(ops.convert_to_numpy(ops.cast(score_fn(y), "float32")))
+        if progress is not None:
+            progress.update(min(batch_size, len(x) - start))
+    return np.concatenate(out, axis=0) if out else np.zeros((0,), "float32")
+
+
+def input_gradients(model, x, score_fn, batch_size=32):
+    """`d score_n / d x_n` for every sample (scores of different samples are independent)."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    grads = []
+    for start in range(0, len(x), batch_size):
+        xb = ops.convert_to_tensor(x[start:start + batch_size])
+
+        def total(inp):
+            return ops.sum(score_fn(model(inp, training=False)))
+
+        _, (g,) = value_and_grad(total, xb)
+        grads.append(ops.convert_to_numpy(ops.cast(g, "float32")))
+    return np.concatenate(grads, axis=0)

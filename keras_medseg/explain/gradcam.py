@@ -1,0 +1,186 @@
+"""Grad-CAM: gradient-weighted class activation maps."""
+
+import numpy as np
+from keras import ops
+
+from keras_medseg.explain._scores import check_batch, make_score_fn
+from keras_medseg.utils.gradients import value_and_grad
+from keras_medseg.utils.validation import check_positive_int
+
+_CONV_CLASS_NAMES = (
+    "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Conv3DTranspose",
+)
+
+
+def _walk_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _walk_layers(layer)
+        else:
+            yield layer
+
+
+def find_last_conv_layer(model):
+    """The last layer (in graph order) whose output is a 2D/3D feature map `(N, *S, C)`.
+
+    Convolution layers (Keras `Conv*` and any layer with a `kernel_size`) are
+    preferred; the name is what Grad-CAM uses by default.
+
+    Raises:
+        ValueError: the model has no convolution layer.
+    """
+    last = None
+    for layer in _walk_layers(model):
+        is_conv = type(layer).__name__ in _CONV_CLASS_NAMES or hasattr(layer, "kernel_size")
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue
+        if is_conv and rank in (4, 5):
+            last = layer
+    if last is None:
+        raise ValueError(
+            f"Grad-CAM needs a convolution layer with a 2D/3D feature-map output; model "
+            f"{model.name!r} has none. Pass `layer=` explicitly."
+        )
+    return last
+
+
+def _get_layer(model, layer):
+    if layer is None:
+        return find_last_conv_layer(model)
+    if isinstance(layer, str):
+        for candidate in _walk_layers(model):
+            if candidate.name == layer:
+                return candidate
+        names = [lyr.name for lyr in _walk_layers(model)]
+        raise ValueError(f"`layer` must name a layer of the model {names}. Received: layer={layer!r}")
+    if hasattr(layer, "call"):
+        return layer
+    raise TypeError(f"`layer` must be None, a layer name or a layer. Received: layer={layer!r}")
+
+
+class _FeatureTap:
+    """Records a layer's output and adds a perturbation `delta` to it.
+
+    The gradient of the score with respect to `delta` at 0 is the gradient
+    with respect to the feature map, on every backend (the layer's `call` is
+    wrapped on the instance for the duration of the `with` block).
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.delta = None
+        self.output = None
+
+    def __enter__(self):
+        original = self.layer.call
+
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            self.output = out
+            if self.delta is not None:
+                out = out + ops.cast(self.delta, out.dtype)
+            return out
+
+        object.__setattr__(self.layer, "call", call)
+        return self
+
+    def __exit__(self, *exc):
+        self.layer.__dict__.pop("call", None)
+        return False
+
+
+def _resize(maps, shape):
+    from skimage.transform import resize
+
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    return np.stack(
+        [resize(m, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True) for m in maps]
+    ).astype("float32")
+
+
+def gradcam(model, x, class_index, layer=None, resize=True, batch_size=32):
+    """Grad-CAM map `ReLU(sum_l alpha_l F_l)` upsampled to the input grid.
+
+    `F_l` are the feature maps (channels) of `layer` for the input, `alpha_l`
+    the mean over positions of `d y_i / d F_l` (Selvaraju et al.). For a
+    model whose last convolution feeds global average pooling and a dense
+    layer this is the class activation map (CAM) divided by the number of
+    positions.
+
+    Args:
+        model: a Keras model taking `(N, *S, C)` inputs.
+        x: input batch `(N, H, W, C)` or `(N, D, H, W, C)`.
+        class_index: int class index or score function `fn(y) -> (N,)`.
+        layer: None (default: the last convolution layer), a layer name or
+            a layer of `model`.
+        resize: bool, upsample (linear interpolation) to the input grid.
+            Defaults to True; False returns the map on the layer's grid.
+        batch_size: int, samples per gradient evaluation. Defaults to 32.
+
+    Returns:
+        NumPy float32 `(N, *S)` (or `(N, *S_layer)` with `resize=False`).
+
+    Raises:
+        ValueError: bad `x`, unknown `layer`, or a model without convolutions.
+
+    Example:
+
+    >>> cam = keras_medseg.explain.gradcam(model, x, 1, layer="block5_conv3")
+
+    Reference:
+        Seed lecture 001 (GradCAM on VGG16), seed 004 (class activation maps);
+        Selvaraju et al., "Grad-CAM", 2017.
+    """
+    x = check_batch(x)
+    score_fn = make_score_fn(class_index)
+    target = _get_layer(model, layer)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    maps = []
+    try:
+        out_shape = tuple(target.output.shape)
+    except (AttributeError, TypeError, ValueError):
+        out_shape = None
+    if out_shape is not None and len(out_shape) != x.ndim:
+        raise ValueError(
+            f"`layer` {target.name!r} must output a feature map with the input's layout (N, *S, C). "
+            f"Received output shape {out_shape}."
+        )
+    channels = out_shape[-1] if out_shape is not None and out_shape[-1] is not None else None
+    with _FeatureTap(target) as tap:
+        for start in range(0, len(x), batch_size):
+            xb = ops.convert_to_tensor(x[start:start + batch_size])
+            n = int(xb.shape[0])
+            if channels is None:  # unknown width: one forward pass to learn it
+                tap.delta = None
+                model(xb, training=False)
+                channels = int(tap.output.shape[-1])
+            d_rank = len(x.shape) - 2
+
+            # A per-channel perturbation (n, 1, .., 1, C) of the feature map: its
+            # gradient is sum_positions dy/dF_l, i.e. alpha_l * |positions|.
+            def total(delta):
+                tap.delta = delta
+                return ops.sum(score_fn(model(xb, training=False)))
+
+            _, (g,) = value_and_grad(total, ops.zeros((n,) + (1,) * d_rank + (int(channels),), "float32"))
+            tap.delta = None
+            try:  # eager backends (TensorFlow) keep the recorded feature map concrete
+                feats = ops.convert_to_numpy(ops.cast(tap.output, "float32"))
+            except Exception:  # traced backends (JAX): one more forward pass
+                model(xb, training=False)
+                feats = ops.convert_to_numpy(ops.cast(tap.output, "float32"))
+            if feats.ndim not in (4, 5):
+                raise ValueError(
+                    f"`layer` {target.name!r} must output a 2D/3D feature map (N, *S, C). "
+                    f"Received output shape {feats.shape}."
+                )
+            g = ops.convert_to_numpy(ops.cast(g, "float32"))
+            alpha = g / float(np.prod(feats.shape[1:-1]))  # (n, 1.., C): mean gradient per channel
+            maps.append(np.maximum((alpha * feats).sum(axis=-1), 0.0))
+    maps = np.concatenate(maps, axis=0).astype("float32")
+    if resize:
+        maps = _resize(maps, x.shape[1:-1])
+    return maps

@@ -1,0 +1,51 @@
+"""Private base for the finite-difference plugin layers (one N-D implementation)."""
+
+import keras
+
+from keras_medseg.ops.finite_differences import check_kernel_size_arg, normalize_kernel_size
+
+
+class StencilLayer(keras.layers.Layer):
+    """Owns `kernel_size` / `trainable_kernels` and creates stencil-initialised kernels.
+
+    Subclasses call `self._spatial_dims(shape, name)` in `build` and
+    `self._stencil_weight(...)` to create a kernel `(*kernel_size, C_in, C_out)`
+    initialised to a finite-difference stencil; with `trainable_kernels=False`
+    the kernel is frozen at the stencil (the textbook scheme).
+    """
+
+    def __init__(self, kernel_size=3, trainable_kernels=True, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = check_kernel_size_arg(kernel_size)
+        if not isinstance(trainable_kernels, bool):
+            raise TypeError(f"`trainable_kernels` must be a bool. Received: trainable_kernels={trainable_kernels!r}")
+        self.trainable_kernels = trainable_kernels
+
+    def _spatial_dims(self, shape, name):
+        shape = tuple(shape)
+        d = len(shape) - 2
+        if d not in (2, 3):
+            raise ValueError(
+                f"{type(self).__name__}: `{name}` must be a 4D (N, H, W, C) or 5D (N, D, H, W, C) "
+                f"channels-last tensor. Received: {name}.shape={shape}"
+            )
+        if isinstance(self.kernel_size, tuple) and len(self.kernel_size) != d:
+            raise ValueError(
+                f"`kernel_size` must have one entry per spatial axis of `{name}` ({d}). "
+                f"Received: kernel_size={self.kernel_size}"
+            )
+        return d
+
+    def _stencil_weight(self, name, d, c_in, c_out, initializer):
+        sizes = normalize_kernel_size(self.kernel_size, d)
+        return self.add_weight(
+            name=name,
+            shape=sizes + (c_in, c_out),
+            initializer=initializer,
+            trainable=self.trainable_kernels,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kernel_size": self.kernel_size, "trainable_kernels": self.trainable_kernels})
+        return config

@@ -1,0 +1,135 @@
+"""`ImplicitFFTConv`: a learnable implicit step `(I + h C^T C)^-1` solved by FFT."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_medseg.ops.implicit import implicit_conv_solve
+from keras_medseg.utils.serialization import register
+from keras_medseg.utils.validation import check_positive, spatial_rank
+
+
+def normalize_kernel_size(kernel_size, rank=None, name="kernel_size"):
+    """An int or a tuple of odd sizes -> a tuple of `rank` sizes (int broadcast when `rank` is given)."""
+    if isinstance(kernel_size, bool):
+        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
+    if isinstance(kernel_size, int):
+        sizes = (kernel_size,) * (rank or 1)
+    elif isinstance(kernel_size, (tuple, list)) and all(
+        isinstance(k, int) and not isinstance(k, bool) for k in kernel_size
+    ):
+        sizes = tuple(kernel_size)
+        if rank is not None and len(sizes) != rank:
+            raise ValueError(
+                f"`{name}` must have one entry per spatial axis ({rank}). Received: {name}={kernel_size!r}"
+            )
+    else:
+        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
+    if any(k < 1 or k % 2 == 0 for k in sizes):
+        raise ValueError(
+            f"`{name}` must be odd along every spatial axis (so the kernel has a centre tap). "
+            f"Received: {name}={kernel_size!r}"
+        )
+    return sizes
+
+
+@register
+class ImplicitFFTConv(keras.layers.Layer):
+    """Implicit (backward-Euler) step of a learnable periodic depthwise convolution.
+
+    Computes `Y = (I + h C^T C)^-1 X` per sample, where `C` is a depthwise
+    convolution with periodic boundaries and a learnable kernel, by a division in
+    the Fourier domain (`keras_medseg.ops.implicit_conv_solve`). `C^T C` is
+    positive semi-definite and `h > 0`, so the solve is always well posed; one
+    layer couples every pixel with every other one (its receptive field is the
+    whole image). `h` is learnable (`h = exp(log_h)` keeps it positive) unless
+    `trainable_h=False`.
+
+    Args:
+        kernel_size: int or tuple of odd ints, default 3. Size of the kernel
+            of `C` along each spatial axis.
+        h: float, default 1.0. Initial step size (> 0).
+        trainable_h: bool, default True. Whether `h` is learned.
+        kernel_initializer: initializer of the depthwise kernel of `C`
+            (shape `(*kernel_size, channels)`), default `"glorot_uniform"`.
+        **kwargs: base layer arguments.
+
+    Input shape:
+        `(N, H, W, C)` (2D) or `(N, D, H, W, C)` (3D), spatial sizes known and
+        at least `kernel_size`.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: `h <= 0`, even `kernel_size`, input not 2D/3D, or a
+            kernel larger than the image.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = keras_medseg.layers.ImplicitFFTConv(kernel_size=3, h=0.5)
+    >>> y = layer(np.random.rand(2, 32, 32, 8).astype("float32"))
+    >>> tuple(y.shape)
+    (2, 32, 32, 8)
+
+    Reference:
+        Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable deep
+        neural network", ICML 2019 (seed 002).
+    """
+
+    def __init__(self, kernel_size=3, h=1.0, trainable_h=True, kernel_initializer="glorot_uniform", **kwargs):
+        normalize_kernel_size(kernel_size)
+        check_positive(h, "h")
+        super().__init__(**kwargs)
+        self.kernel_size = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else kernel_size
+        self.h = float(h)
+        self.trainable_h = bool(trainable_h)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        rank = len(input_shape) - 2
+        if rank not in (2, 3):
+            raise ValueError(
+                f"`ImplicitFFTConv` expects a 2D (N, H, W, C) or 3D (N, D, H, W, C) channels-last input. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        sizes = normalize_kernel_size(self.kernel_size, rank)
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"The channel axis of the input must be known. Received: input_shape={input_shape}")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(*sizes, channels), initializer=self.kernel_initializer
+        )
+        self.log_h = self.add_weight(
+            name="log_h",
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(self.h)),
+            trainable=self.trainable_h,
+        )
+
+    @property
+    def step_size(self):
+        """The current (positive) step size `h = exp(log_h)`."""
+        return ops.exp(self.log_h)
+
+    def call(self, inputs):
+        spatial_rank(inputs, "inputs")
+        # The op casts to float32 (float64 for float64 input) for the FFT.
+        return implicit_conv_solve(inputs, ops.convert_to_tensor(self.kernel), ops.exp(self.log_h))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "kernel_size": self.kernel_size,
+                "h": self.h,
+                "trainable_h": self.trainable_h,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

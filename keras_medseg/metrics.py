@@ -1,0 +1,222 @@
+"""Segmentation metrics: Dice and IoU per class and on average.
+
+Keras already has the IoU family (`keras.metrics.MeanIoU`, `IoU`,
+`BinaryIoU`) and a Dice *loss* (`keras.losses.Dice`); this module adds only
+what Keras lacks:
+
+* `MeanDice`: a streaming Dice metric for `compile(metrics=...)`, built on the
+  confusion matrix that `keras.metrics.IoU` accumulates.
+* `segmentation_metrics(num_classes)`: the metric list the zoo's segmentation
+  models compile with (mean IoU + mean Dice, sigmoid or softmax heads).
+* `dice_iou_table(y_true, y_pred, num_classes)`: per-class Dice/IoU of a whole
+  evaluation set in NumPy, and `format_table` to print one or several of them
+  side by side (used by `keras-medseg evaluate` and `demo`).
+
+For one class, with TP/FP/FN pixel counts: `IoU = TP / (TP + FP + FN)`,
+`Dice = 2 TP / (2 TP + FP + FN) = 2 IoU / (1 + IoU)`.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_medseg.utils.serialization import register
+
+
+@register
+class MeanDice(keras.metrics.IoU):
+    """Mean Dice coefficient over classes, accumulated over batches.
+
+    Args:
+        num_classes: number of classes (2 for a binary problem).
+        target_class_ids: classes to average (default None: all).
+        threshold: for a one-channel sigmoid output give a threshold (e.g.
+            0.5): `y_pred > threshold` is class 1 (default None: the
+            prediction holds class scores along the last axis, or class ids if
+            `sparse_y_pred=True`).
+        sparse_y_true: labels are class ids (default True) or one-hot.
+        sparse_y_pred: predictions are class ids (default False: scores, argmax).
+        name, dtype: as for Keras metrics.
+
+    Shapes: `y_true (N, *spatial)` class ids, `y_pred (N, *spatial, C)` scores
+    (2D: `(N, H, W, C)`, 3D: `(N, D, H, W, C)`).
+
+    Example:
+
+    >>> m = keras_medseg.metrics.MeanDice(num_classes=4)
+    >>> model.compile("adam", "sparse_categorical_crossentropy", metrics=[m])  # doctest: +SKIP
+
+    Reference: Dice (1945); Milletari et al., V-Net (2016).
+    """
+
+    def __init__(self, num_classes, target_class_ids=None, threshold=None, sparse_y_true=True,
+                 sparse_y_pred=False, name="mean_dice", dtype=None, ignore_class=None, axis=-1):
+        if target_class_ids is None:
+            target_class_ids = list(range(num_classes))
+        if threshold is not None:
+            sparse_y_pred = True
+        super().__init__(num_classes=num_classes, target_class_ids=target_class_ids, name=name,
+                         dtype=dtype, ignore_class=ignore_class, sparse_y_true=sparse_y_true,
+                         sparse_y_pred=sparse_y_pred, axis=axis)
+        self.threshold = threshold
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.threshold is not None:
+            y_pred = ops.cast(ops.greater(y_pred, self.threshold), "int32")
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+    def result(self):
+        cm = ops.cast(self.total_cm, "float32")
+        tp = ops.diagonal(cm)
+        denominator = ops.sum(cm, axis=0) + ops.sum(cm, axis=1)  # 2 TP + FP + FN
+        ids = ops.convert_to_tensor(self.target_class_ids, dtype="int32")
+        tp = ops.take(tp, ids)
+        denominator = ops.take(denominator, ids)
+        valid = ops.greater(denominator, 0.0)
+        dice = ops.where(valid, 2.0 * tp / ops.maximum(denominator, 1e-9), 0.0)
+        return ops.sum(dice) / ops.maximum(ops.sum(ops.cast(valid, "float32")), 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config["threshold"] = self.threshold
+        return config
+
+
+def segmentation_metrics(num_classes):
+    """Metrics for `compile`: accuracy, mean IoU and mean Dice.
+
+    Args:
+        num_classes: 1 for a one-channel sigmoid head (binary problem, class 1
+            = foreground, threshold 0.5), >= 2 for a softmax head with integer
+            labels.
+
+    Returns:
+        list of Keras metrics named `accuracy`, `mean_iou`, `mean_dice`.
+    """
+    if num_classes == 1:
+        return [
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.BinaryIoU(target_class_ids=[0, 1], threshold=0.5, name="mean_iou"),
+            MeanDice(num_classes=2, threshold=0.5, name="mean_dice"),
+        ]
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.MeanIoU(num_classes=num_classes, sparse_y_pred=False, name="mean_iou"),
+        MeanDice(num_classes=num_classes, name="mean_dice"),
+    ]
+
+
+def to_labels(y_pred, threshold=0.5):
+    """Class ids from a prediction: argmax over the last axis, or a threshold for one channel.
+
+    Args:
+        y_pred: NumPy array `(N, *spatial, C)` of scores; `C == 1` means a
+            sigmoid output (class 1 where `y_pred > threshold`).
+        threshold: threshold for one-channel outputs (default 0.5).
+
+    Returns:
+        int32 array `(N, *spatial)`.
+    """
+    y_pred = np.asarray(y_pred)
+    if y_pred.shape[-1] == 1:
+        return (y_pred[..., 0] > threshold).astype(np.int32)
+    return np.argmax(y_pred, axis=-1).astype(np.int32)
+
+
+def dice_iou_table(y_true, y_pred, num_classes=None):
+    """Per-class Dice and IoU over a whole set of label maps.
+
+    Args:
+        y_true: int array `(N, *spatial)` of class ids.
+        y_pred: int array of class ids with the shape of `y_true`, or scores
+            `(N, *spatial, C)` (argmax; a single channel is thresholded at 0.5).
+        num_classes: number of classes (default: `max(y_true, y_pred) + 1`).
+
+    Returns:
+        dict with `classes` (list of ids), `dice`, `iou`, `support` (true pixel
+        count) as float arrays per class - NaN for a class that appears
+        neither in `y_true` nor in `y_pred` - and `mean_dice`, `mean_iou`
+        (NaN-ignoring means over classes) and `accuracy`.
+
+    Raises:
+        ValueError: shapes do not match, or labels outside `0..num_classes-1`.
+
+    Example:
+
+    >>> t = keras_medseg.metrics.dice_iou_table([[0, 1, 1]], [[0, 1, 0]])
+    >>> float(t["iou"][1])
+    0.5
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_pred.ndim == y_true.ndim + 1:
+        y_pred = to_labels(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(
+            "`y_pred` must be class ids shaped like `y_true` or scores with one more (class) axis. "
+            f"Received: y_true.shape={y_true.shape}, y_pred.shape={y_pred.shape}"
+        )
+    y_true = y_true.astype(np.int64).ravel()
+    y_pred = y_pred.astype(np.int64).ravel()
+    if num_classes is None:
+        num_classes = int(max(y_true.max(initial=0), y_pred.max(initial=0))) + 1
+    for name, arr in (("y_true", y_true), ("y_pred", y_pred)):
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise ValueError(
+                f"`{name}` holds class ids outside 0..{num_classes - 1}. "
+                f"Received: min={arr.min()}, max={arr.max()}, num_classes={num_classes}"
+            )
+    cm = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    tp = np.diag(cm).astype(np.float64)
+    fn = cm.sum(axis=1) - tp
+    fp = cm.sum(axis=0) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    mean = lambda a: float(np.nanmean(a)) if np.any(~np.isnan(a)) else float("nan")  # noqa: E731
+    return {
+        "classes": list(range(num_classes)),
+        "dice": dice,
+        "iou": iou,
+        "support": cm.sum(axis=1),
+        "mean_dice": mean(dice),
+        "mean_iou": mean(iou),
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+    }
+
+
+def format_table(tables, class_names=None):
+    """Text table of one or several `dice_iou_table` results, side by side.
+
+    Args:
+        tables: a `dice_iou_table` result, or `{column_name: result}`.
+        class_names: optional names for the class rows (default `class 0`...).
+
+    Returns:
+        str: one row per class plus `mean` and `accuracy`, columns
+        `<name> Dice` and `<name> IoU` for every table.
+    """
+    if "iou" in tables and "dice" in tables:
+        tables = {"": tables}
+    names = list(tables)
+    classes = tables[names[0]]["classes"]
+    class_names = class_names or [f"class {c}" for c in classes]
+    header = ["class"]
+    for n in names:
+        header += [f"{n} Dice".strip(), f"{n} IoU".strip()]
+    rows = []
+    for i, c in enumerate(class_names):
+        row = [c]
+        for n in names:
+            row += [f"{tables[n]['dice'][i]:.3f}", f"{tables[n]['iou'][i]:.3f}"]
+        rows.append(row)
+    mean_row = ["mean"]
+    acc_row = ["accuracy"]
+    for n in names:
+        mean_row += [f"{tables[n]['mean_dice']:.3f}", f"{tables[n]['mean_iou']:.3f}"]
+        acc_row += [f"{tables[n]['accuracy']:.4f}", ""]
+    rows += [mean_row, acc_row]
+    widths = [max(len(r[j]) for r in [header] + rows) for j in range(len(header))]
+    fmt = lambda r: "  ".join(s.ljust(w) if j == 0 else s.rjust(w) for j, (s, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    return "\n".join(lines)

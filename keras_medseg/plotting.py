@@ -1,0 +1,103 @@
+"""Figures for segmentation results: prediction grids and training curves.
+
+Figures are drawn with `matplotlib.figure.Figure` (no pyplot state, no
+display needed), returned, and saved as PNG when a path is given.
+"""
+
+import numpy as np
+
+
+def _middle_slice(a, spatial_dims):
+    """2D view of one sample: the middle slice along the first axis of a 3D volume."""
+    a = np.asarray(a)
+    if spatial_dims == 3:
+        a = a[a.shape[0] // 2]
+    return a
+
+
+def _image_view(img, spatial_dims):
+    img = _middle_slice(img, spatial_dims)
+    if img.ndim == 3:
+        img = img[..., 0] if img.shape[-1] not in (3, 4) else img
+    return img
+
+
+def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_classes=None, titles=None,
+                    spatial_dims=None):
+    """Grid of image | ground truth | prediction(s), one row per sample.
+
+    Args:
+        images: `(N, *spatial, C)` array (2D: `(N, H, W, C)`, 3D: `(N, D, H, W, C)`;
+            3D volumes are shown at their middle slice).
+        labels: `(N, *spatial)` int class ids.
+        predictions: `(N, *spatial)` class ids, or `{name: class ids}` to show
+            several models side by side.
+        path: PNG file to write (default None: do not save).
+        max_rows: number of samples shown (default 4).
+        num_classes: colour scale maximum + 1 (default: from the data).
+        titles: optional column titles overriding the defaults.
+        spatial_dims: 2 or 3 (default: inferred from `labels`).
+
+    Returns:
+        the `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
+
+    if not isinstance(predictions, dict):
+        predictions = {"prediction": predictions}
+    labels = np.asarray(labels)
+    spatial_dims = spatial_dims or labels.ndim - 1
+    rows = min(max_rows, len(labels))
+    if num_classes is None:
+        num_classes = int(max([labels.max()] + [np.max(p) for p in predictions.values()])) + 1
+    columns = ["image", "ground truth"] + list(predictions)
+    if titles:
+        columns = list(titles)
+    fig = Figure(figsize=(2.2 * len(columns), 2.2 * rows), constrained_layout=True)
+    axes = fig.subplots(rows, len(columns), squeeze=False)
+    for r in range(rows):
+        panels = [(_image_view(images[r], spatial_dims), "gray", None)]
+        panels.append((_middle_slice(labels[r], spatial_dims), "viridis", (0, max(num_classes - 1, 1))))
+        for pred in predictions.values():
+            panels.append((_middle_slice(np.asarray(pred)[r], spatial_dims), "viridis", (0, max(num_classes - 1, 1))))
+        for c, (panel, cmap, lim) in enumerate(panels):
+            ax = axes[r, c]
+            kw = {"vmin": lim[0], "vmax": lim[1], "interpolation": "nearest"} if lim else {}
+            ax.imshow(panel, cmap=cmap, **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def history_plot(histories, path=None, metrics=("loss", "mean_iou")):
+    """Training curves of one or several Keras histories, one panel per metric.
+
+    Args:
+        histories: `{name: history_dict}` (a `History.history` dict each).
+        path: PNG file to write (default None).
+        metrics: metric keys to draw; `val_<key>` is drawn dashed when present.
+
+    Returns:
+        the `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5 * len(metrics), 3.2), constrained_layout=True)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, key in zip(axes, metrics):
+        for name, hist in histories.items():
+            if key in hist:
+                line, = ax.plot(np.arange(1, len(hist[key]) + 1), hist[key], label=f"{name}")
+                if f"val_{key}" in hist:
+                    ax.plot(np.arange(1, len(hist[f"val_{key}"]) + 1), hist[f"val_{key}"], "--",
+                            color=line.get_color(), label=f"{name} (val)")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend(fontsize=8)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig

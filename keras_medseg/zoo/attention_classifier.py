@@ -1,0 +1,286 @@
+"""Attention classifier with attention-mask supervision (`zoo.build("attention_classifier", ...)`).
+
+A small CNN encoder (2D or 3D) produces a feature map `Z`; a multi-head
+`AttentionPool` turns it into one weighted average per head (the maps `alpha`
+say *where* the model looks); a dense layer and one sigmoid unit give the risk
+`p`. The model has two outputs, `risk` and `attention`, and is compiled with
+
+    L = BCE(label, risk) + mask_weight * AttentionMaskLoss(mask, attention)
+
+(`loss_weights={"risk": 1, "attention": mask_weight}`), so training targets are
+`{"risk": label, "attention": mask}` where the mask (exact or coarse, e.g. "left
+half") is given at image resolution and area-resized to the attention grid by
+the loss. `mask_weight=0` trains without mask supervision. Samples with an empty
+mask (negatives) do not contribute to the attention loss.
+
+Helpers: `upsample_attention` (maps -> image size, for display),
+`attention_mass_inside` (how much attention lies inside a mask) and
+`synthetic_blobs` (a toy data set: a bright blob in the left half = positive).
+
+Layer names: `{name}_stage{i}_conv{j}`, `{name}_stage{i}_bn{j}`,
+`{name}_stage{i}_relu{j}`, `{name}_stage{i}_pool`, `{name}_attention_pool`,
+`{name}_fc`, `{name}_dropout`, outputs `risk` and `attention`.
+
+Reference: seed lecture 003 (localisation as attention): CNN -> `[AttnPool(Z),
+AttnPool(Z), ...]` -> `sigma(theta z + b)`, `L = L_Risk + lambda L_Attn`.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_medseg.layers.attention_pool import AttentionPool
+from keras_medseg.losses import AttentionMaskLoss, _attention_mask_to_grid
+from keras_medseg.ops.attention import resize_spatial
+from keras_medseg.utils.validation import (
+    check_positive,
+    check_positive_int,
+    check_spatial_dims,
+    spatial_rank,
+)
+from keras_medseg.zoo.registry import register_model
+
+_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+_POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
+_DEFAULT_SIZE = {2: 128, 3: 64}
+
+
+def _input_size(input_size, spatial_dims, n_pools):
+    if input_size is None:
+        input_size = _DEFAULT_SIZE[spatial_dims]
+    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
+        input_size = (int(input_size),) * spatial_dims
+    if (
+        not isinstance(input_size, (tuple, list))
+        or len(input_size) != spatial_dims
+        or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_size)
+    ):
+        raise ValueError(
+            f"`input_size` must be None, a positive int or a tuple of {spatial_dims} positive ints. "
+            f"Received: input_size={input_size!r}"
+        )
+    factor = 2**n_pools
+    if any(s % factor for s in input_size):
+        raise ValueError(
+            f"`input_size` must be divisible by {factor} (2 ** (len(filters) - 1) max-pooling steps) "
+            f"along every axis. Received: input_size={tuple(input_size)}"
+        )
+    return tuple(int(s) for s in input_size)
+
+
+@register_model(
+    "attention_classifier",
+    spatial_dims=(2, 3),
+    tiny={"input_size": 16, "filters": (4, 8), "convs_per_stage": 1, "heads": 2, "dense_units": 8},
+    example=lambda model, batch_size, seed: attention_classifier_example(model, batch_size, seed),
+)
+def attention_classifier(
+    spatial_dims=2,
+    input_size=None,
+    in_channels=1,
+    filters=(16, 32, 64),
+    convs_per_stage=2,
+    batch_norm=True,
+    heads=4,
+    dense_units=64,
+    dropout=0.0,
+    mask_weight=1.0,
+    learning_rate=1e-3,
+    eps=1e-7,
+    name="attention_classifier",
+):
+    """CNN + multi-head attention pooling + sigmoid risk, trained with the attention-mask loss.
+
+    Args:
+        spatial_dims: 2 or 3 (default 2).
+        input_size: spatial input size, int or tuple (default None = 128 in 2D,
+            64 in 3D). Static, so masks can be resized to the attention grid.
+            Must be divisible by `2 ** (len(filters) - 1)`.
+        in_channels: input channels (default 1).
+        filters: widths of the encoder stages (default (16, 32, 64)); every
+            stage but the last ends with 2x max pooling, so the attention grid
+            is `input_size / 2 ** (len(filters) - 1)`.
+        convs_per_stage: 3x3 convolutions per stage (default 2).
+        batch_norm: batch normalisation after each convolution (default True).
+        heads: attention heads (default 4).
+        dense_units: width of the hidden dense layer (default 64; 0 = none).
+        dropout: dropout rate before the risk unit (default 0.0).
+        mask_weight: `lambda`, weight of the attention-mask loss (default 1.0;
+            0 = no mask supervision).
+        learning_rate: Adam learning rate (default 1e-3).
+        eps: `eps` of the attention-mask loss (default 1e-7).
+        name: model name and layer-name prefix (default "attention_classifier").
+
+    Returns:
+        A compiled functional `keras.Model` with input `(N, *input_size,
+        in_channels)` and outputs `[risk (N, 1), attention (N, *grid, heads)]`
+        (named `risk` and `attention`); fit it with targets
+        `{"risk": (N, 1) labels, "attention": (N, *any_size[, 1]) masks}`.
+
+    Raises:
+        ValueError: bad `spatial_dims`, `input_size`, `filters`, `heads`,
+            `dropout`, `mask_weight`, `learning_rate` or `eps`.
+
+    Example:
+        >>> from keras_medseg import zoo
+        >>> from keras_medseg.zoo.attention_classifier import synthetic_blobs
+        >>> model = zoo.build("attention_classifier", input_size=32, filters=(8, 16))
+        >>> x, y = synthetic_blobs(16, 32)
+        >>> model.fit(x, y, epochs=1, verbose=0)
+        >>> risk, attention = model.predict(x, verbose=0)   # (16, 1), (16, 16, 16, 4)
+
+    Reference:
+        Seed lecture 003, "Localisation as attention map supervision".
+    """
+    spatial_dims = check_spatial_dims(spatial_dims)
+    in_channels = check_positive_int(in_channels, "in_channels")
+    if not isinstance(filters, (tuple, list)) or not filters:
+        raise ValueError(f"`filters` must be a non-empty tuple of positive ints. Received: filters={filters!r}")
+    filters = tuple(check_positive_int(f, "filters") for f in filters)
+    size = _input_size(input_size, spatial_dims, len(filters) - 1)
+    convs_per_stage = check_positive_int(convs_per_stage, "convs_per_stage")
+    heads = check_positive_int(heads, "heads")
+    dense_units = check_positive_int(dense_units, "dense_units", minimum=0)
+    check_positive(dropout, "dropout", allow_zero=True)
+    if dropout >= 1:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+    check_positive(mask_weight, "mask_weight", allow_zero=True)
+    check_positive(learning_rate, "learning_rate")
+    check_positive(eps, "eps")
+
+    inputs = keras.Input(shape=size + (in_channels,), name=f"{name}_image")
+    x = inputs
+    for i, width in enumerate(filters):
+        for j in range(1, convs_per_stage + 1):
+            x = _CONV[spatial_dims](
+                width, 3, padding="same", use_bias=not batch_norm, name=f"{name}_stage{i}_conv{j}"
+            )(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(name=f"{name}_stage{i}_bn{j}")(x)
+            x = keras.layers.Activation("relu", name=f"{name}_stage{i}_relu{j}")(x)
+        if i < len(filters) - 1:
+            x = _POOL[spatial_dims](2, name=f"{name}_stage{i}_pool")(x)
+    pooled, attention = AttentionPool(heads=heads, return_attention=True, name=f"{name}_attention_pool")(x)
+    h = pooled
+    if dense_units:
+        h = keras.layers.Dense(dense_units, activation="relu", name=f"{name}_fc")(h)
+    if dropout:
+        h = keras.layers.Dropout(dropout, name=f"{name}_dropout")(h)
+    risk = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="risk")(h)
+    attention = keras.layers.Identity(dtype="float32", name="attention")(attention)
+    model = keras.Model(inputs, [risk, attention], name=name)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={"risk": keras.losses.BinaryCrossentropy(), "attention": AttentionMaskLoss(eps=eps)},
+        loss_weights={"risk": 1.0, "attention": float(mask_weight)},
+        metrics={"risk": [keras.metrics.AUC(name="auc")]},
+    )
+    return model
+
+
+def upsample_attention(attention, image_size, method="linear"):
+    """Resize attention maps to the image size for display (2D and 3D).
+
+    Args:
+        attention: `(N, *grid, heads)` maps (the model's `attention` output).
+        image_size: target spatial size (int or tuple), e.g. `x.shape[1:-1]`.
+        method: `"linear"` (default, smooth) or `"area"` (blocky, exact box).
+
+    Returns:
+        `(N, *image_size, heads)` NumPy array (values are interpolated, not
+        renormalised: use it for display, not as a distribution).
+
+    Raises:
+        ValueError: `attention` not 2D/3D channels-last, bad `image_size` or `method`.
+
+    Example:
+        >>> from keras_medseg.zoo.attention_classifier import upsample_attention
+        >>> risk, att = model.predict(x)
+        >>> overlay = upsample_attention(att, x.shape[1:-1])   # (N, H, W, heads)
+    """
+    attention = ops.convert_to_tensor(attention)
+    spatial_rank(attention, "attention")
+    return ops.convert_to_numpy(resize_spatial(attention, image_size, method=method))
+
+
+def attention_mass_inside(attention, mask):
+    """Share of each head's attention that lies inside `mask`: `sum alpha * A` per sample and head.
+
+    Args:
+        attention: `(N, *grid, heads)` maps summing to 1 over space.
+        mask: `(N, *S)` or `(N, *S, 1 or heads)` binary mask at any resolution
+            (area-resized to the grid, as in the loss).
+
+    Returns:
+        `(N, heads)` NumPy array in [0, 1] (`exp(-L_attn)` up to `eps`).
+    """
+    attention = ops.cast(ops.convert_to_tensor(attention), "float32")
+    mask = ops.cast(ops.convert_to_tensor(mask), "float32")
+    a = _attention_mask_to_grid(mask, attention)
+    axes = tuple(range(1, len(attention.shape) - 1))
+    return ops.convert_to_numpy(ops.sum(attention * a, axis=axes))
+
+
+def synthetic_blobs(n, input_size=64, spatial_dims=2, in_channels=1, positive_fraction=0.5, noise=0.5,
+                    seed=0):
+    """Toy localisation set: positives hold a bright blob in the left half, the mask is that half.
+
+    Every image is Gaussian noise plus one dark "distractor" blob anywhere;
+    positives also get a bright Gaussian blob whose centre lies in the left
+    half (first spatial axis of the last two, i.e. width `< size / 2`). The
+    coarse mask of a positive is the whole left half ("cancer in the left
+    lung"); negatives have an empty mask.
+
+    Args:
+        n: number of images.
+        input_size: spatial size, int or tuple (default 64).
+        spatial_dims: 2 or 3 (default 2).
+        in_channels: channels (the same image repeated; default 1).
+        positive_fraction: share of positives (default 0.5).
+        noise: noise standard deviation (default 0.5).
+        seed: random seed (default 0).
+
+    Returns:
+        `(x, {"risk": y, "attention": mask})` with `x` `(n, *size, in_channels)`
+        float32, `y` `(n, 1)` float32 labels and `mask` `(n, *size, 1)` float32.
+    """
+    spatial_dims = check_spatial_dims(spatial_dims)
+    n = check_positive_int(n, "n")
+    if isinstance(input_size, numbers.Integral):
+        input_size = (int(input_size),) * spatial_dims
+    size = tuple(int(s) for s in input_size)
+    if len(size) != spatial_dims:
+        raise ValueError(f"`input_size` must have {spatial_dims} entries. Received: input_size={input_size!r}")
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(s, dtype="float32") for s in size], indexing="ij")
+    radius = max(1.5, min(size) / 10)
+
+    def blob(centre):
+        d2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
+        return np.exp(-d2 / (2 * radius**2))
+
+    labels = (rng.random(n) < positive_fraction).astype("float32")
+    if n > 1:  # both classes present
+        labels[0], labels[1] = 1.0, 0.0
+    x = noise * rng.standard_normal((n,) + size).astype("float32")
+    mask = np.zeros((n,) + size, dtype="float32")
+    left = [slice(None)] * spatial_dims
+    left[-1] = slice(0, size[-1] // 2)
+    for i in range(n):
+        distractor = [rng.uniform(radius, s - radius) for s in size]
+        x[i] -= 2.0 * blob(distractor)
+        if labels[i]:
+            centre = [rng.uniform(radius, s - radius) for s in size]
+            centre[-1] = rng.uniform(radius, size[-1] / 2 - radius)
+            x[i] += 2.0 * blob(centre)
+            mask[i][tuple(left)] = 1.0
+    x = np.repeat(x[..., None], in_channels, axis=-1)
+    return x, {"risk": labels[:, None], "attention": mask[..., None]}
+
+
+def attention_classifier_example(model, batch_size, seed):
+    """Zoo example batch for an `attention_classifier` model: `synthetic_blobs` of its input shape."""
+    shape = tuple(model.inputs[0].shape[1:])
+    return synthetic_blobs(batch_size, shape[:-1], spatial_dims=len(shape) - 1, in_channels=shape[-1], seed=seed)

@@ -1,0 +1,268 @@
+"""IMEXnet and its explicit twin, the ResNet segmenter (`zoo.build("imexnet")`, `zoo.build("resnet_seg")`).
+
+Both models share one builder and one geometry: a stem convolution, then
+stages of `IMEXBlock`s (`stages = ((blocks, width), ...)`), a 1x1 convolution
+(+ normalization + ReLU) that changes the width between stages (after a 2x
+average pooling when `coarsen=True`), upsampling back to the input resolution
+when coarsened, and a 1x1 softmax head over `num_classes`. The only difference
+is `implicit=True` (IMEX step `Y+ = Y + h (I + hL)^-1 f(Y)`, one FFT solve per
+block) vs `implicit=False` (ResNet step `Y+ = Y + h f(Y)`), so the two have the
+same parameters apart from the depthwise `L` kernels
+(`prod(kernel_size) * width` per block).
+
+Layer names: `{name}_stem_conv`, `{name}_stem_norm`, `{name}_stem_act`,
+`{name}_stage{i}_pool`, `{name}_stage{i}_conv`, `{name}_stage{i}_norm`,
+`{name}_stage{i}_act`, `{name}_stage{i}_block{j}`, `{name}_upsample`,
+`{name}_head`, `{name}_output`.
+
+Reference: Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable
+deep neural network", ICML 2019 (seed 002; Q-tips experiment: 3 stages of 4
+blocks, widths 64/128/256).
+"""
+
+import numbers
+
+import keras
+import numpy as np
+
+from keras_medseg.layers.imex_block import NORMALIZATIONS, IMEXBlock
+from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims
+from keras_medseg.zoo.registry import register_model
+
+_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+_POOL = {2: keras.layers.AveragePooling2D, 3: keras.layers.AveragePooling3D}
+_UP = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
+
+PAPER_STAGES = ((4, 64), (4, 128), (4, 256))
+
+
+def _check_stages(stages):
+    ok = isinstance(stages, (tuple, list)) and len(stages) > 0
+    if ok:
+        for stage in stages:
+            if not (isinstance(stage, (tuple, list)) and len(stage) == 2 and all(
+                    isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in stage)):
+                ok = False
+    if not ok:
+        raise ValueError(
+            "`stages` must be a non-empty sequence of (blocks, width) pairs of positive ints, "
+            f"e.g. ((4, 64), (4, 128)). Received: stages={stages!r}"
+        )
+    return tuple((int(b), int(w)) for b, w in stages)
+
+
+def _check_input_size(input_size, spatial_dims, factor, allow_none):
+    if input_size is None:
+        if allow_none:
+            return (None,) * spatial_dims
+        raise ValueError(
+            "`input_size` must be given for the implicit model: the FFT solve needs static spatial sizes. "
+            "Received: input_size=None"
+        )
+    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
+        input_size = (int(input_size),) * spatial_dims
+    if (not isinstance(input_size, (tuple, list)) or len(input_size) != spatial_dims or any(
+            isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_size)):
+        raise ValueError(
+            f"`input_size` must be an int or a tuple of {spatial_dims} positive ints. "
+            f"Received: input_size={input_size!r}"
+        )
+    if any(s % factor for s in input_size):
+        raise ValueError(
+            f"`input_size` must be divisible by {factor} along every axis (one 2x pooling between "
+            f"stages with coarsen=True). Received: input_size={tuple(input_size)}"
+        )
+    return tuple(int(s) for s in input_size)
+
+
+def _normalization(kind, spatial_dims, name):
+    if kind == "batch":
+        return keras.layers.BatchNormalization(name=name)
+    if kind == "instance":
+        return keras.layers.GroupNormalization(groups=-1, name=name)
+    if kind == "layer":
+        return keras.layers.LayerNormalization(name=name)
+    return keras.layers.Identity(name=name)
+
+
+def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, num_classes=4,
+                   stages=PAPER_STAGES, kernel_size=3, h=1.0, normalization="batch", coarsen=True,
+                   learning_rate=1e-3, name="imexnet"):
+    """The shared builder of `imexnet` (implicit=True) and `resnet_seg` (implicit=False).
+
+    See `imexnet` for the arguments. Returns a compiled functional model.
+    """
+    from keras_medseg.metrics import segmentation_metrics
+
+    spatial_dims = check_spatial_dims(spatial_dims)
+    stages = _check_stages(stages)
+    in_channels = check_positive_int(in_channels, "in_channels")
+    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    check_positive(h, "h")
+    check_positive(learning_rate, "learning_rate")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"`normalization` must be one of {list(NORMALIZATIONS)}. Received: normalization={normalization!r}"
+        )
+    factor = 2 ** (len(stages) - 1) if coarsen else 1
+    spatial = _check_input_size(input_size, spatial_dims, factor, allow_none=not implicit)
+    if implicit:
+        smallest = min(spatial) // factor
+        k = max(kernel_size) if isinstance(kernel_size, (tuple, list)) else kernel_size
+        if isinstance(k, numbers.Integral) and k > smallest:
+            raise ValueError(
+                f"`kernel_size` must not exceed the coarsest grid ({smallest} px for input_size={spatial} "
+                f"with {len(stages)} stages). Received: kernel_size={kernel_size!r}"
+            )
+
+    conv = _CONV[spatial_dims]
+    inputs = keras.Input(shape=(*spatial, in_channels), name=f"{name}_input")
+    x = conv(stages[0][1], kernel_size, padding="same", use_bias=normalization is None,
+             name=f"{name}_stem_conv")(inputs)
+    x = _normalization(normalization, spatial_dims, f"{name}_stem_norm")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_stem_act")(x)
+    for i, (blocks, width) in enumerate(stages):
+        if i > 0:
+            if coarsen:
+                x = _POOL[spatial_dims](2, name=f"{name}_stage{i}_pool")(x)
+            x = conv(width, 1, use_bias=normalization is None, name=f"{name}_stage{i}_conv")(x)
+            x = _normalization(normalization, spatial_dims, f"{name}_stage{i}_norm")(x)
+            x = keras.layers.Activation("relu", name=f"{name}_stage{i}_act")(x)
+        for j in range(blocks):
+            x = IMEXBlock(width, kernel_size=kernel_size, implicit=implicit, h=h, normalization=normalization,
+                          name=f"{name}_stage{i}_block{j}")(x)
+    if factor > 1:
+        x = _UP[spatial_dims](factor, name=f"{name}_upsample")(x)
+    x = conv(num_classes, 1, name=f"{name}_head")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name=f"{name}_output")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    # On TensorFlow, XLA makes both the FFT solve and the convolutions slower on
+    # CPU and takes seconds to compile the FFT gradients, so it is left off there
+    # (measured with benchmarks/implicit_solve.py's step setting); JAX keeps jit.
+    jit_compile = False if keras.backend.backend() == "tensorflow" else "auto"
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=segmentation_metrics(num_classes), jit_compile=jit_compile)
+    return model
+
+
+def _example(model, batch_size, seed):
+    """A Q-tips batch for 2D models (normalised images, integer labels); random arrays for 3D."""
+    spatial = tuple(s if s is not None else 16 for s in model.inputs[0].shape[1:-1])
+    in_channels = model.inputs[0].shape[-1]
+    num_classes = model.outputs[0].shape[-1]
+    if len(spatial) == 2 and spatial[0] == spatial[1] and spatial[0] >= 16 and in_channels == 1 \
+            and num_classes >= 4:
+        from keras_medseg.data import qtips
+
+        return qtips(batch_size, size=spatial[0], seed=seed, normalize=True)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch_size, *spatial, in_channels)).astype("float32")
+    y = rng.integers(0, num_classes, size=(batch_size, *spatial)).astype("int32")
+    return x, y
+
+
+_TINY = {"input_size": 16, "stages": ((1, 4), (1, 8)), "num_classes": 4}
+
+
+@register_model(
+    "imexnet",
+    description="IMEXnet: stages of implicit-explicit (IMEX) blocks with an FFT solve, softmax segmentation head",
+    spatial_dims=(2, 3),
+    tiny=_TINY,
+    example=_example,
+)
+def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=PAPER_STAGES, kernel_size=3,
+            h=1.0, normalization="batch", coarsen=True, learning_rate=1e-3, name="imexnet"):
+    """IMEXnet segmentation model, compiled (Adam, sparse cross-entropy, accuracy/mean IoU/mean Dice).
+
+    Every block is one IMEX step `Y+ = Y + h (I + hL)^-1 f(Y)` with `f` the
+    ResNet residual and `L = C^T C` a learnable periodic depthwise operator
+    solved by FFT (`keras_medseg.layers.IMEXBlock`): each block sees the whole
+    image, which the Q-tips task (class told by both ends of a long rod) needs.
+
+    Args:
+        spatial_dims: 2 or 3 (default 2).
+        input_size: spatial size, int or tuple (default 64, the Q-tips canvas);
+            required (the FFT needs static sizes) and divisible by
+            `2**(len(stages) - 1)` when `coarsen=True`.
+        in_channels: image channels (default 1).
+        num_classes: softmax classes incl. background (default 4 = background
+            + the 3 Q-tips classes).
+        stages: `((blocks, width), ...)` (default `((4, 64), (4, 128), (4, 256))`
+            as in the paper).
+        kernel_size: odd size of the block convolutions and of `L` (default 3).
+        h: step size (default 1.0).
+        normalization: "batch" (default), "instance", "layer" or None.
+        coarsen: 2x average pooling between stages and upsampling back before
+            the head (default True).
+        learning_rate: Adam learning rate (default 1e-3).
+        name: model name / layer prefix (default "imexnet").
+
+    Input/output shapes: 2D `(N, H, W, in_channels) -> (N, H, W, num_classes)`,
+    3D `(N, D, H, W, in_channels) -> (N, D, H, W, num_classes)`; labels
+    `(N, H, W)` / `(N, D, H, W)` integer class ids.
+
+    Raises:
+        ValueError: bad `spatial_dims`, `stages`, `num_classes`, `h`,
+            `normalization`, `learning_rate`, or `input_size` (None, wrong
+            length, not divisible by the coarsening factor).
+
+    Example:
+
+    >>> model = keras_medseg.zoo.build("imexnet", stages=((2, 16), (2, 32)))
+    >>> images, labels = keras_medseg.data.qtips(32, seed=0, normalize=True)
+    >>> history = model.fit(images, labels, epochs=1, verbose=0)
+
+    Reference: Haber et al., "IMEXnet: A forward stable deep neural network", ICML 2019 (seed 002).
+    """
+    return imex_segmenter(implicit=True, spatial_dims=spatial_dims, input_size=input_size,
+                          in_channels=in_channels, num_classes=num_classes, stages=stages,
+                          kernel_size=kernel_size, h=h, normalization=normalization, coarsen=coarsen,
+                          learning_rate=learning_rate, name=name)
+
+
+@register_model(
+    "resnet_seg",
+    description="ResNet segmenter: the explicit (forward Euler) twin of imexnet, same geometry without L",
+    spatial_dims=(2, 3),
+    tiny=_TINY,
+    example=_example,
+)
+def resnet_seg(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=PAPER_STAGES, kernel_size=3,
+               h=1.0, normalization="batch", coarsen=True, learning_rate=1e-3, name="resnet_seg"):
+    """ResNet segmentation model: `imexnet` with explicit steps `Y+ = Y + h f(Y)`, compiled like it.
+
+    Same arguments, layers and parameters as `imexnet` except the implicit
+    `L` kernels (the baseline of the IMEXnet paper). `input_size=None` is
+    allowed here (any size divisible by the coarsening factor).
+
+    Args:
+        spatial_dims: 2 or 3 (default 2).
+        input_size: spatial size, int, tuple or None (default 64).
+        in_channels: image channels (default 1).
+        num_classes: softmax classes incl. background (default 4).
+        stages: `((blocks, width), ...)` (default `((4, 64), (4, 128), (4, 256))`).
+        kernel_size: odd size of the block convolutions (default 3).
+        h: step size (default 1.0).
+        normalization: "batch" (default), "instance", "layer" or None.
+        coarsen: pooling between stages + upsampling back (default True).
+        learning_rate: Adam learning rate (default 1e-3).
+        name: model name / layer prefix (default "resnet_seg").
+
+    Input/output shapes: as `imexnet`.
+
+    Raises:
+        ValueError: as `imexnet`.
+
+    Example:
+
+    >>> model = keras_medseg.zoo.build("resnet_seg", stages=((2, 16), (2, 32)))
+
+    Reference: He et al., "Deep residual learning", CVPR 2016; the baseline of
+    Haber et al., ICML 2019 (seed 002).
+    """
+    return imex_segmenter(implicit=False, spatial_dims=spatial_dims, input_size=input_size,
+                          in_channels=in_channels, num_classes=num_classes, stages=stages,
+                          kernel_size=kernel_size, h=h, normalization=normalization, coarsen=coarsen,
+                          learning_rate=learning_rate, name=name)

@@ -1,0 +1,196 @@
+"""UNet for 2D and 3D segmentation (`zoo.build("unet", ...)`).
+
+Encoder of `depth` down-sampling levels (two 3x3 convolutions, optional batch
+norm, ReLU, 2x max pooling), a bottleneck, and a decoder that upsamples with
+2x transposed convolutions and concatenates the encoder feature map of the
+same level (skip connection) before two more convolutions. Widths double at
+every level: `filters * 2**level`.
+
+`unet_backbone(...)` returns the uncompiled functional network with any output
+activation (the pix2pix generator uses it with `tanh`); `unet(...)` is the
+registered zoo builder that adds a sigmoid/softmax head and compiles.
+
+Layer names are deterministic: `{name}_enc{i}_conv{j}`, `{name}_enc{i}_bn{j}`,
+`{name}_enc{i}_pool`, `{name}_bottleneck_conv{j}`, `{name}_dec{i}_up`,
+`{name}_dec{i}_concat`, `{name}_dec{i}_conv{j}`, `{name}_head`.
+
+Reference: Ronneberger, Fischer, Brox, "U-Net: convolutional networks for
+biomedical image segmentation", MICCAI 2015; Cicek et al., "3D U-Net", MICCAI
+2016 (seeds 000 and 003 use it as the segmentation baseline).
+"""
+
+import numbers
+
+import keras
+import numpy as np
+
+from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims
+from keras_medseg.zoo.registry import register_model
+
+_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+_CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
+_POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
+
+
+def _spatial_shape(input_size, spatial_dims, depth):
+    """Validate `input_size` (None, int or tuple) and return the spatial shape tuple."""
+    if input_size is None:
+        return (None,) * spatial_dims
+    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
+        input_size = (int(input_size),) * spatial_dims
+    if not isinstance(input_size, (tuple, list)) or len(input_size) != spatial_dims:
+        raise ValueError(
+            f"`input_size` must be None, an int or a tuple of {spatial_dims} ints (one per spatial axis). "
+            f"Received: input_size={input_size!r}"
+        )
+    factor = 2**depth
+    for s in input_size:
+        if s is None:
+            continue
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
+            raise ValueError(f"`input_size` entries must be positive ints or None. Received: input_size={input_size!r}")
+        if s % factor:
+            raise ValueError(
+                f"`input_size` must be divisible by 2**depth = {factor} along every axis (each of the "
+                f"{depth} levels halves it). Received: input_size={tuple(input_size)}, depth={depth}"
+            )
+    return tuple(input_size)
+
+
+def _conv_block(x, filters, spatial_dims, batch_norm, prefix):
+    for j in (1, 2):
+        x = _CONV[spatial_dims](filters, 3, padding="same", use_bias=not batch_norm, name=f"{prefix}_conv{j}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{prefix}_bn{j}")(x)
+        x = keras.layers.Activation("relu", name=f"{prefix}_relu{j}")(x)
+    return x
+
+
+def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1, depth=3, filters=16,
+                  batch_norm=True, output_activation="sigmoid", name="unet"):
+    """Uncompiled UNet as a functional `keras.Model` with a chosen output activation.
+
+    Args:
+        spatial_dims: 2 or 3 (default 2).
+        input_size: spatial size (int, tuple, or None for any size divisible by
+            `2**depth`; default None).
+        in_channels: input channels (default 1).
+        out_channels: channels of the final 1x1 convolution (default 1).
+        depth: number of down-sampling levels (default 3).
+        filters: width of the first level; level `i` has `filters * 2**i` (default 16).
+        batch_norm: batch normalisation after every convolution (default True).
+        output_activation: Keras activation name of the head, e.g. "sigmoid",
+            "softmax", "tanh" or "linear" (default "sigmoid"). The head runs
+            in float32 under mixed precision.
+        name: model name and layer-name prefix (default "unet").
+
+    Input/output shapes: 2D `(N, H, W, in_channels) -> (N, H, W, out_channels)`,
+    3D `(N, D, H, W, in_channels) -> (N, D, H, W, out_channels)`.
+
+    Raises:
+        ValueError: `spatial_dims` not 2/3, non-positive `depth`/`filters`/
+            channels, or an `input_size` not divisible by `2**depth`.
+
+    Example:
+
+    >>> g = keras_medseg.zoo.unet.unet_backbone(input_size=64, in_channels=3, out_channels=3,
+    ...                                        output_activation="tanh", name="generator")
+
+    Reference: Ronneberger et al., MICCAI 2015.
+    """
+    spatial_dims = check_spatial_dims(spatial_dims)
+    depth = check_positive_int(depth, "depth")
+    filters = check_positive_int(filters, "filters")
+    in_channels = check_positive_int(in_channels, "in_channels")
+    out_channels = check_positive_int(out_channels, "out_channels")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string. Received: name={name!r}")
+    try:
+        keras.activations.get(output_activation)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"`output_activation` is not a Keras activation. Received: output_activation={output_activation!r}") from exc
+    shape = _spatial_shape(input_size, spatial_dims, depth)
+
+    inputs = keras.Input(shape=shape + (in_channels,), name=f"{name}_input")
+    x = inputs
+    skips = []
+    for i in range(depth):
+        x = _conv_block(x, filters * 2**i, spatial_dims, batch_norm, f"{name}_enc{i}")
+        skips.append(x)
+        x = _POOL[spatial_dims](2, name=f"{name}_enc{i}_pool")(x)
+    x = _conv_block(x, filters * 2**depth, spatial_dims, batch_norm, f"{name}_bottleneck")
+    for i in reversed(range(depth)):
+        x = _CONV_T[spatial_dims](filters * 2**i, 2, strides=2, padding="same", name=f"{name}_dec{i}_up")(x)
+        x = keras.layers.Concatenate(axis=-1, name=f"{name}_dec{i}_concat")([skips[i], x])
+        x = _conv_block(x, filters * 2**i, spatial_dims, batch_norm, f"{name}_dec{i}")
+    x = _CONV[spatial_dims](out_channels, 1, name=f"{name}_head")(x)
+    outputs = keras.layers.Activation(output_activation, dtype="float32", name=f"{name}_output")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _example(model, batch_size, seed):
+    """A random `(x, y)` batch for the zoo-wide tests (spatial size 2**depth * 2 where free)."""
+    rng = np.random.default_rng(seed)
+    in_shape = model.inputs[0].shape[1:]
+    n_pool = sum(1 for layer in model.layers if layer.name.endswith("_pool"))
+    spatial = tuple(s if s is not None else 2 ** (n_pool + 1) for s in in_shape[:-1])
+    x = rng.normal(size=(batch_size,) + spatial + (in_shape[-1],)).astype("float32")
+    channels = model.outputs[0].shape[-1]
+    if channels == 1:
+        y = rng.integers(0, 2, size=(batch_size,) + spatial + (1,)).astype("float32")
+    else:
+        y = rng.integers(0, channels, size=(batch_size,) + spatial).astype("int32")
+    return x, y
+
+
+@register_model(
+    "unet",
+    description="2D/3D UNet: conv encoder, transposed-conv decoder, skip concatenation, sigmoid/softmax head",
+    spatial_dims=(2, 3),
+    tiny={"depth": 2, "filters": 4},
+    example=_example,
+)
+def unet(spatial_dims=2, input_size=None, in_channels=1, num_classes=1, depth=3, filters=16,
+         batch_norm=True, learning_rate=1e-3, name="unet"):
+    """2D/3D UNet for segmentation, compiled (Adam, cross-entropy, IoU/Dice metrics).
+
+    Args:
+        spatial_dims: 2 or 3 (default 2).
+        input_size: spatial size (int or tuple) or None for any size divisible
+            by `2**depth` (default None).
+        in_channels: image channels (default 1).
+        num_classes: 1 gives a one-channel sigmoid head (binary masks, binary
+            cross-entropy); >= 2 a softmax head over `num_classes` channels with
+            integer labels (sparse categorical cross-entropy). Default 1.
+        depth: down-sampling levels (default 3).
+        filters: width of the first level, doubled per level (default 16).
+        batch_norm: batch normalisation after every convolution (default True).
+        learning_rate: Adam learning rate (default 1e-3).
+        name: model name / layer prefix (default "unet").
+
+    Input/output shapes: 2D `(N, H, W, in_channels) -> (N, H, W, max(num_classes, 1))`,
+    3D `(N, D, H, W, in_channels) -> (N, D, H, W, max(num_classes, 1))`;
+    labels `(N, H, W)` ints (softmax) or `(N, H, W, 1)` in {0, 1} (sigmoid).
+
+    Raises:
+        ValueError: bad `spatial_dims`, `depth`, `filters`, `num_classes`,
+            `learning_rate`, or `input_size` not divisible by `2**depth`.
+
+    Example:
+
+    >>> model = keras_medseg.zoo.build("unet", spatial_dims=3, num_classes=3, filters=8)
+
+    Reference: Ronneberger et al., MICCAI 2015; Cicek et al., MICCAI 2016.
+    """
+    from keras_medseg.metrics import segmentation_metrics
+
+    num_classes = check_positive_int(num_classes, "num_classes")
+    check_positive(learning_rate, "learning_rate")
+    model = unet_backbone(spatial_dims=spatial_dims, input_size=input_size, in_channels=in_channels,
+                          out_channels=num_classes, depth=depth, filters=filters, batch_norm=batch_norm,
+                          output_activation="sigmoid" if num_classes == 1 else "softmax", name=name)
+    loss = (keras.losses.BinaryCrossentropy() if num_classes == 1
+            else keras.losses.SparseCategoricalCrossentropy())
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                  metrics=segmentation_metrics(num_classes))
+    return model

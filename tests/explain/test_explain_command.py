@@ -1,0 +1,68 @@
+"""Tests of `keras-medseg explain` (CLI)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_medseg import cli
+from keras_medseg.commands.explain import load_checkpoint, prepare_input
+
+
+def _checkpoint(tmp_path, spatial=(16, 16)):
+    conv = keras.layers.Conv2D if len(spatial) == 2 else keras.layers.Conv3D
+    gap = keras.layers.GlobalAveragePooling2D if len(spatial) == 2 else keras.layers.GlobalAveragePooling3D
+    inp = keras.Input(spatial + (1,))
+    h = conv(4, 3, padding="same", activation="relu", name="conv")(inp)
+    out = keras.layers.Dense(2, activation="softmax")(gap()(h))
+    path = str(tmp_path / "model.keras")
+    keras.Model(inp, out).save(path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["saliency", "smoothgrad", "gradcam", "occlusion", "lime"])
+def test_explain_command_writes_png_and_map(method, tmp_path, rng):
+    ckpt = _checkpoint(tmp_path)
+    img = tmp_path / "image.npy"
+    np.save(img, rng.random((20, 18)).astype("float32"))  # resized to the model's 16x16
+    out = tmp_path / "maps" / f"{method}.png"
+    rc = cli.main(["explain", ckpt, str(img), "--method", method, "--class", "1", "--samples", "8",
+                   "--patch", "4", "--out", str(out)])
+    assert rc == 0
+    assert out.exists() and out.stat().st_size > 0
+    heat = np.load(str(out).replace(".png", ".npy"))
+    assert heat.shape == (16, 16) and np.isfinite(heat).all()
+
+
+def test_explain_command_on_a_volume_default_class(tmp_path, rng):
+    ckpt = _checkpoint(tmp_path, (6, 8, 8))
+    img = tmp_path / "vol.npz"
+    np.savez(img, vol=rng.random((6, 8, 8)).astype("float32"))
+    out = tmp_path / "cam.png"
+    assert cli.main(["explain", ckpt, str(img), "--axis", "2", "--index", "3", "--out", str(out)]) == 0
+    assert np.load(tmp_path / "cam.npy").shape == (6, 8, 8)
+
+
+def test_explain_command_errors(tmp_path, rng, capsys):
+    assert cli.main(["explain", str(tmp_path / "missing.keras"), "x.npy"]) == 2
+    assert "missing.keras" in capsys.readouterr().err
+    inp = keras.Input((4, 4, 1))
+    out = keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: 2.0 * t)(inp)))
+    path = str(tmp_path / "lambda.keras")
+    keras.Model(inp, out).save(path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_checkpoint(path)
+    img = tmp_path / "img.npy"
+    np.save(img, rng.random((4, 4)))
+    assert cli.main(["explain", path, str(img)]) == 2
+    assert "Lambda" in capsys.readouterr().err
+    ckpt = _checkpoint(tmp_path)
+    np.save(img, rng.random((4, 4, 4, 4)))
+    assert cli.main(["explain", ckpt, str(img)]) == 2
+    assert "IMAGE" in capsys.readouterr().err
+    model = keras.saving.load_model(ckpt)
+    with pytest.raises(ValueError, match="channels"):
+        prepare_input(rng.random((16, 16, 5)), model)
+    assert prepare_input(rng.random((16, 16, 3)), model).shape == (1, 16, 16, 1)
+    assert os.path.exists(ckpt)

@@ -1,0 +1,184 @@
+"""`implicit_conv_solve` against a dense solve of the explicit circulant system."""
+
+import itertools
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_medseg.ops import implicit_conv_solve
+from tests.testing import check_op_gradients
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def periodic_depthwise_conv(y, c):
+    """NumPy periodic cross-correlation of one channel `y (*S)` with `c (*K)`, centred taps."""
+    centre = [k // 2 for k in c.shape]
+    out = np.zeros_like(y)
+    axes = tuple(range(y.ndim))
+    for tap in itertools.product(*[range(k) for k in c.shape]):
+        shift = tuple(m - t for t, m in zip(tap, centre))
+        out += c[tap] * np.roll(y, shift, axis=axes)
+    return out
+
+
+def conv_matrix(c, spatial):
+    """Dense matrix of the periodic convolution, built column by column from unit vectors."""
+    size = int(np.prod(spatial))
+    m = np.zeros((size, size))
+    for j in range(size):
+        e = np.zeros(size)
+        e[j] = 1.0
+        m[:, j] = periodic_depthwise_conv(e.reshape(spatial), c).ravel()
+    return m
+
+
+def dense_solve(b, kernel, h):
+    """Solve `(I + h C^T C) y = b` per sample and channel with `numpy.linalg.solve`."""
+    spatial = b.shape[1:-1]
+    out = np.zeros_like(b)
+    for ch in range(b.shape[-1]):
+        c = conv_matrix(kernel[..., ch], spatial)
+        a = np.eye(c.shape[0]) + h * c.T @ c
+        rhs = b[..., ch].reshape(b.shape[0], -1).T
+        out[..., ch] = np.linalg.solve(a, rhs).T.reshape(b.shape[:-1])
+    return out
+
+
+def test_conv_matrix_reference_is_a_convolution():
+    # Sanity check of the reference itself: a centred delta kernel is the identity,
+    # a kernel with a single off-centre tap is a cyclic shift.
+    delta = np.zeros((3, 3))
+    delta[1, 1] = 1.0
+    np.testing.assert_array_equal(conv_matrix(delta, (4, 5)), np.eye(20))
+    right = np.zeros((3, 3))
+    right[1, 2] = 1.0
+    y = np.arange(20.0).reshape(4, 5)
+    np.testing.assert_array_equal(periodic_depthwise_conv(y, right), np.roll(y, -1, axis=1))
+
+
+@pytest.mark.parametrize(
+    "spatial, kernel_size, h",
+    [
+        ((6, 7), (3, 3), 0.3),
+        ((8, 5), (5, 3), 2.0),
+        ((5, 5), (5, 5), 0.6),
+        ((7, 6), (1, 3), 1.0),
+        ((4, 5, 6), (3, 3, 3), 0.3),
+        ((5, 4, 3), (1, 3, 3), 2.0),
+        ((5, 5, 4), (5, 3, 1), 0.5),
+    ],
+)
+def test_matches_dense_solve_float64(spatial, kernel_size, h):
+    rng = np.random.default_rng(1)
+    b = rng.standard_normal((2, *spatial, 3))
+    kernel = rng.standard_normal((*kernel_size, 3))
+    y = ops.convert_to_numpy(implicit_conv_solve(b, kernel, h))
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, dense_solve(b, kernel, h), rtol=1e-10, atol=1e-10)
+
+
+def test_residual_of_the_system_is_zero():
+    # (I + h C^T C) y = b, with C and C^T applied by the NumPy reference convolution.
+    rng = np.random.default_rng(2)
+    b = rng.standard_normal((1, 9, 8, 2))
+    kernel = rng.standard_normal((3, 3, 2))
+    h = 0.8
+    y = ops.convert_to_numpy(implicit_conv_solve(b, kernel, h))
+    for ch in range(2):
+        c = kernel[..., ch]
+        cy = periodic_depthwise_conv(y[0, ..., ch], c)
+        ctcy = periodic_depthwise_conv(cy, c[::-1, ::-1])  # C^T = correlation with the flipped kernel
+        np.testing.assert_allclose(y[0, ..., ch] + h * ctcy, b[0, ..., ch], atol=1e-10)
+
+
+def test_float32_and_dtype_preserved():
+    rng = np.random.default_rng(3)
+    b = rng.standard_normal((2, 8, 6, 4))
+    kernel = rng.standard_normal((3, 3, 4))
+    y = implicit_conv_solve(b.astype("float32"), kernel.astype("float32"), 0.5)
+    assert ops.convert_to_numpy(y).dtype == np.float32
+    np.testing.assert_allclose(ops.convert_to_numpy(y), dense_solve(b, kernel, 0.5), atol=1e-5)
+
+
+def test_float16_input_solved_in_float32():
+    rng = np.random.default_rng(4)
+    b = rng.standard_normal((1, 8, 8, 2))
+    kernel = rng.standard_normal((3, 3, 2))
+    y = implicit_conv_solve(b.astype("float16"), kernel.astype("float16"), 1.0)
+    y = ops.convert_to_numpy(y)
+    assert y.dtype == np.float16
+    ref = dense_solve(b.astype("float16").astype("float64"), kernel.astype("float16").astype("float64"), 1.0)
+    np.testing.assert_allclose(y.astype("float64"), ref, atol=1e-2)
+
+
+def test_zero_kernel_is_identity_and_constant_image_damped():
+    rng = np.random.default_rng(5)
+    b = rng.standard_normal((2, 6, 6, 3))
+    y = implicit_conv_solve(b, np.zeros((3, 3, 3)), 4.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(y), b, atol=1e-12)
+    # A constant image is the zero-frequency mode: it is divided by 1 + h (sum c)^2.
+    kernel = np.full((3, 3, 1), 0.5)
+    y = implicit_conv_solve(np.ones((1, 5, 7, 1)), kernel, 2.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(y), 1.0 / (1.0 + 2.0 * 4.5**2), rtol=1e-12)
+
+
+def test_solve_is_a_contraction():
+    # C^T C is positive semi-definite, so ||y|| <= ||b||.
+    rng = np.random.default_rng(6)
+    b = rng.standard_normal((2, 10, 10, 3))
+    y = ops.convert_to_numpy(implicit_conv_solve(b, rng.standard_normal((5, 5, 3)), 3.0))
+    assert np.linalg.norm(y) <= np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("spatial, kernel_size", [((6, 5), (3, 3)), ((4, 5, 3), (3, 3, 3))])
+def test_gradients_wrt_b_kernel_and_h(spatial, kernel_size):
+    rng = np.random.default_rng(7)
+    b = rng.standard_normal((2, *spatial, 2))
+    kernel = 0.5 * rng.standard_normal((*kernel_size, 2))
+    h = np.array(0.7)
+    check_op_gradients(implicit_conv_solve, b, kernel, h, rtol=1e-4, max_entries=12)
+
+
+def test_h_as_tensor():
+    rng = np.random.default_rng(8)
+    b = rng.standard_normal((1, 6, 6, 2))
+    kernel = rng.standard_normal((3, 3, 2))
+    y = implicit_conv_solve(ops.convert_to_tensor(b), ops.convert_to_tensor(kernel), ops.convert_to_tensor(1.5))
+    np.testing.assert_allclose(ops.convert_to_numpy(y), dense_solve(b, kernel, 1.5), atol=1e-10)
+
+
+class TestBadInput:
+    b = np.zeros((1, 8, 8, 2))
+    kernel = np.zeros((3, 3, 2))
+
+    @pytest.mark.parametrize("h", [0.0, -1.0, float("nan"), float("inf")])
+    def test_h_not_positive(self, h):
+        with pytest.raises(ValueError, match=r"h.*Received: h="):
+            implicit_conv_solve(self.b, self.kernel, h)
+
+    def test_h_wrong_type(self):
+        with pytest.raises(TypeError, match="h"):
+            implicit_conv_solve(self.b, self.kernel, True)
+
+    def test_even_kernel_size(self):
+        with pytest.raises(ValueError, match=r"`kernel` must have odd sizes.*\(4, 3\)"):
+            implicit_conv_solve(self.b, np.zeros((4, 3, 2)), 1.0)
+
+    def test_kernel_channel_mismatch(self):
+        with pytest.raises(ValueError, match=r"one depthwise filter per channel.*kernel.shape=\(3, 3, 5\)"):
+            implicit_conv_solve(self.b, np.zeros((3, 3, 5)), 1.0)
+
+    def test_kernel_wrong_rank(self):
+        with pytest.raises(ValueError, match=r"`kernel` must have shape.*kernel.shape=\(3, 3, 3, 2\)"):
+            implicit_conv_solve(self.b, np.zeros((3, 3, 3, 2)), 1.0)
+
+    @pytest.mark.parametrize("shape", [(8, 8, 2), (1, 8, 2), (1, 4, 4, 4, 4, 2)])
+    def test_b_wrong_rank(self, shape):
+        with pytest.raises(ValueError, match=r"`b` must be a .*Received: b.shape="):
+            implicit_conv_solve(np.zeros(shape), self.kernel, 1.0)
+
+    def test_kernel_larger_than_image(self):
+        with pytest.raises(ValueError, match=r"not be larger than the image.*\(4, 8\)"):
+            implicit_conv_solve(np.zeros((1, 4, 8, 2)), np.zeros((5, 3, 2)), 1.0)
