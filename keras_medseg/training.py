@@ -1,11 +1,14 @@
 """Training and evaluation helpers behind `keras-medseg train/evaluate/demo`.
 
 `train(model_or_name, data, epochs, out_dir)` fits a segmentation model with
-the Keras progress bar, logs every epoch to `out_dir/log.csv`
-(`keras.callbacks.CSVLogger`), keeps the best model by validation loss as
-`out_dir/best.keras` (`keras.callbacks.ModelCheckpoint`), reloads it with
+the Keras progress bar, logs every epoch to `out_dir/log.csv`, keeps the best
+model by validation loss as `out_dir/best.keras` (written atomically) and backs
+the training state up to `out_dir/backup/` (`keras.callbacks.BackupAndRestore`),
+so running the same command again after a crash resumes where it stopped (see
+`keras_medseg.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
-predictions over the validation images.
+predictions over the validation images. `distribute=` trains on several
+devices through `keras_medseg.distribute`.
 
 Data are given as `"qtips"` (the synthetic Q-tips set), a folder path
 (`DIR/images` + `DIR/masks`, see `keras_medseg.data.folder`) or arrays
@@ -20,11 +23,14 @@ import keras
 import numpy as np
 
 from keras_medseg import zoo
+from keras_medseg.checkpointing import resumable_callbacks
 from keras_medseg.data.folder import load_folder
 from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
 from keras_medseg.data.qtips import qtips
 from keras_medseg.metrics import dice_iou_table, format_table, to_labels
+from keras_medseg.distribute import distribution_scope
 from keras_medseg.plotting import history_plot, prediction_grid
+from keras_medseg.utils.model_io import load_model
 
 QTIPS_CLASS_NAMES = ["background", "255/255", "255/1", "1/1"]
 
@@ -165,7 +171,8 @@ def evaluate_model(model, x, y, num_classes=None, batch_size=16):
 
 
 def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_size=16, model_kwargs=None,
-          verbose=1, seed=0, n_train=1024, n_val=64, size=64, callbacks=None, class_balance=False):
+          verbose=1, seed=0, n_train=1024, n_val=64, size=64, callbacks=None, class_balance=False,
+          distribute=None, backup_every=None):
     """Fit a segmentation model with progress bar, CSV log, best checkpoint and a PNG of predictions.
 
     Args:
@@ -185,6 +192,12 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
         class_balance: weight every training pixel by `class_balance_weights`
             (damped inverse class frequency) so thin structures are not
             drowned by the background (default False).
+        distribute: None, "mirrored", "multiworker" or "jax-data-parallel"
+            (see `keras_medseg.distribute`); the model is built inside that
+            scope, so `model_or_name` must then be a zoo name. `batch_size`
+            is the global batch.
+        backup_every: also back the training state up every that many
+            batches (default None: at the end of every epoch only).
 
     Returns:
         `TrainResult` with the best model (reloaded with `safe_mode=True`),
@@ -206,18 +219,23 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     keras.utils.set_random_seed(seed)
     data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed)
     if isinstance(model_or_name, str):
-        model = build_for_data(model_or_name, data, **(model_kwargs or {}))
+        with distribution_scope(distribute):
+            model = build_for_data(model_or_name, data, **(model_kwargs or {}))
     elif isinstance(model_or_name, keras.Model):
+        if distribute not in (None, "none"):
+            raise ValueError(
+                "`distribute` needs a zoo model name (the model must be built inside the strategy scope). "
+                f"Received: a keras.Model and distribute={distribute!r}"
+            )
         model = model_or_name
     else:
         raise TypeError(f"`model_or_name` must be a keras.Model or a zoo name. Received: {model_or_name!r}")
     os.makedirs(out_dir, exist_ok=True)
+    # User callbacks first (e.g. ROCAUCEarlyStopping adds keys the CSV log must see),
+    # then the crash-safe log / best checkpoint / backup trio.
+    cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor="val_loss", backup_every=backup_every)
     checkpoint = os.path.join(out_dir, "best.keras")
     log = os.path.join(out_dir, "log.csv")
-    cbs = [
-        keras.callbacks.CSVLogger(log),
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True),
-    ] + list(callbacks or [])
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
@@ -227,13 +245,14 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
         epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,
         sample_weight=sample_weight,
     )
-    best = keras.saving.load_model(checkpoint, safe_mode=True)
+    best = load_model(checkpoint)
     table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
     prediction_grid(data.x_val, data.y_val if best.outputs[0].shape[-1] != 1 else (data.y_val > 0),
                     {best.name: pred}, path=plot, num_classes=max(table["classes"]) + 1)
-    history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
-                 metrics=[m for m in ("loss", "mean_iou") if m in history.history])
+    if history.history:  # empty when a finished run is started again (nothing left to train)
+        history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
+                     metrics=[m for m in ("loss", "mean_iou") if m in history.history])
     return TrainResult(best, history.history, table, checkpoint, log, plot, pred)
 
 
@@ -256,13 +275,7 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
         FileNotFoundError: missing checkpoint or data folder (named).
         ValueError: a file that is not a loadable `.keras` model (named).
     """
-    checkpoint = os.fspath(checkpoint)
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"Checkpoint not found: {checkpoint!r}")
-    try:
-        model = keras.saving.load_model(checkpoint, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for a corrupt archive
-        raise ValueError(f"Cannot load {checkpoint!r} as a .keras model: {exc}") from exc
+    model = load_model(checkpoint)
     class_names = None
     if isinstance(data, str) and data.lower() == "qtips":
         x, y = qtips(n, size=size, seed=seed, normalize=True)

@@ -51,6 +51,13 @@ def add_parser(subparsers):
     p.add_argument("--class-balance", action="store_true",
                    help="weight pixels by damped inverse class frequency (thin structures, e.g. Q-tips)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distribute", default=None,
+                   choices=("none", "mirrored", "multiworker", "jax-data-parallel"),
+                   help="train on several devices: tf.distribute Mirrored/MultiWorkerMirrored (TensorFlow) or "
+                        "keras.distribution.DataParallel (JAX); --batch-size is the global batch")
+    p.add_argument("--backup-every", type=int, default=None, metavar="N",
+                   help="also back up the training state every N batches (default: every epoch); "
+                        "rerun the same command after a crash to resume")
     return p
 
 
@@ -70,7 +77,8 @@ def run(args):
                      spatial_dims=args.spatial_dims)
     result = train(args.model, data, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,
                    model_kwargs=model_kwargs, verbose=0 if args.quiet else 1, seed=args.seed,
-                   class_balance=args.class_balance)
+                   class_balance=args.class_balance, distribute=args.distribute,
+                   backup_every=args.backup_every)
     print(f"\nValidation Dice/IoU of the best checkpoint ({len(data.y_val)} cases):")
     print(format_table({args.model: result.table}, class_names=data.class_names))
     print(f"\ncheckpoint  {result.checkpoint}\nlog         {result.log}\npredictions {result.plot}")

@@ -1,4 +1,4 @@
-"""Train a small segmentation model single-device and on 2 devices; print the losses as JSON.
+"""Train a zoo UNet with `keras_medseg.training.train` on 1 and on 2 devices; print the losses as JSON.
 
 Run in a fresh process (device configuration must precede backend start-up):
     python _run_distributed.py tensorflow mirrored
@@ -19,36 +19,40 @@ if backend == "tensorflow":
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
 
+import tempfile  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_medseg.distribute import distribution_scope, num_replicas  # noqa: E402
-
-
-def model_fn():
-    inp = keras.Input((16, 16, 1))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
-    out = keras.layers.Conv2D(1, 1, activation="sigmoid", name="head")(x)
-    model = keras.Model(inp, out)
-    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
-    return model
-
+from keras_medseg.training import train  # noqa: E402
 
 rng = np.random.default_rng(0)
 x = rng.standard_normal((32, 16, 16, 1)).astype("float32")
-y = (x > 0.3).astype("float32")
+y = (x > 0.3).astype("int32")[..., 0]
+data = ((x, y), (x[:8], y[:8]))
+
+
+class CountReplicas(keras.callbacks.Callback):
+    """Records on how many devices the trained model's weights live."""
+
+    def on_train_begin(self, logs=None):
+        value = self.model.trainable_weights[0].value
+        if backend == "jax":
+            self.replicas = len(value.sharding.device_set)
+        else:  # a tf MirroredVariable holds one copy per replica
+            self.replicas = len(getattr(value, "values", [value]))
 
 
 def run(name):
-    keras.utils.set_random_seed(0)
-    with distribution_scope(name) as scope:
-        model = model_fn()
-        replicas = num_replicas(scope)
-    hist = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
-    return hist.history["loss"], replicas
+    counter = CountReplicas()
+    with tempfile.TemporaryDirectory() as out:
+        result = train("unet", data, epochs=3, out_dir=out, batch_size=8, verbose=0, seed=0, distribute=name,
+                       callbacks=[counter],
+                       model_kwargs={"depth": 2, "filters": 4, "batch_norm": False, "learning_rate": 0.01})
+    return result.history["loss"], counter.replicas
 
 
-single, _ = run("none")
+single, one = run("none")
 multi, replicas = run(strategy)
+assert one == 1
 print(json.dumps({"single": single, "multi": multi, "replicas": replicas}))
