@@ -6,7 +6,6 @@ import tempfile
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from keras_medseg.losses import AttentionMaskLoss, attention_mask_loss
 from tests.ops.test_attention import np_area_resize

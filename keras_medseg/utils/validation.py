@@ -76,3 +76,50 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
     return value
+
+
+def spatial_shape(input_size, spatial_dims, divisible_by=1, allow_none=True, why="", divisible_label=None,
+                  name="input_size"):
+    """Validate a model's spatial input size and return it as a tuple.
+
+    Args:
+        input_size: `None` (any size, if `allow_none`), an int (same size on
+            every axis) or one int (or `None`) per spatial axis.
+        spatial_dims: 2 or 3.
+        divisible_by: every given size must be a multiple of this (e.g.
+            `2**depth` for a network that halves the grid `depth` times).
+        allow_none: whether free (`None`) sizes are accepted.
+        why: explanation appended to the divisibility / None error.
+        divisible_label: how the divisor is named in the message, e.g.
+            `"2**depth = 8"` (default: the number).
+        name: the argument name used in messages.
+
+    Returns:
+        tuple of `spatial_dims` ints (or `None` entries).
+
+    Raises:
+        ValueError: naming `name` and the value received.
+    """
+    if input_size is None:
+        if allow_none:
+            return (None,) * spatial_dims
+        raise ValueError(f"`{name}` must be given{': ' + why if why else ''}. Received: {name}=None")
+    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
+        input_size = (int(input_size),) * spatial_dims
+    if not isinstance(input_size, (tuple, list)) or len(input_size) != spatial_dims:
+        raise ValueError(
+            f"`{name}` must be None, an int or a tuple of {spatial_dims} ints (one per spatial axis). "
+            f"Received: {name}={input_size!r}"
+        )
+    for s in input_size:
+        if s is None and allow_none:
+            continue
+        if s is None or isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
+            raise ValueError(f"`{name}` entries must be positive ints. Received: {name}={input_size!r}")
+        if s % divisible_by:
+            raise ValueError(
+                f"`{name}` must be divisible by {divisible_label or divisible_by} along every axis"
+                f"{' (' + why + ')' if why else ''}. "
+                f"Received: {name}={tuple(input_size)}"
+            )
+    return tuple(None if s is None else int(s) for s in input_size)

@@ -39,35 +39,13 @@ from keras_medseg.utils.validation import (
     check_positive_int,
     check_spatial_dims,
     spatial_rank,
+    spatial_shape,
 )
 from keras_medseg.zoo.registry import register_model
 
 _CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _DEFAULT_SIZE = {2: 128, 3: 64}
-
-
-def _input_size(input_size, spatial_dims, n_pools):
-    if input_size is None:
-        input_size = _DEFAULT_SIZE[spatial_dims]
-    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
-        input_size = (int(input_size),) * spatial_dims
-    if (
-        not isinstance(input_size, (tuple, list))
-        or len(input_size) != spatial_dims
-        or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_size)
-    ):
-        raise ValueError(
-            f"`input_size` must be None, a positive int or a tuple of {spatial_dims} positive ints. "
-            f"Received: input_size={input_size!r}"
-        )
-    factor = 2**n_pools
-    if any(s % factor for s in input_size):
-        raise ValueError(
-            f"`input_size` must be divisible by {factor} (2 ** (len(filters) - 1) max-pooling steps) "
-            f"along every axis. Received: input_size={tuple(input_size)}"
-        )
-    return tuple(int(s) for s in input_size)
 
 
 @register_model(
@@ -139,7 +117,10 @@ def attention_classifier(
     if not isinstance(filters, (tuple, list)) or not filters:
         raise ValueError(f"`filters` must be a non-empty tuple of positive ints. Received: filters={filters!r}")
     filters = tuple(check_positive_int(f, "filters") for f in filters)
-    size = _input_size(input_size, spatial_dims, len(filters) - 1)
+    if input_size is None:
+        input_size = _DEFAULT_SIZE[spatial_dims]
+    size = spatial_shape(input_size, spatial_dims, divisible_by=2 ** (len(filters) - 1), allow_none=False,
+                         why="2 ** (len(filters) - 1) max-pooling steps")
     convs_per_stage = check_positive_int(convs_per_stage, "convs_per_stage")
     heads = check_positive_int(heads, "heads")
     dense_units = check_positive_int(dense_units, "dense_units", minimum=0)

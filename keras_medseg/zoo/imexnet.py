@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_medseg.layers.imex_block import NORMALIZATIONS, IMEXBlock
-from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims
+from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
 
 _CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
@@ -49,30 +49,6 @@ def _check_stages(stages):
             f"e.g. ((4, 64), (4, 128)). Received: stages={stages!r}"
         )
     return tuple((int(b), int(w)) for b, w in stages)
-
-
-def _check_input_size(input_size, spatial_dims, factor, allow_none):
-    if input_size is None:
-        if allow_none:
-            return (None,) * spatial_dims
-        raise ValueError(
-            "`input_size` must be given for the implicit model: the FFT solve needs static spatial sizes. "
-            "Received: input_size=None"
-        )
-    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
-        input_size = (int(input_size),) * spatial_dims
-    if (not isinstance(input_size, (tuple, list)) or len(input_size) != spatial_dims or any(
-            isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in input_size)):
-        raise ValueError(
-            f"`input_size` must be an int or a tuple of {spatial_dims} positive ints. "
-            f"Received: input_size={input_size!r}"
-        )
-    if any(s % factor for s in input_size):
-        raise ValueError(
-            f"`input_size` must be divisible by {factor} along every axis (one 2x pooling between "
-            f"stages with coarsen=True). Received: input_size={tuple(input_size)}"
-        )
-    return tuple(int(s) for s in input_size)
 
 
 def _normalization(kind, spatial_dims, name):
@@ -105,7 +81,8 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
             f"`normalization` must be one of {list(NORMALIZATIONS)}. Received: normalization={normalization!r}"
         )
     factor = 2 ** (len(stages) - 1) if coarsen else 1
-    spatial = _check_input_size(input_size, spatial_dims, factor, allow_none=not implicit)
+    spatial = spatial_shape(input_size, spatial_dims, divisible_by=factor, allow_none=not implicit,
+                            why="the FFT solve needs static sizes; one 2x pooling between stages with coarsen=True")
     if implicit:
         smallest = min(spatial) // factor
         k = max(kernel_size) if isinstance(kernel_size, (tuple, list)) else kernel_size

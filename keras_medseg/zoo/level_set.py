@@ -30,7 +30,6 @@ Reference: J. Actor, "Identification of kernels in a convolutional neural
 network" (seed 000): LSE -> LSN.
 """
 
-import numbers
 
 import keras
 import numpy as np
@@ -38,25 +37,10 @@ import numpy as np
 from keras_medseg.layers.edge_indicator import EdgeIndicator
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.finite_differences import check_kernel_size_arg
-from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int, check_spatial_dims
+from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
 
 _CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-
-
-def _spatial_shape(input_size, spatial_dims):
-    if input_size is None:
-        return (None,) * spatial_dims
-    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
-        input_size = (int(input_size),) * spatial_dims
-    if not isinstance(input_size, (tuple, list)) or len(input_size) != spatial_dims:
-        raise ValueError(
-            f"`input_size` must be None, an int or a tuple of {spatial_dims} ints. Received: input_size={input_size!r}"
-        )
-    for s in input_size:
-        if s is not None and (isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1):
-            raise ValueError(f"`input_size` entries must be positive ints or None. Received: input_size={input_size!r}")
-    return tuple(input_size)
 
 
 def signed_distance_to_sphere(shape, centre, radius):
@@ -118,7 +102,7 @@ def _level_set_network(*, name, spatial_dims, channels, input_size, alpha, beta,
     # -- arguments
     d = check_spatial_dims(spatial_dims)
     channels = check_positive_int(channels, "channels")
-    spatial = _spatial_shape(input_size, d)
+    spatial = spatial_shape(input_size, d)
     steps = check_positive_int(steps, "steps")
     check_positive(dt, "dt")
     check_positive(eps, "eps")

@@ -19,42 +19,16 @@ biomedical image segmentation", MICCAI 2015; Cicek et al., "3D U-Net", MICCAI
 2016 (seeds 000 and 003 use it as the segmentation baseline).
 """
 
-import numbers
 
 import keras
 import numpy as np
 
-from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims
+from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
 
 _CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
 _POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
-
-
-def _spatial_shape(input_size, spatial_dims, depth):
-    """Validate `input_size` (None, int or tuple) and return the spatial shape tuple."""
-    if input_size is None:
-        return (None,) * spatial_dims
-    if isinstance(input_size, numbers.Integral) and not isinstance(input_size, bool):
-        input_size = (int(input_size),) * spatial_dims
-    if not isinstance(input_size, (tuple, list)) or len(input_size) != spatial_dims:
-        raise ValueError(
-            f"`input_size` must be None, an int or a tuple of {spatial_dims} ints (one per spatial axis). "
-            f"Received: input_size={input_size!r}"
-        )
-    factor = 2**depth
-    for s in input_size:
-        if s is None:
-            continue
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-            raise ValueError(f"`input_size` entries must be positive ints or None. Received: input_size={input_size!r}")
-        if s % factor:
-            raise ValueError(
-                f"`input_size` must be divisible by 2**depth = {factor} along every axis (each of the "
-                f"{depth} levels halves it). Received: input_size={tuple(input_size)}, depth={depth}"
-            )
-    return tuple(input_size)
 
 
 def _conv_block(x, filters, spatial_dims, batch_norm, prefix):
@@ -109,7 +83,9 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
         keras.activations.get(output_activation)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"`output_activation` is not a Keras activation. Received: output_activation={output_activation!r}") from exc
-    shape = _spatial_shape(input_size, spatial_dims, depth)
+    shape = spatial_shape(input_size, spatial_dims, divisible_by=2**depth,
+                          divisible_label=f"2**depth = {2**depth}",
+                          why=f"each of the {depth} levels halves it")
 
     inputs = keras.Input(shape=shape + (in_channels,), name=f"{name}_input")
     x = inputs
