@@ -46,3 +46,21 @@ def test_missing_truncated_and_foreign_files(tmp_path):
     h5.write_bytes(b"")
     with pytest.raises(ValueError, match=".keras"):
         load_model(str(h5))
+
+
+@pytest.mark.parametrize("command", [["evaluate", "{path}", "--data", "qtips"], ["explain", "{path}", "{image}"],
+                                     ["kernels", "{path}"]])
+def test_cli_refuses_a_lambda_model(command, tmp_path, capsys):
+    from skimage import io
+
+    from keras_medseg.cli import main
+
+    inp = keras.Input((8, 8, 1))
+    model = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2.0)(inp))
+    path = _save(model, tmp_path, "lambda.keras")
+    image = str(tmp_path / "image.png")
+    io.imsave(image, np.zeros((8, 8), "uint8"), check_contrast=False)
+    argv = [a.format(path=path, image=image) for a in command]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "safe_mode=True" in err and "lambda.keras" in err
