@@ -237,8 +237,8 @@ def main(argv=None):
         table += (f"; IMEX step <= 1.5x the ResNet step: {min(ratios):.2f}x..{max(ratios):.2f}x at width {w} "
                   f"({'met' if max(ratios) <= 1.5 else 'NOT met'})")
     table += (". The FFT solve costs O(width) per pixel and the block convolutions O(width^2), so the "
-              "ratio falls as the width grows. Shared, loaded CPUs: timings are noisy (medians of "
-              "interleaved repeats).")
+              "ratio falls as the width grows. Times are medians of interleaved repeats; they vary with "
+              f"machine load (1-minute load average when this table was written: {os.getloadavg()[0]:.1f}).")
     if args.quick:
         table += " Quick run (`--quick`): small sizes only."
     if not args.no_write:
