@@ -7,12 +7,21 @@ display needed), returned, and saved as PNG when a path is given.
 import numpy as np
 
 
+def take_slice(volume, axis=0, index=None):
+    """A 2D slice of a 3D array `(D, H, W[, C])` along spatial `axis` (middle by default)."""
+    if axis not in (0, 1, 2):
+        raise ValueError(f"`axis` must be 0, 1 or 2 for a volume. Received: axis={axis!r}")
+    size = volume.shape[axis]
+    index = size // 2 if index is None else index
+    if not -size <= index < size:
+        raise ValueError(f"`index` must be in [0, {size}). Received: index={index}")
+    return np.take(volume, index, axis=axis)
+
+
 def _middle_slice(a, spatial_dims):
     """2D view of one sample: the middle slice along the first axis of a 3D volume."""
     a = np.asarray(a)
-    if spatial_dims == 3:
-        a = a[a.shape[0] // 2]
-    return a
+    return take_slice(a) if spatial_dims == 3 else a
 
 
 def _image_view(img, spatial_dims):

@@ -2,16 +2,7 @@
 
 import numpy as np
 
-
-def take_slice(volume, axis=0, index=None):
-    """A 2D slice of a 3D array `(D, H, W[, C])` along spatial `axis` (middle by default)."""
-    if axis not in (0, 1, 2):
-        raise ValueError(f"`axis` must be 0, 1 or 2 for a volume. Received: axis={axis!r}")
-    size = volume.shape[axis]
-    index = size // 2 if index is None else index
-    if not -size <= index < size:
-        raise ValueError(f"`index` must be in [0, {size}). Received: index={index}")
-    return np.take(volume, index, axis=axis)
+from keras_medseg.plotting import take_slice
 
 
 def overlay(image, heatmap, ax=None, alpha=0.5, cmap="jet", image_cmap="gray", axis=0, index=None,
