@@ -36,6 +36,30 @@ class StencilLayer(keras.layers.Layer):
             )
         return d
 
+    def _level_set_pair(self, input_shape, second, one_per_axis=False, second_what=""):
+        """Check the shapes of a two-input call `[u, second]` and return `(u_shape, second_shape, d)`.
+
+        `u` must be `(N, *S, 1)`; `second` must have the same rank and one
+        channel, or one channel per spatial axis when `one_per_axis`.
+        """
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(
+            input_shape[0], (list, tuple)
+        ):
+            raise ValueError(
+                f"{type(self).__name__} expects two inputs [u, {second}]. Received: input_shape={input_shape}"
+            )
+        u_shape, v_shape = (tuple(s) for s in input_shape)
+        d = self._spatial_dims(u_shape, "u")
+        if u_shape[-1] != 1:
+            raise ValueError(f"`u` must have exactly one channel. Received: u.shape={u_shape}")
+        want = d if one_per_axis else 1
+        if len(v_shape) != len(u_shape) or v_shape[-1] != want:
+            raise ValueError(
+                f"`{second}`{second_what} must have shape (N, *spatial, {want}) matching u.shape={u_shape}. "
+                f"Received: {second}.shape={v_shape}"
+            )
+        return u_shape, v_shape, d
+
     def _stencil_weight(self, name, d, c_in, c_out, initializer):
         sizes = normalize_kernel_size(self.kernel_size, d)
         return self.add_weight(

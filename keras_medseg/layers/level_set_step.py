@@ -84,19 +84,7 @@ class LevelSetStep(StencilLayer):
         self.advection = UpwindConv("advection", name="advection", **common)
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(
-            input_shape[0], (list, tuple)
-        ):
-            raise ValueError(f"LevelSetStep expects two inputs [u, g]. Received: input_shape={input_shape}")
-        u_shape, g_shape = (tuple(s) for s in input_shape)
-        d = self._spatial_dims(u_shape, "u")
-        if u_shape[-1] != 1:
-            raise ValueError(f"`u` must have exactly one channel. Received: u.shape={u_shape}")
-        if len(g_shape) != len(u_shape) or g_shape[-1] != 1:
-            raise ValueError(
-                f"`g` (edge indicator) must have shape (N, *spatial, 1) matching u.shape={u_shape}. "
-                f"Received: g.shape={g_shape}"
-            )
+        u_shape, _, d = self._level_set_pair(input_shape, "g", second_what=" (edge indicator)")
         self.curvature.build(u_shape)
         self.grad_norm.build([u_shape, u_shape])
         self.advection.build([u_shape, u_shape[:-1] + (d,)])

@@ -51,20 +51,7 @@ class UpwindConv(StencilLayer):
         return "velocity" if self.mode == "advection" else "speed"
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(
-            input_shape[0], (list, tuple)
-        ):
-            raise ValueError(f"UpwindConv expects two inputs [u, {self._second}]. Received: input_shape={input_shape}")
-        u_shape, v_shape = (tuple(s) for s in input_shape)
-        d = self._spatial_dims(u_shape, "u")
-        if u_shape[-1] != 1:
-            raise ValueError(f"`u` must have exactly one channel. Received: u.shape={u_shape}")
-        want = d if self.mode == "advection" else 1
-        if len(v_shape) != len(u_shape) or v_shape[-1] != want:
-            raise ValueError(
-                f"`{self._second}` must have shape (N, *spatial, {want}) matching u.shape={u_shape}. "
-                f"Received: {self._second}.shape={v_shape}"
-            )
+        _, _, d = self._level_set_pair(input_shape, self._second, one_per_axis=self.mode == "advection")
         self.forward_kernel = self._stencil_weight("forward_kernel", d, 1, d, ForwardDifference())
         self.backward_kernel = self._stencil_weight("backward_kernel", d, 1, d, BackwardDifference())
 
