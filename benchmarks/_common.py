@@ -58,31 +58,51 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
-def write_results(name, data, markdown):
-    """Write `results/<name>.json` and update the `<name>` block of benchmarks/README.md."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    info = machine_info()
-    payload = {"benchmark": name, "machine": info, "results": data}
-    path = os.path.join(RESULTS_DIR, f"{name}.json")
+def write_json(path, payload):
+    """Write `payload` as JSON to `path` atomically (tmp file + os.replace)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2, default=float)
     os.replace(tmp, path)
+    return path
 
-    block = (
-        f"<!-- BEGIN {name} -->\n{markdown.strip()}\n\n"
-        f"_Produced by `{info['command']}` on {info['date']}, {info['cpu_count']} CPU cores, "
-        f"Keras {info['keras']} ({info['backend']}); raw numbers in `benchmarks/results/{name}.json`._\n"
-        f"<!-- END {name} -->"
-    )
-    text = open(README).read() if os.path.exists(README) else "# Benchmarks\n"
+
+def replace_block(path, name, body, default=""):
+    """Replace the text between `<!-- BEGIN name -->` and `<!-- END name -->` in `path`.
+
+    The block is appended when missing; the file is rewritten atomically.
+    """
+    block = f"<!-- BEGIN {name} -->\n{body.strip()}\n<!-- END {name} -->"
+    text = open(path).read() if os.path.exists(path) else default
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda m: block, text)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = README + ".tmp"
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
-    os.replace(tmp, README)
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(name, data, markdown, results_dir=None, readme=README):
+    """Write `<results_dir>/<name>.json` and update the `<name>` block of `readme`.
+
+    `results_dir` defaults to `benchmarks/results`; `readme=None` skips the
+    README block (used for throwaway runs, e.g. the smoke preset).
+    """
+    info = machine_info()
+    payload = {"benchmark": name, "machine": info, "results": data}
+    path = write_json(os.path.join(results_dir or RESULTS_DIR, f"{name}.json"), payload)
+    if readme is None:
+        return path
+
+    body = (
+        f"{markdown.strip()}\n\n"
+        f"_Produced by `{info['command']}` on {info['date']}, {info['cpu_count']} CPU cores, "
+        f"Keras {info['keras']} ({info['backend']}); raw numbers in `benchmarks/results/{name}.json`._"
+    )
+    replace_block(readme, name, body, default="# Benchmarks\n")
     return path
