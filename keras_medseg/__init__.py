@@ -14,6 +14,7 @@ from keras_medseg.version import __version__  # noqa: E402
 from keras_medseg import ops  # noqa: E402
 from keras_medseg import layers  # noqa: E402
 from keras_medseg import losses  # noqa: E402
+from keras_medseg import metrics  # noqa: E402  (registers MeanDice & co. for keras.saving.load_model)
 from keras_medseg import zoo  # noqa: E402
 
-__all__ = ["__version__", "ops", "layers", "losses", "zoo"]
+__all__ = ["__version__", "ops", "layers", "losses", "metrics", "zoo"]

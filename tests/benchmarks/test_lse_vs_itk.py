@@ -1,0 +1,90 @@
+"""benchmarks/lse_vs_itk.py: smoke run, Dice helper, images, and the lse <-> ITK sign mapping on a disk."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "benchmarks"))
+
+import lse_vs_itk  # noqa: E402
+
+itk = pytest.importorskip("itk")
+
+
+def test_dice_matches_sklearn_f1(rng):
+    from sklearn.metrics import f1_score
+
+    a, b = rng.random((40, 50)) > 0.6, rng.random((40, 50)) > 0.3
+    assert lse_vs_itk.dice(a, b) == pytest.approx(f1_score(a.ravel(), b.ravel()))
+    assert lse_vs_itk.dice(a, a) == 1.0
+    assert lse_vs_itk.dice(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0
+
+
+def test_images_load_offline_and_seed_is_inside():
+    for spec in lse_vs_itk.PRESETS["cpu"]["images"].values():
+        image, u0 = lse_vs_itk.prepare_image(spec)
+        assert image.dtype == np.float32 and image.min() == 0.0 and image.max() == 1.0
+        assert u0.shape == image.shape and (u0 < 0).sum() > 10  # a disk of pixels inside
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="preset"):
+        lse_vs_itk.run("huge")
+    with pytest.raises(ValueError, match="source"):
+        lse_vs_itk.load_image("skimage.data.nonexistent")
+
+
+def test_sign_mapping_on_a_disk():
+    """alpha < 0 inflates and alpha > 0 shrinks in both solvers, by a similar amount (flat image, g = 1)."""
+    from keras_medseg.zoo.level_set import signed_distance_to_sphere
+
+    u0 = signed_distance_to_sphere((48, 48), (24, 24), 10).astype("float32")
+    g = np.ones_like(u0)
+    start = int((u0 < 0).sum())
+    for alpha in (-1.0, 1.0):
+        settings = {"alpha": alpha, "beta": 0.0, "gamma": 0.0, "itk_rms": 0.0, "itk_iterations": 8}
+        inside, _, iterations, _ = lse_vs_itk.run_itk(g, u0, settings)
+        assert iterations == 8
+        assert (inside.sum() > start) == (alpha < 0) and (inside.sum() < start) == (alpha > 0)
+        # 2 chunks of 4 steps (one traced graph of 4 steps, called twice); tolerance < 0: never stops early
+        lse_settings = {"alpha": alpha, "beta": 0.0, "gamma": 0.0, "dt": 0.25, "chunk": 4, "max_chunks": 2,
+                        "patience": 1, "tolerance": -1.0, "smoothing_sigma": None, "image_scale": 1.0}
+        lse_inside, _, _, steps, _, _ = lse_vs_itk.run_lse(np.zeros_like(u0), u0, lse_settings)
+        assert steps == 8
+        # ITK's time step on a flat image is 0.25 per iteration: both moved the front ~2 pixels
+        assert lse_vs_itk.dice(lse_inside, inside) > 0.95
+
+
+@pytest.mark.slow
+def test_smoke_run(tmp_path):
+    result = lse_vs_itk.run("smoke", out_dir=str(tmp_path), progress=False)
+    assert result["preset"] == "smoke" and result["settings"] == lse_vs_itk.PRESETS["smoke"]
+    assert result["seconds"] > 0 and len(result["images"]) == len(lse_vs_itk.PRESETS["smoke"]["images"])
+    for row in result["images"]:
+        assert 0.0 <= row["dice"] <= 1.0 and row["meets_target"] == (row["dice"] >= 0.95)
+        assert row["both_pixels"] + row["lse_only_pixels"] == row["lse_pixels"]
+        assert row["both_pixels"] + row["itk_only_pixels"] == row["itk_pixels"]
+        assert row["lse_seconds"] > 0 and row["itk_seconds"] > 0
+    for fig in result["figures"]:
+        path = tmp_path / fig
+        assert fig.endswith(".png") and path.exists() and path.stat().st_size < 300_000
+    text = lse_vs_itk.markdown(result, fig_prefix="results/lse_vs_itk/")
+    assert "| image | size | image_scale | Dice lse vs ITK |" in text
+    assert "](results/lse_vs_itk/contours.png)" in text
+    assert ("NOT met" in text) == (not all(row["meets_target"] for row in result["images"]))
+    json.dumps(result)  # plain Python types only
+
+
+def test_near_boundary_fraction():
+    b = np.zeros((30, 30), bool)
+    b[5:25, 5:25] = True
+    a = b.copy()
+    a[4, 10:15] = True  # one-pixel bump just outside the boundary
+    assert lse_vs_itk.near_boundary_fraction(a, b, 2) == 1.0
+    a[15, 15] = False  # a hole in the middle, 10 px from the boundary
+    assert lse_vs_itk.near_boundary_fraction(a, b, 2) == pytest.approx(5 / 6)
+    assert lse_vs_itk.near_boundary_fraction(b, b) == 1.0
