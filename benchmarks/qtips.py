@@ -28,11 +28,10 @@ Presets:
   batch 16, 20 epochs, fully class-balanced pixel weights (power 1), the
   builder's default `L` initialisation. About 25 min for both nets on 2 quiet
   CPU cores (IMEXnet ~45-60 s and ResNet ~25-37 s per epoch of 1024 images).
-  Short screening runs (256 / 8 and 512 images / 6 epochs) showed no gap;
-  the full preset (measured 2026-11-22, 27 min on a shared 2-core machine)
-  gave IMEXnet 0.730 vs ResNet 0.481 mean IoU (4 classes), 0.643 vs 0.310
-  (3 rod classes); the IMEXnet's validation IoU jumps only at epochs 19-20,
-  so fewer epochs lose the gap. The page always reports what the run got.
+  Short screening runs (256 / 8 and 512 images / 6 epochs) showed no gap
+  between the nets; in the full preset the IMEXnet's validation IoU rose
+  late (in the last few epochs), so fewer epochs can lose the gap. The
+  numbers of the last run are on benchmarks/RESULTS.md.
   `l_init="multiscale"` (scaled-Laplacian `L` with diffusion lengths from
   1 px to the image size, `multiscale_laplacian_kernel`) is available as an
   override but did worse than the default in that screening.

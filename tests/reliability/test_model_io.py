@@ -64,3 +64,20 @@ def test_cli_refuses_a_lambda_model(command, tmp_path, capsys):
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert "safe_mode=True" in err and "lambda.keras" in err
+
+
+def test_plain_keras_load_of_a_saved_zoo_model_after_import(tmp_path):
+    """`import keras_medseg` registers everything a compiled zoo model needs (metrics included)."""
+    import subprocess
+    import sys
+
+    from keras_medseg import zoo
+
+    path = _save(zoo.build("unet", input_size=16, depth=2, filters=4), tmp_path)
+    load = "import keras, sys; m = keras.saving.load_model(sys.argv[1]); print(m.name)"
+    without = subprocess.run([sys.executable, "-c", load, path], capture_output=True, text=True, timeout=120)
+    assert without.returncode != 0 and "MeanDice" in without.stderr  # what the import has to register
+    out = subprocess.run([sys.executable, "-c", "import keras_medseg; " + load, path], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("unet")
