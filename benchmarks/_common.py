@@ -46,6 +46,22 @@ def machine_info():
     return info
 
 
+def dice(y_true, y_pred):
+    """Dice of two binary masks pooled over all their pixels (1.0 when both are empty).
+
+    Raises:
+        ValueError: the masks have different sizes.
+    """
+    import numpy as np
+
+    t = np.asarray(y_true).astype(bool).ravel()
+    p = np.asarray(y_pred).astype(bool).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"`y_true` and `y_pred` must have the same size. Received: {t.size} and {p.size}")
+    denom = t.sum() + p.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(t, p).sum() / denom)
+
+
 def markdown_table(header, rows):
     """A GitHub markdown table from a header list and a list of row lists."""
     def fmt(v):

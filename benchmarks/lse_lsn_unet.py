@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, dice, markdown_table, write_results  # noqa: E402
 
 NAME = "lse_lsn_unet"
 
@@ -103,16 +103,6 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def dice(y_true, y_pred):
-    """Dice of two binary masks pooled over all their pixels (1.0 when both are empty)."""
-    t = np.asarray(y_true).astype(bool).ravel()
-    p = np.asarray(y_pred).astype(bool).ravel()
-    if t.shape != p.shape:
-        raise ValueError(f"`y_true` and `y_pred` must have the same size. Received: {t.size} and {p.size}")
-    denom = t.sum() + p.sum()
-    return 1.0 if denom == 0 else float(2.0 * np.logical_and(t, p).sum() / denom)
 
 
 def slab_folds(n_items, n_folds=5):

@@ -54,7 +54,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, dice, markdown_table, write_results  # noqa: E402
 
 NAME = "lse_vs_itk"
 TARGET_DICE = 0.95
@@ -152,16 +152,6 @@ def near_boundary_fraction(a, b, distance=2):
     boundary = b ^ ndimage.binary_erosion(b, border_value=1)
     near = ndimage.distance_transform_edt(~boundary) <= distance if boundary.any() else np.zeros_like(b)
     return float(np.logical_and(disagree, near).sum() / disagree.sum())
-
-
-def dice(a, b):
-    """Dice coefficient of two boolean masks (1.0 when both are empty)."""
-    import numpy as np
-
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
-
 
 # ------------------------------------------------------------------------------------------- solvers
 def run_lse(image, u0, settings, progress=False):

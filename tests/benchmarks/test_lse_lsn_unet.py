@@ -40,19 +40,6 @@ def test_smoke_run(tmp_path):
     json.dumps(result)  # plain Python types only
 
 
-def test_dice_matches_sklearn_f1(rng):
-    from sklearn.metrics import f1_score
-
-    for _ in range(5):
-        t = rng.random((4, 9, 7)) < 0.3
-        p = rng.random((4, 9, 7)) < 0.4
-        assert lse_lsn_unet.dice(t, p) == pytest.approx(f1_score(t.ravel(), p.ravel()))
-    assert lse_lsn_unet.dice(np.zeros(5), np.zeros(5)) == 1.0
-    assert lse_lsn_unet.dice(np.ones(5), np.zeros(5)) == 0.0
-    with pytest.raises(ValueError, match="same size"):
-        lse_lsn_unet.dice(np.ones(5), np.ones(6))
-
-
 @pytest.mark.parametrize("n_items,n_folds", [(5, 5), (22, 5), (69, 5), (10, 3)])
 def test_slab_folds_contiguous_disjoint_covering(n_items, n_folds):
     slabs = lse_lsn_unet.slab_folds(n_items, n_folds)

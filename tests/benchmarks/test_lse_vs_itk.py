@@ -15,15 +15,6 @@ import lse_vs_itk  # noqa: E402
 itk = pytest.importorskip("itk")
 
 
-def test_dice_matches_sklearn_f1(rng):
-    from sklearn.metrics import f1_score
-
-    a, b = rng.random((40, 50)) > 0.6, rng.random((40, 50)) > 0.3
-    assert lse_vs_itk.dice(a, b) == pytest.approx(f1_score(a.ravel(), b.ravel()))
-    assert lse_vs_itk.dice(a, a) == 1.0
-    assert lse_vs_itk.dice(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0
-
-
 def test_images_load_offline_and_seed_is_inside():
     for spec in lse_vs_itk.PRESETS["cpu"]["images"].values():
         image, u0 = lse_vs_itk.prepare_image(spec)
@@ -38,6 +29,7 @@ def test_bad_arguments():
         lse_vs_itk.load_image("skimage.data.nonexistent")
 
 
+@pytest.mark.slow
 def test_sign_mapping_on_a_disk():
     """alpha < 0 inflates and alpha > 0 shrinks in both solvers, by a similar amount (flat image, g = 1)."""
     from keras_medseg.zoo.level_set import signed_distance_to_sphere

@@ -66,6 +66,7 @@ def test_cli_refuses_a_lambda_model(command, tmp_path, capsys):
     assert "safe_mode=True" in err and "lambda.keras" in err
 
 
+@pytest.mark.slow
 def test_plain_keras_load_of_a_saved_zoo_model_after_import(tmp_path):
     """`import keras_medseg` registers everything a compiled zoo model needs (metrics included)."""
     import subprocess
