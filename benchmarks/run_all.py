@@ -1,6 +1,6 @@
 """Reproduce the seeds' results with keras-medseg and regenerate `benchmarks/RESULTS.md`.
 
-    python benchmarks/run_all.py --preset cpu        # everything, about an hour on 2 CPU cores
+    python benchmarks/run_all.py --preset cpu        # everything, about 30 min on 2 CPU cores
     python benchmarks/run_all.py --preset paper      # the papers' sizes (meant for a GPU)
     python benchmarks/run_all.py --preset cpu --only qtips   # rerun one section, keep the others
     python benchmarks/run_all.py --preset smoke --results-dir /tmp/smoke   # seconds, for CI
@@ -221,7 +221,7 @@ def build_results_page(results_dir, page_path, run_info):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=PRESETS,
-                   help="cpu (default; about an hour on 2 cores), paper (the papers' sizes, for a GPU), "
+                   help="cpu (default; about 30 min on 2 cores), paper (the papers' sizes, for a GPU), "
                         "smoke (seconds; checks the pipeline, numbers meaningless)")
     p.add_argument("--only", default=None,
                    help=f"comma-separated subset of {','.join(NAMES)}; the other sections keep their last results")
