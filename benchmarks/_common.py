@@ -6,6 +6,7 @@ block between `<!-- BEGIN <name> -->` and `<!-- END <name> -->` in
 README always come from the last run of the script.
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -122,3 +123,27 @@ def write_results(name, data, markdown, results_dir=None, readme=README):
     )
     replace_block(readme, name, body, default="# Benchmarks\n")
     return path
+
+
+def benchmark_main(module, argv=None, extra_arguments=()):
+    """The command line shared by the seed-reproduction scripts (qtips, lse_vs_itk, ...).
+
+    `--preset` (one of `module.PRESETS`, default cpu), `--out-dir`, `--quiet`
+    and any `extra_arguments` (`(flags, add_argument kwargs)` pairs, passed on
+    to `module.run` by their dest); runs `module.run`, then (except for the
+    smoke preset) `write_results` with `module.markdown`, and prints the section.
+    """
+    p = argparse.ArgumentParser(description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(module.PRESETS), default="cpu")
+    p.add_argument("--out-dir", default=None,
+                   help=f"figures and models (default benchmarks/results/{module.NAME}/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    for flags, kwargs in extra_arguments:
+        p.add_argument(*flags, **kwargs)
+    args = vars(p.parse_args(argv))
+    preset, out_dir, quiet = args.pop("preset"), args.pop("out_dir"), args.pop("quiet")
+    result = module.run(preset, out_dir=out_dir, progress=not quiet, **args)
+    if preset != "smoke":
+        write_results(module.NAME, result, module.markdown(result, fig_prefix=f"results/{module.NAME}/"))
+    print(module.markdown(result))
+    return 0

@@ -23,7 +23,6 @@ figures only (no numbers survive in its text), so this script reports the
 counts and leaves the comparison qualitative.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, benchmark_main, markdown_table  # noqa: E402
 
 NAME = "kernels_unet"
 
@@ -233,16 +232,8 @@ def markdown(result, fig_prefix=""):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--out-dir", default=None)
-    p.add_argument("--model-path", default=None, help="trained UNet (.keras); default results/lse_lsn_unet/unet.keras")
-    args = p.parse_args(argv)
-    result = run(args.preset, out_dir=args.out_dir, model_path=args.model_path)
-    if args.preset != "smoke":
-        write_results(NAME, result, markdown(result, fig_prefix=f"results/{NAME}/"))
-    print(markdown(result))
-    return 0
+    return benchmark_main(sys.modules[__name__], argv, extra_arguments=[(("--model-path",), dict(
+        default=None, help="trained UNet (.keras); default results/lse_lsn_unet/unet.keras"))])
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ Seed 000 (liver CT, LiTS 2017) reported average DSC LSE 0.604, LSN test
 0.692, LSN validation 0.511, UNet 0.903.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -63,7 +62,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _common import RESULTS_DIR, dice, markdown_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
 
 NAME = "lse_lsn_unet"
 
@@ -441,7 +440,8 @@ def markdown(result, fig_prefix=""):
         "### What this shows",
         "",
         f"The seed's ordering LSE < LSN < UNet (on average) {'holds' if holds else 'does not hold'} here "
-        f"(LSE {avg['lse']:.3f}, LSN test {avg['lsn_test']:.3f}, UNet {avg['unet']:.3f}; seed: 0.604 < 0.692 < 0.903), "
+        f"(LSE {avg['lse']:.3f}, LSN test {avg['lsn_test']:.3f}, UNet {avg['unet']:.3f}; seed: "
+        f"{SEED_AVG['lse']} < {SEED_AVG['lsn_test']} < {SEED_AVG['unet']}), "
         f"and it holds in {per_fold} of {len(result['folds'])} folds. "
         f"LSN validation averages {avg['lsn_val']:.3f} vs {avg['lsn_test']:.3f} on the test slab "
         f"({'lower, as in the seed' if avg['lsn_val'] < avg['lsn_test'] else 'not lower than test, unlike the seed'}). "
@@ -455,15 +455,7 @@ def markdown(result, fig_prefix=""):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--out-dir", default=None)
-    args = p.parse_args(argv)
-    result = run(args.preset, out_dir=args.out_dir)
-    if args.preset != "smoke":
-        write_results(NAME, result, markdown(result, fig_prefix=f"results/{NAME}/"))
-    print(markdown(result))
-    return 0
+    return benchmark_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -47,14 +47,13 @@ counts, wall time of each (lse: predict time after a warm-up call; ITK:
 `Update()`), and the settings. Target (issue 7): Dice >= 0.95 on each image.
 """
 
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULTS_DIR, dice, markdown_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
 
 NAME = "lse_vs_itk"
 TARGET_DICE = 0.95
@@ -391,15 +390,7 @@ def _itk_version():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--out-dir", default=None, help=f"figures (default benchmarks/results/{NAME}/)")
-    args = parser.parse_args(argv)
-    result = run(args.preset, out_dir=args.out_dir)
-    if args.preset != "smoke":
-        write_results(NAME, result, markdown(result, fig_prefix=f"results/{NAME}/"))
-    print(markdown(result))
-    return 0
+    return benchmark_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

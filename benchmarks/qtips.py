@@ -38,7 +38,6 @@ Presets:
 * `smoke`: 16/8 images of 32x32, 1 epoch, tiny stages.
 """
 
-import argparse
 import copy
 import math
 import os
@@ -47,7 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, benchmark_main, markdown_table  # noqa: E402
 
 NAME = "qtips"
 NETS = ("imexnet", "resnet_seg")
@@ -370,16 +369,7 @@ def markdown(result, fig_prefix=""):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--out-dir", default=None, help=f"figures and models (default {RESULTS_DIR}/{NAME})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    result = run(args.preset, out_dir=args.out_dir, progress=not args.quiet)
-    if args.preset != "smoke":
-        write_results(NAME, result, markdown(result, fig_prefix=f"results/{NAME}/"))
-    print(markdown(result))
-    return 0
+    return benchmark_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

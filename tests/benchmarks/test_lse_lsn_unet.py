@@ -2,15 +2,11 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-
-import lse_lsn_unet  # noqa: E402
+import lse_lsn_unet
 
 
 @pytest.mark.slow

@@ -1,16 +1,11 @@
 """benchmarks/lse_vs_itk.py: smoke run, Dice helper, images, and the lse <-> ITK sign mapping on a disk."""
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-
-import lse_vs_itk  # noqa: E402
+import lse_vs_itk
 
 itk = pytest.importorskip("itk")
 

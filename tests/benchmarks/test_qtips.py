@@ -1,15 +1,11 @@
 """benchmarks/qtips.py: smoke run, settings validation, the L initialisation and the receptive-field helper."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-
-import qtips  # noqa: E402
+import qtips
 
 
 @pytest.mark.slow

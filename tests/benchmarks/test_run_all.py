@@ -12,11 +12,7 @@ import types
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
-if BENCH not in sys.path:
-    sys.path.insert(0, BENCH)
-
-import run_all  # noqa: E402
+import run_all
 
 
 def _fake_module(name, calls, fail=False):
