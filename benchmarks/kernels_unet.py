@@ -159,7 +159,8 @@ def run(preset="cpu", out_dir=None, progress=True, model_path=None):
             nearest_counts[name] = nearest_counts.get(name, 0) + size
     return {
         "preset": preset, "settings": s, "seconds": time.perf_counter() - start, "figures": figures,
-        "model_path": os.path.relpath(os.path.abspath(model_path), os.path.dirname(os.path.abspath(out_dir))), "csv": csv_path,
+        "model_path": os.path.relpath(os.path.abspath(model_path), os.path.dirname(os.path.abspath(out_dir))),
+        "csv": csv_path,
         "layers": [r["layer"] for r in records], "labels": labels, "plotted_layers": plot_names,
         "fractions": [[float(v) for v in row] for row in frac],
         "records": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}

@@ -114,7 +114,8 @@ def qtips(n, size=64, seed=None, length_range=None, normalize=False, return_para
     n = check_positive_int(n, "n")
     size = check_positive_int(size, "size", minimum=16)
     lo, hi = _default_length_range(size) if length_range is None else length_range
-    if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer))) or lo < 2 * MARKER_LENGTH or hi < lo:
+    ints = isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer))
+    if not ints or lo < 2 * MARKER_LENGTH or hi < lo:
         raise ValueError(
             "`length_range` must be two ints (min, max) with 4 <= min <= max. "
             f"Received: length_range={length_range!r}"

@@ -37,7 +37,13 @@ import numpy as np
 from keras_medseg.layers.edge_indicator import EdgeIndicator
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.finite_differences import check_kernel_size_arg
-from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int, check_spatial_dims, spatial_shape
+from keras_medseg.utils.validation import (
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_spatial_dims,
+    spatial_shape,
+)
 from keras_medseg.zoo.registry import register_model
 
 _CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}

@@ -82,7 +82,9 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
     try:
         keras.activations.get(output_activation)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"`output_activation` is not a Keras activation. Received: output_activation={output_activation!r}") from exc
+        raise ValueError(
+            f"`output_activation` is not a Keras activation. Received: output_activation={output_activation!r}"
+        ) from exc
     shape = spatial_shape(input_size, spatial_dims, divisible_by=2**depth,
                           divisible_label=f"2**depth = {2**depth}",
                           why=f"each of the {depth} levels halves it")
