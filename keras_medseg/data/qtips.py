@@ -18,7 +18,8 @@ of the rod, up to 60 pixels apart, which is why a large receptive field
 matters (the point of the IMEXnet experiment).
 
 Reference: Haber, Lensink, Treister, Ruthotto, "IMEXnet: a forward stable deep
-neural network", ICML 2019 (seed 002, "Q-tips dataset").
+neural network", ICML 2019, and their talk "Semi-Implicit Convolutional Neural
+Networks" (CSE19, "Q-tips dataset").
 """
 
 import math
@@ -109,7 +110,8 @@ def qtips(n, size=64, seed=None, length_range=None, normalize=False, return_para
     >>> images.shape, labels.shape
     ((8, 64, 64, 1), (8, 64, 64))
 
-    Reference: IMEXnet (Haber et al., ICML 2019), seed 002.
+    Reference: Haber et al., "IMEXnet: A forward stable deep neural network",
+    ICML 2019.
     """
     n = check_positive_int(n, "n")
     size = check_positive_int(size, "size", minimum=16)

@@ -59,7 +59,8 @@ def activation_maximization(model, class_index, steps=100, l2=1e-3, learning_rat
     >>> am.history[-1] > am.history[0]
 
     Reference:
-        Seed lecture 001 (activation maximisation); Erhan et al.,
+        The lecture "Convolutional networks - theory" (activation
+        maximisation); Erhan et al.,
         "Visualizing higher-layer features of a deep network", 2009.
     """
     steps = check_positive_int(steps, "steps")

@@ -131,7 +131,9 @@ def gradcam(model, x, class_index, layer=None, resize=True, batch_size=32):
     >>> cam = keras_medseg.explain.gradcam(model, x, 1, layer="block5_conv3")
 
     Reference:
-        Seed lecture 001 (GradCAM on VGG16), seed 004 (class activation maps);
+        The lecture "Convolutional networks - theory" (GradCAM on VGG16);
+        J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+        Methods" (8DM50, class activation maps);
         Selvaraju et al., "Grad-CAM", 2017.
     """
     x = check_batch(x)

@@ -101,7 +101,7 @@ def lime(model, x, class_index, segments=None, samples=256, n_segments=50, top_k
     >>> exp.maps.shape, exp.top_masks.shape
 
     Reference:
-        Seed lecture 001 (LIME); Ribeiro, Singh, Guestrin, "Why should I trust
+        The lecture "Convolutional networks - theory" (LIME); Ribeiro, Singh, Guestrin, "Why should I trust
         you?", 2016.
     """
     from sklearn.linear_model import Lasso, Ridge

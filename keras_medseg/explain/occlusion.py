@@ -70,7 +70,9 @@ def occlusion(model, x, class_index, patch=8, stride=None, baseline=0.0, batch_s
     >>> maps = keras_medseg.explain.occlusion(model, x, 0, patch=16, stride=8)
 
     Reference:
-        Seed lectures 001 and 004 (occlusion maps); Zeiler and Fergus,
+        The lectures "Convolutional networks - theory" and J. Wolterink,
+        "Deep Learning II: Interpretability & Adversarial Methods" (occlusion
+        maps); Zeiler and Fergus,
         "Visualizing and understanding convolutional networks", 2014.
     """
     x = check_batch(x)

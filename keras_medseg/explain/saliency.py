@@ -32,7 +32,8 @@ def saliency(model, x, class_index, batch_size=32):
     >>> maps = keras_medseg.explain.saliency(model, x, class_index=0)
 
     Reference:
-        Seed lecture 001 (gradient saliency maps); Simonyan, Vedaldi,
+        The lecture "Convolutional networks - theory" (gradient saliency
+        maps); Simonyan, Vedaldi,
         Zisserman, "Deep inside convolutional networks", 2014.
     """
     x = check_batch(x)
@@ -70,7 +71,7 @@ def smoothgrad(model, x, class_index, samples=16, noise=0.15, batch_size=32, see
     >>> maps = keras_medseg.explain.smoothgrad(model, x, 0, samples=8, noise=0.1)
 
     Reference:
-        Seed lecture 001 (SmoothGrad); Smilkov et al., "SmoothGrad: removing
+        The lecture "Convolutional networks - theory" (SmoothGrad); Smilkov et al., "SmoothGrad: removing
         noise by adding noise", 2017.
     """
     x = check_batch(x)

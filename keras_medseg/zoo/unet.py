@@ -16,7 +16,9 @@ Layer names are deterministic: `{name}_enc{i}_conv{j}`, `{name}_enc{i}_bn{j}`,
 
 Reference: Ronneberger, Fischer, Brox, "U-Net: convolutional networks for
 biomedical image segmentation", MICCAI 2015; Cicek et al., "3D U-Net", MICCAI
-2016 (seeds 000 and 003 use it as the segmentation baseline).
+2016 (J. Actor's "Identification of Kernels in a Convolutional Neural Network"
+and A. Yala's "Advanced Imaging: Localization and Segmentation" use it as the
+segmentation baseline).
 """
 
 
