@@ -4,8 +4,8 @@
     python benchmarks/lse_vs_itk.py --preset smoke    # seconds, numbers meaningless (CI)
     python benchmarks/lse_vs_itk.py --preset paper    # same images, stricter convergence, more steps allowed
 
-Seed 000 (J. Actor, level-set networks) states that its classical level-set
-evolution (LSE) "agrees with ITK-SNAP". This script checks the same claim for
+J. Actor, "Identification of Kernels in a Convolutional Neural Network",
+states that its classical level-set evolution (LSE) "agrees with ITK-SNAP". This script checks the same claim for
 `keras_medseg.zoo.build("lse")` against ITK's geodesic active contour filter
 (the solver behind ITK-SNAP's edge-based snake), on images shipped with
 installed packages (both lungs on the CT slice shipped with pydicom, one coin
@@ -339,7 +339,7 @@ def markdown(result, fig_prefix=""):
             + (f" ({', '.join(met)})" if met else "") + "; ")
     if not missed:
         text += ("so on these images the unrolled Keras scheme reproduces ITK's geodesic active contour, in line "
-                 "with the seed's statement that its LSE agrees with ITK-SNAP. ")
+                 "with the lecture's statement that its LSE agrees with ITK-SNAP. ")
     else:
         parts = []
         for r in missed:
