@@ -22,6 +22,8 @@ neural network", ICML 2019, and their talk "Semi-Implicit Convolutional Neural
 Networks" (CSE19, "Q-tips dataset").
 """
 
+from __future__ import annotations
+
 import math
 
 import keras
@@ -39,7 +41,7 @@ ROD_WIDTH = 2
 MARKER_LENGTH = 2
 
 
-def normalize_qtips(images):
+def normalize_qtips(images: np.ndarray) -> np.ndarray:
     """Map raw Q-tips intensities (0..255) to [-1, 1]: `(x - 127.5) / 127.5`.
 
     Args:
@@ -79,7 +81,8 @@ def _draw_rod(size, length, theta, centre, class_id):
     return image, label
 
 
-def qtips(n, size=64, seed=None, length_range=None, normalize=False, return_params=False):
+def qtips(n: int, size: int = 64, seed: int | None = None, length_range: tuple[int, int] | None = None,
+          normalize: bool = False, return_params: bool = False) -> tuple:
     """Generate `n` Q-tips images and their label maps.
 
     Args:
@@ -200,7 +203,8 @@ class QtipsDataset(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
-def qtips_dataset(n=1024, batch_size=32, size=64, seed=0, normalize=True, shuffle=False, **kwargs):
+def qtips_dataset(n: int = 1024, batch_size: int = 32, size: int = 64, seed: int = 0, normalize: bool = True,
+                  shuffle: bool = False, **kwargs) -> QtipsDataset:
     """Q-tips batches as a `QtipsDataset` (a `keras.utils.PyDataset`) for `model.fit`.
 
     Same arguments as `QtipsDataset`.

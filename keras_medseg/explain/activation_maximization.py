@@ -1,6 +1,9 @@
 """Activation maximisation: the input that maximises a class score."""
 
+from __future__ import annotations
+
 import dataclasses
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from keras import ops
@@ -8,6 +11,9 @@ from keras import ops
 from keras_medseg.explain._scores import make_score_fn, model_input_dtype
 from keras_medseg.utils.gradients import value_and_grad
 from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclasses.dataclass
@@ -26,8 +32,10 @@ class ActivationMaximization:
     objective: np.ndarray
 
 
-def activation_maximization(model, class_index, steps=100, l2=1e-3, learning_rate=0.05, input_shape=None,
-                            x0=None, seed=0, init_scale=0.01):
+def activation_maximization(model: keras.Model, class_index: int | Callable, steps: int = 100, l2: float = 1e-3,
+                            learning_rate: float = 0.05, input_shape: tuple | None = None,
+                            x0: np.ndarray | None = None, seed: int = 0,
+                            init_scale: float = 0.01) -> ActivationMaximization:
     """Gradient ascent on `y_i(x) - l2 * |x|^2` starting from small noise.
 
     Each step is an Adam ascent step on the objective (`learning_rate` is

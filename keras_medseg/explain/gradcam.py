@@ -1,11 +1,18 @@
 """Grad-CAM: gradient-weighted class activation maps."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
 import numpy as np
 from keras import ops
 
 from keras_medseg.explain._scores import check_batch, make_score_fn
 from keras_medseg.utils.gradients import value_and_grad
 from keras_medseg.utils.validation import check_positive_int
+
+if TYPE_CHECKING:
+    import keras
 
 _CONV_CLASS_NAMES = (
     "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Conv3DTranspose",
@@ -20,7 +27,7 @@ def _walk_layers(model):
             yield layer
 
 
-def find_last_conv_layer(model):
+def find_last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """The last layer (in graph order) whose output is a 2D/3D feature map `(N, *S, C)`.
 
     Convolution layers (Keras `Conv*` and any layer with a `kernel_size`) are
@@ -101,7 +108,8 @@ def _resize(maps, shape):
     ).astype("float32")
 
 
-def gradcam(model, x, class_index, layer=None, resize=True, batch_size=32):
+def gradcam(model: keras.Model, x: np.ndarray, class_index: int | Callable,
+            layer: str | keras.layers.Layer | None = None, resize: bool = True, batch_size: int = 32) -> np.ndarray:
     """Grad-CAM map `ReLU(sum_l alpha_l F_l)` upsampled to the input grid.
 
     `F_l` are the feature maps (channels) of `layer` for the input, `alpha_l`

@@ -1,12 +1,18 @@
 """Occlusion maps: the drop of the score when a patch of the input is covered."""
 
+from __future__ import annotations
+
 import itertools
 import numbers
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from keras_medseg.explain._scores import batched_scores, check_batch, make_score_fn
 from keras_medseg.utils.validation import check_positive_int
+
+if TYPE_CHECKING:
+    import keras
 
 
 def _as_tuple(value, d, name):
@@ -35,7 +41,9 @@ def occlusion_patches(spatial_shape, patch, stride):
     return list(itertools.product(*[_starts(s, p, st) for s, p, st in zip(spatial_shape, patch, stride)]))
 
 
-def occlusion(model, x, class_index, patch=8, stride=None, baseline=0.0, batch_size=64, progress=False):
+def occlusion(model: keras.Model, x: np.ndarray, class_index: int | Callable, patch: int | tuple = 8,
+              stride: int | tuple | None = None, baseline: float = 0.0, batch_size: int = 64,
+              progress: bool = False) -> np.ndarray:
     """Occlusion map: mean drop of the score over the patches covering each position.
 
     Every patch position gives one copy of the input with that patch set to

@@ -1,12 +1,19 @@
 """Gradient saliency maps and SmoothGrad."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
 import numpy as np
 
 from keras_medseg.explain._scores import check_batch, input_gradients, make_score_fn
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
+if TYPE_CHECKING:
+    import keras
 
-def saliency(model, x, class_index, batch_size=32):
+
+def saliency(model: keras.Model, x: np.ndarray, class_index: int | Callable, batch_size: int = 32) -> np.ndarray:
     """Gradient saliency map `max_c |d y_i / d x_c|` (Simonyan et al., 2014).
 
     The first-order Taylor expansion of the score around `x` is a local linear
@@ -42,7 +49,8 @@ def saliency(model, x, class_index, batch_size=32):
     return np.max(np.abs(g), axis=-1)
 
 
-def smoothgrad(model, x, class_index, samples=16, noise=0.15, batch_size=32, seed=0):
+def smoothgrad(model: keras.Model, x: np.ndarray, class_index: int | Callable, samples: int = 16, noise: float = 0.15,
+               batch_size: int = 32, seed: int = 0) -> np.ndarray:
     """SmoothGrad: saliency maps averaged over noisy copies of the input.
 
     For every sample, `samples` copies `x + eps`, `eps ~ N(0, sigma^2)` with
