@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_medseg.explain._scores import make_score_fn, model_input_dtype
 from keras_medseg.utils.gradients import value_and_grad
 from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank
-
-if TYPE_CHECKING:
-    import keras
 
 
 @dataclasses.dataclass

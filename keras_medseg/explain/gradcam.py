@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_medseg.explain._scores import check_batch, make_score_fn
 from keras_medseg.utils.gradients import value_and_grad
 from keras_medseg.utils.validation import check_positive_int
-
-if TYPE_CHECKING:
-    import keras
 
 _CONV_CLASS_NAMES = (
     "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Conv3DTranspose",

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import keras
 import numpy as np
 
 from keras_medseg.explain._scores import batched_scores, check_batch, make_score_fn
 from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int
-
-if TYPE_CHECKING:
-    import keras
 
 
 @dataclasses.dataclass

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import keras
 import numpy as np
 
 from keras_medseg.explain._scores import check_batch, input_gradients, make_score_fn
 from keras_medseg.utils.validation import check_positive, check_positive_int
-
-if TYPE_CHECKING:
-    import keras
 
 
 def saliency(model: keras.Model, x: np.ndarray, class_index: int | Callable, batch_size: int = 32) -> np.ndarray:

@@ -19,10 +19,9 @@ import dataclasses
 import difflib
 import inspect
 import numbers
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
-if TYPE_CHECKING:
-    import keras
+import keras
 
 _REGISTRY = {}
 
