@@ -135,6 +135,29 @@ def refresh_badges(paths):
     return changed
 
 
+#: Start-up lines that TensorFlow's C++ runtime writes to the kernel's stderr before its log level applies.
+NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                        r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] .*)$")
+
+
+def drop_native_logs(nb):
+    """Remove TensorFlow's native start-up log lines from the stderr outputs (empty outputs go too)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines = out.text.splitlines(keepends=True)
+                text = "".join(line for line in lines if not NATIVE_LOG.match(line.rstrip("\n")))
+                if not text.strip():
+                    continue
+                out.text = text
+            kept.append(out)
+        cell.outputs = kept
+    return nb
+
+
 def _kernel_environment(mode):
     """Environment of the notebook kernels: this checkout first on PYTHONPATH, fast mode or not, inline plots."""
     env = {
@@ -175,6 +198,7 @@ def execute(path, mode="fast", out_dir=EXECUTED):
             else:
                 os.environ[key] = value
     seconds = time.perf_counter() - start
+    drop_native_logs(nb)
     nb.metadata["keras_medseg_execution"] = {
         "mode": mode,
         "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),

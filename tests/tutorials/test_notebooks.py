@@ -116,3 +116,19 @@ def test_badge_helpers(tmp_path):
     text = readme.read_text()
     assert "## Tutorials" in text and execute_tutorials.colab_badge("09_x.ipynb") in text and ": Title" in text
     assert not execute_tutorials.update_readme([str(path)], readme=str(readme))
+
+
+def test_native_log_lines_are_dropped():
+    stream = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("import keras")
+    cell.outputs = [
+        stream("stream", name="stderr", text="WARNING: All log messages before absl::InitializeLog() is called are "
+               "written to STDERR\nI0000 00:00:1796085261.255386   16759 port.cc:153] oneDNN custom operations\n"),
+        stream("stream", name="stderr", text="E0000 00:00:17.5   16759 cuda_platform.cc:52] failed call to cuInit\n"
+               "UserWarning: something the reader should see\n"),
+        stream("stream", name="stdout", text="I0000 00:00:1.0 1 x.cc:1] printed by the notebook itself\n"),
+    ]
+    nb = execute_tutorials.drop_native_logs(nbformat.v4.new_notebook(cells=[cell]))
+    texts = [(o.name, o.text) for o in nb.cells[0].outputs]
+    assert texts == [("stderr", "UserWarning: something the reader should see\n"),
+                     ("stdout", "I0000 00:00:1.0 1 x.cc:1] printed by the notebook itself\n")]
