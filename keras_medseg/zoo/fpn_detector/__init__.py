@@ -40,7 +40,12 @@ Reference:
 
 # Re-exports: every name importable from the former single module `zoo/fpn_detector.py`.
 # ruff: noqa: F401
-from keras_medseg.zoo.fpn_detector.coder import BoxCoder, _check_geometry, decode, encode_targets
+from keras_medseg.zoo.fpn_detector.coder import (
+    BoxCoder,
+    _check_geometry,
+    decode,
+    encode_targets,
+)
 from keras_medseg.zoo.fpn_detector.model import (
     _CONV,
     _UP,

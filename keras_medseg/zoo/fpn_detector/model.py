@@ -8,7 +8,12 @@ from keras import layers, ops
 
 from keras_medseg.losses import BoxLoss
 from keras_medseg.utils.serialization import register
-from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int, check_spatial_dims
+from keras_medseg.utils.validation import (
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_spatial_dims,
+)
 from keras_medseg.zoo.fpn_detector.coder import BoxCoder, _check_geometry
 from keras_medseg.zoo.registry import register_model
 

@@ -10,7 +10,13 @@ from keras_medseg.utils.validation import (
     check_positive,
     check_positive_int,
 )
-from keras_medseg.zoo.gan.losses import DIRECTIONS, _accuracy, _l1, discriminator_loss, generator_loss
+from keras_medseg.zoo.gan.losses import (
+    DIRECTIONS,
+    _accuracy,
+    _l1,
+    discriminator_loss,
+    generator_loss,
+)
 from keras_medseg.zoo.gan.trainer import _check_image_batch, _GANBase
 
 
