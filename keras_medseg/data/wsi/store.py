@@ -8,12 +8,7 @@ import h5py
 import numpy as np
 
 from keras_medseg.data.wsi.extract import iter_patches
-from keras_medseg.data.wsi.recovery import (
-    _corrupt,
-    _unclean,
-    fcntl,
-    recover_patch_store,
-)
+from keras_medseg.data.wsi.recovery import _corrupt, _unclean, fcntl, recover_patch_store
 from keras_medseg.utils.validation import check_choice, check_positive_int
 
 FORMAT = "keras-medseg-patch-store"
