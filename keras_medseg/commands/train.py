@@ -9,7 +9,7 @@ and prints the validation Dice/IoU table. Builder arguments go through
 (`keras_medseg.training.train_patch_classifier`).
 """
 
-from keras_medseg.commands._options import add_data_options, parse_model_args  # noqa: F401  (old import path)
+from keras_medseg.commands._options import add_data_options, parse_model_args
 
 
 def add_parser(subparsers):

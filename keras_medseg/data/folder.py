@@ -44,7 +44,7 @@ def _list(folder):
         )
     files = {}
     for f in sorted(os.listdir(folder)):
-        stem, ext = _stem(f)
+        stem, _ = _stem(f)
         if stem is None or f.startswith("."):
             continue
         if stem in files:

@@ -13,13 +13,42 @@ Modules:
 Every name of the former `keras_medseg.training` module is exported here.
 """
 
-from keras_medseg.training.segmentation import (QTIPS_CLASS_NAMES, EvaluationData, PatchStoreData,
-                                                SegmentationData, TrainResult, build_for_data,
-                                                class_balance_weights, evaluate, evaluate_model, format_table,
-                                                load_data, resolve_data, train)
-from keras_medseg.training.patch_classifier import PatchTrainResult, train_patch_classifier
+from keras_medseg.training.patch_classifier import (
+                                                PatchTrainResult,
+                                                train_patch_classifier,
+)
 from keras_medseg.training.recipes import vgg16_recipe
+from keras_medseg.training.segmentation import (
+                                                QTIPS_CLASS_NAMES,
+                                                EvaluationData,
+                                                PatchStoreData,
+                                                SegmentationData,
+                                                TrainResult,
+                                                build_for_data,
+                                                class_balance_weights,
+                                                evaluate,
+                                                evaluate_model,
+                                                format_table,
+                                                load_data,
+                                                resolve_data,
+                                                train,
+)
 
-__all__ = ["EvaluationData", "PatchStoreData", "PatchTrainResult", "QTIPS_CLASS_NAMES", "SegmentationData",
-           "TrainResult", "build_for_data", "class_balance_weights", "evaluate", "evaluate_model", "format_table",
-           "load_data", "resolve_data", "train", "train_patch_classifier", "vgg16_recipe"]
+__all__ = [
+                                                "QTIPS_CLASS_NAMES",
+                                                "EvaluationData",
+                                                "PatchStoreData",
+                                                "PatchTrainResult",
+                                                "SegmentationData",
+                                                "TrainResult",
+                                                "build_for_data",
+                                                "class_balance_weights",
+                                                "evaluate",
+                                                "evaluate_model",
+                                                "format_table",
+                                                "load_data",
+                                                "resolve_data",
+                                                "train",
+                                                "train_patch_classifier",
+                                                "vgg16_recipe",
+]

@@ -28,7 +28,7 @@ import os
 import keras
 import numpy as np
 
-__all__ = ["AtomicModelCheckpoint", "ResumableCSVLogger", "resumable_callbacks", "atomic_save_model"]
+__all__ = ["AtomicModelCheckpoint", "ResumableCSVLogger", "atomic_save_model", "resumable_callbacks"]
 
 
 def atomic_save_model(model, path):

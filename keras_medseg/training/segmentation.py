@@ -23,14 +23,14 @@ import keras
 import numpy as np
 
 from keras_medseg import zoo
-from keras_medseg.training.checkpointing import resumable_callbacks
 from keras_medseg.data.folder import load_folder
 from keras_medseg.data.io import is_patch_store
 from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
 from keras_medseg.data.qtips import qtips
 from keras_medseg.metrics import dice_iou_table, format_table, to_labels
-from keras_medseg.training.distribute import distribution_scope
 from keras_medseg.plotting import history_plot, prediction_grid
+from keras_medseg.training.checkpointing import resumable_callbacks
+from keras_medseg.training.distribute import distribution_scope
 from keras_medseg.utils.model_io import load_model
 
 QTIPS_CLASS_NAMES = ["background", "255/255", "255/1", "1/1"]
@@ -367,6 +367,18 @@ def _evaluation_data(data, n, size, seed, spatial_dims):
     return EvaluationData(x, y, max(int(y.max()) + 1, 2), None, path)
 
 
-__all__ = ["EvaluationData", "PatchStoreData", "QTIPS_CLASS_NAMES", "SegmentationData", "TrainResult",
-           "build_for_data", "class_balance_weights", "evaluate", "evaluate_model", "format_table", "load_data",
-           "resolve_data", "train"]
+__all__ = [
+    "QTIPS_CLASS_NAMES",
+    "EvaluationData",
+    "PatchStoreData",
+    "SegmentationData",
+    "TrainResult",
+    "build_for_data",
+    "class_balance_weights",
+    "evaluate",
+    "evaluate_model",
+    "format_table",
+    "load_data",
+    "resolve_data",
+    "train",
+]
