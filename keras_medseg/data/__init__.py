@@ -26,6 +26,7 @@ __all__ = [
     "qtips",
     "qtips_dataset",
     "recover_patch_store",
+    "synthetic_blobs",
     "synthetic_boxes",
     "tissue_mask",
     "translation",

@@ -32,7 +32,7 @@ def _stem(filename):
 
 
 def read_array(path):
-    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI): `keras_medseg.data.io.read_array` limited to those types."""
+    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI) with `keras_medseg.data.io.read_array`."""
     return io.read_array(path, extensions=IMAGE_EXTENSIONS)
 
 

@@ -167,18 +167,18 @@ class ROCAUCEarlyStopping(keras.callbacks.EarlyStopping):
 
 # --------------------------------------------------------------------------- GAN sample grids
 # Callback that writes a PNG grid of GAN samples every N epochs, and the grid helper.
-# 
+#
 # `GANSampleGrid` works with the three zoo GANs (`keras_medseg.zoo.gan`):
-# 
+#
 # * `ConditionalGAN`: one row per class label, `num_samples` columns drawn
 #   from fixed latent vectors (the same `z` in every row and every epoch, so the
 #   grids show how training changes the samples).
 # * `Pix2Pix`: rows `source`, `G(source)` (and `target` if given).
 # * `CycleGAN`: rows `a`, `G_AB(a)`, `G_BA(G_AB(a))` (and `b`, `G_BA(b)`,
 #   `G_AB(G_BA(b))` if domain-B images are given).
-# 
+#
 # 3D volumes are shown by their middle slice along the first spatial axis.
-# 
+#
 # Reference: seed 004 (sample grids to judge GAN training, which has no
 # clear stopping criterion).
 

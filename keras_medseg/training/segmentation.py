@@ -300,7 +300,8 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
-        sample_weight = class_balance_weights((data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train, k)
+        targets = (data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train
+        sample_weight = class_balance_weights(targets, k)
     history = model.fit(
         data.x_train, _fit_targets(model, data.y_train), validation_data=(data.x_val, _fit_targets(model, data.y_val)),
         epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,

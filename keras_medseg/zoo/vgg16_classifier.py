@@ -200,7 +200,8 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
         s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1) for s in input_shape
     ) or input_shape[-1] is None:
         raise ValueError(
-            f"`input_shape` must be (H, W, C) with positive ints (H, W may be None). Received: input_shape={input_shape}"
+            "`input_shape` must be (H, W, C) with positive ints (H, W may be None). "
+            f"Received: input_shape={input_shape}"
         )
     if any(s is not None and s < 32 for s in input_shape[:2]):
         raise ValueError(

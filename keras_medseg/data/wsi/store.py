@@ -312,7 +312,8 @@ class PatchStore:
         expected = (self.patch_size, self.patch_size, self.channels)
         if patches.ndim != 4 or patches.shape[1:] != expected:
             raise ValueError(
-                f"`patches` must have shape (n, {', '.join(map(str, expected))}). Received: patches.shape={patches.shape}"
+                f"`patches` must have shape (n, {', '.join(map(str, expected))}). "
+                f"Received: patches.shape={patches.shape}"
             )
         n_new = patches.shape[0]
         if np.issubdtype(self.dtype, np.integer):
