@@ -310,8 +310,10 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     best = load_model(checkpoint)
     table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
+    shown = max(table["classes"]) + 1
+    names = data.class_names if data.class_names is not None and len(data.class_names) == shown else None
     prediction_grid(data.x_val, data.y_val if best.outputs[0].shape[-1] != 1 else (data.y_val > 0),
-                    {best.name: pred}, path=plot, num_classes=max(table["classes"]) + 1)
+                    {best.name: pred}, path=plot, num_classes=shown, class_names=names)
     if history.history:  # empty when a finished run is started again (nothing left to train)
         history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
                      metrics=[m for m in ("loss", "mean_iou") if m in history.history])
@@ -346,11 +348,11 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
     table, pred = evaluate_model(model, x, y, num_classes, batch_size)
-    if plot:
-        prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
-                        num_classes=len(table["classes"]))
     if class_names is not None and len(class_names) != len(table["classes"]):
         class_names = None
+    if plot:
+        prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
+                        num_classes=len(table["classes"]), class_names=class_names)
     return table, class_names
 
 
