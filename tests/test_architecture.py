@@ -281,3 +281,32 @@ def test_checker_finds_command_cross_imports():
     source = "from keras_medseg.commands._options import add_data\n\ndef run():\n    from . import train\n"
     problems = command_cross_imports("keras_medseg.commands.evaluate", source, is_module=_fake_is_module)
     assert len(problems) == 1 and "keras_medseg.commands.train" in problems[0], problems
+
+
+@pytest.mark.slow  # a fresh interpreter imports TensorFlow (about 10-50 s on shared CPUs)
+def test_import_changes_no_environment_variable():
+    """`import keras_medseg` leaves `os.environ` as it found it (the CLI quiets TensorFlow for itself).
+
+    Its dependencies are imported first (TensorFlow itself sets `TF_CPP_MIN_LOG_LEVEL` when imported, so
+    the variable is removed again before the package is imported).
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os\n"
+        "import keras, keras_cv, tensorflow\n"  # hard dependencies, imported first
+        "os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None)\n"  # TensorFlow sets it on import
+        "before = dict(os.environ)\n"
+        "import keras_medseg\n"
+        "after = dict(os.environ)\n"
+        "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after)"
+        " if before.get(k) != after.get(k)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    changed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert changed == {}, f"import keras_medseg changed environment variables: {changed}"
