@@ -19,6 +19,8 @@ mask without an image, a file that cannot be read, a shape mismatch) raises
 `FileNotFoundError`/`ValueError` naming the file.
 """
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -54,7 +56,8 @@ def _list(folder):
     return files
 
 
-def load_folder(directory, spatial_dims=2, normalize=True):
+def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
+                normalize: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load `DIR/images` + `DIR/masks` into `(images, masks)` arrays.
 
     Args:
