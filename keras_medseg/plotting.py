@@ -78,7 +78,9 @@ def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_clas
             if r == 0:
                 ax.set_title(columns[c], fontsize=9)
     if path is not None:
-        fig.savefig(path, dpi=100)
+        from keras_medseg.utils.atomic_io import atomic_savefig
+
+        atomic_savefig(fig, path, dpi=100)
     return fig
 
 
@@ -108,5 +110,7 @@ def history_plot(histories, path=None, metrics=("loss", "mean_iou")):
         ax.set_title(key)
         ax.legend(fontsize=8)
     if path is not None:
-        fig.savefig(path, dpi=100)
+        from keras_medseg.utils.atomic_io import atomic_savefig
+
+        atomic_savefig(fig, path, dpi=100)
     return fig

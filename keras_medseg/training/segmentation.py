@@ -3,7 +3,7 @@
 `train(model_or_name, data, epochs, out_dir)` fits a segmentation model with
 the Keras progress bar, logs every epoch to `out_dir/log.csv`, keeps the best
 model by validation loss as `out_dir/best.keras` (written atomically) and backs
-the training state up to `out_dir/backup/` (`keras.callbacks.BackupAndRestore`),
+the training state up to `out_dir/backup/` (`CrashSafeBackup`, every file written atomically),
 so running the same command again after a crash resumes where it stopped (see
 `keras_medseg.training.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
