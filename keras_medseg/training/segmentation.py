@@ -133,8 +133,20 @@ def load_data(data="qtips", n_train=1024, n_val=64, size=64, seed=0, spatial_dim
     if is_patch_store(data):
         raise ValueError(f"`data` is an HDF5 patch store; train patch classifiers with "
                          f"`keras_medseg.training.train_patch_classifier`. Received: data={data!r}")
-    return resolve_data(data, "train", n_train=n_train, n_val=n_val, size=size, seed=seed,
-                        spatial_dims=spatial_dims, val_fraction=val_fraction)
+    out = resolve_data(data, "train", n_train=n_train, n_val=n_val, size=size, seed=seed,
+                       spatial_dims=spatial_dims, val_fraction=val_fraction)
+    _check_finite_data(out, data)
+    return out
+
+
+def _check_finite_data(d, data):
+    """NaN/Inf in training, validation or evaluation arrays -> one ValueError naming them (once, at entry)."""
+    from keras_medseg.utils.finite import check_finite
+
+    source = data if isinstance(data, (str, os.PathLike)) else "arrays"
+    for attr in ("x_train", "x_val", "x", "y_train", "y_val", "y"):
+        if getattr(d, attr, None) is not None:
+            check_finite(getattr(d, attr), f"`{attr}` of data {os.fspath(source)!r}")
 
 
 def _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction):
@@ -341,6 +353,7 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
     if isinstance(ev, PatchStoreData):
         raise ValueError(f"`data` is an HDF5 patch store; score patch classifiers with "
                          f"`keras_medseg.evaluation.evaluate_patch_store`. Received: data={data!r}")
+    _check_finite_data(ev, data)
     x, y, num_classes, class_names = ev.x, ev.y, ev.num_classes, ev.class_names
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
