@@ -41,8 +41,8 @@ def is_patch_store(data):
     return isinstance(data, (str, os.PathLike)) and os.fspath(data).lower().endswith((".h5", ".hdf5"))
 
 
-def read_array(path, what="File", extensions=None):
-    """Read one image, mask or array file as a NumPy array.
+def read_array(path, what="File", extensions=None, allow_nonfinite=False):
+    """Read one image, mask or array file as a NumPy array (NaN/Inf refused, with the file named).
 
     Args:
         path: str or path-like; `.npy`, `.npz` (its first array), `.nii` /
@@ -53,6 +53,8 @@ def read_array(path, what="File", extensions=None):
             (default "File").
         extensions: tuple of accepted extensions (lower case, with the dot),
             or None to accept anything scikit-image can decode (default None).
+        allow_nonfinite: bool, default False: a float array with NaN or Inf
+            values raises `ValueError` naming the file and the counts.
 
     Returns:
         The array as stored (image dtype kept; `(H, W)`, `(H, W, C)` or a volume).
@@ -61,12 +63,21 @@ def read_array(path, what="File", extensions=None):
         FileNotFoundError: `path` is not a file.
         ValueError: an extension outside `extensions`, a NIfTI file without
             nibabel installed, or a file that cannot be decoded (the message
-            names the file).
+            names the file), or NaN/Inf values (issue 17).
 
     Example:
 
     >>> x = keras_medseg.data.io.read_array("images/case1.png")  # doctest: +SKIP
     """
+    array = _read_array(path, what, extensions)
+    if not allow_nonfinite:
+        from keras_medseg.utils.finite import check_finite
+
+        check_finite(array, f"{what} {os.fspath(path)!r}")
+    return array
+
+
+def _read_array(path, what, extensions):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path!r}")

@@ -143,7 +143,7 @@ def _check_finite_data(d, data):
     """NaN/Inf in training, validation or evaluation arrays -> one ValueError naming them (once, at entry)."""
     from keras_medseg.utils.finite import check_finite
 
-    source = data if isinstance(data, (str, os.PathLike)) else "arrays"
+    source = data if isinstance(data, (str, os.PathLike)) else getattr(d, "source", "arrays")
     for attr in ("x_train", "x_val", "x", "y_train", "y_val", "y"):
         if getattr(d, attr, None) is not None:
             check_finite(getattr(d, attr), f"`{attr}` of data {os.fspath(source)!r}")
