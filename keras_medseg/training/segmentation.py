@@ -234,6 +234,9 @@ class TrainResult:
 
 def evaluate_model(model, x, y, num_classes=None, batch_size=16):
     """Predict `x` and return `(dice_iou_table, predicted class ids)`."""
+    from keras_medseg.utils.input_layout import check_model_input
+
+    check_model_input(x, model, "the evaluation images")
     scores = model.predict(x, batch_size=batch_size, verbose=0)
     pred = to_labels(scores)
     k = num_classes if model.outputs[0].shape[-1] != 1 else 2

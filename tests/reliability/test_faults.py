@@ -26,12 +26,14 @@ from keras_medseg import catalog, zoo
 from keras_medseg.cli import main
 from keras_medseg.data.hdf5_check import check_hdf5_file
 from keras_medseg.data.wsi import PatchStore
+from keras_medseg.inference import sliding_window
 from keras_medseg.kernels.spectral import identify
 from keras_medseg.training import train
 from keras_medseg.training.checkpointing import ResumableCSVLogger, atomic_save_model
-from keras_medseg.training.segmentation import load_data
+from keras_medseg.training.segmentation import evaluate_model, load_data
 from keras_medseg.utils import atomic_io
 from keras_medseg.utils.errors import DiskFullError
+from keras_medseg.utils.input_layout import check_model_input
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {"filters": 2, "depth": 1}
@@ -56,7 +58,8 @@ def _store(path, n=20):
 
 def _truncated(tmp):
     full = _store(tmp / "full.h5")
-    data = open(full, "rb").read()
+    with open(full, "rb") as f:
+        data = f.read()
     path = tmp / "cut.h5"
     path.write_bytes(data[: len(data) // 2])
     return str(path)
@@ -141,7 +144,8 @@ def _disk_full_save(tmp):
     model = keras.Model(inp, keras.layers.Dense(1)(inp))
     path = str(tmp / "m.keras")
     atomic_save_model(model, path)
-    before = open(path, "rb").read()
+    with open(path, "rb") as f:
+        before = f.read()
 
     def enospc(*a, **k):
         raise OSError(28, "No space left on device")
@@ -150,7 +154,8 @@ def _disk_full_save(tmp):
     try:
         atomic_save_model(model, path)
     finally:
-        assert open(path, "rb").read() == before  # nothing lost
+        with open(path, "rb") as f:
+            assert f.read() == before  # nothing lost
         assert [f for f in os.listdir(tmp) if ".tmp" in f] == []
 
 
@@ -165,13 +170,42 @@ API_CASES = [
     ("truncated-store-append", lambda t: PatchStore(_truncated(t), "a"), ValueError, r"cut\.h5.*truncated"),
     ("foreign-file", lambda t: check_hdf5_file(str(t / "x.h5"), "Store"), ValueError, r"x\.h5.*not an HDF5"),
     ("second-writer", _held_store, RuntimeError, r"held\.h5.*being written by another process"),
-    ("disk-full-at-write", _disk_full_save, DiskFullError, r"No space left on device while writing .*m\.keras; "
-                                                           r"nothing was lost"),
+    ("disk-full-at-write", _disk_full_save, DiskFullError,
+     r"No space left on device while writing .*m\.keras; nothing was lost"),
     ("nan-kernel", lambda t: identify(np.full((3, 3), np.nan)), ValueError, r"`kernel` has 9 NaN"),
     ("inf-training-array", _nan_arrays, ValueError, r"`x_train` .* 0 NaN and 1 Inf .*index \(2, 1, 1, 0\)"),
     ("train-route-gan", lambda t: (_ for _ in ()).throw(ValueError(catalog.training_route("pix2pix"))), ValueError,
      r"pix2pix is a GAN"),
 ]
+
+
+_UNET = []
+
+
+def _unet():
+    if not _UNET:
+        _UNET.append(zoo.build("unet", filters=2, depth=2))
+    return _UNET[0]
+
+
+API_CASES += [
+    ("missing-batch-axis", lambda t: check_model_input(np.zeros((64, 64, 1)), _unet(), "x"), ValueError,
+     r"x has shape \(64, 64, 1\) without a batch axis"),
+    ("volume-to-2d-model", lambda t: check_model_input(np.zeros((1, 8, 64, 64, 1)), _unet(), "x"), ValueError,
+     r"x has shape \(1, 8, 64, 64, 1\) \(5 axes\); this 2D model takes 4 axes"),
+    ("channels-first", lambda t: check_model_input(np.zeros((2, 1, 64, 64)), _unet(), "x"), ValueError,
+     r"looks channels-first.*np.moveaxis"),
+    ("size-the-unet-cannot-take", lambda t: evaluate_model(_unet(), np.zeros((1, 66, 66, 1), "float32"),
+                                                           np.zeros((1, 66, 66), "int32")), ValueError,
+     r"evaluation images have|evaluation images has spatial size \(66, 66\).*nearest size it takes is \(68, 68\)"),
+    ("sliding-window-patch", lambda t: sliding_window(_unet(), np.zeros((80, 80, 1), "float32"), (30, 30)),
+     ValueError, r"sliding-window patch of size \(30, 30\) has spatial size \(30, 30\).*nearest size"),
+]
+
+
+def test_layout_check_accepts_a_good_batch():
+    x = np.zeros((2, 64, 64, 1), "float32")
+    assert check_model_input(x, _unet()) is x
 
 
 @pytest.mark.parametrize("case", API_CASES, ids=[c[0] for c in API_CASES])
@@ -212,7 +246,7 @@ def _mount_tmpfs(path, size="4m"):
     if sys.platform != "linux" or shutil.which("mount") is None:
         return False
     os.makedirs(path, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True)
+    r = subprocess.run(check=False, args=["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True)
     return r.returncode == 0
 
 
@@ -244,7 +278,7 @@ def test_full_disk_during_train_then_rerun_finishes(how, tmp_path, monkeypatch):
         if not mounted:
             pytest.skip("cannot mount a tmpfs here (needs root on Linux); the injected case covers it")
     try:
-        kw = dict(model_kwargs=TINY, n_train=8, n_val=4, size=16, batch_size=8, verbose=0, out_dir=out)
+        kw = {"model_kwargs": TINY, "n_train": 8, "n_val": 4, "size": 16, "batch_size": 8, "verbose": 0, "out_dir": out}
         fill = _FillDiskAt(1, out, None if mounted else monkeypatch)
         with pytest.raises(DiskFullError, match=r"No space left on device while writing .*nothing was lost; "
                                                 r"free space and rerun to resume"):
@@ -266,7 +300,7 @@ def test_full_disk_during_train_then_rerun_finishes(how, tmp_path, monkeypatch):
         assert [f for f in os.listdir(out) if ".tmp" in f] == []
     finally:
         if mounted:
-            subprocess.run(["umount", out], capture_output=True)
+            subprocess.run(["umount", out], capture_output=True, check=False)
 
 
 # --------------------------------------------------------------------------- SIGKILL at an epoch boundary
@@ -293,7 +327,7 @@ def test_sigkill_at_epoch_boundary_resumes_without_retraining(moment, tmp_path):
     out = str(tmp_path / "run")
     script = tmp_path / "kill.py"
     script.write_text(_KILL_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), out, moment], env=_env(TF_CPP_MIN_LOG_LEVEL="3"),
+    proc = subprocess.run([sys.executable, str(script), out, moment], check=False, env=_env(TF_CPP_MIN_LOG_LEVEL="3"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     logged = _epochs(os.path.join(out, "log.csv"))
@@ -325,7 +359,7 @@ def test_csv_logger_restores_a_row_lost_between_backup_and_log(tmp_path):
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["list"], ["list", "unet"], ["info"]])
 def test_light_commands_import_no_backend(argv):
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_medseg", *argv], env=_env(),
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_medseg", *argv], env=_env(), check=False,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     imported = {ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
@@ -335,7 +369,7 @@ def test_light_commands_import_no_backend(argv):
 
 @pytest.mark.slow
 def test_backend_commands_start_quietly():
-    r = subprocess.run([sys.executable, "-m", "keras_medseg", "evaluate", "missing.keras"],
+    r = subprocess.run([sys.executable, "-m", "keras_medseg", "evaluate", "missing.keras"], check=False,
                        env=_env(TF_CPP_MIN_LOG_LEVEL="0"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
