@@ -358,6 +358,7 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
                          f"`keras_medseg.evaluation.evaluate_patch_store`. Received: data={data!r}")
     _check_finite_data(ev, data)
     x, y, num_classes, class_names = ev.x, ev.y, ev.num_classes, ev.class_names
+    _warn_class_mismatch(model, num_classes if num_classes is not None else max(int(np.max(y)) + 1, 2), len(x), data)
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
     table, pred = evaluate_model(model, x, y, num_classes, batch_size)
@@ -367,6 +368,21 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
     if class_names is not None and len(class_names) != len(table["classes"]):
         class_names = None
     return table, class_names
+
+
+def _warn_class_mismatch(model, num_classes, num_cases, data):
+    """Warn (once, in words) when the model's classes and the data's differ, saying what gets scored."""
+    import warnings
+
+    channels = model.outputs[0].shape[-1]
+    k_model = 2 if channels == 1 else channels
+    if num_classes is None or k_model == num_classes:
+        return
+    source = data if isinstance(data, (str, os.PathLike)) else "the arrays"
+    what = ("label > 0 as foreground against background" if channels == 1
+            else f"classes 0..{max(k_model, num_classes) - 1}")
+    warnings.warn(f"The model predicts {k_model} classes{' (one sigmoid channel)' if channels == 1 else ''} and "
+                  f"the data {source!s} has {num_classes}: scoring {what} in all {num_cases} cases.", stacklevel=3)
 
 
 def _evaluation_data(data, n, size, seed, spatial_dims):

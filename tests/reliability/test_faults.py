@@ -375,3 +375,18 @@ def test_backend_commands_start_quietly():
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing.keras" in lines[0], r.stderr[-2000:]
     assert "cuda" not in r.stderr.lower() and "absl" not in r.stderr
+
+
+def test_evaluate_warns_when_classes_differ(tmp_path):
+    from keras_medseg.training import evaluate
+
+    inp = keras.Input((16, 16, 1))
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(inp))
+    path = str(tmp_path / "binary.keras")
+    model.save(path)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((3, 16, 16, 1)).astype("float32"), rng.integers(0, 4, (3, 16, 16)).astype("int32")
+    with pytest.warns(UserWarning, match=r"predicts 2 classes \(one sigmoid channel\).*has 4: scoring label > 0 "
+                                         r"as foreground against background in all 3 cases"):
+        table, _ = evaluate(path, data=(x, y))
+    assert len(table["classes"]) == 2
