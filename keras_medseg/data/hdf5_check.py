@@ -69,11 +69,12 @@ def check_hdf5_file(path, what="HDF5 file"):
     with open(path, "rb") as f:
         base = _find_superblock(f, size)
         if base is None:
-            raise ValueError(f"{what} {path!r} is not an HDF5 file (no HDF5 signature; {size} bytes).")
+            raise ValueError(f"{what} {path!r} is corrupt or truncated: not an HDF5 file (no HDF5 signature; "
+                             f"{size} bytes).")
         f.seek(base + 8)
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{what} {path!r} is truncated inside its HDF5 superblock ({size} bytes).")
+            raise ValueError(f"{what} {path!r} is corrupt or truncated inside its HDF5 superblock ({size} bytes).")
         version = head[0]
         if version in (0, 1):
             n_off = head[5]
@@ -91,7 +92,7 @@ def check_hdf5_file(path, what="HDF5 file"):
         end = (base_addr or 0) + (eof or 0) if base_addr is not None else base + (eof or 0)
         if eof is not None and size < end:
             raise ValueError(
-                f"{what} {path!r} is truncated: {size} bytes on disk, its HDF5 header records {end}. "
+                f"{what} {path!r} is corrupt or truncated: {size} bytes on disk, its HDF5 header records {end}. "
                 "Restore it from a copy, or extract the patches again."
             )
         return end
