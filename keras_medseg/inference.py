@@ -120,6 +120,11 @@ def sliding_window(model, volume, patch, overlap=0.5, blend="gaussian", batch_si
     corners = list(itertools.product(range(volume.shape[0]), *starts))
     weight = importance_map(patch, blend, sigma_scale)
 
+    if getattr(model, "inputs", None):  # a Keras model: check the window against its input layout first
+        from keras_medseg.utils.input_layout import check_model_input
+
+        check_model_input(volume[(slice(0, 1),) + tuple(slice(0, p) for p in patch)].astype("float32"), model,
+                          f"a sliding-window patch of size {tuple(patch)}")
     predict = getattr(model, "predict_on_batch", None) or model
     out = None
     norm = np.zeros(padded, dtype="float32")

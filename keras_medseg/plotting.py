@@ -109,7 +109,9 @@ def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_clas
            for colour, name in zip(class_colours(num_classes), class_names)]
     fig.legend(handles=key, loc="outside lower center", ncol=min(num_classes, 6), fontsize=8, frameon=False)
     if path is not None:
-        fig.savefig(path, dpi=100)
+        from keras_medseg.utils.atomic_io import atomic_savefig
+
+        atomic_savefig(fig, path, dpi=100)
     return fig
 
 
@@ -145,5 +147,7 @@ def history_plot(histories, path=None, metrics=("loss", "mean_iou")):
         ax.set_title(key)
         ax.legend(fontsize=8)
     if path is not None:
-        fig.savefig(path, dpi=100)
+        from keras_medseg.utils.atomic_io import atomic_savefig
+
+        atomic_savefig(fig, path, dpi=100)
     return fig

@@ -18,7 +18,7 @@ def load_image(path):
     """Read one image/volume (`keras_medseg.data.io.read_array`): .npy, .npz, NIfTI, PNG/JPEG/TIFF."""
     from keras_medseg.data.io import read_array
 
-    return read_array(path, "IMAGE file")
+    return read_array(path, "IMAGE file")  # refuses NaN/Inf, naming the file
 
 
 def prepare_input(image, model):

@@ -1,40 +1,76 @@
-"""`keras-medseg info`: versions, backend, devices and the registered models."""
+"""`keras-medseg info`: versions, backend and the registered models (`--devices` also lists devices)."""
 
 import platform
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("info", help="Show versions, backend, devices and registered models.")
+    p.add_argument("--devices", action="store_true",
+                   help="also import the backend and list its devices (slower)")
     return p
 
 
-def run(args):
-    import keras
+def _version(dist):
+    from importlib import metadata
 
-    from keras_medseg import zoo
-    from keras_medseg.version import __version__
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
-    lines = [
-        f"keras-medseg {__version__}",
-        f"python       {platform.python_version()} ({platform.machine()})",
-        f"keras        {keras.__version__}",
-        f"backend      {keras.backend.backend()}",
-    ]
-    backend = keras.backend.backend()
+
+def _configured_backend():
+    """The backend Keras will use (KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow), without importing it."""
+    import json
+    import os
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def _devices(backend):
+    from keras_medseg.utils.quiet_backend import import_backend
+
+    import_backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        devices = [d.name for d in tf.config.list_logical_devices()]
-        lines.append(f"tensorflow   {tf.__version__}")
-    elif backend == "jax":
+        return [d.name for d in tf.config.list_logical_devices()]
+    if backend == "jax":
         import jax
 
-        devices = [str(d) for d in jax.devices()]
-        lines.append(f"jax          {jax.__version__}")
+        return [str(d) for d in jax.devices()]
+    if backend == "torch":
+        import torch
+
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return []
+
+
+def run(args):
+    from keras_medseg import catalog
+    from keras_medseg.version import __version__
+
+    backend = _configured_backend()
+    package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    lines = [
+        f"keras-medseg {__version__}",
+        f"python       {platform.python_version()} ({platform.machine()})",
+        f"keras        {_version('keras')}",
+        f"backend      {backend}",
+        f"{package:12s} {_version(package)}",
+    ]
+    if args.devices:
+        lines.append(f"devices      {', '.join(_devices(backend)) or 'unknown'}")
     else:
-        devices = []
-    lines.append(f"devices      {', '.join(devices) or 'unknown'}")
-    models = zoo.list()
+        lines.append("devices      (run `keras-medseg info --devices` to list them)")
+    models = catalog.list_models()
     lines.append(f"zoo models   {len(models)}")
     for name, desc in models.items():
         lines.append(f"  {name:22s} {desc}")

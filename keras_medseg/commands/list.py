@@ -1,4 +1,4 @@
-"""`keras-medseg list`: the registered zoo models (or the arguments of one)."""
+"""`keras-medseg list`: the registered zoo models (or the arguments of one), without importing Keras."""
 
 
 def add_parser(subparsers):
@@ -8,17 +8,17 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_medseg import zoo
+    from keras_medseg import catalog
 
     if args.model:
-        info = zoo.describe(args.model)
+        info = catalog.describe(args.model)
         print(f"{info['name']}: {info['description']}")
         print(f"spatial_dims: {', '.join(str(d) for d in info['spatial_dims'])}")
         print("arguments:")
         for arg, default in info["arguments"].items():
             print(f"  {arg:24s} = {default!r}")
         return 0
-    models = zoo.list()
+    models = catalog.list_models()
     width = max((len(n) for n in models), default=0)
     for name, desc in models.items():
         print(f"{name:{width}s}  {desc}")

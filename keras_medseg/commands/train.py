@@ -6,15 +6,20 @@ and prints the validation Dice/IoU table. Builder arguments go through
 `--arg name=value` (repeatable; values are Python literals, e.g.
 `--arg filters=8 --arg batch_norm=False`). With an HDF5 patch store as
 `--data`, a patch classifier is trained
-(`keras_medseg.training.train_patch_classifier`).
+(`keras_medseg.training.train_patch_classifier`). Other zoo models (GANs,
+detectors, the untrained `lse`) are refused with one line naming their
+entry point (`keras_medseg.catalog.training_route`).
 """
 
 from keras_medseg.commands._options import add_data_options, parse_model_args
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("train", help="Train a zoo model on Q-tips or an image/mask folder.")
-    p.add_argument("model", help="zoo model name (see `keras-medseg list`)")
+    p = subparsers.add_parser(
+        "train", help="Train a zoo model: segmentation models (unet, imexnet, resnet_seg, lsn) on Q-tips, "
+                      "image/mask folders and volumes; patch classifiers on HDF5 patch stores.")
+    p.add_argument("model", help="zoo model name (see `keras-medseg list`); GANs and detectors train with "
+                                 "their own `fit`, `lse` has no training")
     add_data_options(p)
     p.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
@@ -48,12 +53,24 @@ def _run_patch_store(args, model_kwargs):
     return 0
 
 
+def check(args):
+    """Refuse, before the backend is imported, a model that `train` cannot fit on this data (one line)."""
+    from keras_medseg.catalog import training_route
+
+    parse_model_args(args.arg)
+    is_store = isinstance(args.data, str) and args.data.lower().endswith((".h5", ".hdf5"))
+    refusal = training_route(args.model, patch_store=is_store, data=args.data)
+    if refusal:
+        raise ValueError(refusal)
+
+
 def run(args):
     import os
 
     from keras_medseg.metrics import format_table
     from keras_medseg.training import PatchStoreData, resolve_data, train
 
+    check(args)
     model_kwargs = parse_model_args(args.arg)
     data = resolve_data(args.data, "train", n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
                         spatial_dims=args.spatial_dims)

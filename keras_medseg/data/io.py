@@ -43,8 +43,9 @@ def is_patch_store(data):
     return isinstance(data, (str, os.PathLike)) and os.fspath(data).lower().endswith((".h5", ".hdf5"))
 
 
-def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | None = None) -> np.ndarray:
-    """Read one image, mask or array file as a NumPy array.
+def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | None = None,
+               allow_nonfinite: bool = False) -> np.ndarray:
+    """Read one image, mask or array file as a NumPy array (NaN/Inf refused, with the file named).
 
     Args:
         path: str or path-like; `.npy`, `.npz` (its first array), `.nii` /
@@ -55,6 +56,8 @@ def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | 
             (default "File").
         extensions: tuple of accepted extensions (lower case, with the dot),
             or None to accept anything scikit-image can decode (default None).
+        allow_nonfinite: bool, default False: a float array with NaN or Inf
+            values raises `ValueError` naming the file and the counts.
 
     Returns:
         The array as stored (image dtype kept; `(H, W)`, `(H, W, C)` or a volume).
@@ -63,12 +66,21 @@ def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | 
         FileNotFoundError: `path` is not a file.
         ValueError: an extension outside `extensions`, a NIfTI file without
             nibabel installed, or a file that cannot be decoded (the message
-            names the file).
+            names the file), or NaN/Inf values (issue 17).
 
     Example:
 
     >>> x = keras_medseg.data.io.read_array("images/case1.png")  # doctest: +SKIP
     """
+    array = _read_array(path, what, extensions)
+    if not allow_nonfinite:
+        from keras_medseg.utils.finite import check_finite
+
+        check_finite(array, f"{what} {os.fspath(path)!r}")
+    return array
+
+
+def _read_array(path, what, extensions):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path!r}")

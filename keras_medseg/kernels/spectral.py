@@ -135,6 +135,9 @@ def identify_many(kernels, grid_shape=None, references=None, tolerance=0.1, chun
         family, `deviations` the largest `|s_K,i - s_F,i|` to the nearest one.
     """
     kernels = np.asarray(kernels, dtype="float64")
+    from keras_medseg.utils.finite import check_finite
+
+    check_finite(kernels, "`kernels`")  # an all-NaN kernel has no spectrum; do not label it like a zero kernel
     if kernels.ndim not in (3, 4):
         raise ValueError(f"`kernels` must be a stack (M, k, k) or (M, k, k, k). Received: shape={kernels.shape}")
     d = kernels.ndim - 1
@@ -204,8 +207,8 @@ def identify(kernel, grid_shape=None, references=None, tolerance=0.1):
         equivalent reference names).
 
     Raises:
-        ValueError: kernel not 2D/3D, does not fit the grid, or no built-in
-            references for its size (even or 1x1).
+        ValueError: kernel not 2D/3D, NaN/Inf entries, does not fit the grid,
+            or no built-in references for its size (even or 1x1).
 
     Example:
 
@@ -217,6 +220,9 @@ def identify(kernel, grid_shape=None, references=None, tolerance=0.1):
         (spectral distance `||Sigma_K - Sigma_F||_1`).
     """
     kernel = np.asarray(kernel, dtype="float64")
+    from keras_medseg.utils.finite import check_finite
+
+    check_finite(kernel, "`kernel`")
     if kernel.ndim not in (2, 3):
         raise ValueError(f"`kernel` must be 2D (k, k) or 3D (k, k, k). Received: kernel.shape={kernel.shape}")
     grid = _default_grid(kernel.ndim) if grid_shape is None else grid_shape

@@ -1,34 +1,51 @@
-"""Crash-safe training callbacks: resume after a kill, never a truncated checkpoint.
+"""Crash-safe training callbacks: resume after a kill or a full disk, never a truncated file.
 
 `resumable_callbacks(out_dir)` returns, in the order they must run:
 
-1. `ResumableCSVLogger` - Keras' `CSVLogger` that, when a run resumes at
-   epoch k (read from the backup's metadata), first drops the rows of epochs
-   >= k (written by the killed run after its last backup) and then appends,
-   so the log has every epoch exactly once.
-2. `AtomicModelCheckpoint` - keeps the best model as a `.keras` file, written
+1. `AtomicModelCheckpoint` - keeps the best model as a `.keras` file, written
    to a temporary file in the same folder and moved into place with
-   `os.replace` (atomic on POSIX and Windows), so a kill never leaves a
-   truncated checkpoint. The best score is stored next to it, so a resumed run
-   does not overwrite a better model with a worse one.
-3. `keras.callbacks.BackupAndRestore` (with `double_checkpoint=True`) - the
-   Keras mechanism that saves the training state every epoch (or every N
-   batches) and restores it, including the epoch counter, when `fit` starts
-   again with the same `backup_dir`.
+   `os.replace` (atomic on POSIX and Windows). The best score is stored next
+   to it, so a resumed run does not overwrite a better model with a worse one.
+2. `CrashSafeBackup` - the training state (weights with the optimizer's
+   variables, and the epoch counter) at the end of every epoch, in
+   `backup/epoch.weights.h5` + `backup/epoch_metadata.json` (which also holds
+   that epoch's log row), and with `backup_every=N` also every N batches in
+   `backup/latest.weights.h5` + `backup/training_metadata.json`. Every file is
+   written atomically; when `fit` starts again with the same folder the
+   weights and the epoch counter are restored.
+3. `ResumableCSVLogger` - one row per epoch, the whole file rewritten
+   atomically each epoch. On resume at epoch k it keeps the rows of epochs < k
+   and restores the row of epoch k-1 from the epoch backup if the kill came
+   between the backup and the row.
 
-The backup comes last so that at the end of epoch k the log row and the best
-model are on disk before the state says "epoch k done": a kill in between
-makes the resumed run repeat epoch k and rewrite its row, never lose it.
+So at the end of epoch k the state says "epoch k done" before its row is
+written, and the row can always be recovered: a resumed run never re-trains or
+rewrites an epoch whose row was logged. A full disk ends in
+`keras_medseg.utils.errors.DiskFullError` ("No space left on device while
+writing X; nothing was lost; free space and rerun to resume"), raised before
+the write starts when the free space is visibly too small.
 """
 
 import csv
+import io
 import json
 import os
 
 import keras
 import numpy as np
 
-__all__ = ["AtomicModelCheckpoint", "ResumableCSVLogger", "atomic_save_model", "resumable_callbacks"]
+from keras_medseg.utils.atomic_io import atomic_path, atomic_write_text
+
+__all__ = ["AtomicModelCheckpoint", "CrashSafeBackup", "ResumableCSVLogger", "atomic_save_model",
+           "resumable_callbacks"]
+
+
+def _model_bytes(model, factor=3):
+    """Rough size of a saved model: float32 weights times `factor` (optimizer slots), plus the config."""
+    try:
+        return int(model.count_params()) * 4 * factor + 64 * 1024
+    except ValueError:  # unbuilt model
+        return 0
 
 
 def atomic_save_model(model, path):
@@ -36,26 +53,13 @@ def atomic_save_model(model, path):
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end with '.keras'. Received: path={path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)[:-6]}.{os.getpid()}.tmp.keras")
-    try:
+    previous = os.path.getsize(path) if os.path.exists(path) else 0
+    with atomic_path(path, estimate_bytes=max(previous, _model_bytes(model))) as tmp:
         model.save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_write_text(path, text):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
@@ -106,71 +110,197 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
             _atomic_write_text(self.state_path, json.dumps({"best": value, "epoch": epoch, "monitor": key}))
 
 
-class ResumableCSVLogger(keras.callbacks.CSVLogger):
-    """`keras.callbacks.CSVLogger` that keeps exactly one row per epoch across restarts."""
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _json_value(v):
+    if isinstance(v, (np.generic, np.ndarray)):
+        v = v.tolist()
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+
+class CrashSafeBackup(keras.callbacks.Callback):
+    """Back up the training state atomically at every epoch end (and every N batches); restore it on restart.
+
+    Args:
+        backup_dir: folder of the backup files.
+        backup_every: `None` (epoch ends only) or an int: also every that many
+            batches (a kill mid-epoch then restarts that epoch from the newest
+            weights, as `keras.callbacks.BackupAndRestore` does).
+
+    Files: `epoch.weights.h5` + `epoch_metadata.json` (`{"epoch": k, "logs":
+    {...}}`: k epochs done, and the last epoch's log row), and with
+    `backup_every`, `latest.weights.h5` + `training_metadata.json`
+    (`{"epoch": k, "batch": b}`). All written through a temporary file and
+    `os.replace`.
+
+    Raises:
+        keras_medseg.utils.errors.DiskFullError: no space for a backup (the
+            previous one is intact).
+    """
+
+    def __init__(self, backup_dir, backup_every=None):
+        super().__init__()
+        self.backup_dir = os.fspath(backup_dir)
+        if backup_every is not None and (isinstance(backup_every, bool) or int(backup_every) < 1):
+            raise ValueError(f"`backup_every` must be None or a positive int. Received: backup_every={backup_every!r}")
+        self.backup_every = None if backup_every is None else int(backup_every)
+        self.epoch_weights = os.path.join(self.backup_dir, "epoch.weights.h5")
+        self.epoch_metadata = os.path.join(self.backup_dir, "epoch_metadata.json")
+        self.batch_weights = os.path.join(self.backup_dir, "latest.weights.h5")
+        self.batch_metadata = os.path.join(self.backup_dir, "training_metadata.json")
+        self._epoch = 0
+        self._batches = 0
+
+    @staticmethod
+    def resume_epoch(backup_dir):
+        """Completed epochs recorded in `backup_dir` (0 when there is no backup)."""
+        meta = _read_json(os.path.join(backup_dir, "epoch_metadata.json")) or {}
+        batch = _read_json(os.path.join(backup_dir, "training_metadata.json")) or {}
+        return max(int(meta.get("epoch", 0)), int(batch.get("epoch", 0)))
+
+    def on_train_begin(self, logs=None):
+        epoch_meta = _read_json(self.epoch_metadata) if os.path.exists(self.epoch_weights) else None
+        batch_meta = _read_json(self.batch_metadata) if os.path.exists(self.batch_weights) else None
+        done = int(epoch_meta["epoch"]) if epoch_meta else 0
+        # Mid-epoch weights are newer than the epoch-end ones only when taken during epoch `done`.
+        use_batch = batch_meta is not None and int(batch_meta.get("epoch", -1)) >= done and \
+            int(batch_meta.get("batch", 0)) > 0
+        source = self.batch_weights if use_batch else (self.epoch_weights if epoch_meta else None)
+        if source is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(source)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"The training backup {source} cannot be read ({exc}); delete the folder "
+                             f"{self.backup_dir} to start the run afresh.") from exc
+        self._epoch = int(batch_meta["epoch"]) if use_batch else done
+        self.model._initial_epoch = self._epoch
+
+    def _save(self, weights, metadata, meta):
+        previous = os.path.getsize(weights) if os.path.exists(weights) else 0
+        with atomic_path(weights, estimate_bytes=max(previous, _model_bytes(self.model))) as tmp:
+            self.model.save_weights(tmp)
+        atomic_write_text(metadata, json.dumps(meta))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.backup_every is None:
+            return
+        self._batches += 1
+        if self._batches % self.backup_every == 0:
+            self._save(self.batch_weights, self.batch_metadata, {"epoch": self._epoch, "batch": batch + 1})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        row = {k: _json_value(v) for k, v in (logs or {}).items()}
+        self._save(self.epoch_weights, self.epoch_metadata, {"epoch": epoch + 1, "batch": 0, "logs": row})
+        if self.backup_every is not None and os.path.exists(self.batch_metadata):
+            # The epoch-end state supersedes the mid-epoch one of the same epoch.
+            atomic_write_text(self.batch_metadata, json.dumps({"epoch": epoch + 1, "batch": 0}))
+
+
+def _format(v):
+    if isinstance(v, (np.generic, np.ndarray)):
+        v = np.asarray(v).tolist()
+    return v
+
+
+class ResumableCSVLogger(keras.callbacks.Callback):
+    """A CSV log with exactly one row per epoch across restarts, rewritten atomically every epoch.
+
+    Args:
+        filename: the `.csv` file.
+        backup_dir: the `CrashSafeBackup` folder (or one written by
+            `keras.callbacks.BackupAndRestore`) the resume epoch is read from;
+            `None`: the model's initial epoch.
+        separator: column separator, default ",".
+
+    The columns are `epoch` and the sorted log keys, as in `keras.callbacks.CSVLogger`.
+    """
 
     def __init__(self, filename, backup_dir=None, separator=","):
-        super().__init__(filename, separator=separator, append=True)
+        super().__init__()
+        self.filename = os.fspath(filename)
         self.backup_dir = backup_dir
+        self.sep = separator
+        self.header = None
+        self.rows = []
 
     def _resume_epoch(self):
         if self.backup_dir is None:
             return int(getattr(self.model, "_initial_epoch", None) or 0)
-        # The same files, in the same order of preference, as BackupAndRestore.
-        for name in ("training_metadata.json", "training_metadata.json.bkp"):
-            path = os.path.join(self.backup_dir, name)
-            try:
-                with open(path) as f:
-                    return int(json.load(f)["epoch"])
-            except (OSError, ValueError, KeyError):
-                continue
-        return 0
+        epoch = CrashSafeBackup.resume_epoch(self.backup_dir)
+        if epoch == 0:  # Keras' own BackupAndRestore files
+            for name in ("training_metadata.json", "training_metadata.json.bkp"):
+                meta = _read_json(os.path.join(self.backup_dir, name))
+                if meta and "epoch" in meta:
+                    return int(meta["epoch"])
+        return epoch
+
+    def _write(self):
+        buf = io.StringIO()
+        if self.header:
+            writer = csv.writer(buf, delimiter=self.sep, lineterminator="\n")
+            writer.writerow(self.header)
+            writer.writerows(self.rows)
+        atomic_write_text(self.filename, buf.getvalue())
 
     def on_train_begin(self, logs=None):
         initial_epoch = self._resume_epoch()
-        if os.path.exists(self.filename):
+        self.header, self.rows = None, []
+        if initial_epoch > 0 and os.path.exists(self.filename):
             with open(self.filename, newline="") as f:
                 rows = list(csv.reader(f, delimiter=self.sep))
             if rows:
-                header, body = rows[0], rows[1:]
-                keep = [r for r in body if r and r[0].isdigit() and int(r[0]) < initial_epoch]
-                if initial_epoch == 0:
-                    keep = []
-                tmp = f"{self.filename}.tmp"
-                with open(tmp, "w", newline="") as f:
-                    if keep:
-                        writer = csv.writer(f, delimiter=self.sep)
-                        writer.writerow(header)
-                        writer.writerows(keep)
-                os.replace(tmp, self.filename)
-        super().on_train_begin(logs)
+                self.header = rows[0]
+                self.rows = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < initial_epoch]
+        if initial_epoch > 0 and self.backup_dir is not None:
+            meta = _read_json(os.path.join(self.backup_dir, "epoch_metadata.json")) or {}
+            last = initial_epoch - 1
+            if meta.get("epoch") == initial_epoch and meta.get("logs") and \
+                    not any(int(r[0]) == last for r in self.rows):
+                self._append(last, meta["logs"])  # killed between the backup and the row
+        if self.rows or initial_epoch == 0:
+            self._write()
+
+    def _append(self, epoch, logs):
+        if self.header is None:
+            self.header = ["epoch"] + sorted(logs)
+        self.rows.append([str(epoch)] + [str(_format(logs.get(k, ""))) for k in self.header[1:]])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows = [r for r in self.rows if int(r[0]) != epoch]
+        self._append(epoch, logs or {})
+        self._write()
 
 
 def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=None,
                         checkpoint_name="best.keras", log_name="log.csv"):
-    """The callbacks that make `fit` resumable after a crash.
+    """The callbacks that make `fit` resumable after a crash or a full disk.
 
     Args:
         out_dir: run folder; gets `best.keras`, `log.csv` and `backup/`.
         monitor: log key that decides the best checkpoint.
         mode: "auto", "min" or "max".
         backup_every: `None` to back up at every epoch end, or an int to back
-            up every that many batches as well (mid-epoch kills then lose
-            at most that many batches).
+            up every that many batches as well.
 
     Returns:
         list of callbacks, in the order to pass to `fit`.
     """
     os.makedirs(out_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
-    backup = keras.callbacks.BackupAndRestore(
-        backup_dir,
-        save_freq="epoch" if backup_every is None else int(backup_every),
-        double_checkpoint=True,
-        delete_checkpoint=False,
-    )
     return [
-        ResumableCSVLogger(os.path.join(out_dir, log_name), backup_dir=backup_dir),
         AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode),
-        backup,
+        CrashSafeBackup(backup_dir, backup_every=backup_every),
+        ResumableCSVLogger(os.path.join(out_dir, log_name), backup_dir=backup_dir),
     ]

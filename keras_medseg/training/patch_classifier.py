@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import keras
 import numpy as np
 
 from keras_medseg import zoo
 from keras_medseg.data.wsi import PatchSequence, PatchStore, ThreeStepSampler
+from keras_medseg.training.checkpointing import (
+    AtomicModelCheckpoint,
+    ResumableCSVLogger,
+)
 from keras_medseg.training.recipes import vgg16_recipe
 
 __all__ = ["PatchTrainResult", "train_patch_classifier"]
@@ -110,9 +113,11 @@ def train_patch_classifier(model: str | keras.Model, store: str, epochs: int = 5
     checkpoint, log = os.path.join(out, "best.keras"), os.path.join(out, "log.csv")
     _, _, callbacks = vgg16_recipe((x_val, y_val), batch_size=batch_size)
     callbacks += [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_roc_auc", mode="max", save_best_only=True),
-        keras.callbacks.CSVLogger(log),
+        AtomicModelCheckpoint(checkpoint, monitor="val_roc_auc", mode="max"),  # crash-safe writes
+        ResumableCSVLogger(log),
     ]
+    if os.path.exists(checkpoint + ".best.json"):  # a new run, not a resume: forget the old best score
+        os.remove(checkpoint + ".best.json")
     history = model.fit(sampler, validation_data=(x_val, y_val), epochs=epochs, callbacks=callbacks, verbose=verbose)
     aucs = history.history.get("val_roc_auc", [])
     return PatchTrainResult(history.history, float(max(aucs)), int(np.argmax(aucs)) + 1, len(aucs), len(val_idx),

@@ -3,7 +3,7 @@
 `train(model_or_name, data, epochs, out_dir)` fits a segmentation model with
 the Keras progress bar, logs every epoch to `out_dir/log.csv`, keeps the best
 model by validation loss as `out_dir/best.keras` (written atomically) and backs
-the training state up to `out_dir/backup/` (`keras.callbacks.BackupAndRestore`),
+the training state up to `out_dir/backup/` (`CrashSafeBackup`, every file written atomically),
 so running the same command again after a crash resumes where it stopped (see
 `keras_medseg.training.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
@@ -137,8 +137,20 @@ def load_data(data: str | tuple = "qtips", n_train: int = 1024, n_val: int = 64,
     if is_patch_store(data):
         raise ValueError(f"`data` is an HDF5 patch store; train patch classifiers with "
                          f"`keras_medseg.training.train_patch_classifier`. Received: data={data!r}")
-    return resolve_data(data, "train", n_train=n_train, n_val=n_val, size=size, seed=seed,
-                        spatial_dims=spatial_dims, val_fraction=val_fraction)
+    out = resolve_data(data, "train", n_train=n_train, n_val=n_val, size=size, seed=seed,
+                       spatial_dims=spatial_dims, val_fraction=val_fraction)
+    _check_finite_data(out, data)
+    return out
+
+
+def _check_finite_data(d, data):
+    """NaN/Inf in training, validation or evaluation arrays -> one ValueError naming them (once, at entry)."""
+    from keras_medseg.utils.finite import check_finite
+
+    source = data if isinstance(data, (str, os.PathLike)) else getattr(d, "source", "arrays")
+    for attr in ("x_train", "x_val", "x", "y_train", "y_val", "y"):
+        if getattr(d, attr, None) is not None:
+            check_finite(getattr(d, attr), f"`{attr}` of data {os.fspath(source)!r}")
 
 
 def _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction):
@@ -226,6 +238,9 @@ class TrainResult:
 
 def evaluate_model(model, x, y, num_classes=None, batch_size=16):
     """Predict `x` and return `(dice_iou_table, predicted class ids)`."""
+    from keras_medseg.utils.input_layout import check_model_input
+
+    check_model_input(x, model, "the evaluation images")
     scores = model.predict(x, batch_size=batch_size, verbose=0)
     pred = to_labels(scores)
     k = num_classes if model.outputs[0].shape[-1] != 1 else 2
@@ -351,7 +366,9 @@ def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16,
     if isinstance(ev, PatchStoreData):
         raise ValueError(f"`data` is an HDF5 patch store; score patch classifiers with "
                          f"`keras_medseg.evaluation.evaluate_patch_store`. Received: data={data!r}")
+    _check_finite_data(ev, data)
     x, y, num_classes, class_names = ev.x, ev.y, ev.num_classes, ev.class_names
+    _warn_class_mismatch(model, num_classes if num_classes is not None else max(int(np.max(y)) + 1, 2), len(x), data)
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
     table, pred = evaluate_model(model, x, y, num_classes, batch_size)
@@ -361,6 +378,21 @@ def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16,
         prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
                         num_classes=len(table["classes"]), class_names=class_names)
     return table, class_names
+
+
+def _warn_class_mismatch(model, num_classes, num_cases, data):
+    """Warn (once, in words) when the model's classes and the data's differ, saying what gets scored."""
+    import warnings
+
+    channels = model.outputs[0].shape[-1]
+    k_model = 2 if channels == 1 else channels
+    if num_classes is None or k_model == num_classes:
+        return
+    source = data if isinstance(data, (str, os.PathLike)) else "the arrays"
+    what = ("label > 0 as foreground against background" if channels == 1
+            else f"classes 0..{max(k_model, num_classes) - 1}")
+    warnings.warn(f"The model predicts {k_model} classes{' (one sigmoid channel)' if channels == 1 else ''} and "
+                  f"the data {source!s} has {num_classes}: scoring {what} in all {num_cases} cases.", stacklevel=3)
 
 
 def _evaluation_data(data, n, size, seed, spatial_dims):

@@ -44,6 +44,9 @@ def recover_patch_store(path, _locked=False):
             lock.close()
             raise RuntimeError(f"Patch store {path!r} is being written by another process.") from None
     try:
+        from keras_medseg.data.hdf5_check import check_hdf5_file
+
+        check_hdf5_file(path, "Patch store")
         try:
             src = h5py.File(path, "r", swmr=True)
         except OSError as exc:

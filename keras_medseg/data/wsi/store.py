@@ -7,6 +7,7 @@ import warnings
 import h5py
 import numpy as np
 
+from keras_medseg.data.hdf5_check import check_hdf5_file
 from keras_medseg.data.wsi.extract import iter_patches
 from keras_medseg.data.wsi.recovery import _corrupt, _unclean, fcntl, recover_patch_store
 from keras_medseg.utils.validation import check_choice, check_positive_int
@@ -102,6 +103,7 @@ class PatchStore:
             raise RuntimeError(f"Patch store {self.path!r} is being written by another process.") from None
 
     def _open_read(self):
+        check_hdf5_file(self.path, "Patch store")  # truncated files would hang in SWMR retries
         try:
             self._file = h5py.File(self.path, "r", swmr=True)
         except OSError as exc:
@@ -112,6 +114,7 @@ class PatchStore:
         self._check_layout()
 
     def _open_append(self):
+        check_hdf5_file(self.path, "Patch store")
         try:
             self._file = h5py.File(self.path, "r+", libver="latest")
         except OSError as exc:

@@ -1,0 +1,157 @@
+"""The zoo's catalogue read from source, without importing Keras (for `keras-medseg list` and `--help`).
+
+`keras_medseg.zoo.list()` / `describe()` need every model family imported, which
+imports Keras and its backend (seconds to tens of seconds). The command line
+only needs names, descriptions, spatial dims and argument defaults, and those
+are all written in the `@register_model(...)` decorators and builder
+signatures, so this module reads them with `ast` from the files under
+`keras_medseg/zoo/`. `tests/test_faults.py` checks it against the live
+registry, so the two cannot drift apart.
+"""
+
+import ast
+import difflib
+import functools
+import inspect
+import os
+
+__all__ = ["describe", "list_models", "training_route"]
+
+_ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
+
+
+class _Unparsed:
+    """A default that is an expression, shown as its source text."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def _value(node):
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return _Unparsed(ast.unparse(node))
+
+
+def _register_call(fn):
+    for dec in fn.decorator_list:
+        if isinstance(dec, ast.Call) and getattr(dec.func, "id", getattr(dec.func, "attr", None)) == "register_model":
+            return dec
+    return None
+
+
+def _spec(fn, dec):
+    name = fn.name
+    if dec.args:
+        name = _value(dec.args[0])
+    kw = {k.arg: k.value for k in dec.keywords if k.arg}
+    if "name" in kw:
+        name = _value(kw["name"])
+    doc = inspect.cleandoc(ast.get_docstring(fn) or "")
+    desc = _value(kw["description"]) if "description" in kw else (doc.splitlines()[0] if doc else name)
+    dims = _value(kw["spatial_dims"]) if "spatial_dims" in kw else (2,)
+    args = fn.args
+    defaults = {}
+    positional = args.posonlyargs + args.args
+    for a, d in zip(positional[len(positional) - len(args.defaults):], args.defaults):
+        defaults[a.arg] = _value(d)
+    for a, d in zip(args.kwonlyargs, args.kw_defaults):
+        if d is not None:
+            defaults[a.arg] = _value(d)
+    fit = _value(kw["trainable_with_fit"]) if "trainable_with_fit" in kw else True
+    return {"name": name, "description": desc, "spatial_dims": tuple(dims), "arguments": defaults,
+            "trainable_with_fit": fit}
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog():
+    specs = {}
+    for root, _, files in os.walk(_ZOO):
+        for fname in sorted(files):
+            if not fname.endswith(".py"):
+                continue
+            with open(os.path.join(root, fname), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    dec = _register_call(node)
+                    if dec is not None:
+                        spec = _spec(node, dec)
+                        specs[spec["name"]] = spec
+    return {n: specs[n] for n in sorted(specs)}
+
+
+def list_models():
+    """`{name: one-line description}` of every zoo model, read from source (no Keras import)."""
+    return {n: s["description"] for n, s in _catalog().items()}
+
+
+def describe(name):
+    """Name, description, spatial dims and `{argument: default}` of one model (no Keras import).
+
+    Raises:
+        ValueError: unknown model name (with the closest names).
+    """
+    cat = _catalog()
+    if name not in cat:
+        close = difflib.get_close_matches(str(name), list(cat), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown zoo model {name!r}.{hint} Run `keras-medseg list` to see all models.")
+    return dict(cat[name])
+
+
+# What `keras-medseg train` does with each kind of model: None = it trains it, else the line that says where to go.
+_GAN_ROUTE = ("{name} is a GAN: `train` fits segmentation models and patch classifiers only. Train it with its own "
+              "`fit` (`model = keras_medseg.zoo.build({name!r}); model.compile(); model.fit(...)`), as in "
+              "tutorials/03_gans.ipynb")
+_NO_TRAINING = ("{name} has no training (its kernels are the fixed finite-difference stencils): it is applied as "
+                "it is, by `keras-medseg predict`/`evaluate` on a saved model or `keras_medseg.zoo.build({name!r})` "
+                "in Python, as in tutorials/01_level_sets_and_imexnet.ipynb")
+_DETECTOR = ("{name} is a detector trained on boxes, not masks: `train` fits segmentation models and patch "
+             "classifiers only. Use `keras_medseg.zoo.build({name!r})` with `model.fit` on boxes (see the "
+             "tutorials/02_patches_attention_and_detection.ipynb)")
+_CLASSIFIER = ("{name} is a patch classifier: train it on an HDF5 patch store, "
+               "`keras-medseg train {name} --data patches.h5` (`keras-medseg patches extract` makes one)")
+_SEGMENTER_ON_STORE = ("{name} is a segmentation model and {data} is a patch store of labelled patches: train a "
+                       "patch classifier on it (e.g. `keras-medseg train vgg16_classifier --data {data}`), or "
+                       "{name} on an image/mask folder or Q-tips")
+
+
+def _kind(name):
+    if "gan" in name or name in ("pix2pix",):
+        return "gan"
+    if name.startswith("lse") or "level_set" in name:
+        return "no_training"
+    if "detector" in name:
+        return "detector"
+    if "classifier" in name:
+        return "classifier"
+    return "segmentation"
+
+
+def training_route(name, patch_store=False, data=None):
+    """`None` when `keras-medseg train NAME` trains this model on this data, else the one line saying why not.
+
+    Segmentation models train on Q-tips, image/mask folders and volumes;
+    patch classifiers on HDF5 patch stores; GANs with their own `fit`;
+    models without trainable weights (`lse`) are applied by `evaluate`.
+    """
+    spec = describe(name)
+    if spec["trainable_with_fit"] is False and _kind(name) == "segmentation":
+        return _NO_TRAINING.format(name=name)
+    kind = _kind(name)
+    if kind == "gan":
+        return _GAN_ROUTE.format(name=name).strip()
+    if kind == "no_training":
+        return _NO_TRAINING.format(name=name)
+    if kind == "detector":
+        return _DETECTOR.format(name=name)
+    if kind == "classifier" and not patch_store:
+        return _CLASSIFIER.format(name=name)
+    if kind == "segmentation" and patch_store:
+        return _SEGMENTER_ON_STORE.format(name=name, data=data)
+    return None

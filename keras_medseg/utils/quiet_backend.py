@@ -1,0 +1,87 @@
+"""Import Keras and its backend without the C++ start-up noise (CUDA probing, absl, oneDNN lines).
+
+TensorFlow writes lines such as "Could not find cuda drivers on your machine"
+and "WARNING: All log messages before absl::InitializeLog() is called are
+written to STDERR" from C++ straight to file descriptor 2 while it is being
+imported, before `TF_CPP_MIN_LOG_LEVEL` is read by its logger, so neither that
+variable nor Python's `warnings` hides them. `import_backend(verbose=False)`
+sets `TF_CPP_MIN_LOG_LEVEL=3` (hides the later "failed call to cuInit" error),
+points fd 2 at a temporary file for the duration of the import, and then
+writes back every captured line that is not one of those known start-up
+notices, so a real error message is never swallowed.
+"""
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+
+__all__ = ["import_backend", "is_startup_noise"]
+
+_NOISE = re.compile(
+    r"(All log messages before absl::InitializeLog|cudart_stub\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc|"
+    r"cuda_platform\.cc|cuda_executor\.cc|cuInit|oneDNN custom operations|cpu_feature_guard\.cc|"
+    r"To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"TF-TRT Warning|port\.cc:\d+\] oneDNN)"
+)
+
+
+def is_startup_noise(line):
+    """Whether `line` is one of TensorFlow/absl's known start-up notices (CUDA probing, oneDNN, CPU flags)."""
+    return bool(_NOISE.search(line))
+
+
+@contextlib.contextmanager
+def _captured_stderr_fd():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield None
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines() if not is_startup_noise(ln)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
+def import_backend(verbose=False):
+    """Import Keras (and so its backend) quietly; with `verbose=True`, as is.
+
+    Args:
+        verbose: bool, default False. True leaves TensorFlow's logging alone.
+
+    Returns:
+        the `keras` module.
+    """
+    if verbose or "keras" in sys.modules:
+        import keras
+
+        return keras
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("KERAS_MEDSEG_TF_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    with _captured_stderr_fd():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # already imported by keras; probe the devices inside the capture
+
+            try:
+                tf.config.list_physical_devices("GPU")  # CUDA probing happens here, inside the capture
+            except Exception as exc:  # noqa: BLE001 - device probing must never stop the command
+                logging.getLogger(__name__).debug("GPU probing failed: %s", exc)
+    return keras
