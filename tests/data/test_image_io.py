@@ -33,8 +33,9 @@ def test_lps_conversion_agrees_with_nibabel(tmp_path):
     aff = oblique_affine(spacing=(1.1, 0.6, 3.0))
     vol = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
     path = write_nifti(tmp_path / "a.nii", vol, aff)
-    from keras_medseg.data.image_io import _record_from_sitk
     import SimpleITK as sitk
+
+    from keras_medseg.data.image_io import _record_from_sitk
 
     via_itk = _record_from_sitk(sitk.ReadImage(path), path, "itk")
     np.testing.assert_allclose(via_itk.affine, aff, atol=1e-4)
