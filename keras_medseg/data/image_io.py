@@ -24,11 +24,11 @@ vectors, so `affine[:3, :3] == direction @ diag(spacing)` and
 
 import dataclasses
 import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageRecord", "read_image", "write_image", "IMAGE_EXTENSIONS", "image_stem"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageRecord", "image_stem", "read_image", "write_image"]
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -62,7 +62,7 @@ class ImageRecord:
     direction: np.ndarray
     affine: np.ndarray
     header: Any = None
-    path: Optional[str] = None
+    path: str | None = None
     format: str = "npy"
     spatial_dims: int = 3
     meta: dict = dataclasses.field(default_factory=dict)
