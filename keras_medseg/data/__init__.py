@@ -12,3 +12,4 @@ from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStep
 from keras_medseg.data import translation  # noqa: F401
 from keras_medseg.data.image_io import ImageRecord, read_image, write_image  # noqa: F401
 from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
+from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401
