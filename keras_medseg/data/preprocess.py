@@ -45,7 +45,7 @@ __all__ = [
 
 # Name of the spec inside a `.keras` archive (and suffix of the side-car file otherwise).
 PREPROCESSING_FILENAME = "keras_medseg_preprocessing.json"
-_SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size")
+_SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size", "split")
 _PRESETS = ("ct_window", "percentile", "zscore", "none")
 
 
@@ -66,6 +66,7 @@ def default_preprocessing():
         "class_names": None,
         "spatial_dims": None,
         "patch_size": None,
+        "split": None,
     }
 
 
@@ -99,6 +100,10 @@ def _check_spec(spec):
         out["spatial_dims"] = int(out["spatial_dims"])
     if out["patch_size"] is not None:
         out["patch_size"] = [int(p) for p in out["patch_size"]]
+    if out["split"] is not None:
+        if not isinstance(out["split"], dict):
+            raise ValueError(f"`spec['split']` must be a dict such as {{'train': [...], 'validation': [...]}}. Received: split={out['split']!r}")
+        out["split"] = {str(k): [str(c) for c in v] for k, v in out["split"].items()}
     return out
 
 
@@ -127,7 +132,8 @@ def save_preprocessing(model_path, spec):
             `{"preset": "ct_window", "low": -160, "high": 240}`,
             `{"preset": "zscore"}`, `{"preset": "percentile", "low": 0.5,
             "high": 99.5}`), `class_names` (list of str), `spatial_dims`,
-            `patch_size`. Missing keys take `default_preprocessing()` values.
+            `patch_size`, and optionally `split` (`{"train": [names],
+            "validation": [names]}`, the case stems). Missing keys take `default_preprocessing()` values.
 
     Raises:
         FileNotFoundError: `model_path` does not exist.
