@@ -15,7 +15,12 @@ import pytest
 from keras_medseg.data import read_image
 from keras_medseg.data.preprocess import save_preprocessing
 from keras_medseg.scans import evaluate_scans, find_scans, predict_files, predict_scan
-from tests.data.scan_factory import ball, oblique_affine, write_dicom_series, write_nifti
+from tests.data.scan_factory import (
+    ball,
+    oblique_affine,
+    write_dicom_series,
+    write_nifti,
+)
 
 
 def _threshold_model(path, spec):
@@ -65,7 +70,7 @@ def test_predict_dicom_series_aligned_with_series(tmp_path):
     _threshold_model(model_path, {"intensity": {"preset": "ct_window", "low": -500, "high": 500},
                                   "orientation": "RAS", "spacing": [0.8, 0.6, 2.5]})
     assert find_scans(str(tmp_path / "series"))[0][0] == "series"
-    (name, _, out), = predict_files(model_path, str(tmp_path / "series"), str(tmp_path / "out"), progress=False)
+    (_, _, out), = predict_files(model_path, str(tmp_path / "series"), str(tmp_path / "out"), progress=False)
     img = nibabel.load(out)
     np.testing.assert_allclose(img.affine, expected_affine, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(img.dataobj).astype(bool), inside)
