@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.image_io import (
-    IMAGE_EXTENSIONS,
+from keras_medseg.data.io import (
+    SCAN_EXTENSIONS,
     ImageRecord,
     image_stem,
     read_image,
@@ -184,7 +184,7 @@ def find_scans(path):
             scans.append((f, full))
     if not scans:
         raise FileNotFoundError(
-            f"No scans in {path!r}: expected image files ({', '.join(IMAGE_EXTENSIONS)}) or DICOM series folders."
+            f"No scans in {path!r}: expected image files ({', '.join(SCAN_EXTENSIONS)}) or DICOM series folders."
         )
     return scans
 
