@@ -315,9 +315,9 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
         mask = read_image(masks[name], spatial_dims=d)
         _check_same_geometry(image, mask)
         # The one mask rule, but class ids are kept as they are within a case (a case may
-        # lack a class); only editor binary masks (0/255, 0/65535) are mapped to 0/1.
+        # lack a class): editor binary masks (0/255, 0/65535) become 0/1, other ids stay.
         truth, values = standardize_labels(mask.array, names=repr(mask.path))
-        if values not in ([0, 255], [0, 65535]):
+        if values != list(range(len(values))):
             truth, _ = standardize_labels(mask.array, names=repr(mask.path), label_values=range(max(values) + 1))
         pred = predict_scan(model, image, spec, overlap=overlap, batch_size=batch_size, progress=progress,
                             allow_padding=allow_padding)

@@ -5,9 +5,12 @@
 
 1. Values must be finite integers (a float mask with fractions, e.g. a soft
    or resampled-with-interpolation mask, is refused).
-2. Voxels equal to `ignore_value` (when given) become `IGNORE_INDEX` (-1).
-3. Binary masks saved by image editors: when the values found are only
-   `{0, 255}` or only `{0, 65535}`, 255/65535 is the foreground, class 1.
+2. Voxels equal to `ignore_value` (when given) become `IGNORE_INDEX` (-1);
+   -1 itself always means "ignore", so standardising twice changes nothing.
+3. Binary masks saved by image editors, decided per mask: a mask whose
+   values are only `{0, 255}` or only `{0, 65535}` has 255/65535 as its
+   foreground, value 1 (unless that value is the `ignore_value` or is listed
+   in `label_values`), so 0/1 and 0/255 masks can be mixed in one folder.
 4. 255 or 65535 found *together with* other non-zero ids, and no
    `ignore_value`, is ambiguous (often an ignore border around a 0/1 mask):
    refused, asking for `ignore_value=255` or an explicit `label_values`.
@@ -89,10 +92,12 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
     >>> from keras_medseg.data import standardize_labels
     >>> y, values = standardize_labels(np.array([[0, 255], [255, 0]]))
     >>> values
-    [0, 255]
+    [0, 1]
     >>> y.tolist()
     [[0, 1], [1, 0]]
     """
+    if label_values is not None:
+        label_values = [int(v) for v in label_values]
     single = not isinstance(masks, (list, tuple))
     mask_list = [masks] if single else list(masks)
     if names is None:
@@ -106,6 +111,7 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
     arrays, found = [], {}
     for mask, name in zip(mask_list, names):
         mask, values = _unique(mask, name)
+        values = values[values != IGNORE_INDEX]
         if ignore_value is not None:
             values = values[values != ignore_value]
         neg = values[values < 0]
@@ -114,12 +120,16 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
                 f"Mask {name} has negative class ids {_values_str(neg)}; found values {_values_str(values)}. "
                 "Pass ignore_value=<v> if one of them marks voxels to ignore."
             )
+        for big in _EDITOR_MAX:
+            if (big in values and set(values.tolist()) <= {0, big} and ignore_value != big
+                    and (label_values is None or big not in label_values)):
+                mask = np.where(mask == big, 1, mask)
+                values = np.unique(np.where(values == big, 1, values))
         for v in values.tolist():
             found.setdefault(v, name)
         arrays.append(mask)
     values = sorted(found)
     if label_values is not None:
-        label_values = [int(v) for v in label_values]
         if len(set(label_values)) != len(label_values):
             raise ValueError(f"`label_values` must be distinct. Received: label_values={label_values}")
         extra = [v for v in values if v not in label_values]
@@ -149,7 +159,9 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
     for mask in arrays:
         y = np.full(mask.shape, IGNORE_INDEX, dtype=np.int32)
         m = mask.astype(np.int64, copy=False)
-        keep = np.ones(mask.shape, bool) if ignore_value is None else m != ignore_value
+        keep = m != IGNORE_INDEX
+        if ignore_value is not None:
+            keep &= m != ignore_value
         if label_values == list(range(len(label_values))):
             y[keep] = m[keep]
         else:

@@ -9,12 +9,18 @@ from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels
 def test_editor_binary_masks():
     m8 = np.array([[0, 255], [255, 0]], np.uint8)
     y, values = standardize_labels(m8)
-    assert values == [0, 255] and y.dtype == np.int32
+    assert values == [0, 1] and y.dtype == np.int32
     np.testing.assert_array_equal(y, [[0, 1], [1, 0]])
     m16 = np.zeros((64, 64), np.uint16)
     m16[10:20, 5:9] = 65535
     y, values = standardize_labels(m16)
-    assert values == [0, 65535] and y.max() == 1 and y.sum() == 40
+    assert values == [0, 1] and y.max() == 1 and y.sum() == 40
+    # Decided per mask: a 0/1 mask and a 0/255 mask mix in one dataset.
+    ys, values = standardize_labels([np.array([0, 1]), m8.ravel()])
+    assert values == [0, 1] and ys[1].tolist() == [0, 1, 1, 0]
+    # A 0/255 mask with ignore_value=255 is all background and ignore; with 255 listed it stays a class.
+    assert standardize_labels(m8, ignore_value=255)[0].tolist() == [[0, -1], [-1, 0]]
+    assert standardize_labels(m8, label_values=[0, 255])[0].tolist() == [[0, 1], [1, 0]]
 
 
 def test_ignore_border():
@@ -64,3 +70,12 @@ def test_plain_ids_kept_and_bool():
     assert values == [0, 1] and y.tolist() == [1, 0]
     y, values = standardize_labels(np.array([1, 1, 2]))  # background 0 is always class 0
     assert values == [0, 1, 2] and y.tolist() == [1, 1, 2]
+
+
+def test_standardising_twice_changes_nothing():
+    m = np.array([[0, 255, 1], [4, 4, 0]])
+    y, values = standardize_labels(m, ignore_value=255)
+    assert values == [0, 1, 4]
+    y2, values2 = standardize_labels(y)
+    np.testing.assert_array_equal(y2, y)
+    assert values2 == [0, 1, 2] and y[0, 1] == IGNORE_INDEX
