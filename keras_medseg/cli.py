@@ -16,6 +16,7 @@ COMMANDS = (
     "list",
     "train",
     "evaluate",
+    "predict",
     "demo",
     "patches",
     "explain",

@@ -41,7 +41,15 @@ from keras_medseg.evaluation.surface import (
 )
 from keras_medseg.inference import sliding_window
 
-__all__ = ["ScanEvaluation", "evaluate_scans", "find_scans", "predict_files", "predict_scan"]
+__all__ = [
+    "ScanEvaluation",
+    "evaluate_scans",
+    "find_scans",
+    "format_summary",
+    "is_scan_folder",
+    "predict_files",
+    "predict_scan",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -347,3 +355,45 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
                 + (f", {counts['train']} TRAINING" if counts["train"] else "")
                 + f"); skipped {len(skipped)} training cases")
     return ScanEvaluation(per_case, summarize_metrics(per_case), roles, csv_path, skipped, note)
+
+
+def is_scan_folder(path):
+    """Whether `path` is a data folder whose `images/` holds volumes (NIfTI, NRRD, MHA) or DICOM series folders."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    images = os.path.join(os.fspath(path), "images")
+    if not os.path.isdir(images):
+        return False
+    for f in os.listdir(images):
+        full = os.path.join(images, f)
+        _, ext = image_stem(f)
+        if ext in (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"):
+            return True
+        if os.path.isdir(full) and _is_dicom_folder(full):
+            return True
+    return False
+
+
+def format_summary(result):
+    """A plain-text report of `evaluate_scans`: which cases were scored, then mean/median per class and metric."""
+    lines = [result.note + ":"]
+    lines += [f"  {name:24s} {role}" for name, role in result.roles.items() if name in result.per_case]
+    if result.skipped:
+        lines.append(f"skipped (training cases): {', '.join(result.skipped)}")
+    lines.append("")
+    header = f"{'class':16s}" + "".join(f"{m:>22s}" for m in METRIC_NAMES)
+    lines.append(header)
+    lines.append(" " * 16 + "".join(f"{'mean / median':>22s}" for _ in METRIC_NAMES))
+    for cname, metrics in result.summary.items():
+        cells = []
+        for m in METRIC_NAMES:
+            st = metrics[m]
+            cell = f"{st['mean']:.4g} / {st['median']:.4g}"
+            if st["n_infinite"]:
+                cell += f" ({st['n_infinite']} inf)"
+            cells.append(f"{cell:>22s}")
+        lines.append(f"{cname:16s}" + "".join(cells))
+    lines.append("")
+    lines.append("hd95, assd in mm; surface_dice at the tolerance; inf: one of the two masks is empty")
+    lines.append(f"per-case CSV {result.csv_path}")
+    return "\n".join(lines)
