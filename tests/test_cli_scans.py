@@ -6,7 +6,12 @@ import nibabel
 import numpy as np
 
 from keras_medseg.cli import main
-from tests.data.scan_factory import ball, oblique_affine, write_dicom_series, write_nifti
+from tests.data.scan_factory import (
+    ball,
+    oblique_affine,
+    write_dicom_series,
+    write_nifti,
+)
 from tests.test_scans import _threshold_model
 
 
