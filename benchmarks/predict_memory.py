@@ -60,8 +60,14 @@ def _child(kind, cfg):
     if kind == "keras_medseg":
         from keras_medseg.scans import predict_files
 
-        predict_files(cfg["model"], cfg["volume"], cfg["out"], overlap=cfg["overlap"],
-                      batch_size=cfg["batch_size"], progress=False)
+        predict_files(
+            cfg["model"],
+            cfg["volume"],
+            cfg["out"],
+            overlap=cfg["overlap"],
+            batch_size=cfg["batch_size"],
+            progress=False,
+        )
     elif kind == "baseline":
         import nibabel
         import numpy as np
@@ -80,17 +86,28 @@ def _child(kind, cfg):
         from monai.networks.nets import UNet
 
         torch.manual_seed(0)
-        net = UNet(spatial_dims=3, in_channels=1, out_channels=CLASSES,
-                   channels=[FILTERS * 2 ** i for i in range(DEPTH + 1)], strides=[2] * DEPTH).eval()
+        net = UNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=CLASSES,
+            channels=[FILTERS * 2**i for i in range(DEPTH + 1)],
+            strides=[2] * DEPTH,
+        ).eval()
         x = np.asarray(nibabel.load(cfg["volume"]).dataobj, dtype=np.float32)
         x = (np.clip(x, -160, 240) + 160) / 400
         with torch.no_grad():
-            out = sliding_window_inference(torch.from_numpy(x)[None, None], (cfg["patch"],) * 3,
-                                           cfg["batch_size"], lambda t: torch.softmax(net(t), 1),
-                                           overlap=cfg["overlap"], mode="gaussian")
+            out = sliding_window_inference(
+                torch.from_numpy(x)[None, None],
+                (cfg["patch"],) * 3,
+                cfg["batch_size"],
+                lambda t: torch.softmax(net(t), 1),
+                overlap=cfg["overlap"],
+                mode="gaussian",
+            )
             labels = out[0].argmax(0).to(torch.uint8).numpy()
-        nibabel.save(nibabel.Nifti1Image(labels, nibabel.load(cfg["volume"]).affine),
-                     os.path.join(cfg["out"], "monai.nii.gz"))
+        nibabel.save(
+            nibabel.Nifti1Image(labels, nibabel.load(cfg["volume"]).affine), os.path.join(cfg["out"], "monai.nii.gz")
+        )
     else:
         raise ValueError(f"unknown child kind {kind!r}")
     print("RESULT " + json.dumps({"kind": kind, "peak_rss_mb": _peak_mb(), "seconds": time.perf_counter() - start}))
@@ -98,11 +115,16 @@ def _child(kind, cfg):
 
 def _spawn(kind, cfg):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", kind, json.dumps(cfg)],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", kind, json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{kind} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -137,11 +159,23 @@ def run(preset="cpu", out_dir=None, progress=True):
         model = zoo.build("unet", spatial_dims=3, input_size=patch, depth=DEPTH, filters=FILTERS, num_classes=CLASSES)
         model_path = os.path.join(tmp, "tiny_unet.keras")
         model.save(model_path)
-        save_preprocessing(model_path, {"spatial_dims": 3, "patch_size": [patch] * 3,
-                                        "intensity": {"preset": "ct_window", "low": -160, "high": 240}})
+        save_preprocessing(
+            model_path,
+            {
+                "spatial_dims": 3,
+                "patch_size": [patch] * 3,
+                "intensity": {"preset": "ct_window", "low": -160, "high": 240},
+            },
+        )
         os.makedirs(os.path.join(tmp, "out"), exist_ok=True)
-        cfg = {"model": model_path, "volume": volume, "out": os.path.join(tmp, "out"), "patch": patch,
-               "overlap": s["overlap"], "batch_size": s["batch_size"]}
+        cfg = {
+            "model": model_path,
+            "volume": volume,
+            "out": os.path.join(tmp, "out"),
+            "patch": patch,
+            "overlap": s["overlap"],
+            "batch_size": s["batch_size"],
+        }
         kinds = ["keras_medseg", "baseline"] + (["monai"] if _have_monai() else [])
         runs = {k: [] for k in kinds}
         for r in range(s["repeats"]):
@@ -149,8 +183,11 @@ def run(preset="cpu", out_dir=None, progress=True):
                 res = _spawn(kind, cfg)
                 runs[kind].append(res)
                 if progress:
-                    print(f"repeat {r + 1}/{s['repeats']} {kind}: peak RSS {res['peak_rss_mb']:.0f} MB, "
-                          f"{res['seconds']:.1f} s", flush=True)
+                    print(
+                        f"repeat {r + 1}/{s['repeats']} {kind}: peak RSS {res['peak_rss_mb']:.0f} MB, "
+                        f"{res['seconds']:.1f} s",
+                        flush=True,
+                    )
         out_shape = nibabel.load(os.path.join(tmp, "out", "ct.nii.gz")).shape
         assert tuple(out_shape) == shape
     n = int(np.prod(shape))
@@ -160,9 +197,17 @@ def run(preset="cpu", out_dir=None, progress=True):
         v = [x[key] for x in runs[kind]]
         return {"min": float(np.min(v)), "median": float(np.median(v)), "all": v}
 
-    result = {"preset": preset, "settings": s, "unet_params": model.count_params(), "runs": runs,
-              "keras_medseg": stats("keras_medseg"), "seconds": stats("keras_medseg", "seconds"),
-              "baseline": stats("baseline"), "data_mb": data_mb, "target_peak_rss_mb": TARGET_MB}
+    result = {
+        "preset": preset,
+        "settings": s,
+        "unet_params": model.count_params(),
+        "runs": runs,
+        "keras_medseg": stats("keras_medseg"),
+        "seconds": stats("keras_medseg", "seconds"),
+        "baseline": stats("baseline"),
+        "data_mb": data_mb,
+        "target_peak_rss_mb": TARGET_MB,
+    }
     result["physical_limit_mb"] = result["baseline"]["min"] + data_mb
     result["ratio_to_limit"] = result["keras_medseg"]["min"] / result["physical_limit_mb"]
     result["meets_target"] = result["keras_medseg"]["min"] < TARGET_MB
@@ -175,23 +220,48 @@ def run(preset="cpu", out_dir=None, progress=True):
 
 def markdown(result, fig_prefix=""):
     s = result["settings"]
-    rows = [["keras_medseg predict_files", round(result["keras_medseg"]["min"]), round(result["keras_medseg"]["median"]),
-             round(result["seconds"]["median"], 1), 1.0, round(result["ratio_to_limit"], 2)]]
+    rows = [
+        [
+            "keras_medseg predict_files",
+            round(result["keras_medseg"]["min"]),
+            round(result["keras_medseg"]["median"]),
+            round(result["seconds"]["median"], 1),
+            1.0,
+            round(result["ratio_to_limit"], 2),
+        ]
+    ]
     if "monai" in result:
-        rows.append(["anchor: MONAI sliding_window_inference", round(result["monai"]["min"]),
-                     round(result["monai"]["median"]), round(result["monai_seconds"]["median"], 1),
-                     round(result["monai"]["min"] / result["keras_medseg"]["min"], 2),
-                     round(result["monai"]["min"] / result["physical_limit_mb"], 2)])
-    rows.append(["physical limit: runtime + model + one batch, + float32 volume + uint8 labels",
-                 round(result["physical_limit_mb"]), "", "", round(result["physical_limit_mb"] / result["keras_medseg"]["min"], 2), 1.0])
+        rows.append(
+            [
+                "anchor: MONAI sliding_window_inference",
+                round(result["monai"]["min"]),
+                round(result["monai"]["median"]),
+                round(result["monai_seconds"]["median"], 1),
+                round(result["monai"]["min"] / result["keras_medseg"]["min"], 2),
+                round(result["monai"]["min"] / result["physical_limit_mb"], 2),
+            ]
+        )
+    rows.append(
+        [
+            "physical limit: runtime + model + one batch, + float32 volume + uint8 labels",
+            round(result["physical_limit_mb"]),
+            "",
+            "",
+            round(result["physical_limit_mb"] / result["keras_medseg"]["min"], 2),
+            1.0,
+        ]
+    )
     shape = "x".join(str(v) for v in s["shape"])
-    table = markdown_table(["process", "peak RSS min (MB)", "median (MB)", "time median (s)", "vs keras_medseg",
-                            "vs physical limit"], rows)
+    table = markdown_table(
+        ["process", "peak RSS min (MB)", "median (MB)", "time median (s)", "vs keras_medseg", "vs physical limit"], rows
+    )
     verdict = "met" if result["meets_target"] else "missed"
-    return (f"### Whole-scan predict: peak memory ({shape} int16 NIfTI, {s['patch']}^3 window, overlap "
-            f"{s['overlap']}, batch {s['batch_size']}, tiny 3D UNet with {result['unet_params']} random weights; "
-            f"{s['repeats']} interleaved repeats)\n\n{table}\n\nTarget peak RSS < {TARGET_MB} MB: **{verdict}** "
-            f"({round(result['keras_medseg']['min'])} MB).")
+    return (
+        f"### Whole-scan predict: peak memory ({shape} int16 NIfTI, {s['patch']}^3 window, overlap "
+        f"{s['overlap']}, batch {s['batch_size']}, tiny 3D UNet with {result['unet_params']} random weights; "
+        f"{s['repeats']} interleaved repeats)\n\n{table}\n\nTarget peak RSS < {TARGET_MB} MB: **{verdict}** "
+        f"({round(result['keras_medseg']['min'])} MB)."
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ vectors, so `affine[:3, :3] == direction @ diag(spacing)` and
 `affine[:3, 3] == origin`.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 from typing import Any
@@ -307,7 +309,7 @@ def read_image(path, spatial_dims=None):
     return record
 
 
-def read_array(path, what="File", extensions=None):
+def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | None = None) -> np.ndarray:
     """Read one image, mask or array file as a NumPy array (`read_image` without the geometry).
 
     Args:
@@ -379,7 +381,9 @@ def write_image(path, labels, reference):
     path = os.fspath(path)
     labels = np.asarray(labels)
     if not isinstance(reference, ImageRecord):
-        raise TypeError(f"`reference` must be an ImageRecord from read_image. Received: reference={type(reference).__name__}")
+        raise TypeError(
+            f"`reference` must be an ImageRecord from read_image. Received: reference={type(reference).__name__}"
+        )
     if labels.shape[: reference.spatial_dims] != reference.shape:
         raise ValueError(
             f"`labels` must have the spatial shape of the reference {reference.path!r}. "

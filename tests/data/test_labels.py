@@ -27,7 +27,9 @@ def test_ignore_border():
     m = np.zeros((8, 8), np.uint8)
     m[2:5, 2:5] = 1
     m[0, :] = 255
-    with pytest.raises(ValueError, match=r"case3\.png holds 255 next to other class ids.*\[0, 1, 255\].*ignore_value=255"):
+    with pytest.raises(
+        ValueError, match=r"case3\.png holds 255 next to other class ids.*\[0, 1, 255\].*ignore_value=255"
+    ):
         standardize_labels(m, names="case3.png")
     y, values = standardize_labels(m, ignore_value=255)
     assert values == [0, 1]

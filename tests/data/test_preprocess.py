@@ -53,8 +53,14 @@ def test_resample_matches_simpleitk():
         img.SetDirection((lps @ a[:3, :3] / sp).ravel().tolist())
         return img
 
-    ref = sitk.Resample(to_sitk(vol, aff), to_sitk(np.zeros(out.shape, np.float32), new_aff),
-                        sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    ref = sitk.Resample(
+        to_sitk(vol, aff),
+        to_sitk(np.zeros(out.shape, np.float32), new_aff),
+        sitk.Transform(),
+        sitk.sitkLinear,
+        0.0,
+        sitk.sitkFloat32,
+    )
     ref = sitk.GetArrayFromImage(ref).transpose(2, 1, 0)
     # Compare where the output point lies inside the input grid (SimpleITK fills outside with 0).
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in out.shape], indexing="ij"), -1).reshape(-1, 3)
@@ -68,8 +74,9 @@ def test_geometry_round_trip_read_canonical_resample_inverse_write(tmp_path):
     """read -> canonical -> resample -> inverse -> write: same affine (1e-5) and voxel-exact labels."""
     aff = oblique_affine(spacing=(0.7, 0.9, 2.5), angle=0.35)
     shape = (22, 19, 8)
-    labels = (ball(shape, (10, 9, 4), 6.0, (0.7, 0.9, 2.5)).astype(np.uint8)
-              + 2 * ball(shape, (5, 5, 2), 2.5, (0.7, 0.9, 2.5)))
+    labels = ball(shape, (10, 9, 4), 6.0, (0.7, 0.9, 2.5)).astype(np.uint8) + 2 * ball(
+        shape, (5, 5, 2), 2.5, (0.7, 0.9, 2.5)
+    )
     path = write_nifti(tmp_path / "lab.nii.gz", labels.astype(np.uint8), aff)
     rec = read_image(path)
     half = [s / 2 for s in rec.spacing]
@@ -84,7 +91,9 @@ def test_geometry_round_trip_read_canonical_resample_inverse_write(tmp_path):
     np.testing.assert_allclose(img.affine, aff, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(img.dataobj), labels)
     # A non-integer spacing change still comes back onto the exact original grid.
-    model2, change2 = to_model_space(rec.array.astype(np.float32), rec.affine, spacing=(1.3, 1.1, 1.7), orientation="RAS")
+    model2, change2 = to_model_space(
+        rec.array.astype(np.float32), rec.affine, spacing=(1.3, 1.1, 1.7), orientation="RAS"
+    )
     back2 = from_model_space(model2, change2, order=1)
     assert back2.shape == shape and np.allclose(change2.original_affine, aff)
     assert np.mean(np.abs(back2 - labels) < 0.5) > 0.9
@@ -111,8 +120,11 @@ def test_resample_2d_and_channels():
 def test_intensity_presets_against_numpy():
     rng = np.random.default_rng(3)
     ct = rng.normal(0, 400, size=(8, 8, 8))
-    np.testing.assert_allclose(intensity(ct, {"preset": "ct_window", "low": -160, "high": 240}),
-                               (np.clip(ct, -160, 240) + 160) / 400, atol=1e-6)
+    np.testing.assert_allclose(
+        intensity(ct, {"preset": "ct_window", "low": -160, "high": 240}),
+        (np.clip(ct, -160, 240) + 160) / 400,
+        atol=1e-6,
+    )
     lo, hi = np.percentile(ct, [0.5, 99.5])
     np.testing.assert_allclose(intensity(ct, "percentile"), (np.clip(ct, lo, hi) - lo) / (hi - lo), atol=1e-6)
     mask = ct > 0
