@@ -26,6 +26,7 @@ COMMANDS = (
     "list",
     "train",
     "evaluate",
+    "predict",
     "demo",
     "patches",
     "explain",

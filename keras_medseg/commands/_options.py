@@ -5,7 +5,7 @@ Commands import from here, never from each other.
 
 import ast
 
-__all__ = ["add_data_options", "parse_model_args"]
+__all__ = ["add_data_options", "add_scan_options", "parse_model_args"]
 
 
 def parse_model_args(items):
@@ -33,3 +33,12 @@ def add_data_options(p, n_default=1024):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--spatial-dims", type=int, default=2, choices=(2, 3),
                    help="2 for images, 3 for volumes in a data folder (default 2)")
+
+
+def add_scan_options(p):
+    """Sliding-window options shared by `predict` and `evaluate` on whole scans."""
+    p.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1) (default 0.5)")
+    p.add_argument("--window-batch", type=int, default=2,
+                   help="windows per forward pass on whole scans; sets peak memory (default 2)")
+    p.add_argument("--pad", action="store_true",
+                   help="pad scans smaller than the model's window instead of refusing them")

@@ -1,6 +1,6 @@
 """`keras-medseg evaluate CHECKPOINT --data qtips|DIR|FILE.h5`: per-class Dice/IoU table, or FROC on a patch store."""
 
-from keras_medseg.commands._options import add_data_options
+from keras_medseg.commands._options import add_data_options, add_scan_options
 
 
 def add_parser(subparsers):
@@ -11,6 +11,12 @@ def add_parser(subparsers):
     p.add_argument("--n", type=int, default=64, help="Q-tips evaluation images (default 64, seed 1)")
     p.add_argument("--batch-size", type=int, default=16, help="prediction batch size (default 16)")
     p.add_argument("--plot", default=None, help="write a PNG of predictions here")
+    p.add_argument("--csv", default=None,
+                   help="scan folders (NIfTI/NRRD/MHA/DICOM images): per-case CSV path (default DIR/evaluation.csv)")
+    p.add_argument("--include-training", action="store_true",
+                   help="scan folders: also score the cases the model's saved split says it was trained on")
+    p.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default 1.0)")
+    add_scan_options(p)
     p.add_argument("--froc", action="store_true",
                    help="patch classifier on an HDF5 patch store (--data x.h5): FROC + slide-level ROC-AUC")
     return p
@@ -41,6 +47,10 @@ def run(args):
 
         _print_froc(evaluate_patch_store(args.checkpoint, args.data, batch_size=args.batch_size, plot=args.plot))
         return 0
+    from keras_medseg.scans import is_scan_folder
+
+    if is_scan_folder(args.data):  # whole scans: per-case Dice/HD95/ASSD in mm, held-out cases by default
+        return _evaluate_scans(args)
     from keras_medseg.metrics import format_table
     from keras_medseg.training import evaluate
 
@@ -49,4 +59,14 @@ def run(args):
     print(format_table(table, class_names=names))
     if args.plot:
         print(f"\npredictions {args.plot}")
+    return 0
+
+
+def _evaluate_scans(args):
+    from keras_medseg.scans import evaluate_scans, format_summary
+
+    res = evaluate_scans(args.checkpoint, args.data, csv_path=args.csv, include_training=args.include_training,
+                         tolerance=args.tolerance, overlap=args.overlap, batch_size=args.window_batch,
+                         allow_padding=args.pad)
+    print(format_summary(res))
     return 0

@@ -11,8 +11,13 @@ from keras_medseg.data.synthetic_boxes import synthetic_boxes
 from keras_medseg.data.synthetic_blobs import synthetic_blobs
 from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStepSampler, augment_patches, extract_patches, load_patch_dataset, recover_patch_store, tissue_mask  # noqa: E501
 from keras_medseg.data import translation  # noqa: F401
+from keras_medseg.data.io import ImageRecord, read_array, read_image, write_image  # noqa: F401
+from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
+from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401
 
 __all__ = [
+    "IGNORE_INDEX",
+    "ImageRecord",
     "PatchSequence",
     "PatchSet",
     "PatchStore",
@@ -22,12 +27,18 @@ __all__ = [
     "extract_patches",
     "load_folder",
     "load_patch_dataset",
+    "load_preprocessing",
     "normalize_qtips",
     "qtips",
     "qtips_dataset",
+    "read_array",
+    "read_image",
     "recover_patch_store",
+    "save_preprocessing",
+    "standardize_labels",
     "synthetic_blobs",
     "synthetic_boxes",
     "tissue_mask",
     "translation",
+    "write_image",
 ]

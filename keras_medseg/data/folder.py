@@ -10,8 +10,12 @@ Layout (file names are matched by their stem, the name without extension)::
   `(D, H, W)` / `(D, H, W, C)` or NIfTI (needs `nibabel`, extra `medical`).
   Give `spatial_dims=3` for volumes (a 3-axis array is read as `(D, H, W)`
   instead of `(H, W, C)`).
-* Masks have the spatial shape of their image and hold class ids
-  (`0..num_classes-1`); a binary PNG mask saved as 0/255 is mapped to 0/1.
+* Masks have the spatial shape of their image and hold class ids, read by
+  the one mask rule of `keras_medseg.data.standardize_labels` over all the
+  masks of the folder: 0/255 and 0/65535 binary masks become 0/1, an
+  `ignore_value` becomes -1, non-contiguous ids become `0..K-1` (with a
+  warning giving the mapping); 255 next to other ids, fractional or negative
+  values are refused with the file and values named.
 * All images share one shape (the arrays are stacked into one batch).
 
 Every problem (no `images/` or `masks/` folder, an image without a mask or a
@@ -22,11 +26,13 @@ mask without an image, a file that cannot be read, a shape mismatch) raises
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
 from keras_medseg.data import io
 from keras_medseg.data.io import IMAGE_EXTENSIONS, file_extension
+from keras_medseg.data.labels import standardize_labels
 
 
 def _stem(filename):
@@ -56,15 +62,18 @@ def _list(folder):
     return files
 
 
-def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
-                normalize: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_folder(directory: str | os.PathLike, spatial_dims: int = 2, normalize: bool = True,
+                ignore_value: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load `DIR/images` + `DIR/masks` into `(images, masks)` arrays.
 
     Args:
         directory: the data folder (see the module docstring for the layout).
         spatial_dims: 2 for images, 3 for volumes (default 2).
         normalize: scale each image to zero mean and unit standard deviation
-            (default True); masks are never changed apart from 0/255 -> 0/1.
+            (default True).
+        ignore_value: int or None (default); mask voxels with this value
+            become -1 (`keras_medseg.data.IGNORE_INDEX`, left out of training
+            losses and of the scores).
 
     Returns:
         `(images, masks, names)`: float32 `(N, *spatial, C)`, int32
@@ -73,7 +82,8 @@ def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
     Raises:
         FileNotFoundError: missing folder or an image without its mask (named).
         ValueError: a mask without an image, a corrupt file, an image whose
-            shape differs from the others or from its mask (named).
+            shape differs from the others or from its mask, a mask the mask
+            rule refuses (named, with the values found).
 
     Example:
 
@@ -116,13 +126,6 @@ def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
                 f"Mask {masks[stem]!r} has shape {y.shape} but its image {images[stem]!r} has spatial "
                 f"shape {x.shape[:-1]}."
             )
-        if not np.issubdtype(y.dtype, np.integer) and not np.all(np.equal(np.mod(y, 1), 0)):
-            raise ValueError(f"Mask {masks[stem]!r} must hold integer class ids; found fractional values.")
-        y = y.astype(np.int32)
-        if y.max() == 255 and set(np.unique(y)) <= {0, 255}:
-            y = (y > 0).astype(np.int32)
-        if y.min() < 0:
-            raise ValueError(f"Mask {masks[stem]!r} has negative class ids (min {y.min()}).")
         if ref_shape is None:
             ref_shape = x.shape
         elif x.shape != ref_shape:
@@ -135,4 +138,8 @@ def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
         xs.append(x)
         ys.append(y)
         names.append(stem)
+    ys, values = standardize_labels(ys, ignore_value=ignore_value, names=[repr(masks[s]) for s in names])
+    if values != list(range(len(values))):
+        warnings.warn(f"Masks in {directory!r} hold the ids {values}; they are used as classes "
+                      f"{list(range(len(values)))} in that order.", stacklevel=2)
     return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int32), names

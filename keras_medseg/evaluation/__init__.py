@@ -24,6 +24,7 @@ from keras_medseg.evaluation.slide import (  # noqa: F401
 # -- other evaluation modules below, one import line each --
 from keras_medseg.evaluation.detection import detection_froc  # noqa: F401
 from keras_medseg.evaluation.patch_store import evaluate_patch_store  # noqa: F401
+from keras_medseg.evaluation.surface import segmentation_metrics, summarize_metrics  # noqa: F401
 
 __all__ = [
     "DEFAULT_FP_RATES",
@@ -37,8 +38,10 @@ __all__ = [
     "plot_froc",
     "plot_heatmap",
     "probability_map",
+    "segmentation_metrics",
     "sensitivity_at",
     "slide_level",
     "slide_roc_auc",
     "slide_scores",
+    "summarize_metrics",
 ]

@@ -27,6 +27,7 @@ import numpy as np
 from keras_medseg import zoo
 from keras_medseg.data.folder import load_folder
 from keras_medseg.data.io import is_patch_store
+from keras_medseg.data.labels import standardize_labels
 from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
 from keras_medseg.data.qtips import qtips
 from keras_medseg.metrics import dice_iou_table, format_table, to_labels
@@ -158,9 +159,10 @@ def _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction)
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         (x, y), (xv, yv) = data
-        x, y, xv, yv = (np.asarray(a) for a in (x, y, xv, yv))
-        k = int(max(y.max(), yv.max())) + 1
-        return SegmentationData(x.astype("float32"), y, xv.astype("float32"), yv, max(k, 2))
+        x, xv = np.asarray(x), np.asarray(xv)
+        # The one mask rule (0/255 -> 0/1, non-contiguous ids compacted, 255 next to other ids refused).
+        (y, yv), values = standardize_labels([np.asarray(y), np.asarray(yv)], names=["y_train", "y_val"])
+        return SegmentationData(x.astype("float32"), y, xv.astype("float32"), yv, max(len(values), 2))
     if isinstance(data, str) and data.lower() == "qtips":
         x, y = qtips(n_train, size=size, seed=seed, normalize=True)
         xv, yv = qtips(n_val, size=size, seed=seed + 1, normalize=True)
@@ -219,10 +221,22 @@ def class_balance_weights(y, num_classes, power=0.5):
 
 
 def _fit_targets(model, y):
-    """Labels in the form the model's loss expects (`(N, *S, 1)` floats for a one-channel sigmoid head)."""
+    """Labels in the form the model's loss expects (`(N, *S, 1)` floats for a one-channel sigmoid head).
+
+    Ignored voxels (`IGNORE_INDEX`, -1) become class 0 here; `_ignore_weights` gives them weight 0.
+    """
+    y = np.maximum(y, 0) if np.any(y < 0) else y
     if model.outputs[0].shape[-1] == 1:
         return (y > 0).astype("float32")[..., None]
     return y
+
+
+def _ignore_weights(y, sample_weight=None):
+    """Per-voxel weights that are 0 on ignored voxels (`IGNORE_INDEX`), or `sample_weight` when none is ignored."""
+    if not np.any(y < 0):
+        return sample_weight
+    valid = (np.asarray(y) >= 0).astype(np.float32)
+    return valid if sample_weight is None else (sample_weight * valid).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -243,6 +257,9 @@ def evaluate_model(model, x, y, num_classes=None, batch_size=16):
     check_model_input(x, model, "the evaluation images")
     scores = model.predict(x, batch_size=batch_size, verbose=0)
     pred = to_labels(scores)
+    if np.any(y < 0):  # ignored voxels (IGNORE_INDEX) count as background in both maps
+        pred = np.where(y < 0, 0, pred)
+        y = np.maximum(y, 0)
     k = num_classes if model.outputs[0].shape[-1] != 1 else 2
     if k is None:
         k = max(int(y.max()), int(pred.max())) + 1
@@ -321,10 +338,13 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
-        targets = (data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train
-        sample_weight = class_balance_weights(targets, k)
+        y_bal = np.maximum(data.y_train, 0)
+        sample_weight = class_balance_weights((y_bal > 0) if k == 2 and data.num_classes > 2 else y_bal, k)
+    sample_weight = _ignore_weights(data.y_train, sample_weight)
+    val_weight = _ignore_weights(data.y_val)
+    validation = (data.x_val, _fit_targets(model, data.y_val)) + ((val_weight,) if val_weight is not None else ())
     history = model.fit(
-        data.x_train, _fit_targets(model, data.y_train), validation_data=(data.x_val, _fit_targets(model, data.y_val)),
+        data.x_train, _fit_targets(model, data.y_train), validation_data=validation,
         epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,
         sample_weight=sample_weight,
     )
@@ -333,7 +353,8 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
     plot = os.path.join(out_dir, "predictions.png")
     shown = max(table["classes"]) + 1
     names = data.class_names if data.class_names is not None and len(data.class_names) == shown else None
-    prediction_grid(data.x_val, data.y_val if best.outputs[0].shape[-1] != 1 else (data.y_val > 0),
+    y_show = np.maximum(data.y_val, 0)  # ignored voxels (-1) drawn as background
+    prediction_grid(data.x_val, y_show if best.outputs[0].shape[-1] != 1 else (y_show > 0),
                     {best.name: pred}, path=plot, num_classes=shown, class_names=names)
     if history.history:  # empty when a finished run is started again (nothing left to train)
         history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
@@ -401,6 +422,7 @@ def _evaluation_data(data, n, size, seed, spatial_dims):
         return EvaluationData(x, y, QTIPS_CLASSES, QTIPS_CLASS_NAMES, "qtips")
     if isinstance(data, (tuple, list)):
         x, y = (np.asarray(a) for a in data)
+        y, _ = standardize_labels(y, names="y")
         return EvaluationData(x, y)
     path = os.fspath(data)
     if not os.path.isdir(path):

@@ -1,0 +1,29 @@
+"""`keras-medseg predict MODEL --input FILE|DIR --output DIR`: label maps in each scan's own geometry."""
+
+from keras_medseg.commands._options import add_scan_options
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "predict", help="Segment whole scans (NIfTI, DICOM series, NRRD, MHA); write NIfTI label maps.",
+        description="Sliding-window inference on whole scans. Each scan is resampled to the spacing and "
+                    "orientation the model was trained with (saved in the .keras file), normalised with the "
+                    "saved intensity preset, predicted window by window and brought back to its own voxel grid; "
+                    "the label map is written as OUTPUT/<name>.nii.gz with the scan's header geometry.")
+    p.add_argument("model", help="a .keras model file (loaded with safe_mode=True)")
+    p.add_argument("--input", required=True,
+                   help="a scan file, a DICOM series folder, or a folder of scans / series folders")
+    p.add_argument("--output", required=True, help="folder for the label maps (created)")
+    add_scan_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args):
+    from keras_medseg.scans import predict_files
+
+    written = predict_files(args.model, args.input, args.output, overlap=args.overlap, batch_size=args.window_batch,
+                            progress=not args.quiet, allow_padding=args.pad)
+    for name, src, out in written:
+        print(f"{name}: {src} -> {out}")
+    return 0
