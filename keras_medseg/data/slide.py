@@ -22,7 +22,7 @@ MRXS, but returns premultiplied RGBA in level-0 coordinates and needs a
 native library; formats it alone reads can be converted to a pyramidal TIFF
 (`vips tiffsave --tile --pyramid`) once.
 
-PNG, JPEG and other small images are read whole (scikit-image) and served
+PNG, JPEG and other small images are read whole (Pillow) and served
 through the same interface as a one-level slide.
 
 Reference: the lecture "Convolutional networks - theory" (cancer detection in
@@ -414,7 +414,7 @@ def open_slide(path, cache_bytes=128 << 20):
 
     Args:
         path: the file. TIFF-family files are read tile by tile; other
-            formats (PNG, JPEG, BMP) are read whole with scikit-image.
+            formats (PNG, JPEG, BMP) are read whole with Pillow.
         cache_bytes: int, decoded-tile cache budget of a TIFF slide, default 128 MB.
 
     Returns:
@@ -443,10 +443,11 @@ def open_slide(path, cache_bytes=128 << 20):
     if magic[:2] in (b"II", b"MM") or path.lower().endswith(_TIFF_SUFFIXES):
         return TiffSlide(path, cache_bytes)
     try:
-        from skimage import io
+        from PIL import Image
 
-        image = io.imread(path)
-    except Exception as exc:  # noqa: BLE001 - imageio raises many types; all become one message
+        with Image.open(path) as img:
+            image = np.asarray(img.convert("RGB") if img.mode in ("P", "CMYK", "YCbCr", "LA", "PA") else img)
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types; all become one message
         raise _slide_error(path, f"unsupported or corrupt image ({type(exc).__name__}: {exc})") from None
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 4:
