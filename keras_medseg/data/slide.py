@@ -356,7 +356,8 @@ class TiffSlide(Slide):
             raise _slide_error(self.path, f"tile {index} of level {level} lies beyond the end of the file (truncated?)")
         data = os.pread(self._fd, count, offset) if count else None
         try:
-            seg, _, _ = lv.page.decode(data, index, jpegtables=lv.page.jpegtables)
+            seg, _, _ = lv.page.decode(data, index, jpegtables=lv.page.jpegtables,
+                                        jpegheader=getattr(lv.page, "jpegheader", None))
         except Exception as exc:  # noqa: BLE001 - codecs raise many types; all become one message
             hint = ""
             if "imagecodecs" in str(exc) or "requires" in str(exc):
