@@ -259,3 +259,22 @@ def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), thresho
                          threshold=threshold)
     report["slides"] = per_slide
     return report
+
+
+def predict_slide_to_dir(model, slide, out_dir, thumbnail_size=1024, **kwargs):
+    """`predict_slide` then `write_slide_prediction` (what `keras-medseg slide predict` runs).
+
+    Args:
+        model: a Keras model or a `.keras` path.
+        slide: the slide path.
+        out_dir: output directory (created).
+        thumbnail_size: thumbnail long side for tissue detection and the PNG, default 1024.
+        **kwargs: passed to `predict_slide` (`level`, `size`, `annotations`, `min_tissue`, ...).
+
+    Returns:
+        `(result, paths)`: the `SlideHeatmap` and the dict of written files.
+    """
+    with open_slide(slide) as sl:
+        result = predict_slide(model, sl, thumbnail_size=thumbnail_size, **kwargs)
+        paths = write_slide_prediction(result, sl, out_dir, thumbnail_size=thumbnail_size)
+    return result, paths
