@@ -115,7 +115,7 @@ def write_annotations(path, regions):
 def _child(mode, cfg, slide, ann, work, workers):
     """One measurement in this (fresh) process; prints a JSON line."""
     from keras_medseg.data.slide import open_slide
-    from keras_medseg.data.slide_patches import extract_slide, patch_grid
+    from keras_medseg.data.wsi.streaming import extract_slide, patch_grid
 
     size, inner = cfg["size"], cfg["inner"]
     out = {}

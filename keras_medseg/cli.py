@@ -18,6 +18,7 @@ COMMANDS = (
     "evaluate",
     "demo",
     "patches",
+    "slide",
     "explain",
     "kernels",
 )

@@ -1,7 +1,7 @@
 """Whole-slide inference: a patch classifier over a slide's tissue grid, heatmaps, slide scores, lesion FROC.
 
 `predict_slide(model, slide)` selects the patch grid on the tissue (see
-`keras_medseg.data.slide_patches.patch_grid`), reads the patches tile by tile
+`keras_medseg.data.wsi.streaming.patch_grid`), reads the patches tile by tile
 in a background thread while the model scores the previous batch (compiled
 forward: `model.predict_on_batch` on fixed-size batches, so the graph is
 traced once), and returns a `SlideHeatmap`: the probability of every grid
@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_medseg.data.annotations import Annotations, read_annotations
 from keras_medseg.data.slide import Slide, open_slide
-from keras_medseg.data.slide_patches import patch_grid
+from keras_medseg.data.wsi.streaming import patch_grid
 
 SlideHeatmap = collections.namedtuple(
     "SlideHeatmap", ["heatmap", "scores", "coords", "tumor_ids", "slide_score", "grid", "slide_id", "num_tumors"])
@@ -61,7 +61,7 @@ def predict_slide(model, slide, level=0, size=None, inner_size=None, stride=None
         level: pyramid level the patches are read at, default 0.
         size: patch side, default the model's input size.
         inner_size, stride, min_tissue, tissue_threshold, thumbnail_size:
-            see `keras_medseg.data.slide_patches.patch_grid` (`min_tissue=None`
+            see `keras_medseg.data.wsi.streaming.patch_grid` (`min_tissue=None`
             scores every grid position).
         annotations: optional XML / GeoJSON path or `Annotations`, to attach
             tumour ids to the patches (needed for FROC).
@@ -210,7 +210,7 @@ def write_slide_prediction(result, slide, out_dir, thumbnail_size=1024, alpha=0.
     return paths
 
 
-def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), threshold=0.5):
+def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), threshold=0.5, plot=None):
     """Lesion-level FROC and slide-level metrics over slides written by `write_slide_prediction`.
 
     A slide predicted with annotations holding tumours is a tumour slide; one
@@ -221,10 +221,12 @@ def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), thresho
         directories: output directories of `write_slide_prediction` (one per slide).
         fp_rates: average false positives per normal slide of the FROC score.
         threshold: slide-level decision threshold, default 0.5.
+        plot: optional PNG path for the FROC curve (written when the FROC is defined).
 
     Returns:
         dict as `keras_medseg.evaluation.froc_report` (`froc`, `sensitivity_at`,
-        `slide_roc_auc`, `slide_accuracy`, counts), plus `slides`: `{slide_id: score}`.
+        `slide_roc_auc`, `slide_accuracy`, counts), plus `num_patches`, `plot`
+        (the PNG path or None) and `slides`: `{slide_id: slide score}`.
 
     Raises:
         FileNotFoundError: a directory without `predictions.npz` / `summary.json`.
@@ -257,7 +259,21 @@ def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), thresho
     scores, tumors, slides = np.concatenate(scores), np.concatenate(tumors), np.concatenate(slides)
     report = froc_report(scores, tumors, slides.astype(str), (tumors >= 0).astype(np.uint8), fp_rates=fp_rates,
                          threshold=threshold)
-    report["slides"] = per_slide
+    report.update(slides=per_slide, num_patches=int(scores.size), plot=None)
+    if plot and report["froc"] is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from keras_medseg.evaluation import froc_curve, plot_froc
+
+        normal = [s for s in per_slide if not (tumors[slides == s] >= 0).any()]
+        curve = froc_curve(scores, tumors, slides.astype(str), normal)
+        ax = plot_froc(curve.avg_fp, curve.sensitivity, label=f"FROC {report['froc']:.3f}")
+        ax.figure.savefig(plot, dpi=100, bbox_inches="tight")
+        plt.close(ax.figure)
+        report["plot"] = os.fspath(plot)
     return report
 
 

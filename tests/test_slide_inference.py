@@ -62,7 +62,7 @@ def test_heatmap_equals_known_function_of_patch_position(tmp_path, level):
 
 
 def test_tissue_grid_heatmap_and_lesion_froc(tmp_path):
-    from tests.data.test_slide_patches import make_slide
+    from tests.data.test_wsi_streaming import make_slide
 
     # one tumour slide (two lesions) and one normal slide (an empty annotation file)
     tumour_path, ann_path, _, _ = make_slide(tmp_path, "t")
@@ -98,3 +98,41 @@ def test_tissue_grid_heatmap_and_lesion_froc(tmp_path):
         froc_from_predictions([tmp_path / "x"])
     with pytest.raises(FileNotFoundError, match="missing"):
         froc_from_predictions([tmp_path])
+
+
+def test_cli_extract_merge_predict_and_froc(tmp_path, capsys):
+    from keras_medseg.cli import main
+    from keras_medseg.data.wsi import PatchStore
+    from tests.data.test_wsi_streaming import make_slide
+
+    tumour, ann, _, _ = make_slide(tmp_path, "t")
+    normal, _, _, _ = make_slide(tmp_path, "n", seed=4)
+    write_geojson(tmp_path / "empty.geojson", [])
+    common = ["--level", "1", "--size", "32", "--inner-size", "16", "--thumbnail-size", "192", "--quiet"]
+    assert main(["patches", "extract", str(tumour), "--annotations", str(ann), "--out", str(tmp_path / "t.h5"),
+                 "--workers", "2"] + common) == 0
+    assert "positive on the grid" in capsys.readouterr().out
+    assert main(["patches", "extract", str(normal), "--out", str(tmp_path / "n.h5")] + common) == 0
+    assert main(["patches", "merge", str(tmp_path / "all.h5"), str(tmp_path / "t.h5"), str(tmp_path / "n.h5"),
+                 "--quiet"]) == 0
+    with PatchStore(tmp_path / "all.h5") as s:
+        assert list(s.slide_names) == ["t", "n"] and s.labels.sum() > 0
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.save(tmp_path / "m.keras")
+    for path, a in ((tumour, ann), (normal, tmp_path / "empty.geojson")):
+        assert main(["slide", "predict", str(tmp_path / "m.keras"), str(path), "--out", str(tmp_path / path.stem),
+                     "--annotations", str(a), "--level", "1", "--min-tissue", "0.25", "--thumbnail-size", "192",
+                     "--rescale", str(1 / 255), "--quiet"]) == 0
+        assert "slide score" in capsys.readouterr().out
+    assert main(["evaluate", "--froc", "--predictions", str(tmp_path / "t"), str(tmp_path / "n"),
+                 "--plot", str(tmp_path / "froc.png")]) == 0
+    out = capsys.readouterr().out
+    assert "2 tumours" in out and "FROC score" in out and (tmp_path / "froc.png").exists()
+    # bad input: one line naming the file, exit code 2
+    assert main(["slide", "predict", str(tmp_path / "m.keras"), str(tumour), "--out", str(tmp_path / "x"),
+                 "--level", "7", "--quiet"]) == 2
+    assert "t.tif' has levels 0..2" in capsys.readouterr().err
+    assert main(["patches", "extract", str(tmp_path / "m.keras"), "--out", str(tmp_path / "x.h5")] + common) == 2
+    assert "m.keras" in capsys.readouterr().err

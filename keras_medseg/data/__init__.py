@@ -11,3 +11,6 @@ from keras_medseg.data.synthetic_boxes import synthetic_boxes
 from keras_medseg.data.synthetic_blobs import synthetic_blobs
 from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStepSampler, augment_patches, extract_patches, load_patch_dataset, recover_patch_store, tissue_mask  # noqa: E501
 from keras_medseg.data import translation  # noqa: F401
+from keras_medseg.data.slide import open_slide  # noqa: F401
+from keras_medseg.data.annotations import read_annotations  # noqa: F401
+from keras_medseg.data.wsi import extract_slide, merge_stores, patch_grid  # noqa: F401

@@ -34,6 +34,7 @@ import numpy as np
 
 from keras_medseg.data.annotations import Annotations, read_annotations
 from keras_medseg.data.slide import Slide, open_slide
+from keras_medseg.data.wsi.store import PatchStore
 
 PatchGrid = collections.namedtuple(
     "PatchGrid",
@@ -144,7 +145,7 @@ def patch_grid(slide, level=0, size=512, inner_size=None, stride=None, annotatio
 
     Example:
 
-    >>> grid = keras_medseg.data.slide_patches.patch_grid("slide.tif", level=1, size=256, annotations="a.xml")
+    >>> grid = keras_medseg.data.wsi.streaming.patch_grid("slide.tif", level=1, size=256, annotations="a.xml")
     >>> grid.coords.shape, (grid.tumor_ids >= 0).sum()
     """
     own = not isinstance(slide, Slide)
@@ -299,14 +300,12 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
 
     Example:
 
-    >>> keras_medseg.data.slide_patches.extract_slide(
+    >>> keras_medseg.data.wsi.streaming.extract_slide(
     ...     "tumor_001.tif", "patches.h5", annotations="tumor_001.xml", level=0, size=512, inner_size=128,
     ...     workers=2)
 
     Reference: the lecture "Convolutional networks - theory" (patches of 512 px, inner-square rule).
     """
-    from keras_medseg.data.wsi import PatchStore
-
     slide_path = os.fspath(slide)
     if not isinstance(workers, (int, np.integer)) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"`workers` must be a positive integer. Received: workers={workers!r}")
@@ -420,8 +419,6 @@ def merge_stores(sources, out, compression="gzip", chunk_size=256, progress=True
         ValueError: no sources, different patch sizes / channels / dtypes,
             a slide name in two sources, `out` among the sources.
     """
-    from keras_medseg.data.wsi import PatchStore
-
     sources = [os.fspath(s) for s in sources]
     if not sources:
         raise ValueError("`sources` is empty: nothing to merge. Received: sources=[]")

@@ -11,7 +11,7 @@ import tifffile
 
 from keras_medseg.data.annotations import read_annotations, write_geojson
 from keras_medseg.data.slide import TiffSlide, open_slide
-from keras_medseg.data.slide_patches import (
+from keras_medseg.data.wsi.streaming import (
     extract_slide,
     merge_stores,
     patch_grid,
@@ -151,7 +151,7 @@ def test_sigkill_half_way_then_rerun_equals_one_run(tmp_path):
     extract_slide(path, tmp_path / "whole.h5", **kw)
     script = textwrap.dedent(f"""
         import os, signal
-        from keras_medseg.data.slide_patches import extract_slide
+        from keras_medseg.data.wsi.streaming import extract_slide
         def kill(done, total):
             if done >= 12:  # three commits, then die without any clean-up
                 os.kill(os.getpid(), signal.SIGKILL)
