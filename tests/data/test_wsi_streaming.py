@@ -199,3 +199,21 @@ def test_merge_stores_and_bad_input(tmp_path):
         extract_slide(tmp_path / "bad.svs", tmp_path / "c.h5", size=64, progress=False)
     with open_slide(p1) as s:
         assert s.level_count == 3
+
+
+def test_append_precompressed_patches(tmp_path):
+    from keras_medseg.data.wsi.store import compress_patch
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)
+    with PatchStore(tmp_path / "g.h5", "w", patch_size=16) as s:
+        assert s.accepts_compressed()
+        s.append(None, [0, 1, 0, 0, 1], "a", None, None, compressed=[s.compress_patch(p) for p in x])
+        s.append(x[:2], [0, 0], "a")  # the ordinary path after it
+    with PatchStore(tmp_path / "g.h5") as s:
+        np.testing.assert_array_equal(s.read(np.arange(7)), np.concatenate([x, x[:2]]))
+        assert s.labels.tolist() == [0, 1, 0, 0, 1, 0, 0]
+    with PatchStore(tmp_path / "l.h5", "w", patch_size=16, compression="lzf") as s:
+        assert not s.accepts_compressed()
+        with pytest.raises(ValueError, match="not a gzip store"):
+            s.append(None, [0], "a", compressed=[compress_patch(x[0])])

@@ -8,7 +8,8 @@
    by the inner-square rule. Background is never read at full resolution.
 3. `extract_slide`: reads the kept patches tile by tile in `workers`
    processes and appends them to an HDF5 `PatchStore` in chunks, one atomic
-   commit each. Memory is bounded by `workers x chunk` patches plus each
+   commit each; for gzip stores the readers also deflate the patches, so the
+   single writer only writes bytes. Memory is bounded by `workers x chunk` patches plus each
    worker's tile cache, whatever the slide size. A rerun after an
    interruption (even `SIGKILL`) skips the grid positions already committed
    for that slide, so nothing is duplicated; the grid parameters are kept in
@@ -34,7 +35,7 @@ import numpy as np
 
 from keras_medseg.data.annotations import Annotations, read_annotations
 from keras_medseg.data.slide import Slide, open_slide
-from keras_medseg.data.wsi.store import PatchStore
+from keras_medseg.data.wsi.store import PatchStore, compress_patch
 
 PatchGrid = collections.namedtuple(
     "PatchGrid",
@@ -224,12 +225,15 @@ def _worker_init(path, cache_bytes):
     _WORKER["slide"] = open_slide(path, cache_bytes=cache_bytes)
 
 
-def _read_chunk(level, size, coords):
+def _read_chunk(level, size, coords, deflate_level=None):
+    """Patches at `coords`; with `deflate_level`, their deflate streams instead (compression off the writer)."""
     slide = _WORKER["slide"]
     out = np.empty((len(coords), size, size, slide.channels), slide.dtype)
     for k, (r, c) in enumerate(coords):
         out[k] = slide.read_region(level, (int(r), int(c)), (size, size))
-    return out
+    if deflate_level is None:
+        return out
+    return [compress_patch(p, slide.dtype, deflate_level) for p in out]
 
 
 def _manifest_path(store_path):
@@ -359,8 +363,14 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         labels = (grid.tumor_ids >= 0).astype(np.uint8)
         tumors = grid.tumor_ids.astype(np.int32)
 
+        # gzip stores: the readers also deflate the patches, the writer only writes bytes
+        deflate = (ps._file["patches"].compression_opts or 4) if ps.accepts_compressed() else None
+
         def commit(idx, patches):
-            ps.append(patches, labels[idx], slide_id, tumors[idx], grid.coords[idx])
+            if deflate is None:
+                ps.append(patches, labels[idx], slide_id, tumors[idx], grid.coords[idx])
+            else:
+                ps.append(None, labels[idx], slide_id, tumors[idx], grid.coords[idx], compressed=patches)
             result["added"] += idx.size
             if bar is not None:
                 bar.update(idx.size)
@@ -372,7 +382,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
                 _worker_init(slide_path, cache_bytes)
                 try:
                     for idx in chunks:
-                        commit(idx, _read_chunk(grid.level, grid.size, grid.coords[idx].tolist()))
+                        commit(idx, _read_chunk(grid.level, grid.size, grid.coords[idx].tolist(), deflate))
                 finally:
                     _WORKER.pop("slide").close()
             else:
@@ -384,7 +394,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
                     it = iter(chunks)
                     for idx in it:  # keep at most 2 chunks per worker in flight: bounded memory
                         pending.append((idx, pool.submit(_read_chunk, grid.level, grid.size,
-                                                         grid.coords[idx].tolist())))
+                                                         grid.coords[idx].tolist(), deflate)))
                         if len(pending) >= 2 * workers:
                             i, fut = pending.popleft()
                             commit(i, fut.result())
