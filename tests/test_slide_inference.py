@@ -100,6 +100,7 @@ def test_tissue_grid_heatmap_and_lesion_froc(tmp_path):
         froc_from_predictions([tmp_path])
 
 
+@pytest.mark.slow  # three slides through the command line (about 15 s, more on a loaded machine)
 def test_cli_extract_merge_predict_and_froc(tmp_path, capsys):
     from keras_medseg.cli import main
     from keras_medseg.data.wsi import PatchStore
