@@ -12,13 +12,13 @@ process whose whole process tree is sampled for memory (PSS: shared pages
 counted once, proportionally), interleaved over `repeats` rounds:
 
 * `extract` with 1 and with 2 workers: `extract_slide(level 0, size 512,
-  inner 128, min_tissue 0.1)` into a fresh gzip store (the default; the
-  readers deflate the patches): patches/s, peak PSS (goal < 2 GB);
+  inner 128, min_tissue 0.1)` into a fresh store (lzf): patches/s, peak PSS
+  (goal < 2 GB);
 * physical limit of extraction: decoding the tiles under the kept patches
   once each, nothing else (one process), as patches/s;
 * physical limit of the single store writer: appending the same number
-  of real tissue patches, already deflated, with nothing else to do;
-  extraction is compared with the slower of the two limits;
+  of real tissue patches (lzf) with nothing else to do; extraction is
+  compared with the slower of the two limits;
 * anchor: the in-memory path that existed before (read a region whole,
   `PatchStore.add_slide` on the array), on the largest crop that holds one
   tissue region, as patches/s (it cannot open the whole slide: 7.5 GB);
@@ -123,7 +123,7 @@ def _child(mode, cfg, slide, ann, work, workers):
         store = os.path.join(work, f"store_w{workers}.h5")
         t0 = time.perf_counter()
         res = extract_slide(slide, store, annotations=ann, level=0, size=size, inner_size=inner, min_tissue=0.1,
-                            workers=workers, compression="gzip", progress=False, thumbnail_size=cfg["thumb"])
+                            workers=workers, compression="lzf", progress=False, thumbnail_size=cfg["thumb"])
         out = {"seconds": time.perf_counter() - t0, "patches": res["added"], "positive": res["positive"],
                "store_mb": os.path.getsize(store) / 1e6}
         os.remove(store)
@@ -152,13 +152,11 @@ def _child(mode, cfg, slide, ann, work, workers):
             chunk = np.stack([sl.read_region(0, tuple(grid.coords[i]), (size, size)) for i in idx])
         store = os.path.join(work, "write.h5")
         n = int(grid.coords.shape[0])
-        with PatchStore(store, "w", patch_size=size, compression="gzip") as ps:
-            deflated = [ps.compress_patch(p) for p in chunk]  # compressed before the clock starts
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        with PatchStore(store, "w", patch_size=size, compression="lzf") as ps:
             for start in range(0, n, idx.size):  # real tissue patches, the same chunk again and again
                 k = min(idx.size, n - start)
-                ps.append(None, np.zeros(k, np.uint8), "s", None, grid.coords[start:start + k],
-                          compressed=deflated[:k])
+                ps.append(chunk[:k], np.zeros(k, np.uint8), "s", None, grid.coords[start:start + k])
         out = {"seconds": time.perf_counter() - t0, "patches": n}
         os.remove(store)
     elif mode == "anchor":
@@ -175,7 +173,7 @@ def _child(mode, cfg, slide, ann, work, workers):
             image = sl.read_region(0, (r0, c0), (h, w))  # the old path: the whole image in memory
         mask = read_annotations(ann).label_window(1.0, (r0, c0), (h, w)) > 0
         store = os.path.join(work, "anchor.h5")
-        with PatchStore(store, "w", patch_size=size, compression="gzip") as ps:
+        with PatchStore(store, "w", patch_size=size, compression="lzf") as ps:
             n = ps.add_slide(image, mask, "crop", size=size, inner_size=inner, min_tissue=0.1)
         out = {"seconds": time.perf_counter() - t0, "patches": n, "crop": [h, w]}
         os.remove(store)
@@ -304,7 +302,7 @@ def markdown(result, fig_prefix=""):
     cfg = result["settings"]
     ex, pk = result["patches_per_s"], result["peak_pss_mb"]
     labels = {"anchor": "anchor: old in-memory path on one tissue crop", "decode": "limit: decode the needed tiles once",
-              "write": "limit: write deflated patches (one writer)",
+              "write": "limit: append patches to the store (one writer)",
               "extract_w1": "extract, 1 worker", "extract_w2": "extract, 2 workers",
               "predict": "slide inference (small CNN)", "model_only": "limit: model alone, same batches"}
     rows = []
