@@ -14,3 +14,28 @@ from keras_medseg.data import translation  # noqa: F401
 from keras_medseg.data.slide import open_slide  # noqa: F401
 from keras_medseg.data.annotations import read_annotations  # noqa: F401
 from keras_medseg.data.wsi import extract_slide, merge_stores, patch_grid  # noqa: F401
+
+__all__ = [
+    "PatchSequence",
+    "PatchSet",
+    "PatchStore",
+    "QtipsDataset",
+    "ThreeStepSampler",
+    "augment_patches",
+    "extract_patches",
+    "extract_slide",
+    "load_folder",
+    "load_patch_dataset",
+    "merge_stores",
+    "normalize_qtips",
+    "open_slide",
+    "patch_grid",
+    "qtips",
+    "qtips_dataset",
+    "read_annotations",
+    "recover_patch_store",
+    "synthetic_blobs",
+    "synthetic_boxes",
+    "tissue_mask",
+    "translation",
+]
