@@ -3,11 +3,12 @@
     python scripts/execute_tutorials.py              # fast mode (KERAS_MEDSEG_FAST=1): the committed copies
     python scripts/execute_tutorials.py --full       # the notebooks' own defaults (much longer on a CPU)
     python scripts/execute_tutorials.py --only 01    # notebooks whose file name starts with "01"
-    python scripts/execute_tutorials.py --badges-only    # refresh the Colab badges, execute nothing
+    python scripts/execute_tutorials.py --badges-only    # refresh badges and install cells, execute nothing
 
 Every `tutorials/[0-9]*.ipynb` is picked up (a new numbered notebook needs no
 change here). Before executing, the script writes the "Open in Colab" badge
-as the first line of each notebook's first cell and the tutorial list between
+as the first line of each notebook's first cell, `INSTALL_CELL` as its first
+code cell, and the tutorial list between
 `<!-- BEGIN tutorials -->` and `<!-- END tutorials -->` in README.md, all
 from `GITHUB_OWNER` below. Each notebook runs top to bottom with nbclient on
 the `python3` kernel of this interpreter, in a temporary working directory
@@ -45,6 +46,24 @@ BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_PATTERN = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*\n*")
 README_BEGIN, README_END = "<!-- BEGIN tutorials -->", "<!-- END tutorials -->"
 TIMEOUT_S = {"fast": 900, "full": 4 * 3600}
+
+
+#: The first code cell of every tutorial: installs the published package in Colab or a fresh environment,
+#: this checkout (editable) when the notebook runs from its tutorials/ folder, nothing when importable.
+INSTALL_CELL = """\
+# Install keras-medseg if it is not importable yet: in Colab (or any fresh environment) the published
+# package; inside a checkout of the repository (this notebook opened from its tutorials/ folder) that
+# checkout, editable. In Colab, restart the session once if pip upgraded Keras or TensorFlow.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("keras_medseg") is None:
+    checkout = os.path.abspath("..")  # the repository root when the notebook runs from tutorials/
+    in_checkout = all(os.path.exists(os.path.join(checkout, f)) for f in ("pyproject.toml", "keras_medseg"))
+    target = ["-e", checkout + "[medical]"] if in_checkout else ["keras-medseg[medical]"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *target], check=True)"""
 
 
 def notebooks(folder=TUTORIALS):
@@ -89,6 +108,27 @@ def set_badge(nb, name):
     return new != old
 
 
+def set_install_cell(nb):
+    """Make `INSTALL_CELL` the notebook's first code cell (replacing an older install cell).
+
+    An existing first code cell that runs pip is replaced; otherwise the cell is inserted before
+    the first code cell. Returns True when the notebook changed.
+    """
+    import nbformat
+
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            if cell.source == INSTALL_CELL:
+                return False
+            if "pip" in cell.source:
+                cell.source = INSTALL_CELL
+            else:
+                nb.cells.insert(index, nbformat.v4.new_code_cell(INSTALL_CELL))
+            return True
+    nb.cells.append(nbformat.v4.new_code_cell(INSTALL_CELL))
+    return True
+
+
 def readme_block(paths):
     """README lines: one bullet per notebook with its badge, title and executed copy."""
     import nbformat
@@ -121,13 +161,17 @@ def update_readme(paths, readme=README):
 
 
 def refresh_badges(paths):
-    """Write the badges into the source notebooks and README.md; returns the names that changed."""
+    """Write the badges and the install cell into the source notebooks, the list into README.md.
+
+    Returns the names of the files that changed.
+    """
     import nbformat
 
     changed = []
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        if set_badge(nb, os.path.basename(path)):
+        badge_changed = set_badge(nb, os.path.basename(path))
+        if set_install_cell(nb) or badge_changed:
             nbformat.write(nb, path)
             changed.append(os.path.basename(path))
     if update_readme(paths):
@@ -221,7 +265,8 @@ def main(argv=None):
                       help="the notebooks' own defaults (slow on a CPU)")
     p.add_argument("--only", action="append", default=None, metavar="PREFIX",
                    help="only notebooks whose file name starts with PREFIX (repeatable)")
-    p.add_argument("--badges-only", action="store_true", help="refresh the Colab badges and README list only")
+    p.add_argument("--badges-only", action="store_true",
+                   help="refresh the Colab badges, install cells and README list only")
     args = p.parse_args(argv)
     paths = notebooks()
     changed = refresh_badges(paths)

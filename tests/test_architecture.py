@@ -11,8 +11,9 @@ Imports run one way (the picture is in CONTRIBUTING.md):
                                                 keras.Model, never on a particular zoo model
     zoo, keras_medseg/__init__.py       tier 5  registered models (the package root imports zoo)
     training (+ the old root shims      tier 6  train loops, recipes, callbacks, checkpointing,
-      callbacks, gan_callbacks,                 distribution
-      checkpointing, distribute)
+      callbacks, gan_callbacks,                 distribution; whole-scan and whole-slide prediction
+      checkpointing, distribute),               with any saved model
+      scans, slide_inference
     commands, cli, __main__             tier 7  the command line
 
 A module may import modules of its own tier or lower ones, never a higher one:
@@ -60,6 +61,8 @@ TIERS = {
     "gan_callbacks": 6,
     "checkpointing": 6,
     "distribute": 6,
+    "scans": 6,
+    "slide_inference": 6,
     "commands": 7,
     "cli": 7,
     "__main__": 7,
@@ -77,7 +80,7 @@ TIER_NAMES = {
     3: "layers/losses/metrics/inference/plotting",
     4: "data/evaluation/explain/kernels",
     5: "zoo",
-    6: "training",
+    6: "training/scans/slide_inference",
     7: "commands/cli",
 }
 

@@ -80,9 +80,11 @@ def test_notebook_opens_in_colab(path):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         assert badge in f.read(), f"README.md lacks the Colab badge of {name}"
     install = _code(nb)[0]
-    assert '"keras-medseg[medical]"' in install and '"-e"' in install and "pip" in install, (
-        f"{name}: the first code cell must install the published package, or the checkout when run inside it"
+    assert install == execute_tutorials.INSTALL_CELL, (
+        f"{name}: the first code cell must be the install cell (published package, or the checkout when run "
+        "inside it); run `python scripts/execute_tutorials.py --badges-only`"
     )
+    assert '"keras-medseg[medical]"' in install and '"-e"' in install
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -116,6 +118,18 @@ def test_badge_helpers(tmp_path):
     text = readme.read_text()
     assert "## Tutorials" in text and execute_tutorials.colab_badge("09_x.ipynb") in text and ": Title" in text
     assert not execute_tutorials.update_readme([str(path)], readme=str(readme))
+
+
+def test_install_cell_helper():
+    old = nbformat.v4.new_code_cell('import sys\nif "google.colab" in sys.modules:\n    !pip install keras-medseg')
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), old,
+                                         nbformat.v4.new_code_cell("import keras")])
+    assert execute_tutorials.set_install_cell(nb)
+    assert [c.source for c in nb.cells[1:]] == [execute_tutorials.INSTALL_CELL, "import keras"]
+    assert not execute_tutorials.set_install_cell(nb)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell("x = 1")])
+    assert execute_tutorials.set_install_cell(nb)
+    assert [c.source for c in nb.cells[1:]] == [execute_tutorials.INSTALL_CELL, "x = 1"]
 
 
 def test_native_log_lines_are_dropped():
