@@ -301,7 +301,8 @@ def run(preset="cpu", out_dir=None, progress=True):
 def markdown(result, fig_prefix=""):
     cfg = result["settings"]
     ex, pk = result["patches_per_s"], result["peak_pss_mb"]
-    labels = {"anchor": "anchor: old in-memory path on one tissue crop", "decode": "limit: decode the needed tiles once",
+    labels = {"anchor": "anchor: old in-memory path on one tissue crop",
+              "decode": "limit: decode the needed tiles once",
               "write": "limit: append patches to the store (one writer)",
               "extract_w1": "extract, 1 worker", "extract_w2": "extract, 2 workers",
               "predict": "slide inference (small CNN)", "model_only": "limit: model alone, same batches"}

@@ -151,7 +151,7 @@ def predict_slide(model, slide, level=0, size=None, inner_size=None, stride=None
 
 
 def write_slide_prediction(result, slide, out_dir, thumbnail_size=1024, alpha=0.5):
-    """Save a `SlideHeatmap`: `heatmap.npy`, `heatmap.png` (overlay on the thumbnail), `predictions.npz`, `summary.json`.
+    """Save a `SlideHeatmap`: `heatmap.npy`, `heatmap.png` (thumbnail overlay), `predictions.npz`, `summary.json`.
 
     Args:
         result: `SlideHeatmap` from `predict_slide`.

@@ -285,7 +285,8 @@ def write_geojson(path, annotations):
         ring = p.vertices.tolist()
         ring.append(ring[0])
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                         "properties": {"classification": {"name": "Exclusion" if p.is_hole else (p.group or "Tumor")}}})
+                         "properties": {"classification": {
+                             "name": "Exclusion" if p.is_hole else (p.group or "Tumor")}}})
     with open(path, "w") as fh:
         json.dump({"type": "FeatureCollection", "features": features}, fh)
 
