@@ -29,6 +29,7 @@ COMMANDS = (
     "predict",
     "demo",
     "patches",
+    "slide",
     "explain",
     "kernels",
 )

@@ -55,7 +55,7 @@ TIERS = {
     "explain": 4,
     "kernels": 4,
     "zoo": 5,
-    "scans": 5,
+    "catalog": 5,
     "": 5,
     "training": 6,
     "callbacks": 6,

@@ -1,11 +1,16 @@
-"""`keras-medseg evaluate CHECKPOINT --data qtips|DIR|FILE.h5`: per-class Dice/IoU table, or FROC on a patch store."""
+"""`keras-medseg evaluate CHECKPOINT --data qtips|DIR|FILE.h5`: per-class Dice/IoU table, or FROC on a patch store.
+
+`keras-medseg evaluate --froc --predictions DIR [DIR ...]`: lesion-level FROC over slides written by
+`keras-medseg slide predict`.
+"""
 
 from keras_medseg.commands._options import add_data_options, add_scan_options
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("evaluate", help="Per-class Dice/IoU of a .keras checkpoint.")
-    p.add_argument("checkpoint", help="a .keras model file (loaded with safe_mode=True)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="a .keras model file (loaded with safe_mode=True); not needed with --predictions")
     add_data_options(p)
     p.set_defaults(seed=1)
     p.add_argument("--n", type=int, default=64, help="Q-tips evaluation images (default 64, seed 1)")
@@ -19,6 +24,8 @@ def add_parser(subparsers):
     add_scan_options(p)
     p.add_argument("--froc", action="store_true",
                    help="patch classifier on an HDF5 patch store (--data x.h5): FROC + slide-level ROC-AUC")
+    p.add_argument("--predictions", nargs="+", default=None, metavar="DIR",
+                   help="with --froc: output directories of `keras-medseg slide predict` (lesion-level FROC)")
     return p
 
 
@@ -41,6 +48,17 @@ def _print_froc(report):
 
 def run(args):
     from keras_medseg.data.io import is_patch_store
+
+    if args.predictions:
+        from keras_medseg.slide_inference import froc_from_predictions
+
+        report = froc_from_predictions(args.predictions, plot=args.plot)
+        _print_froc(report)
+        for sid, score in sorted(report["slides"].items()):
+            print(f"  {sid:24s} slide score {score:.4f}")
+        return 0
+    if args.checkpoint is None:
+        raise ValueError("`evaluate` needs a CHECKPOINT (or --froc --predictions DIR ...). Received: none")
 
     if args.froc or is_patch_store(args.data):  # WSI patch store: FROC / slide-level report
         from keras_medseg.evaluation import evaluate_patch_store

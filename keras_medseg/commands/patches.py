@@ -1,11 +1,18 @@
-"""`keras-medseg patches`: build and inspect HDF5 patch stores of whole-slide images.
+"""`keras-medseg patches`: build, merge and inspect HDF5 patch stores of whole-slide images.
 
-    keras-medseg patches extract SLIDE.tif [MASK.png] --out patches.h5 --size 512 --slide-id s01
+    keras-medseg patches extract SLIDE.tif --annotations SLIDE.xml --level 0 --size 512 --inner-size 128 \
+        --out store.h5 --workers 2
+    keras-medseg patches extract IMAGE.png MASK.png --out patches.h5 --size 512   # small image + mask array
+    keras-medseg patches merge all.h5 a.h5 b.h5
     keras-medseg patches info patches.h5 [--json]
 
-`extract` appends to an existing store (same patch size) or creates it; the
-mask is optional (no mask = a normal slide, all patches negative). Images are
-read with `keras_medseg.data.io.read_array` (scikit-image), so PNG, JPEG and TIFF work.
+`extract` appends to an existing store (same patch size) or creates it.
+Without a MASK image the slide is streamed tile by tile
+(`keras_medseg.data.wsi.extract_slide`): tissue grid from a thumbnail,
+polygon annotations (ASAP XML / GeoJSON; none = a normal slide), several
+worker processes, a progress bar, and resumable after an interruption. With
+a MASK image (same height/width, non-zero = tumour) the image is read whole
+(`PatchStore.add_slide`), for small images.
 """
 
 import json
@@ -16,19 +23,36 @@ def add_parser(subparsers):
     p = subparsers.add_parser("patches", help="Extract whole-slide-image patches into an HDF5 store; show a store.")
     sub = p.add_subparsers(dest="patches_command", metavar="ACTION")
     ex = sub.add_parser("extract", help="Cut a slide (and its annotation mask) into labelled patches.")
-    ex.add_argument("image", help="slide image (PNG/JPEG/TIFF, RGB or grey)")
+    ex.add_argument("image", help="slide: pyramidal TIFF/SVS/NDPI/OME-TIFF (read tile by tile) or PNG/JPEG/TIFF")
     ex.add_argument("mask", nargs="?", default=None,
-                    help="annotation mask, same height/width (non-zero = tumour); omit for a normal slide")
+                    help="optional annotation mask image, same height/width (non-zero = tumour): reads the image "
+                         "whole; use --annotations for polygons instead")
     ex.add_argument("--out", required=True, help="HDF5 patch store to create or append to")
     ex.add_argument("--size", type=int, default=512, help="patch side in pixels (default 512)")
     ex.add_argument("--inner-size", type=int, default=None,
                     help="side of the inner square that decides the label (default size/2)")
     ex.add_argument("--stride", type=int, default=None, help="grid step (default: the inner size)")
     ex.add_argument("--slide-id", default=None, help="slide name stored with every patch (default: image file name)")
-    ex.add_argument("--min-tissue", type=float, default=0.0,
-                    help="drop negative patches with a smaller tissue fraction (default 0: keep all)")
+    ex.add_argument("--min-tissue", type=float, default=None,
+                    help="drop negative patches with a smaller tissue fraction; 0 keeps every patch "
+                         "(default: 0.1 when streaming a slide, 0 with a MASK image)")
     ex.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip",
                     help="compression of a new store (default gzip)")
+    ex.add_argument("--annotations", default=None,
+                    help="tumour polygons: ASAP/Camelyon XML or GeoJSON (QuPath), level-0 pixels")
+    ex.add_argument("--level", type=int, default=0, help="pyramid level the patches are cut at (default 0)")
+    ex.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+    ex.add_argument("--tissue-threshold", default="otsu",
+                    help="'otsu' (default) or a saturation threshold in [0, 1] for the tissue mask")
+    ex.add_argument("--thumbnail-size", type=int, default=1024,
+                    help="long side of the thumbnail used for tissue detection (default 1024)")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    mg = sub.add_parser("merge", help="Merge patch stores (e.g. one per slide) into one.")
+    mg.add_argument("out", help="the merged HDF5 store (created)")
+    mg.add_argument("sources", nargs="+", help="the stores to merge")
+    mg.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip",
+                    help="compression of the merged store (default gzip)")
+    mg.add_argument("--quiet", action="store_true", help="no progress bar")
     info = sub.add_parser("info", help="Summarise a patch store.")
     info.add_argument("file", help="HDF5 patch store")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -47,14 +71,14 @@ def _mask_from_image(mask):
     return mask  # an integer label map: one id per tumour
 
 
-def _extract(args):
+def _extract_mask(args):
     from keras_medseg.data.io import read_array
     from keras_medseg.data.wsi import PatchStore
 
     image = read_array(args.image, "image file")
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]  # drop alpha
-    mask = _mask_from_image(read_array(args.mask, "mask file")) if args.mask else None
+    mask = _mask_from_image(read_array(args.mask, "mask file"))
     slide_id = args.slide_id or os.path.splitext(os.path.basename(args.image))[0]
     compression = None if args.compression == "none" else args.compression
     channels = 1 if image.ndim == 2 else image.shape[-1]
@@ -62,11 +86,40 @@ def _extract(args):
                     compression=compression) as store:
         before = len(store)
         added = store.add_slide(image, mask, slide_id, size=args.size, stride=args.stride,
-                                inner_size=args.inner_size, min_tissue=args.min_tissue)
-        labels = store.labels[before:]
+                                inner_size=args.inner_size, min_tissue=args.min_tissue or 0.0)
+        positive = int(store.labels[before:].sum())
         total = len(store)
     print(f"{args.out}: added {added} patches of slide {slide_id!r} "
-          f"({int(labels.sum())} positive); the store now holds {total} patches")
+          f"({positive} positive); the store now holds {total} patches")
+    return 0
+
+
+def _extract(args):
+    if args.mask:
+        return _extract_mask(args)
+    from keras_medseg.data.wsi import PatchStore, extract_slide
+
+    min_tissue = 0.1 if args.min_tissue is None else (None if args.min_tissue == 0 else args.min_tissue)
+    threshold = args.tissue_threshold if args.tissue_threshold == "otsu" else float(args.tissue_threshold)
+    res = extract_slide(args.image, args.out, annotations=args.annotations, level=args.level, size=args.size,
+                        inner_size=args.inner_size, stride=args.stride, slide_id=args.slide_id,
+                        min_tissue=min_tissue, tissue_threshold=threshold, workers=args.workers,
+                        compression=None if args.compression == "none" else args.compression,
+                        progress=not args.quiet, thumbnail_size=args.thumbnail_size)
+    with PatchStore(args.out) as store:
+        total = len(store)
+    print(f"{args.out}: added {res['added']} patches of slide {res['slide_id']!r} at level {res['level']} "
+          f"({res['skipped']} already there, {res['positive']} positive on the grid); "
+          f"the store now holds {total} patches")
+    return 0
+
+
+def _merge(args):
+    from keras_medseg.data.wsi import merge_stores
+
+    n = merge_stores(args.sources, args.out, compression=None if args.compression == "none" else args.compression,
+                     progress=not args.quiet)
+    print(f"{args.out}: {n} patches from {len(args.sources)} stores")
     return 0
 
 
@@ -92,5 +145,7 @@ def run(args):
         return _extract(args)
     if args.patches_command == "info":
         return _info(args)
-    print("usage: keras-medseg patches {extract,info} ... (see keras-medseg patches --help)")
+    if args.patches_command == "merge":
+        return _merge(args)
+    print("usage: keras-medseg patches {extract,merge,info} ... (see keras-medseg patches --help)")
     return 2

@@ -14,6 +14,9 @@ from keras_medseg.data import translation  # noqa: F401
 from keras_medseg.data.io import ImageRecord, read_array, read_image, write_image  # noqa: F401
 from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
 from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401
+from keras_medseg.data.slide import open_slide  # noqa: F401
+from keras_medseg.data.annotations import read_annotations  # noqa: F401
+from keras_medseg.data.wsi import extract_slide, merge_stores, patch_grid  # noqa: F401
 
 __all__ = [
     "IGNORE_INDEX",
@@ -25,14 +28,19 @@ __all__ = [
     "ThreeStepSampler",
     "augment_patches",
     "extract_patches",
+    "extract_slide",
     "load_folder",
     "load_patch_dataset",
     "load_preprocessing",
+    "merge_stores",
     "normalize_qtips",
+    "open_slide",
+    "patch_grid",
     "qtips",
     "qtips_dataset",
     "read_array",
     "read_image",
+    "read_annotations",
     "recover_patch_store",
     "save_preprocessing",
     "standardize_labels",

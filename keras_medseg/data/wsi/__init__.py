@@ -73,19 +73,31 @@ from keras_medseg.data.wsi.store import (
     SLIDE_NAME_BYTES,
     PatchStore,
 )
+from keras_medseg.data.wsi.streaming import (
+    PatchGrid,
+    extract_slide,
+    merge_stores,
+    patch_grid,
+    tissue_mask_from_thumbnail,
+)
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "SLIDE_NAME_BYTES",
+    "PatchGrid",
     "PatchSequence",
     "PatchSet",
     "PatchStore",
     "ThreeStepSampler",
     "augment_patches",
     "extract_patches",
+    "extract_slide",
     "iter_patches",
     "load_patch_dataset",
+    "merge_stores",
+    "patch_grid",
     "recover_patch_store",
     "tissue_mask",
+    "tissue_mask_from_thumbnail",
 ]

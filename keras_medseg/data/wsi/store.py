@@ -18,6 +18,22 @@ SLIDE_NAME_BYTES = 64
 _META = ("label", "slide", "tumor_id", "coords")
 
 
+def compress_patch(patch, dtype="uint8", level=4):
+    """One patch as the zlib (HDF5 deflate filter) stream of its bytes, for `PatchStore.append(compressed=...)`.
+
+    Args:
+        patch: `(S, S, C)` array.
+        dtype: the store's dtype, default uint8.
+        level: deflate level, default 4 (the store's gzip level).
+
+    Returns:
+        bytes.
+    """
+    import zlib
+
+    return zlib.compress(np.ascontiguousarray(patch, dtype=dtype).tobytes(), int(level))
+
+
 class PatchStore:
     """An HDF5 file of patches with per-patch slide, label, tumour id and coordinates.
 
@@ -292,11 +308,25 @@ class PatchStore:
             return existing.index(name), None
         return m, raw
 
-    def append(self, patches, labels, slide_id, tumor_ids=None, coords=None):
+    def accepts_compressed(self):
+        """Whether `append(..., compressed=...)` works: a gzip store with one patch per chunk and no other filter."""
+        ds = self._file["patches"]
+        return (ds.compression == "gzip" and not ds.shuffle and not ds.fletcher32 and ds.scaleoffset is None
+                and ds.chunks == (1,) + ds.shape[1:])
+
+    def compress_patch(self, patch):
+        """The deflate stream `append(..., compressed=...)` expects for one `(S, S, C)` patch (zlib, any process)."""
+        return compress_patch(patch, self.dtype, self._file["patches"].compression_opts or 4)
+
+    def append(self, patches, labels, slide_id, tumor_ids=None, coords=None, compressed=None):
         """Append patches of ONE slide as one atomic commit.
 
         Args:
-            patches: `(n, S, S, C)` array (`(n, S, S)` for one channel).
+            patches: `(n, S, S, C)` array (`(n, S, S)` for one channel); `None`
+                with `compressed`.
+            compressed: optional list of `n` deflate streams, one per patch
+                (`compress_patch`), written as HDF5 chunks as they are, so
+                that worker processes can do the compression; gzip stores only.
             labels: `(n,)` 0/1 labels.
             slide_id: the slide's name (str or int; new names are added).
             tumor_ids: `(n,)` ints, -1 = no tumour; default all -1.
@@ -310,6 +340,8 @@ class PatchStore:
                 a slide name longer than 64 bytes, a read-only store.
         """
         self._check_writable()
+        if patches is None and compressed is not None:
+            patches = np.empty((len(compressed), self.patch_size, self.patch_size, self.channels), self.dtype)
         patches = np.asarray(patches)
         if patches.ndim == 3 and self.channels == 1:
             patches = patches[..., None]
@@ -320,7 +352,14 @@ class PatchStore:
                 f"Received: patches.shape={patches.shape}"
             )
         n_new = patches.shape[0]
-        if np.issubdtype(self.dtype, np.integer):
+        if compressed is not None:
+            if not self.accepts_compressed():
+                raise ValueError(f"Patch store {self.path!r} is not a gzip store with one patch per chunk: "
+                                 "`compressed` cannot be used. Received: compressed patches")
+            if len(compressed) != n_new:
+                raise ValueError(f"`compressed` must hold {n_new} patches. Received: {len(compressed)}")
+            compressed = [bytes(c) for c in compressed]
+        elif np.issubdtype(self.dtype, np.integer):
             info = np.iinfo(self.dtype)
             if n_new and (not np.issubdtype(patches.dtype, np.integer) and not np.all(patches == np.round(patches))
                           or patches.min() < info.min or patches.max() > info.max):
@@ -348,13 +387,17 @@ class PatchStore:
             f["slide_names"][m] = new_name
             f["slide_names"].flush()
             m += 1
-        values = {"patches": patches.astype(self.dtype), "label": labels.astype(np.uint8),
-                  "slide": np.full(n_new, slide, np.int32), "tumor_id": tumor_ids.astype(np.int32),
-                  "coords": coords.astype(np.int32)}
+        values = {"patches": patches.astype(self.dtype) if compressed is None else None,
+                  "label": labels.astype(np.uint8), "slide": np.full(n_new, slide, np.int32),
+                  "tumor_id": tumor_ids.astype(np.int32), "coords": coords.astype(np.int32)}
         for name, value in values.items():
             ds = f[name]
             ds.resize(n + n_new, axis=0)
-            ds[n:n + n_new] = value
+            if value is None:  # deflate streams made elsewhere (one chunk = one patch)
+                for k, chunk in enumerate(compressed):
+                    ds.id.write_direct_chunk((n + k, 0, 0, 0), chunk)
+            else:
+                ds[n:n + n_new] = value
             ds.flush()
         f.flush()
         # 2. ... then commit them: readers and recovery only trust num_committed.
