@@ -10,3 +10,6 @@ from keras_medseg.data.folder import load_folder
 from keras_medseg.data.synthetic_boxes import synthetic_boxes
 from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStepSampler, augment_patches, extract_patches, load_patch_dataset, recover_patch_store, tissue_mask  # noqa: E501
 from keras_medseg.data import translation  # noqa: F401
+from keras_medseg.data.image_io import ImageRecord, read_image, write_image  # noqa: F401
+from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
+from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401

@@ -1,0 +1,347 @@
+"""Read scans with their geometry and write label maps back in that geometry.
+
+One reader for every format the library takes:
+
+* NIfTI (`.nii`, `.nii.gz`) through nibabel;
+* DICOM series (a folder of slices) through SimpleITK's GDCM series reader:
+  slices sorted by position, rescale slope/intercept applied (CT in HU),
+  spacing and direction from the headers;
+* NRRD (`.nrrd`, `.nhdr`) and MetaImage (`.mha`, `.mhd`) through SimpleITK;
+* PNG, TIFF and NumPy `.npy` with unit spacing and an identity frame.
+
+**Axis order.** `ImageRecord.array` holds the voxels in *voxel index order*
+`(i, j, k)` as stored in the file, the order nibabel uses (for SimpleITK
+sources the array is transposed from SimpleITK's `(k, j, i)`), with any
+channel/time axes after the spatial ones. `affine` maps a voxel index
+`(i, j, k, 1)` to RAS+ millimetres, the NIfTI world convention:
++x towards the patient's Right, +y Anterior, +z Superior. DICOM, NRRD and MHA store LPS+
+geometry; it is converted here (x and y negated) so every record speaks RAS+.
+`spacing` is the voxel size in mm along each array axis, `origin` the RAS+
+position of voxel `(0, 0, 0)` and `direction` the 3x3 matrix of unit column
+vectors, so `affine[:3, :3] == direction @ diag(spacing)` and
+`affine[:3, 3] == origin`.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageRecord", "image_stem", "read_image", "write_image"]
+
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
+PLAIN_EXTENSIONS = (".png", ".tif", ".tiff", ".npy")
+IMAGE_EXTENSIONS = PLAIN_EXTENSIONS + NIFTI_EXTENSIONS + ITK_EXTENSIONS
+_LPS = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS flip (its own inverse)
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """A voxel array with its geometry, as returned by `read_image`.
+
+    Attributes:
+        array: numpy array, spatial axes in voxel index order `(i, j, k)` as
+            stored (2D files: `(H, W)` or `(H, W, C)`), channels last.
+        spacing: tuple of float, mm per spatial array axis.
+        origin: tuple of float, RAS+ mm of voxel `(0, 0, 0)` (3 values).
+        direction: `(3, 3)` float array, unit axis directions in RAS+ (columns).
+        affine: `(4, 4)` float array, voxel index -> RAS+ mm.
+        header: the nibabel header for NIfTI sources (reused when writing),
+            else None.
+        path: the file or folder read.
+        format: "nifti", "dicom", "itk", "png", "tiff" or "npy".
+        spatial_dims: number of spatial axes of `array` (2 or 3).
+        meta: extra information (DICOM series UID, number of slices, ...).
+    """
+
+    array: np.ndarray
+    spacing: tuple
+    origin: tuple
+    direction: np.ndarray
+    affine: np.ndarray
+    header: Any = None
+    path: str | None = None
+    format: str = "npy"
+    spatial_dims: int = 3
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def shape(self):
+        """Spatial shape of the array."""
+        return tuple(self.array.shape[: self.spatial_dims])
+
+
+def image_stem(filename):
+    """`(stem, extension)` of a file name with a known image extension, else `(None, None)`."""
+    lower = filename.lower()
+    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if lower.endswith(ext):
+            return filename[: -len(ext)], ext
+    return None, None
+
+
+def _affine_from(spacing, origin, direction):
+    aff = np.eye(4)
+    aff[:3, :3] = np.asarray(direction, dtype=float) @ np.diag(np.asarray(spacing, dtype=float))
+    aff[:3, 3] = origin
+    return aff
+
+
+def _geometry_from_affine(affine):
+    affine = np.asarray(affine, dtype=float)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    direction = affine[:3, :3] / np.where(spacing > 0, spacing, 1.0)
+    return tuple(float(s) for s in spacing), tuple(float(o) for o in affine[:3, 3]), direction
+
+
+def _plain_record(array, path, fmt, spatial_dims):
+    if spatial_dims is None:
+        spatial_dims = 3 if fmt == "npy" and array.ndim == 3 else 2
+    if array.ndim < spatial_dims:
+        raise ValueError(
+            f"Cannot read {path!r} as a {spatial_dims}D image: its array has shape {array.shape}."
+        )
+    spacing = (1.0,) * spatial_dims
+    s3 = spacing + (1.0,) * (3 - spatial_dims)
+    return ImageRecord(array=array, spacing=spacing, origin=(0.0, 0.0, 0.0), direction=np.eye(3),
+                       affine=_affine_from(s3, (0.0, 0.0, 0.0), np.eye(3)), path=path, format=fmt,
+                       spatial_dims=spatial_dims)
+
+
+def _read_nifti(path):
+    import nibabel
+
+    img = nibabel.load(path)
+    array = np.asarray(img.dataobj)
+    if array.ndim < 3:
+        array = array.reshape(array.shape + (1,) * (3 - array.ndim))
+    affine = np.asarray(img.affine, dtype=float)
+    spacing, origin, direction = _geometry_from_affine(affine)
+    return ImageRecord(array=array, spacing=spacing, origin=origin, direction=direction, affine=affine,
+                       header=img.header.copy(), path=path, format="nifti", spatial_dims=3)
+
+
+def _record_from_sitk(image, path, fmt, meta=None):
+    import SimpleITK as sitk
+
+    dim = image.GetDimension()
+    if dim not in (2, 3):
+        raise ValueError(f"Cannot read {path!r}: it holds a {dim}D image; expected 2D or 3D.")
+    arr = sitk.GetArrayFromImage(image)  # (k, j, i[, c])
+    ncomp = image.GetNumberOfComponentsPerPixel()
+    spatial_axes = list(range(dim))[::-1]
+    arr = np.transpose(arr, spatial_axes + list(range(dim, arr.ndim))) if ncomp > 1 else arr.transpose(spatial_axes)
+    spacing = tuple(float(s) for s in image.GetSpacing())
+    direction_lps = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
+    origin_lps = np.asarray(image.GetOrigin(), dtype=float)
+    if dim == 2:
+        d3 = np.eye(3)
+        d3[:2, :2] = direction_lps
+        direction_lps, origin_lps = d3, np.append(origin_lps, 0.0)
+    direction = _LPS @ direction_lps
+    origin = tuple(float(v) for v in _LPS @ origin_lps)
+    s3 = spacing + (1.0,) * (3 - dim)
+    return ImageRecord(array=arr, spacing=spacing, origin=origin, direction=direction,
+                       affine=_affine_from(s3, origin, direction), path=path, format=fmt,
+                       spatial_dims=dim, meta=meta or {})
+
+
+def _read_dicom_series(folder):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(folder)
+    if not series:
+        raise ValueError(f"No DICOM series found in folder {folder!r}.")
+    if len(series) > 1:
+        counts = {uid: len(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in series}
+        raise ValueError(
+            f"DICOM folder {folder!r} holds {len(series)} series; expected one. Series UIDs and slice "
+            f"counts: {counts}. Put each series in its own folder."
+        )
+    files = reader.GetGDCMSeriesFileNames(folder, series[0])  # sorted along the slice normal
+    reader.SetFileNames(files)
+    image = reader.Execute()  # applies RescaleSlope / RescaleIntercept
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        image = image[:, :, 0]
+    meta = {"series_uid": series[0], "num_slices": len(files), "files": list(files)}
+    return _record_from_sitk(image, folder, "dicom", meta)
+
+
+def read_image(path, spatial_dims=None):
+    """Read an image, volume or DICOM series with its geometry.
+
+    Args:
+        path: str, a file (`.nii`, `.nii.gz`, `.nrrd`, `.nhdr`, `.mha`,
+            `.mhd`, `.png`, `.tif`, `.tiff`, `.npy`) or a folder holding one
+            DICOM series.
+        spatial_dims: int or None (default). When 3, the record must be a
+            single-channel 3D volume (a 4D NIfTI is refused); when 2, a 2D
+            image. A 3-axis `.npy` is read as a volume unless
+            `spatial_dims=2` (then `(H, W, C)`).
+
+    Returns:
+        `ImageRecord` with `array` in voxel index order `(i, j, k)` and an
+        `affine` from voxel index to RAS+ mm (see the module docstring).
+        DICOM values are in HU when the series carries rescale tags.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: unknown extension, unreadable file, a folder with no or
+            several DICOM series, or a record whose dimensionality differs
+            from `spatial_dims` (all name the file).
+
+    Example:
+    >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
+    >>> rec.array.shape, rec.spacing  # doctest: +SKIP
+    ((512, 512, 87), (0.7, 0.7, 5.0))
+
+    Reference: the geometry is nibabel's (NIfTI) and SimpleITK's (DICOM,
+    NRRD, MHA); the LPS -> RAS conversion is checked against nibabel in the
+    tests.
+    """
+    if spatial_dims not in (None, 2, 3):
+        raise ValueError(f"`spatial_dims` must be None, 2 or 3. Received: spatial_dims={spatial_dims!r}")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        try:
+            record = _read_dicom_series(path)
+        except ValueError:
+            raise
+        except Exception as exc:  # GDCM errors come as RuntimeError
+            raise ValueError(f"Cannot read DICOM series in {path!r}: {exc}") from exc
+    else:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"File not found: {path!r}")
+        _, ext = image_stem(os.path.basename(path))
+        if ext is None:
+            raise ValueError(
+                f"Unsupported file type {path!r}; expected one of {', '.join(IMAGE_EXTENSIONS)} or a DICOM folder."
+            )
+        try:
+            if ext in NIFTI_EXTENSIONS:
+                record = _read_nifti(path)
+            elif ext in ITK_EXTENSIONS:
+                import SimpleITK as sitk
+
+                record = _record_from_sitk(sitk.ReadImage(path), path, "itk")
+            elif ext == ".npy":
+                record = _plain_record(np.load(path, allow_pickle=False), path, "npy", spatial_dims)
+            else:
+                import skimage.io
+
+                record = _plain_record(np.asarray(skimage.io.imread(path)), path,
+                                       "png" if ext == ".png" else "tiff", spatial_dims or 2)
+        except (ValueError, FileNotFoundError) as exc:
+            if path in str(exc):
+                raise
+            raise ValueError(f"Cannot read {path!r} (corrupt or not a {ext} file): {exc}") from exc
+        except Exception as exc:  # decoder errors come in many types
+            raise ValueError(f"Cannot read {path!r} (corrupt or not a {ext} file): {exc}") from exc
+    if spatial_dims == 3:
+        if record.spatial_dims != 3 or record.array.ndim != 3:
+            raise ValueError(
+                f"Expected a single 3D volume in {path!r}; it holds an array of shape {record.array.shape} "
+                f"({record.array.ndim}D). Split 4D files (time series, several channels) into 3D volumes first."
+            )
+    elif spatial_dims == 2 and record.spatial_dims == 3:
+        if record.array.shape[2:3] == (1,):
+            record = dataclasses.replace(record, array=record.array[:, :, 0, ...], spatial_dims=2,
+                                         spacing=record.spacing[:2])
+        else:
+            raise ValueError(f"Expected a 2D image in {path!r}; it holds an array of shape {record.array.shape}.")
+    return record
+
+
+def _label_dtype(labels):
+    lo, hi = int(labels.min()), int(labels.max())
+    for dt in (np.uint8, np.int16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return dt
+    return np.int64
+
+
+def write_image(path, labels, reference):
+    """Write a label map (or image) with the geometry of `reference`.
+
+    Args:
+        path: str, output file: `.nii`/`.nii.gz` (nibabel; any reference,
+            DICOM included), `.nrrd`/`.mha`/`.mhd` (SimpleITK), or
+            `.png`/`.tif`/`.npy` (no geometry).
+        labels: array with the spatial shape of `reference` (voxel index
+            order, as `read_image` returns). Integer arrays are stored with the
+            smallest integer type that holds them; float arrays as float32.
+        reference: `ImageRecord` whose affine (and NIfTI header, when it has
+            one) the output takes.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: `labels` does not have the reference's spatial shape, or
+            the extension is unknown (both named).
+
+    Example:
+    >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
+    >>> keras_medseg.data.write_image("ct_seg.nii.gz", labels, rec)  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    labels = np.asarray(labels)
+    if not isinstance(reference, ImageRecord):
+        raise TypeError(f"`reference` must be an ImageRecord from read_image. Received: reference={type(reference).__name__}")
+    if labels.shape[: reference.spatial_dims] != reference.shape:
+        raise ValueError(
+            f"`labels` must have the spatial shape of the reference {reference.path!r}. "
+            f"Received: labels.shape={labels.shape}, reference shape={reference.shape}"
+        )
+    if np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:
+        labels = labels.astype(_label_dtype(labels.astype(np.int64)))
+    else:
+        labels = labels.astype(np.float32)
+    _, ext = image_stem(os.path.basename(path))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if ext in NIFTI_EXTENSIONS:
+        import nibabel
+
+        data = labels
+        if reference.spatial_dims == 2:
+            data = labels.reshape(labels.shape[:2] + (1,) + labels.shape[2:])
+        if reference.header is not None and isinstance(reference.header, nibabel.Nifti1Header):
+            header = reference.header.copy()
+            header.set_data_dtype(data.dtype)
+            img = nibabel.Nifti1Image(data, reference.affine, header=header)
+            # Keep the reference's qform/sform codes; the affine is the one it was read with.
+            img.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
+            img.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
+            img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+        else:
+            img = nibabel.Nifti1Image(data, reference.affine)
+            img.set_qform(reference.affine, code=1)  # scanner coordinates
+            img.set_sform(reference.affine, code=1)
+        nibabel.save(img, path)
+        return path
+    if ext in ITK_EXTENSIONS:
+        import SimpleITK as sitk
+
+        d = reference.spatial_dims
+        arr = labels.transpose(list(range(d))[::-1] + list(range(d, labels.ndim)))
+        image = sitk.GetImageFromArray(arr, isVector=labels.ndim > d)
+        direction = _LPS @ np.asarray(reference.direction)
+        origin = _LPS @ np.asarray(reference.origin)
+        image.SetSpacing([float(s) for s in reference.spacing])
+        image.SetOrigin([float(v) for v in origin[:d]])
+        image.SetDirection([float(v) for v in direction[:d, :d].ravel()])
+        sitk.WriteImage(image, path, True)
+        return path
+    if ext == ".npy":
+        np.save(path, labels)
+        return path
+    if ext in (".png", ".tif", ".tiff"):
+        import skimage.io
+
+        skimage.io.imsave(path, labels, check_contrast=False)
+        return path
+    raise ValueError(f"Unsupported output file type {path!r}; expected one of {', '.join(IMAGE_EXTENSIONS)}.")

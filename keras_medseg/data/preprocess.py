@@ -1,0 +1,569 @@
+"""Preprocessing of scans in their own geometry, and the preprocessing spec saved with a model.
+
+Everything here works on voxel arrays in **voxel index order** `(i, j, k)` as
+stored in the file (the order nibabel uses), with a 4x4 `affine` that maps
+voxel indices to RAS+ millimetres (see `keras_medseg.data.read_image`).
+
+* `reorient(array, affine, "RAS")` / `undo_reorient(...)`: permute and flip
+  axes so the array runs along a canonical frame, and back (nibabel's
+  orientation algebra; no interpolation, exact).
+* `resample(array, affine, spacing, order)` / `resample_to_grid(...)`: change
+  the voxel size (linear or cubic for images, nearest for labels) and come
+  back to the exact original grid (checked against SimpleITK).
+* `intensity(array, preset)`: CT window in HU, percentile scaling, z-score
+  (optionally inside a foreground mask).
+* `crop_to_foreground` / `uncrop`.
+* `save_preprocessing(model_path, spec)` / `load_preprocessing(model_path)`:
+  the spec (spacing, orientation, intensity preset, class names, spatial dims,
+  patch size) travels inside the `.keras` file so `keras-medseg predict` can
+  repeat it with no flags.
+"""
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = [
+    "PREPROCESSING_FILENAME",
+    "crop_to_foreground",
+    "default_preprocessing",
+    "intensity",
+    "load_preprocessing",
+    "reorient",
+    "resample",
+    "resample_to_grid",
+    "resolve_preprocessing",
+    "save_preprocessing",
+    "uncrop",
+    "undo_reorient",
+]
+
+# Name of the spec inside a `.keras` archive (and suffix of the side-car file otherwise).
+PREPROCESSING_FILENAME = "keras_medseg_preprocessing.json"
+_SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size", "split")
+_PRESETS = ("ct_window", "percentile", "zscore", "none")
+
+
+def default_preprocessing():
+    """The spec assumed for a model saved without one (models trained before issue 13).
+
+    `spacing=None` and `orientation=None` (the scan is used in its own voxel
+    grid, as the folder loader always did), `intensity={"preset": "zscore"}`
+    (per-image zero mean, unit variance, what `load_folder(normalize=True)`
+    does), `class_names=None` (named `class_0`, `class_1`, ... from the
+    model's output channels), `spatial_dims=None` and `patch_size=None` (read
+    from the model's input shape).
+    """
+    return {
+        "spacing": None,
+        "orientation": None,
+        "intensity": {"preset": "zscore"},
+        "class_names": None,
+        "spatial_dims": None,
+        "patch_size": None,
+        "split": None,
+    }
+
+
+def _check_spec(spec):
+    if not isinstance(spec, dict):
+        raise TypeError(f"`spec` must be a dict. Received: spec={spec!r}")
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"`spec` has unknown keys {unknown}; allowed keys: {list(_SPEC_KEYS)}. Received: spec={spec!r}")
+    out = default_preprocessing()
+    out.update(spec)
+    if out["spacing"] is not None:
+        sp = [float(s) for s in out["spacing"]]
+        if not sp or any(not np.isfinite(s) or s <= 0 for s in sp):
+            raise ValueError(f"`spec['spacing']` must be positive mm per axis or None. Received: spacing={out['spacing']!r}")
+        out["spacing"] = sp
+    if out["orientation"] is not None:
+        o = str(out["orientation"]).upper()
+        if len(o) != 3 or sorted(o.replace("L", "R").replace("P", "A").replace("I", "S")) != ["A", "R", "S"]:
+            raise ValueError(f"`spec['orientation']` must be a 3-letter code such as 'RAS' or None. Received: orientation={out['orientation']!r}")
+        out["orientation"] = o
+    inten = out["intensity"]
+    if inten is None:
+        inten = {"preset": "none"}
+    if not isinstance(inten, dict) or inten.get("preset") not in _PRESETS:
+        raise ValueError(f"`spec['intensity']` must be a dict with 'preset' in {_PRESETS}. Received: intensity={inten!r}")
+    out["intensity"] = dict(inten)
+    if out["class_names"] is not None:
+        out["class_names"] = [str(c) for c in out["class_names"]]
+    if out["spatial_dims"] is not None:
+        out["spatial_dims"] = int(out["spatial_dims"])
+    if out["patch_size"] is not None:
+        out["patch_size"] = [int(p) for p in out["patch_size"]]
+    if out["split"] is not None:
+        if not isinstance(out["split"], dict):
+            raise ValueError(f"`spec['split']` must be a dict such as {{'train': [...], 'validation': [...]}}. Received: split={out['split']!r}")
+        out["split"] = {str(k): [str(c) for c in v] for k, v in out["split"].items()}
+    return out
+
+
+def _is_zip(path):
+    return os.path.isfile(path) and zipfile.is_zipfile(path)
+
+
+def _sidecar(path):
+    return os.fspath(path) + "." + PREPROCESSING_FILENAME.replace("keras_medseg_", "")
+
+
+def save_preprocessing(model_path, spec):
+    """Store the preprocessing `spec` with a saved model (atomic write).
+
+    A `.keras` file (a zip archive) gets the spec as the member
+    `keras_medseg_preprocessing.json`, so it travels with the model;
+    `keras.saving.load_model` ignores the extra member. Any other model path
+    (a directory, an `.h5` file) gets a side-car file
+    `<model_path>.preprocessing.json`. The archive is rewritten to a temporary
+    file in the same folder and moved over the original in one `os.replace`.
+
+    Args:
+        model_path: str, a saved model (must exist).
+        spec: dict with keys `spacing` (mm per spatial axis or None),
+            `orientation` (e.g. "RAS" or None), `intensity` (e.g.
+            `{"preset": "ct_window", "low": -160, "high": 240}`,
+            `{"preset": "zscore"}`, `{"preset": "percentile", "low": 0.5,
+            "high": 99.5}`), `class_names` (list of str), `spatial_dims`,
+            `patch_size`, and optionally `split` (`{"train": [names],
+            "validation": [names]}`, the case stems). Missing keys take `default_preprocessing()` values.
+
+    Raises:
+        FileNotFoundError: `model_path` does not exist.
+        ValueError: unknown keys or malformed values (named).
+
+    Example:
+    >>> model.save("liver.keras")  # doctest: +SKIP
+    >>> keras_medseg.data.save_preprocessing("liver.keras", {"spacing": [1, 1, 3], "orientation": "RAS"})  # doctest: +SKIP
+    """
+    model_path = os.fspath(model_path)
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"Cannot save preprocessing: model file not found. Received: model_path={model_path!r}")
+    payload = json.dumps(_check_spec(spec), indent=2, sort_keys=True).encode()
+    folder = os.path.dirname(os.path.abspath(model_path))
+    if _is_zip(model_path):
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+                for item in src.infolist():
+                    if item.filename != PREPROCESSING_FILENAME:
+                        dst.writestr(item, src.read(item.filename))
+                dst.writestr(PREPROCESSING_FILENAME, payload)
+            os.replace(tmp, model_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    target = _sidecar(model_path)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, target)
+
+
+def load_preprocessing(model_path):
+    """The preprocessing spec saved with a model, or None when it has none.
+
+    Args:
+        model_path: str, a `.keras` file or another saved model path.
+
+    Returns:
+        dict with all keys of `default_preprocessing()`, or `None` for a model
+        saved without a spec (use `resolve_preprocessing` to get the documented
+        defaults filled in).
+
+    Raises:
+        FileNotFoundError: `model_path` does not exist.
+        ValueError: the stored spec is not valid JSON (names the file).
+    """
+    model_path = os.fspath(model_path)
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"Model file not found. Received: model_path={model_path!r}")
+    raw = None
+    if _is_zip(model_path):
+        with zipfile.ZipFile(model_path) as z:
+            if PREPROCESSING_FILENAME in z.namelist():
+                raw = z.read(PREPROCESSING_FILENAME)
+    if raw is None and os.path.isfile(_sidecar(model_path)):
+        with open(_sidecar(model_path), "rb") as f:
+            raw = f.read()
+    if raw is None:
+        return None
+    try:
+        spec = json.load(io.BytesIO(raw))
+    except ValueError as exc:
+        raise ValueError(f"The preprocessing spec stored with {model_path!r} is not valid JSON: {exc}") from exc
+    return _check_spec(spec)
+
+
+def resolve_preprocessing(model_path, model=None):
+    """`load_preprocessing` with the documented defaults filled in from the model.
+
+    `spatial_dims` and `patch_size` come from the model's input shape and
+    `class_names` from its output channels (`class_0`, ...) when the spec does
+    not give them.
+    """
+    spec = load_preprocessing(model_path) or default_preprocessing()
+    if model is not None:
+        in_shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
+        if in_shape is not None:
+            if spec["spatial_dims"] is None:
+                spec["spatial_dims"] = len(in_shape) - 2
+            if spec["patch_size"] is None and all(s is not None for s in in_shape[1:-1]):
+                spec["patch_size"] = [int(s) for s in in_shape[1:-1]]
+        if spec["class_names"] is None and getattr(model, "outputs", None):
+            channels = int(model.outputs[0].shape[-1])
+            spec["class_names"] = [f"class_{i}" for i in range(max(channels, 2))]
+    return spec
+
+
+# ---------------------------------------------------------------- orientation
+
+
+def _inverse_ornt(ornt):
+    inv = np.zeros_like(ornt)
+    for i, (axis, flip) in enumerate(ornt):
+        inv[int(axis)] = (i, flip)
+    return inv
+
+
+def reorient(array, affine, orientation="RAS"):
+    """Permute and flip the first three axes so the array runs along `orientation`.
+
+    Exact (no interpolation). Trailing axes (channels) are left alone.
+
+    Args:
+        array: array `(i, j, k, ...)` in voxel index order.
+        affine: `(4, 4)` voxel -> RAS+ mm.
+        orientation: str, 3-letter axis code of the target frame (default
+            "RAS": axis 0 runs to the Right, 1 Anterior, 2 Superior).
+
+    Returns:
+        `(array, affine, ornt)`: the reoriented array (a view when possible),
+        its affine, and the nibabel orientation transform that
+        `undo_reorient` inverts.
+
+    Raises:
+        ValueError: `array` has fewer than 3 axes, or a bad `orientation`.
+
+    Example:
+    >>> ras, ras_affine, ornt = keras_medseg.data.preprocess.reorient(rec.array, rec.affine)  # doctest: +SKIP
+
+    Reference: nibabel.orientations (io_orientation, ornt_transform).
+    """
+    from nibabel import orientations as nio
+
+    array = np.asarray(array)
+    if array.ndim < 3:
+        raise ValueError(f"`array` must have 3 spatial axes to reorient. Received: array.shape={array.shape}")
+    try:
+        target = nio.axcodes2ornt(tuple(str(orientation).upper()))
+    except Exception as exc:
+        raise ValueError(f"`orientation` must be a 3-letter code such as 'RAS'. Received: orientation={orientation!r}") from exc
+    start = nio.io_orientation(np.asarray(affine, dtype=float))
+    ornt = nio.ornt_transform(start, target)
+    out = nio.apply_orientation(array, ornt)
+    new_affine = np.asarray(affine, dtype=float) @ nio.inv_ornt_aff(ornt, array.shape[:3])
+    return out, new_affine, ornt
+
+
+def undo_reorient(array, ornt):
+    """Bring an array produced on a `reorient`-ed grid back to the original axis order.
+
+    Args:
+        array: array on the reoriented grid (channels may follow).
+        ornt: the transform returned by `reorient`.
+
+    Returns:
+        The array in the original voxel index order (exact inverse).
+    """
+    from nibabel import orientations as nio
+
+    return nio.apply_orientation(np.asarray(array), _inverse_ornt(np.asarray(ornt)))
+
+
+# ---------------------------------------------------------------- resampling
+
+
+def resample_to_grid(array, affine, shape, target_affine, order=1, mode="nearest", cval=0.0):
+    """Sample `array` (on `affine`) at the voxel centres of another grid.
+
+    Each output voxel `m` takes the value at the world point
+    `target_affine @ m`, i.e. at input index `inv(affine) @ target_affine @ m`
+    (spline interpolation of the given `order`: 0 nearest, 1 linear, 3 cubic).
+
+    Args:
+        array: `(*S)` or `(*S, C)` array, spatial axes first (as many as the
+            affine's, 3 for volumes or 2 for images with a 3x3 affine).
+        affine: `(d+1, d+1)` voxel -> world of `array`.
+        shape: spatial shape of the output grid.
+        target_affine: `(d+1, d+1)` voxel -> world of the output grid.
+        order: int, 0 for label maps, 1 (default) or 3 for images.
+        mode: scipy.ndimage boundary mode (default "nearest": points just
+            outside the input take the edge value).
+        cval: fill value for `mode="constant"`.
+
+    Returns:
+        array `(*shape[, C])`; float32 for `order > 0`, the input dtype for
+        `order == 0`.
+
+    Reference: scipy.ndimage.affine_transform; checked against SimpleITK's
+    ResampleImageFilter in the tests.
+    """
+    from scipy import ndimage
+
+    array = np.asarray(array)
+    affine = np.asarray(affine, dtype=float)
+    d = affine.shape[0] - 1
+    if array.ndim not in (d, d + 1):
+        raise ValueError(f"`array` must have {d} spatial axes (+ optional channels). Received: array.shape={array.shape}")
+    if order not in (0, 1, 2, 3, 4, 5):
+        raise ValueError(f"`order` must be an int in 0..5. Received: order={order!r}")
+    shape = tuple(int(s) for s in shape)
+    m = np.linalg.inv(affine) @ np.asarray(target_affine, dtype=float)
+    matrix, offset = m[:d, :d], m[:d, d]
+    if np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-12):
+        matrix = np.diag(matrix).copy()  # axis-aligned: scipy's faster separable path
+    out_dtype = array.dtype if order == 0 else np.float32
+    src = array if order == 0 or array.dtype in (np.float32, np.float64) else array.astype(np.float32)
+
+    def one(channel):
+        return ndimage.affine_transform(channel, matrix, offset=offset, output_shape=shape, order=order,
+                                        mode=mode, cval=cval, output=out_dtype)
+
+    if array.ndim == d:
+        return one(src)
+    return np.stack([one(src[..., c]) for c in range(array.shape[-1])], axis=-1)
+
+
+def resample(array, affine, spacing, order=1, shape=None):
+    """Resample to voxel size `spacing` (mm), keeping the first voxel centre and the axis directions.
+
+    Args:
+        array: `(*S)` or `(*S, C)`, spatial axes first.
+        affine: `(d+1, d+1)` voxel -> world of `array`.
+        spacing: sequence of float, target mm per spatial axis.
+        order: 0 for labels (nearest), 1 (default, linear) or 3 for images.
+        shape: output spatial shape; default `round(S * old / new)`, at least 1.
+
+    Returns:
+        `(array, affine)` on the new grid. `resample_to_grid(out, new_affine,
+        S, affine, order)` goes back to the exact original grid.
+
+    Raises:
+        ValueError: `spacing` does not have one positive value per spatial axis.
+
+    Example:
+    >>> iso, iso_affine = keras_medseg.data.preprocess.resample(rec.array, rec.affine, (1.0, 1.0, 1.0))  # doctest: +SKIP
+    """
+    affine = np.asarray(affine, dtype=float)
+    d = affine.shape[0] - 1
+    spacing = np.asarray([float(s) for s in spacing])
+    if spacing.shape != (d,) or np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"`spacing` must hold {d} positive mm values. Received: spacing={tuple(spacing.tolist())}")
+    old = np.sqrt((affine[:d, :d] ** 2).sum(axis=0))
+    scale = spacing / old
+    in_shape = np.asarray(np.shape(array)[:d])
+    if shape is None:
+        shape = tuple(int(max(1, round(n / s))) for n, s in zip(in_shape, scale))
+    new_affine = affine.copy()
+    new_affine[:d, :d] = affine[:d, :d] @ np.diag(scale)
+    return resample_to_grid(array, affine, shape, new_affine, order=order), new_affine
+
+
+# ---------------------------------------------------------------- intensity
+
+
+def intensity(array, preset="zscore", mask=None, name="image", **params):
+    """Intensity normalisation presets.
+
+    Args:
+        array: numeric array (any shape).
+        preset: str or dict. "ct_window" (`low`, `high` in HU, default -1000
+            and 1000: clip to the window, scale to [0, 1]), "percentile" (`low`,
+            `high` in percent, default 0.5 and 99.5: clip to those percentiles,
+            scale to [0, 1]), "zscore" (`(x - mean) / (std + 1e-6)`, the
+            statistics taken inside `mask` when given), "none" (float32 copy).
+            A dict `{"preset": ..., **params}` (the spec's `intensity`) works too.
+        mask: optional bool array of `array`'s shape; the percentile and
+            z-score statistics are taken over its voxels only.
+        name: str, how errors name the array (e.g. the file).
+
+    Returns:
+        float32 array of `array`'s shape.
+
+    Raises:
+        ValueError: NaN/inf voxels, an unknown preset, `high <= low`, or an
+            empty mask (all named).
+
+    Example:
+    >>> x = keras_medseg.data.preprocess.intensity(ct, {"preset": "ct_window", "low": -160, "high": 240})  # doctest: +SKIP
+    """
+    if isinstance(preset, dict):
+        params = {**{k: v for k, v in preset.items() if k != "preset"}, **params}
+        preset = preset.get("preset")
+    if preset not in _PRESETS:
+        raise ValueError(f"`preset` must be one of {_PRESETS}. Received: preset={preset!r}")
+    x = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{name} holds {bad} NaN/inf voxels; clean or mask them before preprocessing.")
+    sel = x
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != x.shape:
+            raise ValueError(f"`mask` must have the shape of {name}. Received: mask.shape={mask.shape}, {name}.shape={x.shape}")
+        if not mask.any():
+            raise ValueError(f"`mask` selects no voxels of {name}.")
+        sel = x[mask]
+    if preset == "none":
+        return x.copy()
+    if preset == "zscore":
+        return ((x - sel.mean()) / (sel.std() + 1e-6)).astype(np.float32)
+    if preset == "ct_window":
+        low, high = float(params.get("low", -1000.0)), float(params.get("high", 1000.0))
+    else:
+        lo_p, hi_p = float(params.get("low", 0.5)), float(params.get("high", 99.5))
+        if not 0 <= lo_p < hi_p <= 100:
+            raise ValueError(f"percentile `low`/`high` must satisfy 0 <= low < high <= 100. Received: low={lo_p}, high={hi_p}")
+        low, high = (float(v) for v in np.percentile(sel, [lo_p, hi_p]))
+        if high <= low:
+            return np.zeros_like(x)
+    if high <= low:
+        raise ValueError(f"`high` must be above `low`. Received: low={low}, high={high}")
+    return ((np.clip(x, low, high) - low) / (high - low)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- cropping
+
+
+def crop_to_foreground(array, foreground=None, margin=0):
+    """Crop to the bounding box of the foreground, plus a margin in voxels.
+
+    Args:
+        array: `(*S)` or `(*S, C)`.
+        foreground: bool array `(*S)`; default: voxels above the array's
+            minimum (over channels), e.g. body vs. air/padding in CT.
+        margin: int or sequence of int, voxels kept around the box (clipped
+            at the border).
+
+    Returns:
+        `(cropped, box)`: the crop and the tuple of slices it came from (give
+        it to `uncrop`). An array with no foreground is returned whole.
+    """
+    array = np.asarray(array)
+    if foreground is None:
+        ref = array if array.ndim <= 3 or array.shape[-1] > 4 else array.max(axis=-1)
+        foreground = ref > ref.min()
+    foreground = np.asarray(foreground, bool)
+    d = foreground.ndim
+    if array.shape[:d] != foreground.shape:
+        raise ValueError(f"`foreground` must have the spatial shape of `array`. Received: foreground.shape={foreground.shape}, array.shape={array.shape}")
+    margins = [int(margin)] * d if np.isscalar(margin) else [int(m) for m in margin]
+    if not foreground.any():
+        box = tuple(slice(0, n) for n in foreground.shape)
+        return array, box
+    box = []
+    for axis in range(d):
+        hit = np.flatnonzero(foreground.any(axis=tuple(a for a in range(d) if a != axis)))
+        box.append(slice(max(0, int(hit[0]) - margins[axis]), min(foreground.shape[axis], int(hit[-1]) + 1 + margins[axis])))
+    box = tuple(box)
+    return array[box], box
+
+
+def uncrop(cropped, box, shape, fill=0):
+    """Put a crop back into an array of spatial `shape` (the rest filled with `fill`)."""
+    cropped = np.asarray(cropped)
+    out = np.full(tuple(shape) + cropped.shape[len(box):], fill, dtype=cropped.dtype)
+    out[tuple(box)] = cropped
+    return out
+
+
+# ---------------------------------------------------------------- model space
+
+
+@dataclasses.dataclass
+class SpaceChange:
+    """What `to_model_space` did to a scan, so `from_model_space` can undo it exactly."""
+
+    original_shape: tuple
+    original_affine: np.ndarray
+    ornt: object
+    reoriented_shape: tuple
+    reoriented_affine: np.ndarray
+    model_shape: tuple
+    model_affine: np.ndarray
+
+
+def _spatial_affine(affine, d):
+    affine = np.asarray(affine, dtype=float)
+    if d == 3:
+        return affine
+    keep = [0, 1, 3]
+    return affine[np.ix_(keep, keep)]
+
+
+def to_model_space(array, affine, spacing=None, orientation=None, order=1, spatial_dims=3):
+    """Reorient (3D) and resample a scan to the frame and voxel size a model was trained on.
+
+    Args:
+        array: `(*S)` or `(*S, C)` in voxel index order (an `ImageRecord.array`).
+        affine: `(4, 4)` voxel -> RAS+ mm (`ImageRecord.affine`).
+        spacing: target mm per spatial axis, or None to keep the voxel grid.
+        orientation: target axis code such as "RAS" (3D only), or None.
+        order: interpolation order (1 for images, 0 for labels).
+        spatial_dims: 2 or 3.
+
+    Returns:
+        `(array, change)`: the array on the model grid and a `SpaceChange`
+        that `from_model_space` inverts.
+    """
+    d = int(spatial_dims)
+    array = np.asarray(array)
+    aff = _spatial_affine(affine, d)
+    original_shape = tuple(array.shape[:d])
+    ornt = None
+    if orientation is not None and d == 3:
+        array, aff_r, ornt = reorient(array, aff, orientation)
+    else:
+        aff_r = aff
+    reoriented_shape = tuple(array.shape[:d])
+    if spacing is not None:
+        array, aff_m = resample(array, aff_r, spacing, order=order)
+    else:
+        aff_m = aff_r
+    change = SpaceChange(original_shape, aff, ornt, reoriented_shape, aff_r, tuple(array.shape[:d]), aff_m)
+    return array, change
+
+
+def from_model_space(array, change, order=1):
+    """Bring an array on the model grid (image, probabilities or labels) back to the scan's own grid.
+
+    Args:
+        array: `(*model_shape)` or `(*model_shape, C)`.
+        change: the `SpaceChange` from `to_model_space`.
+        order: 0 for labels, 1 for probabilities/images.
+
+    Returns:
+        array `(*original_shape[, C])` on the exact original voxel grid (same
+        affine), ready for `write_image`.
+    """
+    array = np.asarray(array)
+    d = len(change.original_shape)
+    if tuple(array.shape[:d]) != tuple(change.model_shape):
+        raise ValueError(
+            f"`array` must lie on the model grid {change.model_shape}. Received: array.shape={array.shape}"
+        )
+    if tuple(change.model_shape) != tuple(change.reoriented_shape) or not np.allclose(change.model_affine, change.reoriented_affine):
+        array = resample_to_grid(array, change.model_affine, change.reoriented_shape, change.reoriented_affine, order=order)
+    if change.ornt is not None:
+        array = undo_reorient(array, change.ornt)
+    return array

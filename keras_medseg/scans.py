@@ -1,0 +1,349 @@
+"""Whole scans in, label maps out: the library behind `keras-medseg predict` and `evaluate` on scans.
+
+* `predict_scan(model, record, spec)`: one `ImageRecord` -> label map on the
+  scan's own voxel grid (reoriented and resampled to the model's training
+  frame, predicted window by window, brought back exactly).
+* `predict_files(model_path, inputs, output_dir)`: files or DICOM folders ->
+  NIfTI label maps with each input's geometry.
+* `evaluate_scans(model_path, data_dir, csv_path)`: per-case, per-class Dice,
+  IoU, HD95, ASSD and surface Dice in mm, with a summary; held-out cases by
+  default.
+
+The preprocessing comes from the spec saved with the model
+(`keras_medseg.data.preprocess.load_preprocessing`); models saved without one
+get `default_preprocessing()` (own voxel grid, per-scan z-score).
+"""
+
+import csv
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from keras_medseg.data.image_io import (
+    IMAGE_EXTENSIONS,
+    ImageRecord,
+    image_stem,
+    read_image,
+    write_image,
+)
+from keras_medseg.data.preprocess import (
+    from_model_space,
+    intensity,
+    resolve_preprocessing,
+    to_model_space,
+)
+from keras_medseg.evaluation.surface import (
+    METRIC_NAMES,
+    segmentation_metrics,
+    summarize_metrics,
+)
+from keras_medseg.inference import sliding_window
+
+__all__ = ["ScanEvaluation", "evaluate_scans", "find_scans", "predict_files", "predict_scan"]
+
+logger = logging.getLogger(__name__)
+
+
+def _argmax_uint8(probs, chunk=16):
+    """Arg-max over the last axis in slabs, so no int64 copy of the whole volume is made."""
+    out = np.empty(probs.shape[:-1], dtype=np.uint8 if probs.shape[-1] <= 256 else np.int32)
+    if probs.shape[-1] == 1:
+        np.greater(probs[..., 0], 0.5, out=out, casting="unsafe")
+        return out
+    for i in range(0, probs.shape[0], chunk):
+        out[i:i + chunk] = np.argmax(probs[i:i + chunk], axis=-1)
+    return out
+
+
+def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=False, allow_padding=False):
+    """Segment one scan with a model, returning labels on the scan's own grid.
+
+    Steps: reorient to `spec["orientation"]` and resample to `spec["spacing"]`
+    (linear), apply `spec["intensity"]`, sliding-window inference with
+    windows of `spec["patch_size"]` (Gaussian blending), resample the class
+    probabilities back to the scan's exact voxel grid (linear) and take the
+    arg-max.
+
+    Args:
+        model: Keras model `(B, *patch, C_in)` -> `(B, *patch, K)` (softmax,
+            or one sigmoid channel).
+        record: `ImageRecord` from `keras_medseg.data.read_image`.
+        spec: preprocessing dict (see `save_preprocessing`); default
+            `resolve_preprocessing` defaults from the model.
+        overlap: float in [0, 1), window overlap (default 0.5).
+        batch_size: windows per forward pass (default 2; sets peak memory).
+        progress: bool, Keras progress bar over the windows.
+        allow_padding: bool (default False). A scan smaller than the window
+            along some axis is refused unless True (then it is padded).
+
+    Returns:
+        uint8 label array with the spatial shape of `record` (voxel index
+        order, the record's affine applies).
+
+    Raises:
+        ValueError: the scan is not a single-channel volume/image of the
+            model's dimensionality, holds NaN voxels, or is smaller than the
+            window (each names the file).
+
+    Example:
+    >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
+    >>> labels = keras_medseg.scans.predict_scan(model, rec)  # doctest: +SKIP
+    >>> keras_medseg.data.write_image("ct_seg.nii.gz", labels, rec)  # doctest: +SKIP
+    """
+    if not isinstance(record, ImageRecord):
+        raise TypeError(f"`record` must be an ImageRecord from read_image. Received: record={type(record).__name__}")
+    if spec is None:
+        spec = resolve_preprocessing_from_model(model)
+    d = int(spec.get("spatial_dims") or len(model.inputs[0].shape) - 2)
+    name = record.path or "scan"
+    in_channels = int(model.inputs[0].shape[-1])
+    array = np.asarray(record.array)
+    if record.spatial_dims != d:
+        raise ValueError(f"The model segments {d}D scans; {name!r} is {record.spatial_dims}D with shape {array.shape}.")
+    if array.ndim == d and in_channels != 1 or array.ndim == d + 1 and array.shape[-1] != in_channels \
+            or array.ndim not in (d, d + 1):
+        raise ValueError(
+            f"The model takes {in_channels}-channel {d}D inputs; {name!r} holds an array of shape {array.shape}."
+        )
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name!r} holds {bad} NaN/inf voxels; clean or mask them before predicting.")
+    x, change = to_model_space(array, record.affine, spacing=spec.get("spacing"),
+                               orientation=spec.get("orientation"), order=1, spatial_dims=d)
+    x = intensity(x, spec.get("intensity") or {"preset": "none"}, name=repr(name))
+    if x.ndim == d:
+        x = x[..., None]
+    patch = spec.get("patch_size") or [int(s) if s is not None else None for s in model.inputs[0].shape[1:-1]]
+    patch = [s if p is None else int(p) for p, s in zip(patch, x.shape[:d])]
+    small = [(i, s, p) for i, (s, p) in enumerate(zip(x.shape[:d], patch)) if s < p]
+    if small and not allow_padding:
+        raise ValueError(
+            f"The window {tuple(patch)} is larger than the scan {name!r} ({tuple(x.shape[:d])} voxels on the model "
+            f"grid) along axes {[i for i, _, _ in small]}; pass allow_padding=True (--pad) to pad it."
+        )
+    probs = sliding_window(model, x, tuple(patch), overlap=overlap, batch_size=batch_size, progress=progress)
+    del x
+    resampled = tuple(change.model_shape) != tuple(change.reoriented_shape) or \
+        not np.allclose(change.model_affine, change.reoriented_affine)
+    if resampled:  # probabilities back onto the scan's grid (linear), then the arg-max
+        return _argmax_uint8(from_model_space(probs, change, order=1))
+    return np.ascontiguousarray(from_model_space(_argmax_uint8(probs), change, order=0))
+
+
+def resolve_preprocessing_from_model(model):
+    """`default_preprocessing()` filled in from a model's input and output shapes."""
+    from keras_medseg.data.preprocess import default_preprocessing
+
+    spec = default_preprocessing()
+    spec["spatial_dims"] = len(model.inputs[0].shape) - 2
+    spec["patch_size"] = [None if s is None else int(s) for s in model.inputs[0].shape[1:-1]]
+    channels = int(model.outputs[0].shape[-1])
+    spec["class_names"] = [f"class_{i}" for i in range(max(channels, 2))]
+    return spec
+
+
+def _is_dicom_folder(path):
+    files = [f for f in os.listdir(path) if not f.startswith(".")]
+    if not files:
+        return False
+    if any(f.lower().endswith(".dcm") for f in files):
+        return True
+    return all(os.path.isfile(os.path.join(path, f)) and image_stem(f)[0] is None for f in files)
+
+
+def find_scans(path):
+    """The scans under `path`: `[(name, path)]`, sorted by name.
+
+    A file with a known image extension is one scan; a folder is one DICOM
+    series when it holds `.dcm` files (or only files without an image
+    extension); otherwise every image file and every DICOM sub-folder in it
+    is a scan.
+
+    Raises:
+        FileNotFoundError: `path` does not exist or holds no scans (named).
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        stem, _ = image_stem(os.path.basename(path))
+        return [(stem or os.path.basename(path), path)]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Input not found: {path!r}")
+    if _is_dicom_folder(path):
+        return [(os.path.basename(os.path.normpath(path)), path)]
+    scans = []
+    for f in sorted(os.listdir(path)):
+        full = os.path.join(path, f)
+        stem, _ = image_stem(f)
+        if f.startswith("."):
+            continue
+        if os.path.isfile(full) and stem is not None:
+            scans.append((stem, full))
+        elif os.path.isdir(full) and _is_dicom_folder(full):
+            scans.append((f, full))
+    if not scans:
+        raise FileNotFoundError(
+            f"No scans in {path!r}: expected image files ({', '.join(IMAGE_EXTENSIONS)}) or DICOM series folders."
+        )
+    return scans
+
+
+def _load(model_path):
+    import keras_medseg  # noqa: F401  (registers the project's layers for loading)
+    from keras_medseg.utils.model_io import load_model
+
+    model = load_model(model_path, compile=False)
+    return model, resolve_preprocessing(model_path, model)
+
+
+def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=False):
+    """Predict every scan in `inputs` and write NIfTI label maps with each scan's geometry.
+
+    Args:
+        model_path: str, a `.keras` model (its saved preprocessing spec is
+            repeated; see `keras_medseg.data.preprocess`).
+        inputs: str, a scan file, a DICOM series folder, or a folder of them.
+        output_dir: str, where `<name>.nii.gz` label maps are written (2D
+            inputs: `<name>.png`).
+        overlap, batch_size, allow_padding: see `predict_scan`.
+        progress: bool, progress bar over each scan's windows (default True).
+
+    Returns:
+        list of `(name, input_path, output_path)`.
+
+    Raises:
+        FileNotFoundError / ValueError: missing model or input, unreadable
+            scans and bad inputs (each names the file).
+    """
+    model, spec = _load(model_path)
+    d = spec["spatial_dims"]
+    written = []
+    scans = find_scans(inputs)
+    os.makedirs(output_dir, exist_ok=True)
+    for i, (name, path) in enumerate(scans):
+        logger.info("predict %d/%d: %s", i + 1, len(scans), path)
+        record = read_image(path, spatial_dims=d)
+        labels = predict_scan(model, record, spec, overlap=overlap, batch_size=batch_size, progress=progress,
+                              allow_padding=allow_padding)
+        out = os.path.join(output_dir, name + (".nii.gz" if d == 3 else ".png"))
+        write_image(out, labels, record)
+        written.append((name, path, out))
+    return written
+
+
+@dataclasses.dataclass
+class ScanEvaluation:
+    """What `evaluate_scans` scored: per-case metrics, summary and which cases they were."""
+
+    per_case: dict
+    summary: dict
+    roles: dict
+    csv_path: str
+    skipped: list
+    note: str
+
+
+def _check_same_geometry(image, mask, tol=1e-3):
+    if image.shape != mask.shape:
+        raise ValueError(
+            f"Label map {mask.path!r} has shape {mask.shape} but its image {image.path!r} has {image.shape}."
+        )
+    if not np.allclose(image.affine, mask.affine, atol=tol):
+        raise ValueError(
+            f"Label map {mask.path!r} does not lie on its image's grid {image.path!r}: affines differ "
+            f"(max {np.abs(image.affine - mask.affine).max():.3g} mm). Resample the label map onto the image first."
+        )
+
+
+def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, tolerance=1.0, overlap=0.5,
+                   batch_size=2, progress=False, allow_padding=False):
+    """Per-case, per-class Dice, IoU, HD95, ASSD and surface Dice (mm) of a model on a folder of scans.
+
+    Args:
+        model_path: str, a `.keras` model with (or without) a saved spec.
+        data_dir: str, `DIR/images/<name>.<ext>` (files or DICOM folders) and
+            `DIR/masks/<name>.<ext>` label maps on the same grids.
+        csv_path: str or None; default `DIR/evaluation.csv`. One row per case
+            and class (`case, role, class, dice, iou, hd95, assd,
+            surface_dice`).
+        include_training: bool (default False). When the model's spec
+            records a split, cases it was trained on are skipped unless
+            True (then their rows say `train`).
+        tolerance: surface Dice tolerance in mm (default 1.0).
+        overlap, batch_size, progress, allow_padding: see `predict_scan`.
+
+    Returns:
+        `ScanEvaluation` (per-case metrics, summary, each case's role
+        `validation`/`unseen`/`train`/`unknown`, CSV path, skipped training
+        cases, and a note saying which cases were scored).
+
+    Raises:
+        FileNotFoundError: missing folders or a scan without a label map.
+        ValueError: a label map whose geometry differs from its image's, and
+            the `predict_scan` errors (each names the file).
+    """
+    model, spec = _load(model_path)
+    d = spec["spatial_dims"]
+    data_dir = os.fspath(data_dir)
+    images = dict(find_scans(os.path.join(data_dir, "images")))
+    masks_dir = os.path.join(data_dir, "masks")
+    masks = dict(find_scans(masks_dir)) if os.path.isdir(masks_dir) else {}
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise FileNotFoundError(f"Scans without a label map in {masks_dir!r}: {missing}")
+    split = spec.get("split")
+    train = set(split.get("train", [])) if split else set()
+    val = set(split.get("validation", [])) if split else set()
+    roles, skipped = {}, []
+    for name in sorted(images):
+        if not split:
+            roles[name] = "unknown"
+        elif name in train:
+            if not include_training:
+                skipped.append(name)
+                continue
+            roles[name] = "train"
+        else:
+            roles[name] = "validation" if name in val else "unseen"
+    class_names = spec.get("class_names") or []
+    from keras_medseg.data.labels import standardize_labels
+
+    per_case = {}
+    for name in roles:
+        image = read_image(images[name], spatial_dims=d)
+        mask = read_image(masks[name], spatial_dims=d)
+        _check_same_geometry(image, mask)
+        # The one mask rule, but class ids are kept as they are within a case (a case may
+        # lack a class); only editor binary masks (0/255, 0/65535) are mapped to 0/1.
+        truth, values = standardize_labels(mask.array, names=repr(mask.path))
+        if values not in ([0, 255], [0, 65535]):
+            truth, _ = standardize_labels(mask.array, names=repr(mask.path), label_values=range(max(values) + 1))
+        pred = predict_scan(model, image, spec, overlap=overlap, batch_size=batch_size, progress=progress,
+                            allow_padding=allow_padding)
+        classes = {i: (class_names[i] if i < len(class_names) else str(i))
+                   for i in range(1, max(len(class_names), int(truth.max()) + 1, int(pred.max()) + 1))}
+        per_case[name] = segmentation_metrics(pred, truth, spacing=image.spacing, classes=classes,
+                                              tolerance=tolerance)
+    if not per_case:
+        raise ValueError(
+            f"No held-out case to score in {data_dir!r}: all {len(skipped)} cases were training cases of this "
+            "model. Pass include_training=True (--include-training) to score them anyway."
+        )
+    csv_path = csv_path or os.path.join(data_dir, "evaluation.csv")
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "role", "class", *METRIC_NAMES])
+        for name, metrics in per_case.items():
+            for cname, vals in metrics.items():
+                w.writerow([name, roles[name], cname, *(f"{vals[m]:.6g}" for m in METRIC_NAMES)])
+    counts = {r: sum(1 for v in roles.values() if v == r) for r in ("validation", "unseen", "train", "unknown")}
+    if not split:
+        note = (f"scored all {len(per_case)} cases; the model records no training split, so some may be "
+                "training cases")
+    else:
+        note = (f"scored {len(per_case)} cases ({counts['validation']} validation, {counts['unseen']} unseen"
+                + (f", {counts['train']} TRAINING" if counts["train"] else "")
+                + f"); skipped {len(skipped)} training cases")
+    return ScanEvaluation(per_case, summarize_metrics(per_case), roles, csv_path, skipped, note)
