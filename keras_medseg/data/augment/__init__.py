@@ -17,12 +17,33 @@ Example:
 """
 
 from keras_medseg.data.augment.base import Compose, RandomTransform, resample
-from keras_medseg.data.augment.intensity import (RandomGamma, RandomGaussianBlur, RandomGaussianNoise,
-                                                 RandomIntensityScaleShift, RandomLowResolution, gaussian_blur)
-from keras_medseg.data.augment.spatial import RandomAffine, RandomElastic, RandomFlip, RandomRotate90
+from keras_medseg.data.augment.intensity import (
+                                                 RandomGamma,
+                                                 RandomGaussianBlur,
+                                                 RandomGaussianNoise,
+                                                 RandomIntensityScaleShift,
+                                                 RandomLowResolution,
+                                                 gaussian_blur,
+)
+from keras_medseg.data.augment.spatial import (
+                                                 RandomAffine,
+                                                 RandomElastic,
+                                                 RandomFlip,
+                                                 RandomRotate90,
+)
 
 __all__ = [
-    "Compose", "RandomTransform", "resample", "gaussian_blur",
-    "RandomFlip", "RandomRotate90", "RandomAffine", "RandomElastic",
-    "RandomGamma", "RandomGaussianNoise", "RandomGaussianBlur", "RandomIntensityScaleShift", "RandomLowResolution",
+                                                 "Compose",
+                                                 "RandomAffine",
+                                                 "RandomElastic",
+                                                 "RandomFlip",
+                                                 "RandomGamma",
+                                                 "RandomGaussianBlur",
+                                                 "RandomGaussianNoise",
+                                                 "RandomIntensityScaleShift",
+                                                 "RandomLowResolution",
+                                                 "RandomRotate90",
+                                                 "RandomTransform",
+                                                 "gaussian_blur",
+                                                 "resample",
 ]

@@ -146,7 +146,7 @@ class RandomGaussianBlur(RandomTransform):
         return {"sigma": self.uniform((batch_size,), self.sigma[0], self.sigma[1] + 1e-12)}
 
     def transform_image(self, image, params):
-        radius = max(int(math.ceil(3 * self.sigma[1])), 1)
+        radius = max(math.ceil(3 * self.sigma[1]), 1)
         return gaussian_blur(ops.cast(image, "float32"), params["sigma"], radius)
 
     def get_config(self):

@@ -9,7 +9,12 @@ import math
 
 from keras import ops
 
-from keras_medseg.data.augment.base import RandomTransform, check_range, identity_grid, resample
+from keras_medseg.data.augment.base import (
+    RandomTransform,
+    check_range,
+    identity_grid,
+    resample,
+)
 from keras_medseg.utils.serialization import register
 
 _PADDING = ("constant", "nearest")
