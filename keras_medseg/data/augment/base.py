@@ -117,31 +117,39 @@ def resample(volume, coords, order=1, padding_mode="constant", fill_value=0.0):
         if padding_mode == "constant":
             out = ops.where(valid[..., None], out, ops.cast(fill_value, out.dtype))
         return out
-    lo, frac = [], []
+    # Per axis: the two neighbouring indices (clamped), pre-multiplied by the axis stride, and their
+    # weights (zero for a neighbour outside the volume under "constant" padding). Each of the 2**d
+    # corners is then a sum of d index terms and a product of d weights.
+    terms = []
     for i in range(d):
         a = axes[i]
         if padding_mode == "nearest":
             a = ops.clip(a, 0.0, float(spatial[i] - 1))
         f = ops.floor(a)
-        lo.append(ops.cast(f, "int32"))
-        frac.append(a - f)
-    out = None
-    for corner in range(2 ** d):
-        weight, idx, valid = None, [], None
-        for i in range(d):
-            bit = (corner >> (d - 1 - i)) & 1
-            j = lo[i] + bit
-            w = frac[i] if bit else 1.0 - frac[i]
-            weight = w if weight is None else weight * w
-            if padding_mode == "constant":
-                inside = ops.logical_and(j >= 0, j <= spatial[i] - 1)
-                valid = inside if valid is None else ops.logical_and(valid, inside)
-            idx.append(ops.clip(j, 0, spatial[i] - 1))
-        values = ops.cast(_gather_nd(flat, [1] + strides, [batch_index] + idx), "float32")
+        frac = a - f
+        lo = ops.cast(f, "int32")
+        hi = lo + 1
+        w_lo, w_hi = 1.0 - frac, frac
         if padding_mode == "constant":
-            values = ops.where(valid[..., None], values, float(fill_value))
+            w_lo = ops.where(ops.logical_and(lo >= 0, lo <= spatial[i] - 1), w_lo, 0.0)
+            w_hi = ops.where(ops.logical_and(hi >= 0, hi <= spatial[i] - 1), w_hi, 0.0)
+        stride = strides[i]
+        terms.append(((ops.clip(lo, 0, spatial[i] - 1) * stride, w_lo), (ops.clip(hi, 0, spatial[i] - 1) * stride, w_hi)))
+    fill = float(fill_value) if padding_mode == "constant" else 0.0
+    out, total = None, None
+    for corner in range(2 ** d):
+        index, weight = batch_index, None
+        for i in range(d):
+            idx_i, w_i = terms[i][(corner >> (d - 1 - i)) & 1]
+            index = index + idx_i
+            weight = w_i if weight is None else weight * w_i
+        values = ops.cast(ops.take(flat, index, axis=0), "float32")
         term = weight[..., None] * values
         out = term if out is None else out + term
+        if fill != 0.0:
+            total = weight if total is None else total + weight
+    if fill != 0.0:  # the weight of corners outside the volume goes to the fill value
+        out = out + (1.0 - total)[..., None] * fill
     return ops.cast(out, volume.dtype)
 
 

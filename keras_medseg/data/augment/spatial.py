@@ -7,6 +7,7 @@ for the input structure.
 
 import math
 
+import numpy as np
 from keras import ops
 
 from keras_medseg.data.augment.base import (
@@ -324,7 +325,7 @@ class RandomElastic(RandomTransform):
 
     def draw(self, batch_size, spatial):
         d = len(spatial)
-        coarse = tuple(math.ceil((s - 1) / self.spacing) + 1 for s in spatial)
+        coarse = tuple(max(math.ceil((s - 1) / self.spacing) + 1, 2) for s in spatial)
         std = self.uniform((batch_size,), self.magnitude[0], self.magnitude[1] + 1e-12)
         field = self.normal((batch_size,) + coarse + (d,))
         field = field * ops.reshape(std, (-1,) + (1,) * (d + 1))
@@ -332,13 +333,21 @@ class RandomElastic(RandomTransform):
 
     def coordinates(self, params, spatial):
         d = len(spatial)
-        grid = identity_grid(spatial)
-        field = params["field"]
-        n = ops.shape(field)[0]
-        coarse_coords = ops.broadcast_to(grid[None] / float(self.spacing), (n, d) + tuple(spatial))
-        disp = resample(field, coarse_coords, order=1, padding_mode="nearest")  # (N, *S, d)
-        disp = ops.moveaxis(disp, -1, 1)
-        return grid[None] + disp
+        field = params["field"]  # (N, *coarse, d)
+        # Linear up-sampling of the control grid, one axis at a time: a (size x coarse) matrix per axis.
+        for axis, size in enumerate(spatial):
+            coarse = field.shape[axis + 1]
+            pos = np.arange(size) / float(self.spacing)
+            lo = np.minimum(np.floor(pos).astype(int), coarse - 2)
+            frac = pos - lo
+            weights = np.zeros((size, coarse), np.float32)
+            weights[np.arange(size), lo] = 1.0 - frac
+            weights[np.arange(size), lo + 1] = frac
+            moved = ops.moveaxis(field, axis + 1, -1)
+            moved = ops.matmul(moved, ops.convert_to_tensor(weights.T))
+            field = ops.moveaxis(moved, -1, axis + 1)
+        disp = ops.moveaxis(field, -1, 1)  # (N, d, *S)
+        return identity_grid(spatial)[None] + disp
 
     def transform_image(self, image, params):
         coords = _cached_coordinates(self, params, tuple(image.shape[1:-1]))
