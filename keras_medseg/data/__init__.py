@@ -3,24 +3,15 @@
 `from keras_medseg import data`; `data.qtips(n, seed=0)`.
 """
 
-from keras_medseg.data import translation  # noqa: F401
-from keras_medseg.data.folder import load_folder
-from keras_medseg.data.image_io import ImageRecord, read_image, write_image  # noqa: F401
-from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401
-from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
 from keras_medseg.data.qtips import QtipsDataset, normalize_qtips, qtips, qtips_dataset
+from keras_medseg.data.folder import load_folder
 
 # -- add new data modules below, one import line each --
 from keras_medseg.data.synthetic_boxes import synthetic_boxes
+from keras_medseg.data.synthetic_blobs import synthetic_blobs
+from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStepSampler, augment_patches, extract_patches, load_patch_dataset, recover_patch_store, tissue_mask  # noqa: E501
+from keras_medseg.data import translation  # noqa: F401
+from keras_medseg.data.image_io import ImageRecord, read_image, write_image  # noqa: F401
+from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
+from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401
 from keras_medseg.data.volume_dataset import VolumeDataset, find_cases  # noqa: F401
-from keras_medseg.data.wsi import (
-    PatchSequence,
-    PatchSet,
-    PatchStore,
-    ThreeStepSampler,
-    augment_patches,
-    extract_patches,
-    load_patch_dataset,
-    recover_patch_store,
-    tissue_mask,
-)

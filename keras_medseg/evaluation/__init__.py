@@ -23,4 +23,5 @@ from keras_medseg.evaluation.slide import (  # noqa: F401
 )
 # -- other evaluation modules below, one import line each --
 from keras_medseg.evaluation.detection import detection_froc  # noqa: F401
+from keras_medseg.evaluation.patch_store import evaluate_patch_store  # noqa: F401
 from keras_medseg.evaluation.surface import segmentation_metrics, summarize_metrics  # noqa: F401
