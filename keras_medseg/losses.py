@@ -273,7 +273,7 @@ class BoxLoss(keras.losses.Loss):
 # -- segmentation losses for sparse labels (Dice, Dice + CE, Tversky, focal) -----------------------------
 
 
-def _sparse_targets(y_true, y_pred, ignore_index):
+def _sparse_targets(y_true, y_pred, ignore_index, voxel_weight=None):
     """`(onehot (N, P, K) float32, valid (N, P) float32, labels (N, P) int32, probs (N, P, K) float32)`.
 
     Labels `(N, *S)` or `(N, *S, 1)` integers; `y_pred` `(N, *S, K)` class
@@ -303,6 +303,8 @@ def _sparse_targets(y_true, y_pred, ignore_index):
     else:
         valid = ops.cast(ops.not_equal(labels, ignore_index), "float32")
         labels = ops.where(ops.equal(labels, ignore_index), 0, labels)
+    if voxel_weight is not None:  # per-voxel weights (N, *S) or (N, *S, 1) multiply the validity mask
+        valid = valid * ops.reshape(ops.cast(voxel_weight, "float32"), ops.shape(valid))
     if k == 1:
         onehot = ops.cast(ops.expand_dims(labels, -1) > 0, "float32")
     else:
@@ -310,9 +312,9 @@ def _sparse_targets(y_true, y_pred, ignore_index):
     return onehot, valid, labels, probs
 
 
-def _overlap_terms(y_true, y_pred, ignore_index, include_background, batch):
+def _overlap_terms(y_true, y_pred, ignore_index, include_background, batch, voxel_weight=None):
     """Per-class soft true positives, false positives and false negatives, summed over space (and batch)."""
-    onehot, valid, _, probs = _sparse_targets(y_true, y_pred, ignore_index)
+    onehot, valid, _, probs = _sparse_targets(y_true, y_pred, ignore_index, voxel_weight)
     if probs.shape[-1] > 1 and not include_background:
         onehot, probs = onehot[..., 1:], probs[..., 1:]
     v = valid[..., None]
@@ -329,7 +331,7 @@ def _per_sample(value, y_pred, batch):
 
 
 def tversky_loss(y_true, y_pred, alpha=0.5, beta=0.5, ignore_index=None, include_background=False,
-                 batch_dice=False, smooth=1e-5):
+                 batch_dice=False, smooth=1e-5, voxel_weight=None):
     """Per-sample soft Tversky loss `1 - mean_k (TP + s) / (TP + alpha FP + beta FN + s)` on sparse labels.
 
     `alpha = beta = 0.5` is the soft Dice loss. Keras' `keras.losses.Tversky`
@@ -350,6 +352,8 @@ def tversky_loss(y_true, y_pred, alpha=0.5, beta=0.5, ignore_index=None, include
             False: one score per sample).
         smooth: `s`, added to numerator and denominator (default 1e-5), so a
             class absent from both labels and prediction scores 1 (loss 0).
+        voxel_weight: optional `(N, *S)` weights of the voxels in every sum
+            (what Keras' `sample_weight` of a label map's shape becomes).
 
     Returns:
         `(N,)` float32 losses.
@@ -365,12 +369,13 @@ def tversky_loss(y_true, y_pred, alpha=0.5, beta=0.5, ignore_index=None, include
     segmentation using 3D fully convolutional deep networks", MLMI 2017;
     Milletari, Navab, Ahmadi, "V-Net", 3DV 2016.
     """
-    tp, fp, fn = _overlap_terms(y_true, y_pred, ignore_index, include_background, batch_dice)
+    tp, fp, fn = _overlap_terms(y_true, y_pred, ignore_index, include_background, batch_dice, voxel_weight)
     score = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
     return _per_sample(1.0 - ops.mean(score, axis=-1), y_pred, batch_dice)
 
 
-def dice_loss(y_true, y_pred, ignore_index=None, include_background=False, batch_dice=False, smooth=1e-5):
+def dice_loss(y_true, y_pred, ignore_index=None, include_background=False, batch_dice=False, smooth=1e-5,
+              voxel_weight=None):
     """Per-sample soft Dice loss `1 - mean_k (2 TP + s) / (2 TP + FP + FN + s)` on sparse labels.
 
     See `tversky_loss` (this is `alpha = beta = 0.5`) for the arguments.
@@ -382,10 +387,11 @@ def dice_loss(y_true, y_pred, ignore_index=None, include_background=False, batch
     Reference: Milletari, Navab, Ahmadi, "V-Net", 3DV 2016.
     """
     return tversky_loss(y_true, y_pred, 0.5, 0.5, ignore_index=ignore_index,
-                        include_background=include_background, batch_dice=batch_dice, smooth=smooth)
+                        include_background=include_background, batch_dice=batch_dice, smooth=smooth,
+                        voxel_weight=voxel_weight)
 
 
-def sparse_segmentation_crossentropy(y_true, y_pred, ignore_index=None, from_logits=False):
+def sparse_segmentation_crossentropy(y_true, y_pred, ignore_index=None, from_logits=False, voxel_weight=None):
     """Per-sample mean cross-entropy over the labelled voxels of a 2D/3D map.
 
     Flattens the spatial axes to `(N * P, K)` before
@@ -399,6 +405,7 @@ def sparse_segmentation_crossentropy(y_true, y_pred, ignore_index=None, from_log
         y_pred: `(N, *S, K)` probabilities (or logits with `from_logits=True`).
         ignore_index: label value excluded (default None).
         from_logits: `y_pred` holds logits (default False).
+        voxel_weight: optional `(N, *S)` voxel weights (a weighted mean).
 
     Returns:
         `(N,)` float32: each sample's mean over its non-ignored voxels (0 if none).
@@ -407,7 +414,7 @@ def sparse_segmentation_crossentropy(y_true, y_pred, ignore_index=None, from_log
 
     >>> loss = keras_medseg.losses.sparse_segmentation_crossentropy(labels, probs, ignore_index=255)
     """
-    _, valid, labels, probs = _sparse_targets(y_true, y_pred, ignore_index)
+    _, valid, labels, probs = _sparse_targets(y_true, y_pred, ignore_index, voxel_weight)
     k = probs.shape[-1]
     flat_probs = ops.reshape(probs, (-1, k))
     flat_labels = ops.reshape(labels, (-1,))
@@ -417,10 +424,10 @@ def sparse_segmentation_crossentropy(y_true, y_pred, ignore_index=None, from_log
     else:
         ce = keras.losses.sparse_categorical_crossentropy(flat_labels, flat_probs, from_logits=from_logits)
     ce = ops.reshape(ce, ops.shape(valid)) * valid
-    return ops.sum(ce, axis=1) / ops.maximum(ops.sum(valid, axis=1), 1.0)
+    return ops.sum(ce, axis=1) / ops.maximum(ops.sum(valid, axis=1), 1e-12)
 
 
-def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_index=None, eps=1e-7):
+def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_index=None, eps=1e-7, voxel_weight=None):
     """Per-sample focal loss `mean -alpha_y (1 - p_y)**gamma log p_y` over the labelled voxels.
 
     Args:
@@ -430,6 +437,7 @@ def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_index=None, eps=1e-
         alpha: optional per-class weights, a list of K floats (default None).
         ignore_index: label value excluded (default None).
         eps: probability clip (default 1e-7).
+        voxel_weight: optional `(N, *S)` voxel weights (a weighted mean).
 
     Returns:
         `(N,)` float32 losses.
@@ -440,7 +448,7 @@ def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_index=None, eps=1e-
 
     Reference: Lin, Goyal, Girshick, He, Dollar, "Focal loss for dense object detection", ICCV 2017.
     """
-    onehot, valid, _, probs = _sparse_targets(y_true, y_pred, ignore_index)
+    onehot, valid, _, probs = _sparse_targets(y_true, y_pred, ignore_index, voxel_weight)
     if probs.shape[-1] == 1:
         probs = ops.concatenate([1.0 - probs, probs], axis=-1)
         onehot = ops.concatenate([1.0 - onehot, onehot], axis=-1)
@@ -451,7 +459,7 @@ def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_index=None, eps=1e-
         if weights.shape[0] != onehot.shape[-1]:
             raise ValueError(f"`alpha` needs one weight per class ({onehot.shape[-1]}). Received: alpha={alpha!r}")
         term = term * ops.sum(onehot * weights, axis=-1)
-    return ops.sum(term * valid, axis=1) / ops.maximum(ops.sum(valid, axis=1), 1.0)
+    return ops.sum(term * valid, axis=1) / ops.maximum(ops.sum(valid, axis=1), 1e-12)
 
 
 def _check_ignore(ignore_index):
@@ -467,9 +475,21 @@ class _SegLoss(keras.losses.Loss):
 
     def __init__(self, ignore_index=None, reduction="sum_over_batch_size", name=None, dtype=None, **fields):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self._voxel_weight = None
         self.ignore_index = _check_ignore(ignore_index)
         for key, value in fields.items():
             setattr(self, key, value)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # A sample weight shaped like the label map (e.g. class-balance weights) weighs the voxels
+        # inside the loss; a per-sample weight `(N,)` goes to Keras' reduction as usual.
+        self._voxel_weight = None
+        if sample_weight is not None and len(getattr(sample_weight, "shape", ())) >= len(y_pred.shape) - 1 >= 2:
+            self._voxel_weight, sample_weight = sample_weight, None
+        try:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        finally:
+            self._voxel_weight = None
 
     def get_config(self):
         config = super().get_config()
@@ -504,7 +524,8 @@ class DiceLoss(_SegLoss):
                          batch_dice=bool(batch_dice), smooth=check_positive(smooth, "smooth", allow_zero=True))
 
     def call(self, y_true, y_pred):
-        return dice_loss(y_true, y_pred, self.ignore_index, self.include_background, self.batch_dice, self.smooth)
+        return dice_loss(y_true, y_pred, self.ignore_index, self.include_background, self.batch_dice, self.smooth,
+                         voxel_weight=self._voxel_weight)
 
 
 @register
@@ -534,7 +555,7 @@ class TverskyLoss(_SegLoss):
 
     def call(self, y_true, y_pred):
         return tversky_loss(y_true, y_pred, self.alpha, self.beta, self.ignore_index, self.include_background,
-                            self.batch_dice, self.smooth)
+                            self.batch_dice, self.smooth, voxel_weight=self._voxel_weight)
 
 
 @register
@@ -562,7 +583,7 @@ class FocalLoss(_SegLoss):
                          alpha=None if alpha is None else [float(a) for a in alpha])
 
     def call(self, y_true, y_pred):
-        return focal_loss(y_true, y_pred, self.gamma, self.alpha, self.ignore_index)
+        return focal_loss(y_true, y_pred, self.gamma, self.alpha, self.ignore_index, voxel_weight=self._voxel_weight)
 
 
 @register
@@ -587,7 +608,8 @@ class SegmentationCrossentropy(_SegLoss):
         super().__init__(ignore_index, reduction, name, dtype, from_logits=bool(from_logits))
 
     def call(self, y_true, y_pred):
-        return sparse_segmentation_crossentropy(y_true, y_pred, self.ignore_index, self.from_logits)
+        return sparse_segmentation_crossentropy(y_true, y_pred, self.ignore_index, self.from_logits,
+                                                voxel_weight=self._voxel_weight)
 
 
 @register
@@ -622,6 +644,8 @@ class DiceCELoss(_SegLoss):
                          smooth=check_positive(smooth, "smooth", allow_zero=True))
 
     def call(self, y_true, y_pred):
-        dice = dice_loss(y_true, y_pred, self.ignore_index, self.include_background, self.batch_dice, self.smooth)
-        ce = sparse_segmentation_crossentropy(y_true, y_pred, self.ignore_index)
+        w = self._voxel_weight
+        dice = dice_loss(y_true, y_pred, self.ignore_index, self.include_background, self.batch_dice, self.smooth,
+                         voxel_weight=w)
+        ce = sparse_segmentation_crossentropy(y_true, y_pred, self.ignore_index, voxel_weight=w)
         return self.dice_weight * dice + self.ce_weight * ce

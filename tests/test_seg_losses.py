@@ -173,3 +173,17 @@ def test_dice_ce_trains_as_well_as_crossentropy():
     # measured (3 seeds, 8 epochs, TF): CE 0.385/0.366/0.430, Dice + CE 0.472/0.359/0.591 mean fg Dice
     assert dice_ce >= ce - 0.02, (dice_ce, ce)
     assert dice_ce > 0.3
+
+
+def test_voxel_sample_weights_act_like_a_mask():
+    """A label-map-shaped `sample_weight` weighs voxels inside the loss: 0/1 weights equal an ignore label."""
+    labels, probs = _case((2, 6, 7), 3, seed=4, ignore=255)
+    keep = (labels != 255).astype("float32")
+    clean = np.where(labels == 255, 0, labels)
+    for loss in (L.DiceCELoss(), L.DiceLoss(), L.FocalLoss(), L.SegmentationCrossentropy()):
+        ignored = type(loss)(ignore_index=255)(labels, probs)
+        weighted = loss(clean, probs, sample_weight=keep)
+        np.testing.assert_allclose(float(weighted), float(ignored), rtol=1e-5)
+    # per-sample weights still go to Keras' reduction
+    per_sample = float(L.DiceLoss()(clean, probs, sample_weight=np.array([1.0, 0.0], "float32")))
+    np.testing.assert_allclose(per_sample, np_tversky(clean[:1], probs[:1], 0.5, 0.5) / 2, rtol=1e-5)
