@@ -8,7 +8,11 @@ and prints the validation Dice/IoU table. Builder arguments go through
 `--data`, a patch classifier is trained
 (`keras_medseg.training.train_patch_classifier`). Other zoo models (GANs,
 detectors, the untrained `lse`) are refused with one line naming their
-entry point (`keras_medseg.catalog.training_route`).
+entry point (`keras_medseg.catalog.training_route`). With `--patch-size` (or a
+`dataset.json` as `--data`), volumes are trained on lazily sampled patches
+with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
+the preprocessing is saved in the checkpoint for `predict`:
+`keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`.
 """
 
 from keras_medseg.commands._options import add_data_options, parse_model_args
@@ -38,7 +42,43 @@ def add_parser(subparsers):
     p.add_argument("--backup-every", type=int, default=None, metavar="N",
                    help="also back up the training state every N batches (default: every epoch); "
                         "rerun the same command after a crash to resume")
+    v = p.add_argument_group("volumes (folders with images/ + labels/, or a dataset.json)")
+    v.add_argument("--patch-size", type=int, nargs="+", default=None, metavar="N",
+                   help="patch voxels per axis (one or --spatial-dims values); turns on patch training")
+    v.add_argument("--steps-per-epoch", type=int, default=50, help="patch batches per epoch (default 50)")
+    v.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
+                   help="training voxel size in mm (default: each case's own grid)")
+    v.add_argument("--orientation", default=None, help="reorient volumes to this axis code, e.g. RAS")
+    v.add_argument("--intensity", default="zscore",
+                   help="intensity preset: zscore (default), percentile, none, or ct_window:LOW:HIGH (HU)")
+    v.add_argument("--pos-fraction", type=float, default=0.5, help="share of foreground-centred patches (default 0.5)")
+    v.add_argument("--no-augment", action="store_true", help="train volumes without augmentation")
     return p
+
+
+def _intensity(text):
+    preset, *rest = text.split(":")
+    if preset == "ct_window" and len(rest) == 2:
+        return {"preset": "ct_window", "low": float(rest[0]), "high": float(rest[1])}
+    return {"preset": preset}
+
+
+def _run_volumes(args, model_kwargs):
+    import os
+
+    from keras_medseg.training import train_volumes
+
+    patch = args.patch_size[0] if args.patch_size and len(args.patch_size) == 1 else tuple(args.patch_size or (96,))
+    r = train_volumes(args.model, args.data, out_dir=args.out or os.path.join("runs", args.model),
+                      spatial_dims=args.spatial_dims, patch_size=patch, epochs=args.epochs,
+                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, spacing=args.spacing,
+                      orientation=args.orientation, intensity=_intensity(args.intensity),
+                      pos_fraction=args.pos_fraction, augment=not args.no_augment, model_kwargs=model_kwargs,
+                      seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every)
+    print(f"\ntrained on {len(r.split['train'])} cases, validated on {len(r.split['validation'])}; "
+          f"classes {r.spec['class_names']}")
+    print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
+    return 0
 
 
 def _run_patch_store(args, model_kwargs):
@@ -72,6 +112,8 @@ def run(args):
 
     check(args)
     model_kwargs = parse_model_args(args.arg)
+    if args.patch_size is not None or str(args.data).endswith(".json"):
+        return _run_volumes(args, model_kwargs)
     data = resolve_data(args.data, "train", n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
                         spatial_dims=args.spatial_dims)
     if isinstance(data, PatchStoreData):  # WSI patch store (.h5): three-step sampler + the VGG16 recipe

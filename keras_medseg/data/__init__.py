@@ -17,6 +17,7 @@ from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F
 from keras_medseg.data.slide import open_slide  # noqa: F401
 from keras_medseg.data.annotations import read_annotations  # noqa: F401
 from keras_medseg.data.wsi import extract_slide, merge_stores, patch_grid  # noqa: F401
+from keras_medseg.data.volume_dataset import VolumeDataset, find_cases  # noqa: F401
 
 __all__ = [
     "IGNORE_INDEX",
@@ -26,9 +27,11 @@ __all__ = [
     "PatchStore",
     "QtipsDataset",
     "ThreeStepSampler",
+    "VolumeDataset",
     "augment_patches",
     "extract_patches",
     "extract_slide",
+    "find_cases",
     "load_folder",
     "load_patch_dataset",
     "load_preprocessing",

@@ -9,6 +9,7 @@ Modules:
 * `callbacks`: LR halving, ROC-AUC early stopping, GAN sample grids.
 * `checkpointing`: atomic best checkpoint, resumable CSV log, backups.
 * `distribute`: multi-device training scopes.
+* `volumes`: `train_volumes` on folders of volumes / `dataset.json` (lazy patches, augmentation, Dice + CE).
 
 Every name of the former `keras_medseg.training` module is exported here.
 """
@@ -33,6 +34,11 @@ from keras_medseg.training.segmentation import (
                                                 resolve_data,
                                                 train,
 )
+from keras_medseg.training.volumes import (
+                                                VolumeTrainResult,
+                                                default_augmentation,
+                                                train_volumes,
+)
 
 __all__ = [
                                                 "QTIPS_CLASS_NAMES",
@@ -41,8 +47,10 @@ __all__ = [
                                                 "PatchTrainResult",
                                                 "SegmentationData",
                                                 "TrainResult",
+                                                "VolumeTrainResult",
                                                 "build_for_data",
                                                 "class_balance_weights",
+                                                "default_augmentation",
                                                 "evaluate",
                                                 "evaluate_model",
                                                 "format_table",
@@ -50,5 +58,6 @@ __all__ = [
                                                 "resolve_data",
                                                 "train",
                                                 "train_patch_classifier",
+                                                "train_volumes",
                                                 "vgg16_recipe",
 ]

@@ -69,6 +69,7 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
 
     See `imexnet` for the arguments. Returns a compiled functional model.
     """
+    from keras_medseg.losses import DiceCELoss
     from keras_medseg.metrics import segmentation_metrics
 
     spatial_dims = check_spatial_dims(spatial_dims)
@@ -119,7 +120,7 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
     # (measured with benchmarks/implicit_solve.py's step setting); JAX keeps jit.
     jit_compile = False if keras.backend.backend() == "tensorflow" else "auto"
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  loss=DiceCELoss(),
                   metrics=segmentation_metrics(num_classes), jit_compile=jit_compile)
     return model
 
@@ -152,7 +153,7 @@ _TINY = {"input_size": 16, "stages": ((1, 4), (1, 8)), "num_classes": 4}
 )
 def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=PAPER_STAGES, kernel_size=3,
             h=1.0, normalization="batch", coarsen=True, learning_rate=1e-3, name="imexnet"):
-    """IMEXnet segmentation model, compiled (Adam, sparse cross-entropy, accuracy/mean IoU/mean Dice).
+    """IMEXnet segmentation model, compiled (Adam, Dice + cross-entropy, accuracy/mean IoU/mean Dice).
 
     Every block is one IMEX step `Y+ = Y + h (I + hL)^-1 f(Y)` with `f` the
     ResNet residual and `L = C^T C` a learnable periodic depthwise operator

@@ -1,8 +1,9 @@
 """UNet for 2D and 3D segmentation (`zoo.build("unet", ...)`).
 
-Encoder of `depth` down-sampling levels (two 3x3 convolutions, optional batch
-norm, ReLU, 2x max pooling), a bottleneck, and a decoder that upsamples with
-2x transposed convolutions and concatenates the encoder feature map of the
+Encoder of `depth` down-sampling levels (two 3x3 convolutions, normalisation
+(instance by default; group, batch or none as options), ReLU, 2x max
+pooling), a bottleneck, and a decoder that upsamples with 2x transposed
+convolutions and concatenates the encoder feature map of the
 same level (skip connection) before two more convolutions. Widths double at
 every level: `filters * 2**level`.
 
@@ -10,7 +11,8 @@ every level: `filters * 2**level`.
 activation (the pix2pix generator uses it with `tanh`); `unet(...)` is the
 registered zoo builder that adds a sigmoid/softmax head and compiles.
 
-Layer names are deterministic: `{name}_enc{i}_conv{j}`, `{name}_enc{i}_bn{j}`,
+Layer names are deterministic: `{name}_enc{i}_conv{j}`, `{name}_enc{i}_bn{j}`
+(batch norm) or `{name}_enc{i}_norm{j}` (instance/group norm),
 `{name}_enc{i}_pool`, `{name}_bottleneck_conv{j}`, `{name}_dec{i}_up`,
 `{name}_dec{i}_concat`, `{name}_dec{i}_conv{j}`, `{name}_head`.
 
@@ -21,6 +23,8 @@ and A. Yala's "Advanced Imaging: Localization and Segmentation" use it as the
 segmentation baseline).
 """
 
+
+import math
 
 import keras
 import numpy as np
@@ -33,17 +37,41 @@ _CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
 _POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 
 
-def _conv_block(x, filters, spatial_dims, batch_norm, prefix):
+NORMALIZATIONS = ("instance", "group", "batch", None)
+
+
+def _resolve_normalization(normalization, batch_norm):
+    """`batch_norm` (the older boolean switch) wins when given: True -> "batch", False -> None."""
+    if batch_norm is not None:
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"`batch_norm` must be True, False or None. Received: batch_norm={batch_norm!r}")
+        return "batch" if batch_norm else None
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"`normalization` must be one of {list(NORMALIZATIONS)}. "
+                         f"Received: normalization={normalization!r}")
+    return normalization
+
+
+def _norm_layer(kind, filters, prefix, j):
+    if kind == "batch":
+        return keras.layers.BatchNormalization(name=f"{prefix}_bn{j}")
+    # instance norm = one group per channel; group norm = up to 8 groups (Wu and He, ECCV 2018)
+    groups = -1 if kind == "instance" else math.gcd(8, filters)
+    return keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name=f"{prefix}_norm{j}")
+
+
+def _conv_block(x, filters, spatial_dims, normalization, prefix):
     for j in (1, 2):
-        x = _CONV[spatial_dims](filters, 3, padding="same", use_bias=not batch_norm, name=f"{prefix}_conv{j}")(x)
-        if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn{j}")(x)
+        x = _CONV[spatial_dims](filters, 3, padding="same", use_bias=normalization is None,
+                                name=f"{prefix}_conv{j}")(x)
+        if normalization is not None:
+            x = _norm_layer(normalization, filters, prefix, j)(x)
         x = keras.layers.Activation("relu", name=f"{prefix}_relu{j}")(x)
     return x
 
 
 def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1, depth=3, filters=16,
-                  batch_norm=True, output_activation="sigmoid", name="unet"):
+                  normalization="instance", batch_norm=None, output_activation="sigmoid", name="unet"):
     """Uncompiled UNet as a functional `keras.Model` with a chosen output activation.
 
     Args:
@@ -54,7 +82,11 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
         out_channels: channels of the final 1x1 convolution (default 1).
         depth: number of down-sampling levels (default 3).
         filters: width of the first level; level `i` has `filters * 2**i` (default 16).
-        batch_norm: batch normalisation after every convolution (default True).
+        normalization: after every convolution: "instance" (default; the same
+            in training and inference, as nnU-Net and MONAI), "group", "batch"
+            or None.
+        batch_norm: older switch, overrides `normalization` when not None:
+            True is "batch", False is None (default None).
         output_activation: Keras activation name of the head, e.g. "sigmoid",
             "softmax", "tanh" or "linear" (default "sigmoid"). The head runs
             in float32 under mixed precision.
@@ -75,6 +107,7 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
     Reference: Ronneberger et al., MICCAI 2015.
     """
     spatial_dims = check_spatial_dims(spatial_dims)
+    normalization = _resolve_normalization(normalization, batch_norm)
     depth = check_positive_int(depth, "depth")
     filters = check_positive_int(filters, "filters")
     in_channels = check_positive_int(in_channels, "in_channels")
@@ -95,14 +128,14 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
     x = inputs
     skips = []
     for i in range(depth):
-        x = _conv_block(x, filters * 2**i, spatial_dims, batch_norm, f"{name}_enc{i}")
+        x = _conv_block(x, filters * 2**i, spatial_dims, normalization, f"{name}_enc{i}")
         skips.append(x)
         x = _POOL[spatial_dims](2, name=f"{name}_enc{i}_pool")(x)
-    x = _conv_block(x, filters * 2**depth, spatial_dims, batch_norm, f"{name}_bottleneck")
+    x = _conv_block(x, filters * 2**depth, spatial_dims, normalization, f"{name}_bottleneck")
     for i in reversed(range(depth)):
         x = _CONV_T[spatial_dims](filters * 2**i, 2, strides=2, padding="same", name=f"{name}_dec{i}_up")(x)
         x = keras.layers.Concatenate(axis=-1, name=f"{name}_dec{i}_concat")([skips[i], x])
-        x = _conv_block(x, filters * 2**i, spatial_dims, batch_norm, f"{name}_dec{i}")
+        x = _conv_block(x, filters * 2**i, spatial_dims, normalization, f"{name}_dec{i}")
     x = _CONV[spatial_dims](out_channels, 1, name=f"{name}_head")(x)
     outputs = keras.layers.Activation(output_activation, dtype="float32", name=f"{name}_output")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -131,8 +164,9 @@ def _example(model, batch_size, seed):
     example=_example,
 )
 def unet(spatial_dims=2, input_size=None, in_channels=1, num_classes=1, depth=3, filters=16,
-         batch_norm=True, learning_rate=1e-3, name="unet"):
-    """2D/3D UNet for segmentation, compiled (Adam, cross-entropy, IoU/Dice metrics).
+         normalization="instance", batch_norm=None, loss="dice_ce", ignore_index=None, learning_rate=1e-3,
+         name="unet"):
+    """2D/3D UNet for segmentation, compiled (Adam, Dice + cross-entropy, IoU/Dice metrics).
 
     Args:
         spatial_dims: 2 or 3 (default 2).
@@ -141,10 +175,20 @@ def unet(spatial_dims=2, input_size=None, in_channels=1, num_classes=1, depth=3,
         in_channels: image channels (default 1).
         num_classes: 1 gives a one-channel sigmoid head (binary masks, binary
             cross-entropy); >= 2 a softmax head over `num_classes` channels with
-            integer labels (sparse categorical cross-entropy). Default 1.
+            integer labels. Default 1.
         depth: down-sampling levels (default 3).
         filters: width of the first level, doubled per level (default 16).
-        batch_norm: batch normalisation after every convolution (default True).
+        normalization: "instance" (default), "group", "batch" or None; instance
+            and group norm score the same in `predict` as in training after a
+            short run, batch norm's moving statistics may not have caught up.
+        batch_norm: older switch, True = "batch", False = None; overrides
+            `normalization` when not None (default None).
+        loss: "dice_ce" (default: `keras_medseg.losses.DiceCELoss`, measured
+            no worse than cross-entropy on a small task, see
+            `tests/test_seg_losses.py`) or "ce"
+            (`keras_medseg.losses.SegmentationCrossentropy`); both run on
+            TensorFlow, JAX and torch.
+        ignore_index: label value the loss skips (default None).
         learning_rate: Adam learning rate (default 1e-3).
         name: model name / layer prefix (default "unet").
 
@@ -162,15 +206,19 @@ def unet(spatial_dims=2, input_size=None, in_channels=1, num_classes=1, depth=3,
 
     Reference: Ronneberger et al., MICCAI 2015; Cicek et al., MICCAI 2016.
     """
+    from keras_medseg.losses import DiceCELoss, SegmentationCrossentropy
     from keras_medseg.metrics import segmentation_metrics
 
     num_classes = check_positive_int(num_classes, "num_classes")
     check_positive(learning_rate, "learning_rate")
+    if loss not in ("dice_ce", "ce"):
+        raise ValueError(f"`loss` must be 'dice_ce' or 'ce'. Received: loss={loss!r}")
     model = unet_backbone(spatial_dims=spatial_dims, input_size=input_size, in_channels=in_channels,
-                          out_channels=num_classes, depth=depth, filters=filters, batch_norm=batch_norm,
-                          output_activation="sigmoid" if num_classes == 1 else "softmax", name=name)
-    loss = (keras.losses.BinaryCrossentropy() if num_classes == 1
-            else keras.losses.SparseCategoricalCrossentropy())
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                          out_channels=num_classes, depth=depth, filters=filters, normalization=normalization,
+                          batch_norm=batch_norm, output_activation="sigmoid" if num_classes == 1 else "softmax",
+                          name=name)
+    loss_fn = (DiceCELoss(ignore_index=ignore_index) if loss == "dice_ce"
+               else SegmentationCrossentropy(ignore_index=ignore_index))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn,
                   metrics=segmentation_metrics(num_classes))
     return model

@@ -17,7 +17,7 @@ def test_shapes_softmax(spatial_dims, size):
     y = model.predict(x, verbose=0)
     assert y.shape == (2,) + size + (3,)
     np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
-    assert model.loss.__class__.__name__ == "SparseCategoricalCrossentropy"
+    assert model.loss.__class__.__name__ == "DiceCELoss"
 
 
 def test_sigmoid_head_and_fixed_size():

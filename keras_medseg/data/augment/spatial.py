@@ -1,0 +1,365 @@
+"""Geometric augmentation: flips, 90-degree rotations, random affine and elastic warps (2D/3D).
+
+The image is resampled with linear interpolation and the labels with nearest
+neighbour, from the same per-sample draw. See `keras_medseg.data.augment.base`
+for the input structure.
+"""
+
+import math
+
+import numpy as np
+from keras import ops
+
+from keras_medseg.data.augment.base import (
+    RandomTransform,
+    check_range,
+    identity_grid,
+    resample,
+)
+from keras_medseg.utils.serialization import register
+
+_PADDING = ("constant", "nearest")
+
+
+def _check_axes(axes, name):
+    if axes is None:
+        return None
+    if not isinstance(axes, (list, tuple)) or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2
+                                                    for a in axes):
+        raise ValueError(f"`{name}` must be a tuple of spatial axes in {{0, 1, 2}}. Received: {name}={axes!r}")
+    return tuple(axes)
+
+
+def _spatial_axes(axes, spatial, name):
+    d = len(spatial)
+    axes = tuple(range(d)) if axes is None else axes
+    if any(a >= d for a in axes):
+        raise ValueError(f"`{name}` must name spatial axes < {d} for a {d}D input. Received: {name}={axes}")
+    return axes
+
+
+@register
+class RandomFlip(RandomTransform):
+    """Random mirror flips along spatial axes (image and labels alike).
+
+    A transformed sample is flipped along each axis of `axes` with chance 1/2,
+    independently (all 2**k combinations are equally likely).
+
+    Args:
+        axes: spatial axes that may flip, 0-based over `(D, H, W)` / `(H, W)`
+            (default None: all).
+        probability: chance a sample is transformed (default 1.0).
+        seed: int seed (default None).
+
+    Input/output: `(N, *S, C)` image, optional `(N, *S[, 1])` labels, same shapes.
+
+    Example:
+
+    >>> out = keras_medseg.data.augment.RandomFlip(axes=(1, 2), seed=0)({"image": x, "labels": y})
+    """
+
+    geometric = True
+
+    def __init__(self, axes=None, probability=1.0, seed=None, **kwargs):
+        super().__init__(probability=probability, seed=seed, **kwargs)
+        self.axes = _check_axes(axes, "axes")
+
+    def draw(self, batch_size, spatial):
+        axes = _spatial_axes(self.axes, spatial, "axes")
+        return {"flip": self.uniform((batch_size, max(len(axes), 1)), 0.0, 1.0) < 0.5, "axes": axes}
+
+    def _apply(self, x, params):
+        rank = len(x.shape)
+        for k, a in enumerate(params["axes"]):
+            flag = ops.reshape(params["flip"][:, k], (-1,) + (1,) * (rank - 1))
+            x = ops.where(flag, ops.flip(x, axis=a + 1), x)
+        return x
+
+    def transform_image(self, image, params):
+        return self._apply(image, params)
+
+    def transform_labels(self, labels, params):
+        return self._apply(labels, params)
+
+    def get_config(self):
+        config = super().get_config()
+        config["axes"] = self.axes
+        return config
+
+
+@register
+class RandomRotate90(RandomTransform):
+    """Random rotation by 90, 180 or 270 degrees in one spatial plane.
+
+    Args:
+        axes: the plane, two spatial axes (default (0, 1); for 3D `(1, 2)`
+            rotates the in-plane `(H, W)` axes). Its two sizes must be equal.
+        probability: chance a sample is rotated (default 1.0); a rotated sample
+            gets k = 1, 2 or 3 quarter turns with equal chance.
+        seed: int seed (default None).
+
+    Raises:
+        ValueError: `axes` not two distinct spatial axes, or a non-square plane.
+
+    Example:
+
+    >>> out = keras_medseg.data.augment.RandomRotate90(axes=(1, 2), seed=0)((x, y))
+    """
+
+    geometric = True
+
+    def __init__(self, axes=(0, 1), probability=1.0, seed=None, **kwargs):
+        super().__init__(probability=probability, seed=seed, **kwargs)
+        axes = _check_axes(axes, "axes")
+        if axes is None or len(axes) != 2 or axes[0] == axes[1]:
+            raise ValueError(f"`axes` must be two distinct spatial axes. Received: axes={axes!r}")
+        self.axes = axes
+
+    def draw(self, batch_size, spatial):
+        a, b = _spatial_axes(self.axes, spatial, "axes")
+        if spatial[a] != spatial[b]:
+            raise ValueError(f"RandomRotate90 needs a square plane; axes {self.axes} have sizes "
+                             f"{spatial[a]} and {spatial[b]}. Received: image spatial shape={spatial}")
+        k = ops.cast(ops.floor(self.uniform((batch_size,), 1.0, 4.0)), "int32")
+        return {"k": ops.clip(k, 1, 3)}
+
+    def _apply(self, x, params):
+        a, b = self.axes[0] + 1, self.axes[1] + 1
+        rank = len(x.shape)
+        perm = list(range(rank))
+        perm[a], perm[b] = perm[b], perm[a]
+        out = x
+        turned = x
+        for k in (1, 2, 3):
+            # one quarter turn counter-clockwise in (a, b): flip b, then swap a and b (as numpy.rot90)
+            turned = ops.transpose(ops.flip(turned, axis=b), perm)
+            flag = ops.reshape(ops.equal(params["k"], k), (-1,) + (1,) * (rank - 1))
+            out = ops.where(flag, turned, out)
+        return out
+
+    def transform_image(self, image, params):
+        return self._apply(image, params)
+
+    def transform_labels(self, labels, params):
+        return self._apply(labels, params)
+
+    def get_config(self):
+        config = super().get_config()
+        config["axes"] = self.axes
+        return config
+
+
+def _rotation(angle, i, j, d):
+    """`(N, d, d)` rotation by `angle` (N,) in the plane of axes (i, j)."""
+    c, s = ops.cos(angle), ops.sin(angle)
+    one, zero = ops.ones_like(angle), ops.zeros_like(angle)
+    rows = []
+    for r in range(d):
+        row = []
+        for q in range(d):
+            if (r, q) == (i, i) or (r, q) == (j, j):
+                row.append(c)
+            elif (r, q) == (i, j):
+                row.append(-s)
+            elif (r, q) == (j, i):
+                row.append(s)
+            else:
+                row.append(one if r == q else zero)
+        rows.append(ops.stack(row, axis=-1))
+    return ops.stack(rows, axis=-2)
+
+
+def _cached_coordinates(layer, params, spatial):
+    """The drawn warp's coordinates, computed once per call and shared by image and labels."""
+    if "coords" not in params:
+        params["coords"] = layer.coordinates(params, spatial)
+    return params["coords"]
+
+
+def _planes(d):
+    return [(0, 1)] if d == 2 else [(1, 2), (0, 2), (0, 1)]
+
+
+@register
+class RandomAffine(RandomTransform):
+    """Random rotation, scaling and translation about the centre (linear image, nearest labels).
+
+    Output voxel `o` takes the input value at `M (o - c) + c + t`, with `c`
+    the centre, `M = R diag(1 / s)`, `R` the product of rotations in the
+    planes `(1, 2)`, `(0, 2)`, `(0, 1)` (3D) or `(0, 1)` (2D), scale factors
+    `s` and translation `t` (voxels), all drawn uniformly per sample. Checked
+    against `scipy.ndimage.affine_transform` (`order=1`, `mode="grid-constant"`).
+
+    Args:
+        rotation: largest absolute angle in radians, one number or one per
+            plane (1 in 2D, 3 in 3D); default 0.
+        scaling: largest relative zoom: factors in `[1 - scaling, 1 + scaling]`
+            (number) or a `(low, high)` factor range; default 0 (no zoom).
+        translation: largest absolute shift in voxels (default 0).
+        isotropic: one scale factor for all axes (default True).
+        padding_mode: "constant" (outside is `fill_value`; labels 0) or "nearest".
+        fill_value: image value outside the input (default 0.0).
+        probability, seed: see `RandomTransform`.
+
+    Raises:
+        ValueError: negative ranges, a zoom factor <= 0, an unknown `padding_mode`.
+
+    Example:
+
+    >>> aff = keras_medseg.data.augment.RandomAffine(rotation=0.3, scaling=0.1, translation=5, seed=0)
+    >>> out = aff({"image": x, "labels": y})
+    """
+
+    geometric = True
+
+    def __init__(self, rotation=0.0, scaling=0.0, translation=0.0, isotropic=True, padding_mode="constant",
+                 fill_value=0.0, probability=1.0, seed=None, **kwargs):
+        super().__init__(probability=probability, seed=seed, **kwargs)
+        if isinstance(rotation, (list, tuple)):
+            if len(rotation) not in (1, 3):
+                raise ValueError(f"`rotation` must be a number or 1 (2D) / 3 (3D) angles. Received: rotation={rotation!r}")
+            rotation = tuple(float(check_range(r, "rotation", symmetric=True)[1]) for r in rotation)
+        else:
+            rotation = float(check_range(rotation, "rotation", symmetric=True)[1])
+        self.rotation = rotation
+        if isinstance(scaling, (int, float)) and not isinstance(scaling, bool):
+            if not 0 <= scaling < 1:
+                raise ValueError(f"`scaling` must be in [0, 1) or a (low, high) factor range. Received: scaling={scaling!r}")
+            self._scale_range = (1.0 - scaling, 1.0 + scaling)
+        else:
+            self._scale_range = check_range(scaling, "scaling")
+            if self._scale_range[0] <= 0:
+                raise ValueError(f"`scaling` factors must be > 0. Received: scaling={scaling!r}")
+        self.scaling = scaling if not isinstance(scaling, list) else tuple(scaling)
+        self.translation = float(check_range(translation, "translation", symmetric=True)[1])
+        self.isotropic = bool(isotropic)
+        if padding_mode not in _PADDING:
+            raise ValueError(f"`padding_mode` must be one of {_PADDING}. Received: padding_mode={padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.fill_value = float(fill_value)
+
+    def draw(self, batch_size, spatial):
+        d = len(spatial)
+        planes = _planes(d)
+        angles = self.rotation if isinstance(self.rotation, tuple) else (self.rotation,) * len(planes)
+        if len(angles) != len(planes):
+            raise ValueError(f"`rotation` needs {len(planes)} angle(s) for a {d}D input. Received: rotation={self.rotation}")
+        matrix = None
+        for (i, j), a in zip(planes, angles):
+            r = _rotation(self.uniform((batch_size,), -a, a), i, j, d)
+            matrix = r if matrix is None else ops.matmul(matrix, r)
+        lo, hi = self._scale_range
+        s = self.uniform((batch_size, 1 if self.isotropic else d), lo, hi)
+        s = ops.broadcast_to(s, (batch_size, d))
+        matrix = matrix * ops.expand_dims(1.0 / s, 1)  # R @ diag(1/s)
+        shift = self.uniform((batch_size, d), -self.translation, self.translation)
+        return {"matrix": matrix, "shift": shift}
+
+    def coordinates(self, params, spatial):
+        """`(N, d, *S)` input coordinates of every output voxel for drawn `params`."""
+        d = len(spatial)
+        centre = ops.convert_to_tensor([(s - 1) / 2.0 for s in spatial], "float32")
+        grid = ops.reshape(identity_grid(spatial), (d, -1)) - centre[:, None]
+        coords = ops.matmul(params["matrix"], grid) + (centre[None, :] + params["shift"])[..., None]
+        return ops.reshape(coords, (-1, d) + tuple(spatial))
+
+    def transform_image(self, image, params):
+        coords = _cached_coordinates(self, params, tuple(image.shape[1:-1]))
+        return resample(ops.cast(image, "float32"), coords, order=1, padding_mode=self.padding_mode,
+                        fill_value=self.fill_value)
+
+    def transform_labels(self, labels, params):
+        coords = _cached_coordinates(self, params, tuple(labels.shape[1:-1]))
+        return resample(labels, coords, order=0, padding_mode=self.padding_mode, fill_value=0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"rotation": self.rotation, "scaling": self.scaling, "translation": self.translation,
+                       "isotropic": self.isotropic, "padding_mode": self.padding_mode, "fill_value": self.fill_value})
+        return config
+
+
+@register
+class RandomElastic(RandomTransform):
+    """Random elastic deformation: a smooth random displacement field on a coarse control grid.
+
+    Control points every `spacing` voxels get Gaussian displacements (voxels,
+    standard deviation drawn per sample in `magnitude`), interpolated linearly
+    to every voxel; the image is resampled linearly and the labels by nearest
+    neighbour at `x + u(x)`.
+
+    Args:
+        magnitude: standard deviation of the control-point displacements in
+            voxels, a number `m` (drawn in `[0, m]`) or a `(low, high)` range;
+            default 0. Keep it under `spacing / 2` to avoid folding.
+        spacing: control-point spacing in voxels (default 16).
+        padding_mode: "constant" or "nearest" (default "nearest").
+        fill_value: image value outside the input for "constant" (default 0).
+        probability, seed: see `RandomTransform`.
+
+    Raises:
+        ValueError: a negative `magnitude`, `spacing` < 2, unknown `padding_mode`.
+
+    Example:
+
+    >>> el = keras_medseg.data.augment.RandomElastic(magnitude=3.0, spacing=16, seed=0)
+    >>> out = el({"image": x, "labels": y})
+
+    Reference: Simard, Steinkraus, Platt, "Best practices for convolutional
+    neural networks applied to visual document analysis", ICDAR 2003.
+    """
+
+    geometric = True
+
+    def __init__(self, magnitude=0.0, spacing=16, padding_mode="nearest", fill_value=0.0, probability=1.0,
+                 seed=None, **kwargs):
+        super().__init__(probability=probability, seed=seed, **kwargs)
+        self.magnitude = check_range(magnitude, "magnitude", low=0.0, minimum=0.0)
+        if not isinstance(spacing, int) or isinstance(spacing, bool) or spacing < 2:
+            raise ValueError(f"`spacing` must be an int >= 2 (voxels). Received: spacing={spacing!r}")
+        self.spacing = spacing
+        if padding_mode not in _PADDING:
+            raise ValueError(f"`padding_mode` must be one of {_PADDING}. Received: padding_mode={padding_mode!r}")
+        self.padding_mode = padding_mode
+        self.fill_value = float(fill_value)
+
+    def draw(self, batch_size, spatial):
+        d = len(spatial)
+        coarse = tuple(max(math.ceil((s - 1) / self.spacing) + 1, 2) for s in spatial)
+        std = self.uniform((batch_size,), self.magnitude[0], self.magnitude[1] + 1e-12)
+        field = self.normal((batch_size,) + coarse + (d,))
+        field = field * ops.reshape(std, (-1,) + (1,) * (d + 1))
+        return {"field": field}
+
+    def coordinates(self, params, spatial):
+        d = len(spatial)
+        field = params["field"]  # (N, *coarse, d)
+        # Linear up-sampling of the control grid, one axis at a time: a (size x coarse) matrix per axis.
+        for axis, size in enumerate(spatial):
+            coarse = field.shape[axis + 1]
+            pos = np.arange(size) / float(self.spacing)
+            lo = np.minimum(np.floor(pos).astype(int), coarse - 2)
+            frac = pos - lo
+            weights = np.zeros((size, coarse), np.float32)
+            weights[np.arange(size), lo] = 1.0 - frac
+            weights[np.arange(size), lo + 1] = frac
+            moved = ops.moveaxis(field, axis + 1, -1)
+            moved = ops.matmul(moved, ops.convert_to_tensor(weights.T))
+            field = ops.moveaxis(moved, -1, axis + 1)
+        disp = ops.moveaxis(field, -1, 1)  # (N, d, *S)
+        return identity_grid(spatial)[None] + disp
+
+    def transform_image(self, image, params):
+        coords = _cached_coordinates(self, params, tuple(image.shape[1:-1]))
+        return resample(ops.cast(image, "float32"), coords, order=1, padding_mode=self.padding_mode,
+                        fill_value=self.fill_value)
+
+    def transform_labels(self, labels, params):
+        coords = _cached_coordinates(self, params, tuple(labels.shape[1:-1]))
+        return resample(labels, coords, order=0, padding_mode=self.padding_mode, fill_value=0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"magnitude": self.magnitude, "spacing": self.spacing, "padding_mode": self.padding_mode,
+                       "fill_value": self.fill_value})
+        return config
