@@ -8,8 +8,19 @@ from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 
 
-def _attention_mask_to_grid(y_true, y_pred):
-    """Bring the mask `y_true` to the attention grid of `y_pred` (area resize), channels 1 or heads."""
+def attention_mask_to_grid(y_true, y_pred):
+    """Bring the mask `y_true` to the attention grid of `y_pred` (area resize), channels 1 or heads.
+
+    Args:
+        y_true: mask `(N, *S)` or `(N, *S, 1 or heads)` at any resolution.
+        y_pred: attention maps `(N, *grid, heads)` (2D or 3D).
+
+    Returns:
+        float tensor `(N, *grid, 1 or heads)`.
+
+    Raises:
+        ValueError: `y_pred` not 4D/5D, or `y_true` with other spatial axes or channels.
+    """
     p_shape = tuple(y_pred.shape)
     t_shape = tuple(y_true.shape)
     if len(p_shape) not in (4, 5):
@@ -44,6 +55,9 @@ def _attention_mask_to_grid(y_true, y_pred):
     return y_true
 
 
+_attention_mask_to_grid = attention_mask_to_grid  # former private name, kept as an alias
+
+
 def attention_mask_loss(y_true, y_pred, eps=1e-7, skip_empty_masks=True):
     """Per-sample attention-mask loss `mean_heads -log(sum_positions alpha * A + eps)`.
 
@@ -72,7 +86,7 @@ def attention_mask_loss(y_true, y_pred, eps=1e-7, skip_empty_masks=True):
     dtype = "float64" if keras.backend.standardize_dtype(y_pred.dtype) == "float64" else "float32"
     y_pred = ops.cast(y_pred, dtype)
     y_true = ops.cast(y_true, dtype)
-    a = _attention_mask_to_grid(y_true, y_pred)
+    a = attention_mask_to_grid(y_true, y_pred)
     axes = tuple(range(1, len(y_pred.shape) - 1))
     agreement = ops.sum(y_pred * a, axis=axes)  # (N, heads)
     per_head = -ops.log(agreement + ops.cast(eps, dtype))

@@ -23,3 +23,4 @@ from keras_medseg.evaluation.slide import (  # noqa: F401
 )
 # -- other evaluation modules below, one import line each --
 from keras_medseg.evaluation.detection import detection_froc  # noqa: F401
+from keras_medseg.evaluation.patch_store import evaluate_patch_store  # noqa: F401

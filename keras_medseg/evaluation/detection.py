@@ -106,7 +106,7 @@ def detection_froc(pred_boxes, pred_scores, gt_boxes, hit="iou", iou_threshold=0
     check_choice(hit, "hit", ("iou", "centre"))
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise ValueError(f"`iou_threshold` must be in (0, 1]. Received: iou_threshold={iou_threshold}")
-    box_utils._check_format(box_format)
+    box_utils.check_box_format(box_format)
     gts, width = _per_image(gt_boxes, "gt_boxes", None)
     preds, width = _per_image(pred_boxes, "pred_boxes", len(gts), width=width)
     scores, _ = _per_image(pred_scores, "pred_scores", len(gts), scores=True)

@@ -6,7 +6,8 @@ replaced by global max pooling and one sigmoid unit: the probability of
 cancer in a patch. Trained with RMSprop (learning rate 5e-5, rho 0.9,
 momentum 0.9) on binary cross-entropy, halving the learning rate after 3
 epochs without validation-loss improvement and stopping after 5 epochs
-without validation ROC-AUC improvement (`recipe()` returns all of it).
+without validation ROC-AUC improvement (`RECIPE` holds the numbers;
+`keras_medseg.training.recipes.vgg16_recipe()` returns all of it).
 
 Inputs are RGB patches with values in [0, 255] (what `ThreeStepSampler`
 yields); with `preprocessing="caffe"` (default) the model converts them to
@@ -37,7 +38,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_medseg.callbacks import ROCAUCEarlyStopping, lr_halving_on_plateau
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 from keras_medseg.zoo.registry import register_model
@@ -126,42 +126,28 @@ def _example(model, batch_size, seed):
     return x, y
 
 
-def recipe(validation_data=None, learning_rate=5e-5, lr_patience=3, stop_patience=5, batch_size=64):
-    """The seed's training recipe: `(optimizer, loss, callbacks)`.
+# The training recipe as data (seed 001): RMSprop(learning_rate, rho, momentum) on binary cross-entropy, LR
+# halved after `lr_patience` epochs without val_loss improvement, stop after `stop_patience` epochs without
+# validation ROC-AUC improvement. `keras_medseg.training.recipes.vgg16_recipe` builds optimizer, loss and
+# callbacks from it (the zoo does not import training: ops -> layers -> zoo -> training -> commands).
+RECIPE = {"learning_rate": 5e-5, "rho": 0.9, "momentum": 0.9, "lr_patience": 3, "stop_patience": 5}
 
-    RMSprop(learning_rate, rho=0.9, momentum=0.9), binary cross-entropy, and
-    the callbacks `[ROCAUCEarlyStopping(validation_data, patience=5),
-    lr_halving_on_plateau(patience=3)]` (the first only when
-    `validation_data` is given). The LR rule watches `val_loss`, so also pass
-    `validation_data` to `fit`.
 
-    Args:
-        validation_data: `(x, y)` or a dataset of batches for the ROC-AUC
-            early stopping; default None (no early stopping).
-        learning_rate: default 5e-5.
-        lr_patience: epochs before halving the learning rate, default 3.
-        stop_patience: epochs without ROC-AUC improvement before stopping, default 5.
-        batch_size: prediction batch size of the ROC-AUC callback.
-
-    Returns:
-        `(keras.optimizers.RMSprop, keras.losses.BinaryCrossentropy, [callbacks])`.
-
-    Example:
-
-    >>> opt, loss, cbs = keras_medseg.zoo.vgg16_classifier.recipe(validation_data=val)
-    >>> model.compile(optimizer=opt, loss=loss)
-    >>> model.fit(train, validation_data=val, epochs=100, callbacks=cbs)
-
-    Reference: seed 001.
-    """
+def compile_config(learning_rate=RECIPE["learning_rate"]):
+    """`(optimizer, loss)` of the recipe: RMSprop(learning_rate, rho=0.9, momentum=0.9), binary cross-entropy."""
     check_positive(learning_rate, "learning_rate")
-    optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate, rho=0.9, momentum=0.9)
-    loss = keras.losses.BinaryCrossentropy()
-    callbacks = []
-    if validation_data is not None:
-        callbacks.append(ROCAUCEarlyStopping(validation_data, patience=stop_patience, batch_size=batch_size))
-    callbacks.append(lr_halving_on_plateau(patience=lr_patience))
-    return optimizer, loss, callbacks
+    optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate, rho=RECIPE["rho"], momentum=RECIPE["momentum"])
+    return optimizer, keras.losses.BinaryCrossentropy()
+
+
+def __getattr__(name):
+    # `keras_medseg.zoo.vgg16_classifier.recipe` (old path) is re-exported lazily from
+    # `keras_medseg.training.recipes`, so importing the zoo never imports training.
+    if name == "recipe":
+        from keras_medseg.training.recipes import vgg16_recipe
+
+        return vgg16_recipe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_model(
@@ -252,6 +238,6 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     model = keras.Model(inputs, outputs, name=name)
 
     # -- training configuration (seed 001)
-    optimizer, loss, _ = recipe(learning_rate=learning_rate)
+    optimizer, loss = compile_config(learning_rate)
     model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.AUC(name="auc")])
     return model
