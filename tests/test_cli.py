@@ -110,5 +110,6 @@ def test_demo_fast(tmp_path, capsys):
     assert main(["demo", "--fast", "--out", str(tmp_path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "imexnet IoU" in text and "resnet_seg IoU" in text
-    for f in ("predictions.png", "history.png", "imexnet/best.keras", "resnet_seg/best.keras"):
+    assert "rod, both ends bright" in text and "README headline" in text.strip().splitlines()[-1]
+    for f in ("predictions.png", "history.png", "imexnet.keras", "resnet_seg.keras"):
         assert (tmp_path / f).exists()
