@@ -180,13 +180,14 @@ def kernel_transfer(kernel, spatial):
         sin = ops.convert_to_tensor(np.sin(angle), dtype=dtype)
         # (re + i im) * (cos + i sin), contracted over the tap axis (axis 0); the
         # frequency axis is appended at the end, so the next tap axis is axis 0 again.
+        # (einsum: keras' torch tensordot/matmul compute float64 in float32.)
+        def contract(x, m):
+            return ops.einsum("a...,af->...f", x, m)
+
         if imag is None:
-            real, imag = ops.tensordot(real, cos, axes=[[0], [0]]), ops.tensordot(real, sin, axes=[[0], [0]])
+            real, imag = contract(real, cos), contract(real, sin)
         else:
-            real, imag = (
-                ops.tensordot(real, cos, axes=[[0], [0]]) - ops.tensordot(imag, sin, axes=[[0], [0]]),
-                ops.tensordot(real, sin, axes=[[0], [0]]) + ops.tensordot(imag, cos, axes=[[0], [0]]),
-            )
+            real, imag = (contract(real, cos) - contract(imag, sin), contract(real, sin) + contract(imag, cos))
     return real, imag
 
 
