@@ -235,8 +235,8 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     example=_example,
 )
 def resnet_seg(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=PAPER_STAGES, kernel_size=3,
-               h=1.0, normalization="layer", coarsen=True, learning_rate=1e-3, l_init="glorot_uniform", decay_steps=None,
-               name="resnet_seg"):
+               h=1.0, normalization="layer", coarsen=True, learning_rate=1e-3, l_init="glorot_uniform",
+               decay_steps=None, name="resnet_seg"):
     """ResNet segmentation model: `imexnet` with explicit steps `Y+ = Y + h f(Y)`, compiled like it.
 
     Same arguments, layers and parameters as `imexnet` except the implicit
