@@ -144,11 +144,13 @@ def run(preset, out_dir=None, progress=True, threads=1):
                 print(f"repeat {r + 1}/{s['repeats']}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
                       file=sys.stderr)
     rates = {k: {"min_s": min(v), "median_s": float(np.median(v)),
-                 "patches_per_s_best": s["patches"] / min(v), "patches_per_s_median": s["patches"] / float(np.median(v))}
+                 "patches_per_s_best": s["patches"] / min(v),
+                 "patches_per_s_median": s["patches"] / float(np.median(v))}
              for k, v in times.items()}
     return {"preset": preset, "settings": {k: v for k, v in s.items()}, "backend": keras.backend.backend(),
             "torch_threads": torch.get_num_threads(), "times_s": times, "rates": rates,
-            "ratio_vs_monai_median": rates["keras_medseg"]["patches_per_s_median"] / rates["monai"]["patches_per_s_median"],
+            "ratio_vs_monai_median": (rates["keras_medseg"]["patches_per_s_median"]
+                                      / rates["monai"]["patches_per_s_median"]),
             "ratio_vs_monai_best": rates["keras_medseg"]["patches_per_s_best"] / rates["monai"]["patches_per_s_best"],
             "fraction_of_limit_median": rates["keras_medseg"]["patches_per_s_median"]
             / rates["crop_only"]["patches_per_s_median"]}
@@ -168,4 +170,5 @@ def markdown(result, fig_prefix=""):
 
 if __name__ == "__main__":
     sys.exit(benchmark_main(sys.modules[__name__], extra_arguments=[
-        (("--threads",), {"type": int, "default": 1, "help": "torch intra-op threads for both pipelines (default 1)"})]))
+        (("--threads",), {"type": int, "default": 1,
+                          "help": "torch intra-op threads for both pipelines (default 1)"})]))

@@ -59,7 +59,7 @@ def test_evaluate_prints_table(trained, capsys, tmp_path):
     plot = tmp_path / "eval.png"
     assert main(["evaluate", str(out / "best.keras"), "--n", "4", "--size", "16", "--plot", str(plot)]) == 0
     text = capsys.readouterr().out
-    for row in ("background", "255/255", "255/1", "1/1", "mean"):
+    for row in ("background", "rod, both ends bright", "rod, one end bright, one dark", "rod, both ends dark", "mean"):
         assert row in text
     assert "unet IoU" not in text and "IoU" in text
     assert plot.exists()
@@ -110,5 +110,6 @@ def test_demo_fast(tmp_path, capsys):
     assert main(["demo", "--fast", "--out", str(tmp_path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "imexnet IoU" in text and "resnet_seg IoU" in text
-    for f in ("predictions.png", "history.png", "imexnet/best.keras", "resnet_seg/best.keras"):
+    assert "rod, both ends bright" in text and "README headline" in text.strip().splitlines()[-1]
+    for f in ("predictions.png", "history.png", "imexnet.keras", "resnet_seg.keras"):
         assert (tmp_path / f).exists()

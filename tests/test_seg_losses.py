@@ -180,10 +180,14 @@ def test_voxel_sample_weights_act_like_a_mask():
     labels, probs = _case((2, 6, 7), 3, seed=4, ignore=255)
     keep = (labels != 255).astype("float32")
     clean = np.where(labels == 255, 0, labels)
-    for loss in (L.DiceCELoss(), L.DiceLoss(), L.FocalLoss(), L.SegmentationCrossentropy()):
+    for loss in (L.DiceLoss(), L.FocalLoss()):
         ignored = type(loss)(ignore_index=255)(labels, probs)
         weighted = loss(clean, probs, sample_weight=keep)
         np.testing.assert_allclose(float(weighted), float(ignored), rtol=1e-5)
+    # the cross-entropy keeps Keras' per-pixel sample_weight semantics (mean over all voxels of w * CE)
+    ours = float(L.SegmentationCrossentropy()(clean, probs, sample_weight=keep))
+    keras_value = float(keras.losses.SparseCategoricalCrossentropy()(clean, probs, sample_weight=keep))
+    np.testing.assert_allclose(ours, keras_value, rtol=1e-5)
     # per-sample weights still go to Keras' reduction
     per_sample = float(L.DiceLoss()(clean, probs, sample_weight=np.array([1.0, 0.0], "float32")))
     np.testing.assert_allclose(per_sample, np_tversky(clean[:1], probs[:1], 0.5, 0.5) / 2, rtol=1e-5)

@@ -37,6 +37,8 @@ BRIGHT = 255.0
 DARK = 1.0
 NUM_CLASSES = 4  # background + 3 rod classes
 CLASS_MARKERS = {1: (BRIGHT, BRIGHT), 2: (BRIGHT, DARK), 3: (DARK, DARK)}
+# Readable class names, after the rod's two end markers.
+CLASS_NAMES = ("background", "rod, both ends bright", "rod, one end bright, one dark", "rod, both ends dark")
 ROD_WIDTH = 2
 MARKER_LENGTH = 2
 

@@ -101,7 +101,8 @@ def find_cases(source):
             images, labels = _files_by_stem(image_dir), _files_by_stem(label_dir)
             missing = sorted(set(images) - set(labels))
             if missing:
-                raise ValueError(f"Images without a label file in {label_dir!r}: {missing[:5]}. Received: source={source!r}")
+                raise ValueError(f"Images without a label file in {label_dir!r}: {missing[:5]}. "
+                                 f"Received: source={source!r}")
             cases = [{"name": s, "image": images[s], "label": labels[s]} for s in sorted(images)]
     if not cases:
         raise ValueError(f"No cases found. Received: source={source!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 
 from keras_medseg import zoo

@@ -28,6 +28,7 @@ from keras_medseg import zoo
 from keras_medseg.data.folder import load_folder
 from keras_medseg.data.io import is_patch_store
 from keras_medseg.data.labels import standardize_labels
+from keras_medseg.data.qtips import CLASS_NAMES as QTIPS_CLASS_NAME_TUPLE
 from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
 from keras_medseg.data.qtips import qtips
 from keras_medseg.metrics import dice_iou_table, format_table, to_labels
@@ -36,7 +37,7 @@ from keras_medseg.training.checkpointing import resumable_callbacks
 from keras_medseg.training.distribute import distribution_scope
 from keras_medseg.utils.model_io import load_model
 
-QTIPS_CLASS_NAMES = ["background", "255/255", "255/1", "1/1"]
+QTIPS_CLASS_NAMES = list(QTIPS_CLASS_NAME_TUPLE)  # named by the rod's end markers
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@
 Keras 3 has no `ops.grad`, so everything in keras-medseg that needs a gradient
 outside `fit()` (gradient checks, saliency maps, activation maximisation) goes
 through `value_and_grad`, which uses `tf.GradientTape` on TensorFlow and
-`jax.value_and_grad` on JAX.
+`jax.value_and_grad` on JAX and `torch.autograd.grad` on torch.
 """
 
 import keras
@@ -23,7 +23,7 @@ def value_and_grad(fn, *args):
         `args`. Arguments that do not influence the value get zero gradients.
 
     Raises:
-        NotImplementedError: on a backend other than TensorFlow and JAX.
+        NotImplementedError: on a backend other than TensorFlow, JAX and torch.
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -41,8 +41,21 @@ def value_and_grad(fn, *args):
             value = fn(*args)
         grads = tape.gradient(value, args, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return value, tuple(grads)
+    if backend == "torch":
+        import torch
+
+        def leaf(x):
+            return ops.convert_to_tensor(x).detach().requires_grad_(True)
+
+        args = keras.tree.map_structure(leaf, tuple(args))
+        leaves = keras.tree.flatten(args)
+        with torch.enable_grad():
+            value = fn(*args)
+            grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+        return value.detach(), tuple(keras.tree.pack_sequence_as(args, grads))
     raise NotImplementedError(
-        f"keras-medseg computes gradients on the 'tensorflow' and 'jax' backends only. "
+        f"keras-medseg computes gradients on the 'tensorflow', 'jax' and 'torch' backends only. "
         f"Received: KERAS_BACKEND={backend!r}"
     )
 

@@ -26,7 +26,7 @@ import numbers
 import keras
 import numpy as np
 
-from keras_medseg.layers.imex_block import NORMALIZATIONS, IMEXBlock
+from keras_medseg.layers.imex_block import NORMALIZATIONS, IMEXBlock, MultiscaleLaplacian
 from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
 
@@ -35,6 +35,7 @@ _POOL = {2: keras.layers.AveragePooling2D, 3: keras.layers.AveragePooling3D}
 _UP = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
 
 PAPER_STAGES = ((4, 64), (4, 128), (4, 256))
+L_INITS = ("glorot_uniform", "multiscale")
 
 
 def _check_stages(stages):
@@ -63,13 +64,13 @@ def _normalization(kind, spatial_dims, name):
 
 
 def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, num_classes=4,
-                   stages=PAPER_STAGES, kernel_size=3, h=1.0, normalization="batch", coarsen=True,
-                   learning_rate=1e-3, name="imexnet"):
+                   stages=PAPER_STAGES, kernel_size=3, h=1.0, normalization="layer", coarsen=True,
+                   learning_rate=1e-3, l_init="glorot_uniform", decay_steps=None, name="imexnet"):
     """The shared builder of `imexnet` (implicit=True) and `resnet_seg` (implicit=False).
 
     See `imexnet` for the arguments. Returns a compiled functional model.
     """
-    from keras_medseg.losses import DiceCELoss
+    from keras_medseg.losses import SegmentationCrossentropy
     from keras_medseg.metrics import segmentation_metrics
 
     spatial_dims = check_spatial_dims(spatial_dims)
@@ -78,6 +79,12 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
     check_positive(h, "h")
     check_positive(learning_rate, "learning_rate")
+    if l_init not in L_INITS:
+        raise ValueError(f"`l_init` must be one of {list(L_INITS)}. Received: l_init={l_init!r}")
+    if l_init == "multiscale" and implicit and kernel_size not in (3, (3,) * spatial_dims, [3] * spatial_dims):
+        raise ValueError(f"`l_init='multiscale'` needs kernel_size=3. Received: kernel_size={kernel_size!r}")
+    if decay_steps is not None:
+        decay_steps = check_positive_int(decay_steps, "decay_steps")
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"`normalization` must be one of {list(NORMALIZATIONS)}. Received: normalization={normalization!r}"
@@ -100,16 +107,19 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
              name=f"{name}_stem_conv")(inputs)
     x = _normalization(normalization, spatial_dims, f"{name}_stem_norm")(x)
     x = keras.layers.Activation("relu", name=f"{name}_stem_act")(x)
+    grid = max(spatial) if all(s is not None for s in spatial) else None
     for i, (blocks, width) in enumerate(stages):
         if i > 0:
             if coarsen:
                 x = _POOL[spatial_dims](2, name=f"{name}_stage{i}_pool")(x)
+                grid = grid // 2 if grid is not None else None
             x = conv(width, 1, use_bias=normalization is None, name=f"{name}_stage{i}_conv")(x)
             x = _normalization(normalization, spatial_dims, f"{name}_stage{i}_norm")(x)
             x = keras.layers.Activation("relu", name=f"{name}_stage{i}_act")(x)
+        init = MultiscaleLaplacian(grid, h=h) if implicit and l_init == "multiscale" else "glorot_uniform"
         for j in range(blocks):
             x = IMEXBlock(width, kernel_size=kernel_size, implicit=implicit, h=h, normalization=normalization,
-                          name=f"{name}_stage{i}_block{j}")(x)
+                          implicit_initializer=init, name=f"{name}_stage{i}_block{j}")(x)
     if factor > 1:
         x = _UP[spatial_dims](factor, name=f"{name}_upsample")(x)
     x = conv(num_classes, 1, name=f"{name}_head")(x)
@@ -119,10 +129,21 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
     # CPU and takes seconds to compile the FFT gradients, so it is left off there
     # (measured with benchmarks/implicit_solve.py's step setting); JAX keeps jit.
     jit_compile = False if keras.backend.backend() == "tensorflow" else "auto"
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=DiceCELoss(),
+    model.compile(optimizer=keras.optimizers.Adam(learning_schedule(learning_rate, decay_steps)),
+                  loss=SegmentationCrossentropy(),
                   metrics=segmentation_metrics(num_classes), jit_compile=jit_compile)
     return model
+
+
+def learning_schedule(learning_rate, decay_steps=None):
+    """`learning_rate` (constant) or, with `decay_steps`, a linear warm-up over the first
+    10 % of the steps to `learning_rate` followed by a cosine decay to 0
+    (`keras.optimizers.schedules.CosineDecay` with `warmup_steps`)."""
+    if decay_steps is None:
+        return learning_rate
+    warmup = max(1, decay_steps // 10)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, decay_steps - warmup), alpha=0.0, warmup_target=learning_rate, warmup_steps=warmup)
 
 
 def _example(model, batch_size, seed):
@@ -152,8 +173,9 @@ _TINY = {"input_size": 16, "stages": ((1, 4), (1, 8)), "num_classes": 4}
     example=_example,
 )
 def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=PAPER_STAGES, kernel_size=3,
-            h=1.0, normalization="batch", coarsen=True, learning_rate=1e-3, name="imexnet"):
-    """IMEXnet segmentation model, compiled (Adam, Dice + cross-entropy, accuracy/mean IoU/mean Dice).
+            h=1.0, normalization="layer", coarsen=True, learning_rate=1e-3, l_init="glorot_uniform", decay_steps=None,
+            name="imexnet"):
+    """IMEXnet segmentation model, compiled (Adam, flattened sparse cross-entropy, accuracy/mean IoU/mean Dice).
 
     Every block is one IMEX step `Y+ = Y + h (I + hL)^-1 f(Y)` with `f` the
     ResNet residual and `L = C^T C` a learnable periodic depthwise operator
@@ -172,10 +194,16 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
             as in the paper).
         kernel_size: odd size of the block convolutions and of `L` (default 3).
         h: step size (default 1.0).
-        normalization: "batch" (default), "instance", "layer" or None.
+        normalization: "layer" (default; per pixel over channels, the same in
+            training and inference), "batch", "instance" or None.
         coarsen: 2x average pooling between stages and upsampling back before
             the head (default True).
         learning_rate: Adam learning rate (default 1e-3).
+        l_init: initialisation of the `L` kernels: "glorot_uniform" (default)
+            or "multiscale" (`keras_medseg.layers.MultiscaleLaplacian`:
+            diffusion lengths from 1 px to the stage's grid; kernel_size 3).
+        decay_steps: None (constant learning rate, default) or the number of
+            training steps for a 10 % linear warm-up + cosine decay to 0.
         name: model name / layer prefix (default "imexnet").
 
     Input/output shapes: 2D `(N, H, W, in_channels) -> (N, H, W, num_classes)`,
@@ -198,7 +226,7 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     return imex_segmenter(implicit=True, spatial_dims=spatial_dims, input_size=input_size,
                           in_channels=in_channels, num_classes=num_classes, stages=stages,
                           kernel_size=kernel_size, h=h, normalization=normalization, coarsen=coarsen,
-                          learning_rate=learning_rate, name=name)
+                          learning_rate=learning_rate, l_init=l_init, decay_steps=decay_steps, name=name)
 
 
 @register_model(
@@ -209,7 +237,8 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     example=_example,
 )
 def resnet_seg(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=PAPER_STAGES, kernel_size=3,
-               h=1.0, normalization="batch", coarsen=True, learning_rate=1e-3, name="resnet_seg"):
+               h=1.0, normalization="layer", coarsen=True, learning_rate=1e-3, l_init="glorot_uniform",
+               decay_steps=None, name="resnet_seg"):
     """ResNet segmentation model: `imexnet` with explicit steps `Y+ = Y + h f(Y)`, compiled like it.
 
     Same arguments, layers and parameters as `imexnet` except the implicit
@@ -224,9 +253,11 @@ def resnet_seg(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stag
         stages: `((blocks, width), ...)` (default `((4, 64), (4, 128), (4, 256))`).
         kernel_size: odd size of the block convolutions (default 3).
         h: step size (default 1.0).
-        normalization: "batch" (default), "instance", "layer" or None.
+        normalization: "layer" (default), "batch", "instance" or None.
         coarsen: pooling between stages + upsampling back (default True).
         learning_rate: Adam learning rate (default 1e-3).
+        l_init: accepted for symmetry with `imexnet` (there is no `L`).
+        decay_steps: as `imexnet` (warm-up + cosine decay).
         name: model name / layer prefix (default "resnet_seg").
 
     Input/output shapes: as `imexnet`.
@@ -244,4 +275,4 @@ def resnet_seg(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stag
     return imex_segmenter(implicit=False, spatial_dims=spatial_dims, input_size=input_size,
                           in_channels=in_channels, num_classes=num_classes, stages=stages,
                           kernel_size=kernel_size, h=h, normalization=normalization, coarsen=coarsen,
-                          learning_rate=learning_rate, name=name)
+                          learning_rate=learning_rate, l_init=l_init, decay_steps=decay_steps, name=name)

@@ -162,7 +162,8 @@ def test_resample_nearest_padding_matches_scipy():
     coords = rng.uniform(-3, 11, size=(1, 2, 5, 6)).astype("float32")
     out = _np(A.resample(ops.convert_to_tensor(vol), ops.convert_to_tensor(coords), order=1, padding_mode="nearest"))
     for c in range(2):
-        ref = ndi.map_coordinates(vol[0, ..., c].astype("float64"), coords[0].astype("float64"), order=1, mode="nearest")
+        ref = ndi.map_coordinates(vol[0, ..., c].astype("float64"), coords[0].astype("float64"), order=1,
+                                  mode="nearest")
         np.testing.assert_allclose(out[0, ..., c], ref, atol=1e-5)
 
 

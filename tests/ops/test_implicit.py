@@ -182,3 +182,102 @@ class TestBadInput:
     def test_kernel_larger_than_image(self):
         with pytest.raises(ValueError, match=r"not be larger than the image.*\(4, 8\)"):
             implicit_conv_solve(np.zeros((1, 4, 8, 2)), np.zeros((5, 3, 2)), 1.0)
+
+
+# --- backend-native FFT, transfer from taps, grouped solve ------------------------------------
+
+
+@pytest.mark.parametrize("spatial, kernel_size", [((6, 7), (3, 3)), ((8, 5), (5, 3)), ((4, 5, 6), (3, 1, 3))])
+def test_kernel_transfer_matches_numpy_fft_of_padded_kernel(spatial, kernel_size):
+    from keras_medseg.ops.implicit import kernel_transfer
+
+    rng = np.random.default_rng(9)
+    kernel = rng.standard_normal((*kernel_size, 2))
+    real, imag = kernel_transfer(ops.convert_to_tensor(kernel), spatial)
+    for ch in range(2):
+        padded = np.zeros(spatial)
+        padded[tuple(slice(0, k) for k in kernel_size)] = kernel[..., ch]
+        padded = np.roll(padded, [-(k // 2) for k in kernel_size], axis=tuple(range(len(spatial))))
+        # cross-correlation symbol = conj of the FFT of the (centred) kernel
+        ref = np.conj(np.fft.rfftn(padded))
+        np.testing.assert_allclose(ops.convert_to_numpy(real)[ch], ref.real, atol=1e-10)
+        np.testing.assert_allclose(ops.convert_to_numpy(imag)[ch], ref.imag, atol=1e-10)
+
+
+@pytest.mark.parametrize("spatial, kernel_size, group_size", [((6, 5), (3, 3), 1), ((6, 5), (3, 3), 2),
+                                                               ((4, 5, 3), (3, 3, 1), 2)])
+def test_native_fft_equals_keras_ops_fallback(spatial, kernel_size, group_size):
+    from keras_medseg.ops.implicit import implicit_conv_solve as solve
+
+    rng = np.random.default_rng(10)
+    b = rng.standard_normal((2, *spatial, 4))
+    shape = (*kernel_size, group_size, 4) if group_size > 1 else (*kernel_size, 4)
+    kernel = rng.standard_normal(shape)
+    native = ops.convert_to_numpy(solve(b, kernel, 0.7, group_size=group_size, native_fft=True))
+    fallback = ops.convert_to_numpy(solve(b, kernel, 0.7, group_size=group_size, native_fft=False))
+    np.testing.assert_allclose(native, fallback, rtol=1e-10, atol=1e-10)
+
+
+def grouped_dense_solve(b, kernel, h, g):
+    """Dense `(I + h C^T C) y = b` for the grouped periodic convolution (all channels at once)."""
+    spatial = b.shape[1:-1]
+    channels = b.shape[-1]
+    p = int(np.prod(spatial))
+    c_full = np.zeros((channels * p, channels * p))
+    for c in range(channels):
+        for i in range(g):
+            j = (c // g) * g + i
+            c_full[c * p:(c + 1) * p, j * p:(j + 1) * p] = conv_matrix(kernel[..., i, c], spatial)
+    a = np.eye(channels * p) + h * c_full.T @ c_full
+    rhs = np.moveaxis(b, -1, 1).reshape(b.shape[0], -1).T
+    y = np.linalg.solve(a, rhs).T.reshape(b.shape[0], channels, *spatial)
+    return np.moveaxis(y, 1, -1)
+
+
+@pytest.mark.parametrize("spatial, kernel_size, g, channels, h", [
+    ((5, 6), (3, 3), 2, 4, 0.8),
+    ((4, 4), (3, 1), 3, 3, 2.0),
+    ((3, 4, 4), (3, 3, 3), 2, 2, 0.5),
+])
+def test_grouped_matches_dense_solve(spatial, kernel_size, g, channels, h):
+    rng = np.random.default_rng(11)
+    b = rng.standard_normal((2, *spatial, channels))
+    kernel = rng.standard_normal((*kernel_size, g, channels))
+    y = ops.convert_to_numpy(implicit_conv_solve(b, kernel, h, group_size=g))
+    np.testing.assert_allclose(y, grouped_dense_solve(b, kernel, h, g), rtol=1e-9, atol=1e-9)
+
+
+def test_grouped_with_diagonal_kernel_equals_depthwise():
+    rng = np.random.default_rng(12)
+    b = rng.standard_normal((1, 6, 6, 4))
+    depthwise = rng.standard_normal((3, 3, 4))
+    grouped = np.zeros((3, 3, 2, 4))
+    for c in range(4):
+        grouped[..., c % 2, c] = depthwise[..., c]
+    np.testing.assert_allclose(ops.convert_to_numpy(implicit_conv_solve(b, grouped, 1.3, group_size=2)),
+                               ops.convert_to_numpy(implicit_conv_solve(b, depthwise, 1.3)), atol=1e-10)
+
+
+def test_grouped_gradients():
+    rng = np.random.default_rng(13)
+    b = rng.standard_normal((1, 5, 4, 4))
+    kernel = 0.5 * rng.standard_normal((3, 3, 2, 4))
+
+    def solve(b, kernel, h):
+        return implicit_conv_solve(b, kernel, h, group_size=2)
+
+    check_op_gradients(solve, b, kernel, np.array(0.6), rtol=1e-4, max_entries=12)
+
+
+class TestBadGroupedInput:
+    def test_group_size_not_dividing_channels(self):
+        with pytest.raises(ValueError, match=r"multiple of `group_size`.*group_size=2"):
+            implicit_conv_solve(np.zeros((1, 6, 6, 3)), np.zeros((3, 3, 2, 3)), 1.0, group_size=2)
+
+    def test_group_axis_mismatch(self):
+        with pytest.raises(ValueError, match=r"3 input channels per group.*kernel.shape=\(3, 3, 2, 6\)"):
+            implicit_conv_solve(np.zeros((1, 6, 6, 6)), np.zeros((3, 3, 2, 6)), 1.0, group_size=3)
+
+    def test_group_size_not_int(self):
+        with pytest.raises(TypeError, match="group_size"):
+            implicit_conv_solve(np.zeros((1, 6, 6, 2)), np.zeros((3, 3, 2)), 1.0, group_size=1.5)

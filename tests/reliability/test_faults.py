@@ -88,7 +88,8 @@ CLI_CASES = [
     ("train-detector", lambda t: ["train", "fpn_detector"], r"detector.*boxes"),
     ("train-classifier-on-images", lambda t: ["train", "vgg16_classifier"], r"patch store"),
     ("train-segmenter-on-store", lambda t: ["train", "unet", "--data", "p.h5"], r"segmentation model.*patch store"),
-    ("truncated-store", lambda t: ["patches", "info", _truncated(t)], r"cut\.h5.*corrupt or truncated: \d+ bytes on disk"),
+    ("truncated-store", lambda t: ["patches", "info", _truncated(t)],
+     r"cut\.h5.*corrupt or truncated: \d+ bytes on disk"),
     ("not-hdf5-store", lambda t: ["patches", "info", str(t / "x.h5")], r"x\.h5.*not an HDF5 file"),
     ("nan-training-image", lambda t: ["train", "unet", "--data", _nan_folder(t), "--out", str(t / "r"), "--quiet"],
      r"c1\.npy.* 1 NaN and 0 Inf .*index \(3, 4\)"),
@@ -246,7 +247,8 @@ def _mount_tmpfs(path, size="4m"):
     if sys.platform != "linux" or shutil.which("mount") is None:
         return False
     os.makedirs(path, exist_ok=True)
-    r = subprocess.run(check=False, args=["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True)
+    r = subprocess.run(check=False, args=["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                       capture_output=True)
     return r.returncode == 0
 
 

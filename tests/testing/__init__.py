@@ -229,7 +229,7 @@ def _sample(size, max_entries, rng):
 def _weighted_sum(outputs, weights):
     total = 0.0
     for out, w in zip(keras.tree.flatten(outputs), weights):
-        total = total + ops.sum(ops.cast(out, "float64") * w)
+        total = total + ops.sum(ops.cast(out, "float64") * ops.convert_to_tensor(w, dtype="float64"))
     return total
 
 

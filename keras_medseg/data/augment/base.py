@@ -134,7 +134,8 @@ def resample(volume, coords, order=1, padding_mode="constant", fill_value=0.0):
             w_lo = ops.where(ops.logical_and(lo >= 0, lo <= spatial[i] - 1), w_lo, 0.0)
             w_hi = ops.where(ops.logical_and(hi >= 0, hi <= spatial[i] - 1), w_hi, 0.0)
         stride = strides[i]
-        terms.append(((ops.clip(lo, 0, spatial[i] - 1) * stride, w_lo), (ops.clip(hi, 0, spatial[i] - 1) * stride, w_hi)))
+        terms.append(((ops.clip(lo, 0, spatial[i] - 1) * stride, w_lo),
+                      (ops.clip(hi, 0, spatial[i] - 1) * stride, w_hi)))
     fill = float(fill_value) if padding_mode == "constant" else 0.0
     out, total = None, None
     for corner in range(2 ** d):

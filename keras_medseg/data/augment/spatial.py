@@ -217,14 +217,16 @@ class RandomAffine(RandomTransform):
         super().__init__(probability=probability, seed=seed, **kwargs)
         if isinstance(rotation, (list, tuple)):
             if len(rotation) not in (1, 3):
-                raise ValueError(f"`rotation` must be a number or 1 (2D) / 3 (3D) angles. Received: rotation={rotation!r}")
+                raise ValueError("`rotation` must be a number or 1 (2D) / 3 (3D) angles. "
+                                 f"Received: rotation={rotation!r}")
             rotation = tuple(float(check_range(r, "rotation", symmetric=True)[1]) for r in rotation)
         else:
             rotation = float(check_range(rotation, "rotation", symmetric=True)[1])
         self.rotation = rotation
         if isinstance(scaling, (int, float)) and not isinstance(scaling, bool):
             if not 0 <= scaling < 1:
-                raise ValueError(f"`scaling` must be in [0, 1) or a (low, high) factor range. Received: scaling={scaling!r}")
+                raise ValueError("`scaling` must be in [0, 1) or a (low, high) factor range. "
+                                 f"Received: scaling={scaling!r}")
             self._scale_range = (1.0 - scaling, 1.0 + scaling)
         else:
             self._scale_range = check_range(scaling, "scaling")
@@ -243,7 +245,8 @@ class RandomAffine(RandomTransform):
         planes = _planes(d)
         angles = self.rotation if isinstance(self.rotation, tuple) else (self.rotation,) * len(planes)
         if len(angles) != len(planes):
-            raise ValueError(f"`rotation` needs {len(planes)} angle(s) for a {d}D input. Received: rotation={self.rotation}")
+            raise ValueError(f"`rotation` needs {len(planes)} angle(s) for a {d}D input. "
+                             f"Received: rotation={self.rotation}")
         matrix = None
         for (i, j), a in zip(planes, angles):
             r = _rotation(self.uniform((batch_size,), -a, a), i, j, d)
@@ -332,7 +335,6 @@ class RandomElastic(RandomTransform):
         return {"field": field}
 
     def coordinates(self, params, spatial):
-        d = len(spatial)
         field = params["field"]  # (N, *coarse, d)
         # Linear up-sampling of the control grid, one axis at a time: a (size x coarse) matrix per axis.
         for axis, size in enumerate(spatial):
