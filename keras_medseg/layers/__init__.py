@@ -6,5 +6,6 @@ from keras_medseg.layers.curvature_conv import CurvatureConv  # noqa: F401
 from keras_medseg.layers.edge_indicator import EdgeIndicator  # noqa: F401
 from keras_medseg.layers.imex_block import IMEXBlock  # noqa: F401
 from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
+from keras_medseg.layers.level_set_evolution import LevelSetEvolution  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401

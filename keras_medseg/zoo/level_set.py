@@ -35,7 +35,7 @@ import keras
 import numpy as np
 
 from keras_medseg.layers.edge_indicator import EdgeIndicator
-from keras_medseg.layers.level_set_step import LevelSetStep
+from keras_medseg.layers.level_set_evolution import LevelSetEvolution
 from keras_medseg.ops.finite_differences import check_kernel_size_arg
 from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
@@ -96,21 +96,32 @@ def _example(model, batch_size, seed):
     return x, masks
 
 
+def _check_image_scale(image_scale):
+    if isinstance(image_scale, str):
+        if image_scale != "auto":
+            raise ValueError(f"`image_scale` must be a positive number or 'auto'. Received: image_scale={image_scale!r}")
+        return image_scale
+    return float(check_positive(image_scale, "image_scale"))
+
+
 def _level_set_network(*, name, spatial_dims, channels, input_size, alpha, beta, gamma, dt, steps, tau, eps,
                        kernel_size, num_edge_kernels, smoothing_sigma, image_scale, trainable_kernels,
-                       trainable_coefficients, init, init_filters):
-    # -- arguments
+                       trainable_coefficients, init, init_filters, tolerance, check_every, reinit_every,
+                       backprop_steps, init_scale=None):
+    # -- arguments (the evolution layer checks steps, dt, tolerance, check_every, reinit_every, backprop_steps)
     d = check_spatial_dims(spatial_dims)
     channels = check_positive_int(channels, "channels")
     spatial = spatial_shape(input_size, d)
-    steps = check_positive_int(steps, "steps")
-    check_positive(dt, "dt")
-    check_positive(eps, "eps")
     check_kernel_size_arg(kernel_size)
     check_positive(tau, "tau")
-    check_positive(image_scale, "image_scale")
+    image_scale = _check_image_scale(image_scale)
     check_choice(init, "init", ("input", "learned"))
     init_filters = check_positive_int(init_filters, "init_filters")
+    evolution = LevelSetEvolution(
+        steps=steps, alpha=alpha, beta=beta, gamma=gamma, dt=dt, eps=eps, kernel_size=kernel_size,
+        trainable_kernels=trainable_kernels, trainable_coefficients=trainable_coefficients, tolerance=tolerance,
+        check_every=check_every, reinit_every=reinit_every, backprop_steps=backprop_steps,
+        name=f"{name}_evolution")
 
     # -- inputs and initial level set
     image = keras.Input(spatial + (channels,), name=f"{name}_image")
@@ -123,16 +134,15 @@ def _level_set_network(*, name, spatial_dims, channels, input_size, alpha, beta,
         for i in range(2):
             x = _CONV[d](init_filters, 3, padding="same", activation="relu", name=f"{name}_init_conv{i}")(x)
         u = _CONV[d](1, 3, padding="same", name=f"{name}_init_out")(x)
+        if init_scale is not None:
+            # bounded initial level set: init_scale * tanh(.), a signed-distance-like band of +-init_scale voxels
+            u = keras.layers.Activation("tanh", name=f"{name}_init_tanh")(u)
+            u = keras.layers.Rescaling(float(init_scale), name=f"{name}_init_scale")(u)
 
-    # -- edge indicator and unrolled forward-Euler steps (one shared step layer)
-    scaled = keras.layers.Rescaling(float(image_scale), name=f"{name}_image_scale")(image)
+    # -- edge indicator and the compiled time loop (one shared step inside a keras.ops loop)
     g = EdgeIndicator(num_kernels=num_edge_kernels, kernel_size=kernel_size, smoothing_sigma=smoothing_sigma,
-                      trainable_kernels=trainable_kernels, name=f"{name}_edge")(scaled)
-    step = LevelSetStep(alpha=alpha, beta=beta, gamma=gamma, dt=dt, eps=eps, kernel_size=kernel_size,
-                        trainable_kernels=trainable_kernels, trainable_coefficients=trainable_coefficients,
-                        name=f"{name}_step")
-    for _ in range(steps):
-        u = step([u, g])
+                      trainable_kernels=trainable_kernels, scale=image_scale, name=f"{name}_edge")(image)
+    u = evolution([u, g])
 
     # -- probability of "inside" (u < 0)
     logits = keras.layers.Rescaling(-1.0 / float(tau), name=f"{name}_logits")(u)
@@ -160,7 +170,7 @@ def _compile(model, learning_rate):
 )
 def lse(spatial_dims=2, channels=1, input_size=None, alpha=-1.0, beta=0.2, gamma=1.0, dt=0.2, steps=100,
         tau=1.0, eps=1e-8, kernel_size=3, smoothing_sigma=None, image_scale=10.0, learn_coefficients=False,
-        learning_rate=1e-2, name="lse"):
+        learning_rate=1e-2, tolerance=None, check_every=10, reinit_every=None, name="lse"):
     """Classical level-set evolution with frozen finite-difference kernels (semi-automatic).
 
     `steps` forward-Euler steps of
@@ -207,7 +217,8 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-1.0, beta=0.2, gamma
         name=name, spatial_dims=spatial_dims, channels=channels, input_size=input_size, alpha=alpha, beta=beta,
         gamma=gamma, dt=dt, steps=steps, tau=tau, eps=eps, kernel_size=kernel_size, num_edge_kernels=None,
         smoothing_sigma=smoothing_sigma, image_scale=image_scale, trainable_kernels=False,
-        trainable_coefficients=learn_coefficients, init="input", init_filters=1,
+        trainable_coefficients=learn_coefficients, init="input", init_filters=1, tolerance=tolerance,
+        check_every=check_every, reinit_every=reinit_every, backprop_steps=None,
     )
     return _compile(model, learning_rate)
 
@@ -222,7 +233,8 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-1.0, beta=0.2, gamma
 )
 def lsn(spatial_dims=2, channels=1, input_size=None, steps=10, dt=0.05, alpha=-1.0, beta=0.2, gamma=1.0,
         tau=1.0, eps=1e-8, kernel_size=3, num_edge_kernels=None, smoothing_sigma=None, image_scale=10.0,
-        init="learned", init_filters=8, learning_rate=5e-3, name="lsn"):
+        init="learned", init_filters=8, learning_rate=5e-3, tolerance=None, check_every=10, reinit_every=None,
+        backprop_steps=None, init_scale=None, name="lsn"):
     """Level Set Network: the level-set scheme with learned kernels and coefficients.
 
     Same structure as `lse`, but the edge-indicator, upwind and curvature
@@ -268,5 +280,7 @@ def lsn(spatial_dims=2, channels=1, input_size=None, steps=10, dt=0.05, alpha=-1
         gamma=gamma, dt=dt, steps=steps, tau=tau, eps=eps, kernel_size=kernel_size,
         num_edge_kernels=num_edge_kernels, smoothing_sigma=smoothing_sigma, image_scale=image_scale,
         trainable_kernels=True, trainable_coefficients=True, init=init, init_filters=init_filters,
+        tolerance=tolerance, check_every=check_every, reinit_every=reinit_every, backprop_steps=backprop_steps,
+        init_scale=init_scale,
     )
     return _compile(model, learning_rate)

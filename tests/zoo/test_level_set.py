@@ -54,7 +54,7 @@ def test_lsn_learns_disks():
     losses = history.history["loss"]
     # measured: 0.69 -> 0.17 (TensorFlow), 0.70 -> 0.27 (JAX) in these 8 Adam steps
     assert losses[-1] < 0.6 * losses[0]
-    step = model.get_layer("lsn_step")
+    step = model.get_layer("lsn_evolution").step
     assert len(step.trainable_weights) == 10
     assert len(model.get_layer("lsn_edge").trainable_weights) == 1
 
