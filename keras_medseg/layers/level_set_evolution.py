@@ -128,6 +128,8 @@ class LevelSetEvolution(keras.layers.Layer):
     def evolve(self, u, g, training=None, return_steps=False):
         """Run the loop; with `return_steps=True` also return the steps taken per image `(N,)` (int32)."""
         self._check_pair(u.shape, g.shape)
+        if not self.built:
+            self.build([tuple(u.shape), tuple(g.shape)])
         u = check_finite(u, "initial_level_set")
         g = check_finite(g, "edge indicator (image)")
         out_dtype = u.dtype

@@ -399,3 +399,4 @@ def check_finite(x, name):
         raise ValueError(f"{message} Received: {name} with {int(np.size(ops.convert_to_numpy(x)))} values, "
                          f"{int(np.count_nonzero(~np.isfinite(ops.convert_to_numpy(x))))} of them not finite")
     return x
+

@@ -97,6 +97,8 @@ def _example(model, batch_size, seed):
 
 
 def _check_image_scale(image_scale):
+    if image_scale is None:
+        return "auto"
     if isinstance(image_scale, str):
         if image_scale != "auto":
             raise ValueError(f"`image_scale` must be a positive number or 'auto'. Received: image_scale={image_scale!r}")
@@ -169,7 +171,7 @@ def _compile(model, learning_rate):
     trainable_with_fit=False,
 )
 def lse(spatial_dims=2, channels=1, input_size=None, alpha=-1.0, beta=0.2, gamma=1.0, dt=0.2, steps=100,
-        tau=1.0, eps=1e-8, kernel_size=3, smoothing_sigma=None, image_scale=10.0, learn_coefficients=False,
+        tau=1.0, eps=1e-8, kernel_size=3, smoothing_sigma=None, image_scale=None, learn_coefficients=False,
         learning_rate=1e-2, tolerance=None, check_every=10, reinit_every=None, name="lse"):
     """Classical level-set evolution with frozen finite-difference kernels (semi-automatic).
 
@@ -232,7 +234,7 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-1.0, beta=0.2, gamma
     example=_example,
 )
 def lsn(spatial_dims=2, channels=1, input_size=None, steps=10, dt=0.05, alpha=-1.0, beta=0.2, gamma=1.0,
-        tau=1.0, eps=1e-8, kernel_size=3, num_edge_kernels=None, smoothing_sigma=None, image_scale=10.0,
+        tau=1.0, eps=1e-8, kernel_size=3, num_edge_kernels=None, smoothing_sigma=None, image_scale=None,
         init="learned", init_filters=8, learning_rate=5e-3, tolerance=None, check_every=10, reinit_every=None,
         backprop_steps=None, init_scale=None, name="lsn"):
     """Level Set Network: the level-set scheme with learned kernels and coefficients.
