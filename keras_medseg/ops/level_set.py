@@ -14,7 +14,7 @@ pass learned kernels; the defaults are the finite-difference stencils and give
 the textbook formulas.
 
 Reference: J. Actor, "Identification of kernels in a convolutional neural
-network" (seed 000): level-set equation and the Level Set Network.
+network": level-set equation and the Level Set Network.
 """
 
 import numbers
@@ -23,7 +23,11 @@ import numpy as np
 from keras import ops
 
 from keras_medseg.ops.finite_differences import conv_edge, safe_sqrt, stencil_kernel
-from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank
+from keras_medseg.utils.validation import (
+    check_positive,
+    check_positive_int,
+    spatial_rank,
+)
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -117,7 +121,7 @@ def edge_indicator(image, kernels=None, scale=1.0):
     Example:
     >>> g = keras_medseg.ops.edge_indicator(np.random.rand(1, 32, 32, 1))
 
-    Reference: seed 000 (edge indicator `g_I`).
+    Reference: J. Actor, "Identification of kernels in a convolutional neural network" (edge indicator `g_I`).
     """
     image = _as_float(image, "image")
     d = spatial_rank(image, "image")
@@ -164,7 +168,7 @@ def upwind_advection(u, velocity, forward_kernels=None, backward_kernels=None):
     Example:
     >>> a = keras_medseg.ops.upwind_advection(u, velocity)  # u (1,32,32,1), velocity (1,32,32,2)
 
-    Reference: seed 000 (convection term with upwind differences and ReLU).
+    Reference: J. Actor, "Identification of kernels in a convolutional neural network" (convection term with upwind differences and ReLU).
     """
     u = _as_float(u, "u")
     d = spatial_rank(u, "u")
@@ -207,7 +211,7 @@ def upwind_grad_norm(u, speed, forward_kernels=None, backward_kernels=None):
     Example:
     >>> n = keras_medseg.ops.upwind_grad_norm(u, speed)  # (1,32,32,1) each
 
-    Reference: S. Osher, J. Sethian (1988); seed 000.
+    Reference: S. Osher, J. Sethian (1988); J. Actor, "Identification of kernels in a convolutional neural network".
     """
     u = _as_float(u, "u")
     d = spatial_rank(u, "u")
@@ -253,7 +257,7 @@ def curvature(u, eps=1e-8, gradient_kernels=None, divergence_kernels=None):
     Example:
     >>> kappa = keras_medseg.ops.curvature(u)  # u (1,32,32,1)
 
-    Reference: seed 000 (curvature term with learnable rho, sigma).
+    Reference: J. Actor, "Identification of kernels in a convolutional neural network" (curvature term with learnable rho, sigma).
     """
     check_positive(eps, "eps")
     u = _as_float(u, "u")
