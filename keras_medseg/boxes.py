@@ -45,11 +45,22 @@ def box_dims(boxes, name="boxes"):
     return shape[-1] // 2
 
 
-def _check_format(box_format):
+def check_box_format(box_format):
+    """Check that `box_format` is one of `BOX_FORMATS` (`"center"`, `"corners"`).
+
+    Args:
+        box_format: the format name to check.
+
+    Raises:
+        ValueError: `box_format` is not a known format.
+    """
     if box_format not in BOX_FORMATS:
         raise ValueError(
             f"`box_format` must be one of {list(BOX_FORMATS)}. Received: box_format={box_format!r}"
         )
+
+
+_check_format = check_box_format  # former private name, kept as an alias
 
 
 def convert_format(boxes, source, target):
@@ -75,8 +86,8 @@ def convert_format(boxes, source, target):
     # [[4.0, 3.0, 6.0, 7.0]]
     ```
     """
-    _check_format(source)
-    _check_format(target)
+    check_box_format(source)
+    check_box_format(target)
     d = box_dims(boxes)
     boxes = ops.convert_to_tensor(boxes)
     if "float" not in str(boxes.dtype):
@@ -125,7 +136,7 @@ def compute_iou(boxes1, boxes2, box_format="center"):
     # [[0.3333]]
     ```
     """
-    _check_format(box_format)
+    check_box_format(box_format)
     d1, d2 = box_dims(boxes1, "boxes1"), box_dims(boxes2, "boxes2")
     if d1 != d2:
         raise ValueError(
@@ -210,7 +221,7 @@ def non_max_suppression(boxes, scores, iou_threshold=0.5, score_threshold=None, 
     keras_medseg.boxes.non_max_suppression(b, [0.9, 0.8, 0.7])  # keeps boxes 0 and 2
     ```
     """
-    _check_format(box_format)
+    check_box_format(box_format)
     d = box_dims(boxes)
     boxes = np.asarray(ops.convert_to_numpy(boxes), dtype="float64")
     scores = np.asarray(ops.convert_to_numpy(scores), dtype="float64")

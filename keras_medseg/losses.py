@@ -8,8 +8,19 @@ from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 
 
-def _attention_mask_to_grid(y_true, y_pred):
-    """Bring the mask `y_true` to the attention grid of `y_pred` (area resize), channels 1 or heads."""
+def attention_mask_to_grid(y_true, y_pred):
+    """Bring the mask `y_true` to the attention grid of `y_pred` (area resize), channels 1 or heads.
+
+    Args:
+        y_true: mask `(N, *S)` or `(N, *S, 1 or heads)` at any resolution.
+        y_pred: attention maps `(N, *grid, heads)` (2D or 3D).
+
+    Returns:
+        float tensor `(N, *grid, 1 or heads)`.
+
+    Raises:
+        ValueError: `y_pred` not 4D/5D, or `y_true` with other spatial axes or channels.
+    """
     p_shape = tuple(y_pred.shape)
     t_shape = tuple(y_true.shape)
     if len(p_shape) not in (4, 5):
@@ -44,6 +55,9 @@ def _attention_mask_to_grid(y_true, y_pred):
     return y_true
 
 
+_attention_mask_to_grid = attention_mask_to_grid  # former private name, kept as an alias
+
+
 def attention_mask_loss(y_true, y_pred, eps=1e-7, skip_empty_masks=True):
     """Per-sample attention-mask loss `mean_heads -log(sum_positions alpha * A + eps)`.
 
@@ -72,7 +86,7 @@ def attention_mask_loss(y_true, y_pred, eps=1e-7, skip_empty_masks=True):
     dtype = "float64" if keras.backend.standardize_dtype(y_pred.dtype) == "float64" else "float32"
     y_pred = ops.cast(y_pred, dtype)
     y_true = ops.cast(y_true, dtype)
-    a = _attention_mask_to_grid(y_true, y_pred)
+    a = attention_mask_to_grid(y_true, y_pred)
     axes = tuple(range(1, len(y_pred.shape) - 1))
     agreement = ops.sum(y_pred * a, axis=axes)  # (N, heads)
     per_head = -ops.log(agreement + ops.cast(eps, dtype))
@@ -121,7 +135,8 @@ class AttentionMaskLoss(keras.losses.Loss):
         >>> float(AttentionMaskLoss()(mask, alpha))   # -log(0.5) = 0.693...
 
     Reference:
-        Seed lecture 003: "Supervising attention maps", `L_Attn(alpha, A) =
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A): "Supervising attention maps", `L_Attn(alpha, A) =
         -log(alpha . A)`, coarse supervision, `L = L_Risk + lambda L_Attn`.
     """
 
@@ -154,7 +169,7 @@ def box_loss(y_true, y_pred, objectness="mse", centre_weight=1.0, size_weight=1.
     `l = L_p(p^, p) + p * (centre_weight * sum_k (o^_k - o_k)^2 + size_weight * sum_k (s^_k - s_k)^2)`,
     summed over cells and divided by the number of objects `max(sum p, 1)`
     of the sample (so the box terms count only in cells that hold an object).
-    `L_p` is the squared error `(p^ - p)^2` (`objectness="mse"`, the seed's
+    `L_p` is the squared error `(p^ - p)^2` (`objectness="mse"`, the lecture's
     choice), binary cross-entropy (`"bce"`) or the focal loss
     `-(1 - p_t)^gamma log(p_t)` (`"focal"`).
 
@@ -203,13 +218,13 @@ def box_loss(y_true, y_pred, objectness="mse", centre_weight=1.0, size_weight=1.
 
 @register
 class BoxLoss(keras.losses.Loss):
-    """Box detection loss `L_p + p L_c + p L_size` (seed 003) for `fpn_detector` outputs.
+    """Box detection loss `L_p + p L_c + p L_size` for `fpn_detector` outputs.
 
     See `box_loss` for the formula. Targets come from
     `keras_medseg.zoo.fpn_detector.encode_targets`.
 
     Args:
-        objectness: `"mse"` (default, as in the seed), `"bce"` or `"focal"`.
+        objectness: `"mse"` (default, as in the lecture), `"bce"` or `"focal"`.
         centre_weight: float >= 0, weight of the centre-offset term, default 1.0.
         size_weight: float >= 0, weight of the log-size term, default 1.0.
         focal_gamma: float >= 0, focusing exponent for `"focal"`, default 2.0.
@@ -229,7 +244,8 @@ class BoxLoss(keras.losses.Loss):
         >>> float(BoxLoss()(t, t))   # 0.0
 
     Reference:
-        Seed lecture 003, "Bounding box prediction": `L = L_p + p L_c + p L_size` (MSE).
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A), "Bounding box prediction": `L = L_p + p L_c + p L_size` (MSE).
     """
 
     def __init__(self, objectness="mse", centre_weight=1.0, size_weight=1.0, focal_gamma=2.0, eps=1e-7,

@@ -8,32 +8,17 @@ METHODS = ("saliency", "smoothgrad", "gradcam", "occlusion", "lime")
 
 
 def load_checkpoint(path):
-    """Load a `.keras` checkpoint with `safe_mode=True` (clear message when refused, e.g. a Lambda layer)."""
-    import keras_medseg  # noqa: F401  (registers the project's layers)
+    """Load a `.keras` checkpoint with `safe_mode=True` (`keras_medseg.utils.model_io.load_model`, not compiled)."""
     from keras_medseg.utils.model_io import load_model
 
     return load_model(path, compile=False)
 
 
 def load_image(path):
-    """Read one image/volume: .npy, .npz (first array), .nii/.nii.gz, or a PNG/JPEG/TIFF."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Image not found: IMAGE={path!r}")
-    lower = path.lower()
-    if lower.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
-    if lower.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            return data[data.files[0]]
-    if lower.endswith((".nii", ".nii.gz")):
-        try:
-            import nibabel
-        except ImportError as exc:
-            raise ValueError("Reading NIfTI needs nibabel: pip install 'keras-medseg[medical]'.") from exc
-        return np.asarray(nibabel.load(path).get_fdata(), dtype="float32")
-    from skimage import io
+    """Read one image/volume (`keras_medseg.data.io.read_array`): .npy, .npz, NIfTI, PNG/JPEG/TIFF."""
+    from keras_medseg.data.io import read_array
 
-    return io.imread(path)
+    return read_array(path, "IMAGE file")
 
 
 def prepare_input(image, model):

@@ -24,9 +24,9 @@ def run(args):
     from tqdm.auto import tqdm
 
     from keras_medseg import kernels
-    from keras_medseg.commands.explain import load_checkpoint
+    from keras_medseg.utils.model_io import load_model
 
-    model = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint, compile=False)
     os.makedirs(args.out, exist_ok=True)
     layers = kernels.extract_kernels(model)
     if not layers:

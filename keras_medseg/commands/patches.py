@@ -5,7 +5,7 @@
 
 `extract` appends to an existing store (same patch size) or creates it; the
 mask is optional (no mask = a normal slide, all patches negative). Images are
-read with scikit-image (`imageio` / `tifffile`), so PNG, JPEG and TIFF work.
+read with `keras_medseg.data.io.read_array` (scikit-image), so PNG, JPEG and TIFF work.
 """
 
 import json
@@ -35,17 +35,6 @@ def add_parser(subparsers):
     return p
 
 
-def _read_image(path, what):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file not found: {path!r}")
-    from skimage import io
-
-    try:
-        return io.imread(path)
-    except Exception as exc:  # unreadable / unknown format
-        raise ValueError(f"Cannot read {what} {path!r}: {exc}") from None
-
-
 def _mask_from_image(mask):
     import numpy as np
 
@@ -59,12 +48,13 @@ def _mask_from_image(mask):
 
 
 def _extract(args):
+    from keras_medseg.data.io import read_array
     from keras_medseg.data.wsi import PatchStore
 
-    image = _read_image(args.image, "image")
+    image = read_array(args.image, "image file")
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]  # drop alpha
-    mask = _mask_from_image(_read_image(args.mask, "mask")) if args.mask else None
+    mask = _mask_from_image(read_array(args.mask, "mask file")) if args.mask else None
     slide_id = args.slide_id or os.path.splitext(os.path.basename(args.image))[0]
     compression = None if args.compression == "none" else args.compression
     channels = 1 if image.ndim == 2 else image.shape[-1]
@@ -104,124 +94,3 @@ def run(args):
         return _info(args)
     print("usage: keras-medseg patches {extract,info} ... (see keras-medseg patches --help)")
     return 2
-
-
-# --------------------------------------------------------------------------- train / evaluate on a patch store
-# Called by `keras-medseg train MODEL --data store.h5` and `keras-medseg evaluate CKPT --data store.h5 --froc`
-# (the `train` / `evaluate` commands dispatch here when --data is an HDF5 file).
-
-
-def is_patch_store(data):
-    """Whether a `--data` value names an HDF5 patch store (by extension)."""
-    return isinstance(data, str) and data.lower().endswith((".h5", ".hdf5"))
-
-
-def train_from_store(args, model_kwargs=None):
-    """Train a classifier (e.g. `vgg16_classifier`) on a patch store with the seed-001 recipe.
-
-    A random `--n-val` patches (seeded) are held out for validation; training
-    batches come from the three-step sampler over the others
-    (`--n-train / --batch-size` steps per epoch). Callbacks: ROC-AUC early
-    stopping, LR halving, `best.keras` (best validation ROC-AUC) and
-    `log.csv` in `--out`.
-    """
-    import keras
-    import numpy as np
-
-    from keras_medseg import zoo
-    from keras_medseg.callbacks import ROCAUCEarlyStopping, lr_halving_on_plateau
-    from keras_medseg.data.wsi import PatchSequence, PatchStore, ThreeStepSampler
-
-    if not os.path.isfile(args.data):
-        raise FileNotFoundError(f"Patch store not found: --data {args.data!r}")
-    with PatchStore(args.data) as store:
-        n, size, channels, labels = len(store), store.patch_size, store.channels, store.labels
-    kwargs = dict(model_kwargs or {})
-    if "input_shape" in zoo.describe(args.model)["arguments"]:
-        kwargs.setdefault("input_shape", (size, size, channels))
-    model = zoo.build(args.model, **kwargs)
-    # stratified validation split: both classes in validation and in training
-    rng = np.random.default_rng(args.seed)
-    pos, neg = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
-    if pos.size < 2 or neg.size < 2:
-        raise ValueError(
-            f"Patch store {args.data!r} needs at least 2 positive and 2 negative patches for a training/validation "
-            f"split. Received: {pos.size} positive, {neg.size} negative"
-        )
-    n_val = max(2, min(int(args.n_val), n // 4))
-    n_pos = int(np.clip(round(n_val * pos.size / n), 1, pos.size - 1))
-    n_neg = int(np.clip(n_val - n_pos, 1, neg.size - 1))
-    n_val = n_pos + n_neg
-    val_idx = np.sort(np.concatenate([pos[:n_pos], neg[:n_neg]]))
-    fit_idx = np.sort(np.concatenate([pos[n_pos:], neg[n_neg:]]))
-    val = PatchSequence(args.data, batch_size=args.batch_size, indices=val_idx)
-    x_val = np.concatenate([val[i][0] for i in range(len(val))])
-    y_val = np.concatenate([val[i][1] for i in range(len(val))])
-    steps = max(1, int(args.n_train) // int(args.batch_size))
-    sampler = ThreeStepSampler(args.data, batch_size=args.batch_size, steps_per_epoch=steps, seed=args.seed,
-                               indices=fit_idx)
-    out = args.out or os.path.join("runs", args.model)
-    os.makedirs(out, exist_ok=True)
-    callbacks = [
-        ROCAUCEarlyStopping((x_val, y_val), patience=5, batch_size=args.batch_size),
-        lr_halving_on_plateau(),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor="val_roc_auc", mode="max",
-                                        save_best_only=True),
-        keras.callbacks.CSVLogger(os.path.join(out, "log.csv")),
-    ]
-    history = model.fit(sampler, validation_data=(x_val, y_val), epochs=args.epochs, callbacks=callbacks,
-                        verbose=0 if getattr(args, "quiet", False) else 2)
-    aucs = history.history.get("val_roc_auc", [])
-    print(f"\nbest validation ROC-AUC {max(aucs):.4f} (epoch {int(np.argmax(aucs)) + 1} of {len(aucs)}, "
-          f"{n_val} validation patches)")
-    print(f"checkpoint  {os.path.join(out, 'best.keras')}\nlog         {os.path.join(out, 'log.csv')}")
-    return 0
-
-
-def evaluate_froc(args):
-    """Score every patch of a store with a `.keras` checkpoint; print FROC and slide-level results.
-
-    Normal slides are the slides without a positive patch. With `--plot`, a
-    FROC curve PNG is written there.
-    """
-    import keras
-    import numpy as np
-
-    from keras_medseg.data.wsi import PatchSequence, PatchStore
-    from keras_medseg.evaluation import froc_curve, froc_report, plot_froc
-
-    if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f"Checkpoint not found: {args.checkpoint!r}")
-    if not is_patch_store(args.data):
-        raise ValueError(f"--froc needs an HDF5 patch store as --data. Received: --data {args.data!r}")
-    if not os.path.isfile(args.data):
-        raise FileNotFoundError(f"Patch store not found: --data {args.data!r}")
-    model = keras.saving.load_model(args.checkpoint, safe_mode=True)
-    scores = np.asarray(model.predict(PatchSequence(args.data, batch_size=args.batch_size), verbose=0))
-    scores = scores.reshape(scores.shape[0], -1)[:, 0]
-    with PatchStore(args.data) as store:
-        labels, slides, tumors = store.labels, store.slide_ids, store.tumor_ids
-    report = froc_report(scores, tumors, slides, labels)
-    print(f"{len(scores)} patches, {report['num_slides']} slides ({report['num_normal_slides']} normal), "
-          f"{report['num_tumors']} tumours")
-    if report["froc"] is None:
-        print("FROC: undefined (needs both normal slides and tumours)")
-    else:
-        print(f"FROC score {report['froc']:.4f}  (mean sensitivity at "
-              f"{', '.join(f'{r:g}' for r in report['sensitivity_at'])} FP per normal slide)")
-        for rate, sens in report["sensitivity_at"].items():
-            print(f"  sensitivity @ {rate:5g} FP/slide  {sens:.4f}")
-    auc = report["slide_roc_auc"]
-    print(f"slide-level ROC-AUC {'n/a' if auc is None else f'{auc:.4f}'}, "
-          f"accuracy at 0.5 {report['slide_accuracy']:.4f}")
-    plot = getattr(args, "plot", None)
-    if plot and report["froc"] is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        normal = np.unique(slides)[[not (labels[slides == s] > 0).any() for s in np.unique(slides)]]
-        curve = froc_curve(scores, tumors, slides, normal)
-        ax = plot_froc(curve.avg_fp, curve.sensitivity, label=f"FROC {report['froc']:.3f}")
-        ax.figure.savefig(plot, dpi=100, bbox_inches="tight")
-        print(f"FROC curve  {plot}")
-    return 0

@@ -1,40 +1,15 @@
-"""`keras-medseg train MODEL --data qtips|DIR --epochs N --out DIR`.
+"""`keras-medseg train MODEL --data qtips|DIR|FILE.h5 --epochs N --out DIR`.
 
 Fits a zoo model with the Keras progress bar, writes `log.csv`, the best
 checkpoint `best.keras`, `predictions.png` and `history.png` into `--out`,
 and prints the validation Dice/IoU table. Builder arguments go through
 `--arg name=value` (repeatable; values are Python literals, e.g.
-`--arg filters=8 --arg batch_norm=False`).
+`--arg filters=8 --arg batch_norm=False`). With an HDF5 patch store as
+`--data`, a patch classifier is trained
+(`keras_medseg.training.train_patch_classifier`).
 """
 
-import ast
-
-
-def parse_model_args(items):
-    """`["filters=8", "name=seg"]` -> `{"filters": 8, "name": "seg"}` (literals, else strings)."""
-    kwargs = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"`--arg` must look like name=value. Received: --arg {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if not key.isidentifier():
-            raise ValueError(f"`--arg` name must be an identifier. Received: --arg {item!r}")
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
-    return kwargs
-
-
-def add_data_options(p, n_default=1024):
-    p.add_argument("--data", default="qtips", help="'qtips' (synthetic, default) or a folder DIR with "
-                   "DIR/images/<name>.<ext> and DIR/masks/<name>.<ext> (PNG, TIFF, .npy, NIfTI), or an HDF5 "
-                   "patch store FILE.h5 (`keras-medseg patches extract`) for patch classifiers")
-    p.add_argument("--size", type=int, default=64, help="Q-tips image size (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--spatial-dims", type=int, default=2, choices=(2, 3),
-                   help="2 for images, 3 for volumes in a data folder (default 2)")
+from keras_medseg.commands._options import add_data_options, parse_model_args
 
 
 def add_parser(subparsers):
@@ -61,20 +36,30 @@ def add_parser(subparsers):
     return p
 
 
+def _run_patch_store(args, model_kwargs):
+    from keras_medseg.training import train_patch_classifier
+
+    r = train_patch_classifier(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
+                               n_train=args.n_train, n_val=args.n_val, seed=args.seed, out_dir=args.out,
+                               model_kwargs=model_kwargs, verbose=0 if args.quiet else 2)
+    print(f"\nbest validation ROC-AUC {r.best_roc_auc:.4f} (epoch {r.best_epoch} of {r.num_epochs}, "
+          f"{r.num_val} validation patches)")
+    print(f"checkpoint  {r.checkpoint}\nlog         {r.log}")
+    return 0
+
+
 def run(args):
     import os
 
     from keras_medseg.metrics import format_table
-    from keras_medseg.training import load_data, train
+    from keras_medseg.training import PatchStoreData, resolve_data, train
 
     model_kwargs = parse_model_args(args.arg)
-    from keras_medseg.commands.patches import is_patch_store, train_from_store
-
-    if is_patch_store(args.data):  # WSI patch store (.h5): three-step sampler + seed-001 recipe (H6)
-        return train_from_store(args, model_kwargs)
+    data = resolve_data(args.data, "train", n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
+                        spatial_dims=args.spatial_dims)
+    if isinstance(data, PatchStoreData):  # WSI patch store (.h5): three-step sampler + the VGG16 recipe
+        return _run_patch_store(args, model_kwargs)
     out = args.out or os.path.join("runs", args.model)
-    data = load_data(args.data, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
-                     spatial_dims=args.spatial_dims)
     result = train(args.model, data, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,
                    model_kwargs=model_kwargs, verbose=0 if args.quiet else 1, seed=args.seed,
                    class_balance=args.class_balance, distribute=args.distribute,

@@ -19,19 +19,23 @@ mask without an image, a file that cannot be read, a shape mismatch) raises
 `FileNotFoundError`/`ValueError` naming the file.
 """
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
+from keras_medseg.data import io
+from keras_medseg.data.io import IMAGE_EXTENSIONS, file_extension
 
 
 def _stem(filename):
-    lower = filename.lower()
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if lower.endswith(ext):
-            return filename[: -len(ext)], ext
-    return None, None
+    return file_extension(filename, IMAGE_EXTENSIONS)
+
+
+def read_array(path):
+    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI) with `keras_medseg.data.io.read_array`."""
+    return io.read_array(path, extensions=IMAGE_EXTENSIONS)
 
 
 def _list(folder):
@@ -42,7 +46,7 @@ def _list(folder):
         )
     files = {}
     for f in sorted(os.listdir(folder)):
-        stem, ext = _stem(f)
+        stem, _ = _stem(f)
         if stem is None or f.startswith("."):
             continue
         if stem in files:
@@ -52,42 +56,8 @@ def _list(folder):
     return files
 
 
-def read_array(path):
-    """Read one image/mask file (PNG, TIFF, NumPy `.npy`, NIfTI) as a NumPy array.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: unknown extension, or the file cannot be decoded (the
-            message names the file).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"File not found: {path!r}")
-    _, ext = _stem(os.path.basename(path))
-    try:
-        if ext == ".npy":
-            return np.load(path, allow_pickle=False)
-        if ext in (".nii", ".nii.gz"):
-            try:
-                import nibabel
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ValueError(
-                    f"Reading NIfTI file {path!r} needs nibabel: pip install 'keras-medseg[medical]'"
-                ) from exc
-            return np.asarray(nibabel.load(path).dataobj)
-        if ext in (".png", ".tif", ".tiff"):
-            import skimage.io
-
-            return np.asarray(skimage.io.imread(path))
-    except ValueError as exc:
-        if path in str(exc):
-            raise
-        raise ValueError(f"Cannot read {path!r} (corrupt or not a {ext} file): {exc}") from exc
-    except Exception as exc:  # decoder errors come in many types
-        raise ValueError(f"Cannot read {path!r} (corrupt or not a {ext} file): {exc}") from exc
-    raise ValueError(f"Unsupported file type {path!r}; expected one of {', '.join(IMAGE_EXTENSIONS)}")
-
-
-def load_folder(directory, spatial_dims=2, normalize=True):
+def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
+                normalize: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load `DIR/images` + `DIR/masks` into `(images, masks)` arrays.
 
     Args:

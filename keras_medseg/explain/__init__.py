@@ -4,10 +4,12 @@ Every explainer takes a Keras model, a channels-last batch `(N, *S, C)` (2D or
 3D) and a class index or a score function, and returns NumPy maps `(N, *S)`.
 Segmentation models are explained through `region_score(class_index, mask)`.
 Gradients come from `keras_medseg.utils.gradients` (TensorFlow and JAX).
+Attention maps of attention-pooling models: `upsample_attention`, `attention_mass_inside`.
 """
 
 from keras_medseg.explain._scores import make_score_fn, region_score
 from keras_medseg.explain.activation_maximization import ActivationMaximization, activation_maximization
+from keras_medseg.explain.attention import attention_mass_inside, upsample_attention
 from keras_medseg.explain.gradcam import find_last_conv_layer, gradcam
 from keras_medseg.explain.lime import LimeExplanation, lime, superpixels
 from keras_medseg.explain.occlusion import occlusion
@@ -18,6 +20,7 @@ __all__ = [
     "ActivationMaximization",
     "LimeExplanation",
     "activation_maximization",
+    "attention_mass_inside",
     "find_last_conv_layer",
     "gradcam",
     "lime",
@@ -29,4 +32,5 @@ __all__ = [
     "smoothgrad",
     "superpixels",
     "take_slice",
+    "upsample_attention",
 ]

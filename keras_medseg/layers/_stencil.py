@@ -2,7 +2,8 @@
 
 import keras
 
-from keras_medseg.ops.finite_differences import check_kernel_size_arg, normalize_kernel_size
+from keras_medseg.ops.finite_differences import check_kernel_size_arg
+from keras_medseg.utils.validation import standardize_kernel_size
 
 
 class StencilLayer(keras.layers.Layer):
@@ -61,7 +62,7 @@ class StencilLayer(keras.layers.Layer):
         return u_shape, v_shape, d
 
     def _stencil_weight(self, name, d, c_in, c_out, initializer):
-        sizes = normalize_kernel_size(self.kernel_size, d)
+        sizes = standardize_kernel_size(self.kernel_size, d, minimum=3)
         return self.add_weight(
             name=name,
             shape=sizes + (c_in, c_out),

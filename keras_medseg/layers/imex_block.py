@@ -3,10 +3,9 @@
 import keras
 from keras import ops
 
-from keras_medseg.layers.implicit_fft_conv import normalize_kernel_size
 from keras_medseg.ops.implicit import implicit_conv_solve
 from keras_medseg.utils.serialization import register
-from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank
+from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank, standardize_kernel_size
 
 NORMALIZATIONS = ("batch", "instance", "layer", None)
 
@@ -82,7 +81,7 @@ class IMEXBlock(keras.layers.Layer):
 
     Reference:
         Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable deep
-        neural network", ICML 2019 (seed 002).
+        neural network", ICML 2019.
     """
 
     def __init__(
@@ -98,7 +97,7 @@ class IMEXBlock(keras.layers.Layer):
         **kwargs,
     ):
         check_positive_int(filters, "filters")
-        normalize_kernel_size(kernel_size)
+        standardize_kernel_size(kernel_size)
         check_positive(h, "h")
         if normalization not in NORMALIZATIONS:
             raise ValueError(
@@ -127,7 +126,7 @@ class IMEXBlock(keras.layers.Layer):
                 f"`IMEXBlock` preserves the width: `filters` must equal the input channels "
                 f"({input_shape[-1]}). Received: filters={self.filters}"
             )
-        sizes = normalize_kernel_size(self.kernel_size, rank)
+        sizes = standardize_kernel_size(self.kernel_size, rank)
         shape = (*sizes, self.filters, self.filters)
         self.kernel_1 = self.add_weight(name="kernel_1", shape=shape, initializer=self.kernel_initializer)
         self.bias_1 = None

@@ -7,31 +7,12 @@ from keras import ops
 
 from keras_medseg.ops.implicit import implicit_conv_solve
 from keras_medseg.utils.serialization import register
-from keras_medseg.utils.validation import check_positive, spatial_rank
+from keras_medseg.utils.validation import check_positive, spatial_rank, standardize_kernel_size
 
 
 def normalize_kernel_size(kernel_size, rank=None, name="kernel_size"):
-    """An int or a tuple of odd sizes -> a tuple of `rank` sizes (int broadcast when `rank` is given)."""
-    if isinstance(kernel_size, bool):
-        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
-    if isinstance(kernel_size, int):
-        sizes = (kernel_size,) * (rank or 1)
-    elif isinstance(kernel_size, (tuple, list)) and all(
-        isinstance(k, int) and not isinstance(k, bool) for k in kernel_size
-    ):
-        sizes = tuple(kernel_size)
-        if rank is not None and len(sizes) != rank:
-            raise ValueError(
-                f"`{name}` must have one entry per spatial axis ({rank}). Received: {name}={kernel_size!r}"
-            )
-    else:
-        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
-    if any(k < 1 or k % 2 == 0 for k in sizes):
-        raise ValueError(
-            f"`{name}` must be odd along every spatial axis (so the kernel has a centre tap). "
-            f"Received: {name}={kernel_size!r}"
-        )
-    return sizes
+    """An int or a tuple of odd sizes -> a tuple of `rank` sizes (alias of `standardize_kernel_size`)."""
+    return standardize_kernel_size(kernel_size, rank, name=name)
 
 
 @register
@@ -76,7 +57,7 @@ class ImplicitFFTConv(keras.layers.Layer):
 
     Reference:
         Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable deep
-        neural network", ICML 2019 (seed 002).
+        neural network", ICML 2019.
     """
 
     def __init__(self, kernel_size=3, h=1.0, trainable_h=True, kernel_initializer="glorot_uniform", **kwargs):

@@ -87,7 +87,7 @@ class LevelSetEvolution(keras.layers.Layer):
     >>> evolve = keras_medseg.layers.LevelSetEvolution(steps=400, trainable_kernels=False, tolerance=1e-3)
     >>> u = evolve([u0, g])  # u0, g: (N, 64, 64, 1)
 
-    Reference: J. Actor, "Identification of kernels in a convolutional neural network" (level-set equation
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network" (level-set equation
     and Level Set Network); M. Sussman, P. Smereka, S. Osher (1994) for the reinitialisation.
     """
 

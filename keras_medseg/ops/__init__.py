@@ -16,3 +16,18 @@ from keras_medseg.ops.level_set import (  # noqa: F401
     upwind_advection,
     upwind_grad_norm,
 )
+
+__all__ = [
+    "attention_pool",
+    "conv_edge",
+    "curvature",
+    "edge_indicator",
+    "implicit_conv_solve",
+    "pad_edge",
+    "reinitialize",
+    "resize_matrix",
+    "resize_spatial",
+    "stencil_kernel",
+    "upwind_advection",
+    "upwind_grad_norm",
+]

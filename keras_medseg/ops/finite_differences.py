@@ -12,10 +12,12 @@ grid is zero at the boundary and a central difference there is half the
 one-sided difference into the domain.
 """
 
+import numbers
+
 import numpy as np
 from keras import ops
 
-from keras_medseg.utils.validation import check_choice, check_odd_sizes
+from keras_medseg.utils.validation import check_choice, standardize_kernel_size
 
 # 1D stencils on three taps (offsets -1, 0, +1), applied as cross-correlations.
 STENCILS_1D = {
@@ -26,43 +28,17 @@ STENCILS_1D = {
 
 
 def normalize_kernel_size(kernel_size, spatial_dims, name="kernel_size", minimum=3):
-    """Kernel size as a tuple of `spatial_dims` odd integers >= `minimum`.
-
-    Raises:
-        ValueError: wrong length, an even entry or an entry below `minimum`.
-    """
-    if isinstance(kernel_size, bool):
-        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
-    if isinstance(kernel_size, (int, np.integer)):
-        sizes = (int(kernel_size),) * spatial_dims
-    else:
-        sizes = tuple(kernel_size)
-        if len(sizes) != spatial_dims:
-            raise ValueError(
-                f"`{name}` must have one entry per spatial axis ({spatial_dims}). Received: {name}={kernel_size!r}"
-            )
-    sizes = check_odd_sizes(sizes, name)
-    if min(sizes) < minimum:
-        raise ValueError(
-            f"`{name}` must be at least {minimum} along every axis so the finite-difference stencil fits. "
-            f"Received: {name}={kernel_size!r}"
-        )
-    return sizes
+    """Kernel size as a tuple of `spatial_dims` odd integers >= `minimum` (see `standardize_kernel_size`)."""
+    return standardize_kernel_size(kernel_size, spatial_dims, name=name, minimum=minimum)
 
 
 def check_kernel_size_arg(kernel_size, name="kernel_size"):
-    """Validate a layer's `kernel_size` argument before the spatial rank is known."""
-    if isinstance(kernel_size, bool):
-        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
-    if isinstance(kernel_size, (int, np.integer)):
-        normalize_kernel_size(kernel_size, 1, name)
-        return int(kernel_size)
-    if not isinstance(kernel_size, (tuple, list)) or len(kernel_size) not in (2, 3):
-        raise ValueError(
-            f"`{name}` must be an odd int or a tuple of 2 or 3 odd ints. Received: {name}={kernel_size!r}"
-        )
-    normalize_kernel_size(kernel_size, len(kernel_size), name)
-    return tuple(int(k) for k in kernel_size)
+    """Validate a layer's `kernel_size` argument (odd, >= 3) before the spatial rank is known.
+
+    Returns the int unchanged, or a tuple of 2 or 3 ints.
+    """
+    sizes = standardize_kernel_size(kernel_size, None, name=name, minimum=3, ranks=(2, 3))
+    return sizes[0] if isinstance(kernel_size, numbers.Integral) else sizes
 
 
 def stencil_kernel(kind, shape, axis_channel="out"):

@@ -72,6 +72,61 @@ def check_odd_sizes(sizes, name):
     return sizes
 
 
+def standardize_kernel_size(kernel_size, rank=None, name="kernel_size", minimum=1, ranks=None):
+    """The one kernel-size check: an int or a tuple of odd ints -> a tuple of `rank` ints.
+
+    Args:
+        kernel_size: int (broadcast to every axis) or tuple/list of ints, one per spatial axis.
+        rank: number of spatial axes, or `None` when not known yet (an int then
+            gives a 1-tuple and a tuple keeps its length). Default None.
+        name: argument name used in error messages. Default "kernel_size".
+        minimum: smallest allowed size per axis (3 for finite-difference
+            stencils, 1 for plain kernels). Default 1.
+        ranks: allowed tuple lengths when `rank` is None (e.g. `(2, 3)`);
+            default None = any length.
+
+    Returns:
+        tuple of `rank` (or `len(kernel_size)`) odd ints `>= minimum`.
+
+    Raises:
+        TypeError: `kernel_size` is not an int or a tuple/list of ints.
+        ValueError: wrong number of entries, an even entry or an entry below `minimum`.
+
+    Example:
+        >>> standardize_kernel_size(3, 2)
+        (3, 3)
+    """
+    def is_int(k):
+        return isinstance(k, numbers.Integral) and not isinstance(k, bool)
+
+    if is_int(kernel_size):
+        sizes = (int(kernel_size),) * (rank or 1)
+    elif isinstance(kernel_size, (tuple, list)) and kernel_size and all(is_int(k) for k in kernel_size):
+        sizes = tuple(int(k) for k in kernel_size)
+        if rank is not None and len(sizes) != rank:
+            raise ValueError(
+                f"`{name}` must have one entry per spatial axis ({rank}). Received: {name}={kernel_size!r}"
+            )
+        if rank is None and ranks is not None and len(sizes) not in ranks:
+            raise ValueError(
+                f"`{name}` must be an odd int or a tuple of {' or '.join(str(r) for r in ranks)} odd ints. "
+                f"Received: {name}={kernel_size!r}"
+            )
+    else:
+        raise TypeError(f"`{name}` must be an int or a tuple of ints. Received: {name}={kernel_size!r}")
+    if any(k < 1 or k % 2 == 0 for k in sizes):
+        raise ValueError(
+            f"`{name}` must be odd along every spatial axis (so the kernel has a centre tap). "
+            f"Received: {name}={kernel_size!r}"
+        )
+    if min(sizes) < minimum:
+        raise ValueError(
+            f"`{name}` must be at least {minimum} along every axis so the finite-difference stencil fits. "
+            f"Received: {name}={kernel_size!r}"
+        )
+    return sizes
+
+
 def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")

@@ -13,32 +13,31 @@ half") is given at image resolution and area-resized to the attention grid by
 the loss. `mask_weight=0` trains without mask supervision. Samples with an empty
 mask (negatives) do not contribute to the attention loss.
 
-Helpers: `upsample_attention` (maps -> image size, for display),
-`attention_mass_inside` (how much attention lies inside a mask) and
-`synthetic_blobs` (a toy data set: a bright blob in the left half = positive).
+Helpers (re-exported here, defined in `keras_medseg.explain.attention` and
+`keras_medseg.data.synthetic_blobs`): `upsample_attention` (maps -> image size,
+for display), `attention_mass_inside` (how much attention lies inside a mask)
+and `synthetic_blobs` (a toy data set: a bright blob in the left half = positive).
 
 Layer names: `{name}_stage{i}_conv{j}`, `{name}_stage{i}_bn{j}`,
 `{name}_stage{i}_relu{j}`, `{name}_stage{i}_pool`, `{name}_attention_pool`,
 `{name}_fc`, `{name}_dropout`, outputs `risk` and `attention`.
 
-Reference: seed lecture 003 (localisation as attention): CNN -> `[AttnPool(Z),
-AttnPool(Z), ...]` -> `sigma(theta z + b)`, `L = L_Risk + lambda L_Attn`.
+Reference: A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+CPH 100A; localisation as attention): CNN -> `[AttnPool(Z), AttnPool(Z), ...]`
+-> `sigma(theta z + b)`, `L = L_Risk + lambda L_Attn`.
 """
 
-import numbers
-
 import keras
-import numpy as np
-from keras import ops
 
+# synthetic_blobs (now in data/) and the attention tools (now in explain/) stay importable from here.
+from keras_medseg.data.synthetic_blobs import synthetic_blobs
+from keras_medseg.explain.attention import attention_mass_inside, upsample_attention
 from keras_medseg.layers.attention_pool import AttentionPool
-from keras_medseg.losses import AttentionMaskLoss, _attention_mask_to_grid
-from keras_medseg.ops.attention import resize_spatial
+from keras_medseg.losses import AttentionMaskLoss
 from keras_medseg.utils.validation import (
     check_positive,
     check_positive_int,
     check_spatial_dims,
-    spatial_rank,
     spatial_shape,
 )
 from keras_medseg.zoo.registry import register_model
@@ -110,7 +109,8 @@ def attention_classifier(
         >>> risk, attention = model.predict(x, verbose=0)   # (16, 1), (16, 16, 16, 4)
 
     Reference:
-        Seed lecture 003, "Localisation as attention map supervision".
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A), "Localisation as attention map supervision".
     """
     spatial_dims = check_spatial_dims(spatial_dims)
     in_channels = check_positive_int(in_channels, "in_channels")
@@ -161,107 +161,16 @@ def attention_classifier(
     return model
 
 
-def upsample_attention(attention, image_size, method="linear"):
-    """Resize attention maps to the image size for display (2D and 3D).
-
-    Args:
-        attention: `(N, *grid, heads)` maps (the model's `attention` output).
-        image_size: target spatial size (int or tuple), e.g. `x.shape[1:-1]`.
-        method: `"linear"` (default, smooth) or `"area"` (blocky, exact box).
-
-    Returns:
-        `(N, *image_size, heads)` NumPy array (values are interpolated, not
-        renormalised: use it for display, not as a distribution).
-
-    Raises:
-        ValueError: `attention` not 2D/3D channels-last, bad `image_size` or `method`.
-
-    Example:
-        >>> from keras_medseg.zoo.attention_classifier import upsample_attention
-        >>> risk, att = model.predict(x)
-        >>> overlay = upsample_attention(att, x.shape[1:-1])   # (N, H, W, heads)
-    """
-    attention = ops.convert_to_tensor(attention)
-    spatial_rank(attention, "attention")
-    return ops.convert_to_numpy(resize_spatial(attention, image_size, method=method))
-
-
-def attention_mass_inside(attention, mask):
-    """Share of each head's attention that lies inside `mask`: `sum alpha * A` per sample and head.
-
-    Args:
-        attention: `(N, *grid, heads)` maps summing to 1 over space.
-        mask: `(N, *S)` or `(N, *S, 1 or heads)` binary mask at any resolution
-            (area-resized to the grid, as in the loss).
-
-    Returns:
-        `(N, heads)` NumPy array in [0, 1] (`exp(-L_attn)` up to `eps`).
-    """
-    attention = ops.cast(ops.convert_to_tensor(attention), "float32")
-    mask = ops.cast(ops.convert_to_tensor(mask), "float32")
-    a = _attention_mask_to_grid(mask, attention)
-    axes = tuple(range(1, len(attention.shape) - 1))
-    return ops.convert_to_numpy(ops.sum(attention * a, axis=axes))
-
-
-def synthetic_blobs(n, input_size=64, spatial_dims=2, in_channels=1, positive_fraction=0.5, noise=0.5,
-                    seed=0):
-    """Toy localisation set: positives hold a bright blob in the left half, the mask is that half.
-
-    Every image is Gaussian noise plus one dark "distractor" blob anywhere;
-    positives also get a bright Gaussian blob whose centre lies in the left
-    half (first spatial axis of the last two, i.e. width `< size / 2`). The
-    coarse mask of a positive is the whole left half ("cancer in the left
-    lung"); negatives have an empty mask.
-
-    Args:
-        n: number of images.
-        input_size: spatial size, int or tuple (default 64).
-        spatial_dims: 2 or 3 (default 2).
-        in_channels: channels (the same image repeated; default 1).
-        positive_fraction: share of positives (default 0.5).
-        noise: noise standard deviation (default 0.5).
-        seed: random seed (default 0).
-
-    Returns:
-        `(x, {"risk": y, "attention": mask})` with `x` `(n, *size, in_channels)`
-        float32, `y` `(n, 1)` float32 labels and `mask` `(n, *size, 1)` float32.
-    """
-    spatial_dims = check_spatial_dims(spatial_dims)
-    n = check_positive_int(n, "n")
-    if isinstance(input_size, numbers.Integral):
-        input_size = (int(input_size),) * spatial_dims
-    size = tuple(int(s) for s in input_size)
-    if len(size) != spatial_dims:
-        raise ValueError(f"`input_size` must have {spatial_dims} entries. Received: input_size={input_size!r}")
-    rng = np.random.default_rng(seed)
-    grids = np.meshgrid(*[np.arange(s, dtype="float32") for s in size], indexing="ij")
-    radius = max(1.5, min(size) / 10)
-
-    def blob(centre):
-        d2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
-        return np.exp(-d2 / (2 * radius**2))
-
-    labels = (rng.random(n) < positive_fraction).astype("float32")
-    if n > 1:  # both classes present
-        labels[0], labels[1] = 1.0, 0.0
-    x = noise * rng.standard_normal((n,) + size).astype("float32")
-    mask = np.zeros((n,) + size, dtype="float32")
-    left = [slice(None)] * spatial_dims
-    left[-1] = slice(0, size[-1] // 2)
-    for i in range(n):
-        distractor = [rng.uniform(radius, s - radius) for s in size]
-        x[i] -= 2.0 * blob(distractor)
-        if labels[i]:
-            centre = [rng.uniform(radius, s - radius) for s in size]
-            centre[-1] = rng.uniform(radius, size[-1] / 2 - radius)
-            x[i] += 2.0 * blob(centre)
-            mask[i][tuple(left)] = 1.0
-    x = np.repeat(x[..., None], in_channels, axis=-1)
-    return x, {"risk": labels[:, None], "attention": mask[..., None]}
-
-
 def attention_classifier_example(model, batch_size, seed):
     """Zoo example batch for an `attention_classifier` model: `synthetic_blobs` of its input shape."""
     shape = tuple(model.inputs[0].shape[1:])
     return synthetic_blobs(batch_size, shape[:-1], spatial_dims=len(shape) - 1, in_channels=shape[-1], seed=seed)
+
+
+__all__ = [
+    "attention_classifier",
+    "attention_classifier_example",
+    "attention_mass_inside",
+    "synthetic_blobs",
+    "upsample_attention",
+]

@@ -1,6 +1,7 @@
 """Level-set models: `lse` (classical level-set evolution) and `lsn` (Level Set Network).
 
-Both run `steps` forward-Euler steps of the level-set equation
+Both run `steps` forward-Euler steps of the level-set equation (J. Actor,
+"Identification of Kernels in a Convolutional Neural Network")
 
     u_t = alpha g |grad u| + beta g kappa(u) |grad u| + gamma grad g . grad u
 
@@ -36,7 +37,7 @@ steps), `{name}_init_conv{i}` / `{name}_init_out` / `{name}_init_tanh` /
 `{name}_probability`.
 
 Reference: J. Actor, "Identification of kernels in a convolutional neural
-network" (LSE -> LSN).
+network" (Rice University, 2020): LSE -> LSN.
 """
 
 
@@ -246,7 +247,8 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
     >>> model = keras_medseg.zoo.build("lse")
     >>> prob = model.predict([images, initial_level_sets])
 
-    Reference: J. Actor, J. Actor, "Identification of kernels in a convolutional neural network" (classical approach: level-set equation).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (classical approach: level-set equation).
     """
     if not isinstance(learn_coefficients, bool):
         raise ValueError(f"`learn_coefficients` must be a bool. Received: learn_coefficients={learn_coefficients!r}")
@@ -326,7 +328,8 @@ def lsn(spatial_dims=2, channels=1, input_size=None, steps=20, dt=0.1, alpha=-1.
     >>> model = keras_medseg.zoo.build("lsn", input_size=64)
     >>> model.fit(images, masks, epochs=20)
 
-    Reference: J. Actor, J. Actor, "Identification of kernels in a convolutional neural network" (Level Set Network).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (Level Set Network).
     """
     model = _level_set_network(
         name=name, spatial_dims=spatial_dims, channels=channels, input_size=input_size, alpha=alpha, beta=beta,

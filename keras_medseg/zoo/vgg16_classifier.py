@@ -6,7 +6,8 @@ replaced by global max pooling and one sigmoid unit: the probability of
 cancer in a patch. Trained with RMSprop (learning rate 5e-5, rho 0.9,
 momentum 0.9) on binary cross-entropy, halving the learning rate after 3
 epochs without validation-loss improvement and stopping after 5 epochs
-without validation ROC-AUC improvement (`recipe()` returns all of it).
+without validation ROC-AUC improvement (`RECIPE` holds the numbers;
+`keras_medseg.training.recipes.vgg16_recipe()` returns all of it).
 
 Inputs are RGB patches with values in [0, 255] (what `ThreeStepSampler`
 yields); with `preprocessing="caffe"` (default) the model converts them to
@@ -25,7 +26,7 @@ Layer names: the Keras VGG16 names (`block1_conv1` ... `block5_conv3`,
 `{name}_global_max_pool`, `{name}_dropout`, `{name}_head` (logit) and
 `{name}_probability`.
 
-Reference: seed 001 (VGG16 pretrained on ImageNet, "Top fully connected parts
+Reference: the lecture "Convolutional networks - theory" (VGG16 pretrained on ImageNet, "Top fully connected parts
 removed, substituted with global max-pooling and a single dense layer",
 RMSprop rho 0.9, lr 5e-5, momentum 0.9); Simonyan & Zisserman, "Very deep
 convolutional networks for large-scale image recognition", ICLR 2015.
@@ -37,7 +38,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_medseg.callbacks import ROCAUCEarlyStopping, lr_halving_on_plateau
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 from keras_medseg.zoo.registry import register_model
@@ -126,47 +126,33 @@ def _example(model, batch_size, seed):
     return x, y
 
 
-def recipe(validation_data=None, learning_rate=5e-5, lr_patience=3, stop_patience=5, batch_size=64):
-    """The seed's training recipe: `(optimizer, loss, callbacks)`.
+# The training recipe as data (the WSI lecture's): RMSprop(learning_rate, rho, momentum) on binary cross-entropy, LR
+# halved after `lr_patience` epochs without val_loss improvement, stop after `stop_patience` epochs without
+# validation ROC-AUC improvement. `keras_medseg.training.recipes.vgg16_recipe` builds optimizer, loss and
+# callbacks from it (the zoo does not import training: ops -> layers -> zoo -> training -> commands).
+RECIPE = {"learning_rate": 5e-5, "rho": 0.9, "momentum": 0.9, "lr_patience": 3, "stop_patience": 5}
 
-    RMSprop(learning_rate, rho=0.9, momentum=0.9), binary cross-entropy, and
-    the callbacks `[ROCAUCEarlyStopping(validation_data, patience=5),
-    lr_halving_on_plateau(patience=3)]` (the first only when
-    `validation_data` is given). The LR rule watches `val_loss`, so also pass
-    `validation_data` to `fit`.
 
-    Args:
-        validation_data: `(x, y)` or a dataset of batches for the ROC-AUC
-            early stopping; default None (no early stopping).
-        learning_rate: default 5e-5.
-        lr_patience: epochs before halving the learning rate, default 3.
-        stop_patience: epochs without ROC-AUC improvement before stopping, default 5.
-        batch_size: prediction batch size of the ROC-AUC callback.
-
-    Returns:
-        `(keras.optimizers.RMSprop, keras.losses.BinaryCrossentropy, [callbacks])`.
-
-    Example:
-
-    >>> opt, loss, cbs = keras_medseg.zoo.vgg16_classifier.recipe(validation_data=val)
-    >>> model.compile(optimizer=opt, loss=loss)
-    >>> model.fit(train, validation_data=val, epochs=100, callbacks=cbs)
-
-    Reference: seed 001.
-    """
+def compile_config(learning_rate=RECIPE["learning_rate"]):
+    """`(optimizer, loss)` of the recipe: RMSprop(learning_rate, rho=0.9, momentum=0.9), binary cross-entropy."""
     check_positive(learning_rate, "learning_rate")
-    optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate, rho=0.9, momentum=0.9)
-    loss = keras.losses.BinaryCrossentropy()
-    callbacks = []
-    if validation_data is not None:
-        callbacks.append(ROCAUCEarlyStopping(validation_data, patience=stop_patience, batch_size=batch_size))
-    callbacks.append(lr_halving_on_plateau(patience=lr_patience))
-    return optimizer, loss, callbacks
+    optimizer = keras.optimizers.RMSprop(learning_rate=learning_rate, rho=RECIPE["rho"], momentum=RECIPE["momentum"])
+    return optimizer, keras.losses.BinaryCrossentropy()
+
+
+def __getattr__(name):
+    # `keras_medseg.zoo.vgg16_classifier.recipe` (old path) is re-exported lazily from
+    # `keras_medseg.training.recipes`, so importing the zoo never imports training.
+    if name == "recipe":
+        from keras_medseg.training.recipes import vgg16_recipe
+
+        return vgg16_recipe
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_model(
     "vgg16_classifier",
-    description="VGG16 conv base + global max pooling + one sigmoid unit: patch cancer probability (seed 001).",
+    description="VGG16 conv base + global max pooling + one sigmoid unit: patch cancer probability.",
     spatial_dims=(2,),
     tiny={"input_shape": (32, 32, 3)},
     example=_example,
@@ -176,7 +162,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     """VGG16 patch classifier: conv base, global max pooling, one sigmoid unit (compiled).
 
     Args:
-        input_shape: `(H, W, C)`, default `(512, 512, 3)` (the seed's
+        input_shape: `(H, W, C)`, default `(512, 512, 3)` (the lecture's
             patches); H and W >= 32 or None (any size).
         weights: `None` (default, random), `"imagenet"` (the notop weights
             file from the Keras cache, never downloaded) or a weights file path.
@@ -193,7 +179,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     Returns:
         A `keras.Model` compiled with RMSprop(lr, rho=0.9, momentum=0.9),
         binary cross-entropy and an `AUC` metric. Use `recipe(val)` for the
-        seed's callbacks.
+        lecture's callbacks.
 
     Raises:
         FileNotFoundError: `weights` file missing (with where to put it).
@@ -206,7 +192,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     >>> opt, loss, cbs = keras_medseg.zoo.vgg16_classifier.recipe(validation_data=(xv, yv))
     >>> model.fit(x, y, validation_data=(xv, yv), epochs=50, callbacks=cbs)
 
-    Reference: seed 001; Simonyan & Zisserman, ICLR 2015.
+    Reference: the lecture "Convolutional networks - theory"; Simonyan & Zisserman, ICLR 2015.
     """
     # -- arguments
     input_shape = tuple(input_shape)
@@ -214,7 +200,8 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
         s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1) for s in input_shape
     ) or input_shape[-1] is None:
         raise ValueError(
-            f"`input_shape` must be (H, W, C) with positive ints (H, W may be None). Received: input_shape={input_shape}"
+            "`input_shape` must be (H, W, C) with positive ints (H, W may be None). "
+            f"Received: input_shape={input_shape}"
         )
     if any(s is not None and s < 32 for s in input_shape[:2]):
         raise ValueError(
@@ -251,7 +238,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     outputs = keras.layers.Activation("sigmoid", dtype="float32", name=f"{name}_probability")(x)
     model = keras.Model(inputs, outputs, name=name)
 
-    # -- training configuration (seed 001)
-    optimizer, loss, _ = recipe(learning_rate=learning_rate)
+    # -- training configuration (the WSI lecture's)
+    optimizer, loss = compile_config(learning_rate)
     model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.AUC(name="auc")])
     return model

@@ -5,15 +5,17 @@ the Keras progress bar, logs every epoch to `out_dir/log.csv`, keeps the best
 model by validation loss as `out_dir/best.keras` (written atomically) and backs
 the training state up to `out_dir/backup/` (`keras.callbacks.BackupAndRestore`),
 so running the same command again after a crash resumes where it stopped (see
-`keras_medseg.checkpointing`). It then reloads the best model with
+`keras_medseg.training.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
 predictions over the validation images. `distribute=` trains on several
-devices through `keras_medseg.distribute`.
+devices through `keras_medseg.training.distribute`.
 
 Data are given as `"qtips"` (the synthetic Q-tips set), a folder path
 (`DIR/images` + `DIR/masks`, see `keras_medseg.data.folder`) or arrays
 `((x_train, y_train), (x_val, y_val))`.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import os
@@ -23,13 +25,14 @@ import keras
 import numpy as np
 
 from keras_medseg import zoo
-from keras_medseg.checkpointing import resumable_callbacks
 from keras_medseg.data.folder import load_folder
+from keras_medseg.data.io import is_patch_store
 from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
 from keras_medseg.data.qtips import qtips
 from keras_medseg.metrics import dice_iou_table, format_table, to_labels
-from keras_medseg.distribute import distribution_scope
 from keras_medseg.plotting import history_plot, prediction_grid
+from keras_medseg.training.checkpointing import resumable_callbacks
+from keras_medseg.training.distribute import distribution_scope
 from keras_medseg.utils.model_io import load_model
 
 QTIPS_CLASS_NAMES = ["background", "255/255", "255/1", "1/1"]
@@ -56,19 +59,73 @@ class SegmentationData:
         return self.x_train.shape[-1]
 
 
-def load_data(data="qtips", n_train=1024, n_val=64, size=64, seed=0, spatial_dims=2, val_fraction=0.2):
-    """Resolve a data argument into `SegmentationData`.
+@dataclasses.dataclass
+class EvaluationData:
+    """Evaluation arrays: every case of a folder, a fresh Q-tips set or given `(x, y)`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: Optional[int] = None
+    class_names: Optional[list] = None
+    source: str = "arrays"
+
+
+@dataclasses.dataclass
+class PatchStoreData:
+    """A `--data` value naming an HDF5 patch store (`keras_medseg.data.wsi.PatchStore`)."""
+
+    path: str
+
+
+def resolve_data(data: str | tuple = "qtips", purpose: str = "train", n_train: int = 1024, n_val: int = 64,
+                 n: int = 64, size: int = 64, seed: int = 0, spatial_dims: int = 2,
+                 val_fraction: float = 0.2) -> SegmentationData | EvaluationData | PatchStoreData:
+    """Resolve a `--data` value for training or evaluation: the one place that interprets it.
 
     Args:
-        data: `"qtips"`, a folder path (`DIR/images` + `DIR/masks`), or arrays
-            `((x_train, y_train), (x_val, y_val))`. Default "qtips".
-        n_train, n_val: Q-tips set sizes (default 1024 and 64, as in the
-            IMEXnet paper); the validation set uses seed `seed + 1`.
-        size: Q-tips canvas size (default 64).
+        data: `"qtips"` (synthetic Q-tips), a folder path (`DIR/images` +
+            `DIR/masks`, see `keras_medseg.data.folder`), an HDF5 patch store
+            (`*.h5` / `*.hdf5`), or arrays: `((x, y), (x_val, y_val))` for
+            training, `(x, y)` for evaluation. Default "qtips".
+        purpose: "train" (a train/validation split) or "evaluate" (one set).
+        n_train, n_val: Q-tips training/validation sizes (default 1024 and
+            64, as in the IMEXnet paper); the validation set uses seed `seed + 1`.
+        n: Q-tips evaluation images (default 64, drawn with `seed`).
+        size: Q-tips canvas size in pixels (default 64).
         seed: Q-tips seed / folder split seed (default 0).
         spatial_dims: 2 or 3 for folders of volumes (default 2).
-        val_fraction: share of a folder kept for validation (default 0.2,
-            at least one case).
+        val_fraction: share of a folder kept for validation when training
+            (default 0.2, at least one case).
+
+    Returns:
+        `PatchStoreData` for a patch store; otherwise `SegmentationData`
+        (purpose "train") or `EvaluationData` (purpose "evaluate").
+
+    Raises:
+        FileNotFoundError: a missing data folder (named).
+        ValueError: a bad folder/file (named), a bad `purpose`, or a `data`
+            that is none of the above.
+
+    Example:
+
+    >>> d = resolve_data("qtips", n_train=8, n_val=4, size=16)
+    >>> d.x_train.shape
+    (8, 16, 16, 1)
+    """
+    if is_patch_store(data):
+        return PatchStoreData(os.fspath(data))
+    if purpose == "train":
+        return _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction)
+    if purpose == "evaluate":
+        return _evaluation_data(data, n, size, seed, spatial_dims)
+    raise ValueError(f"`purpose` must be 'train' or 'evaluate'. Received: purpose={purpose!r}")
+
+
+def load_data(data: str | tuple = "qtips", n_train: int = 1024, n_val: int = 64, size: int = 64, seed: int = 0,
+              spatial_dims: int = 2, val_fraction: float = 0.2) -> SegmentationData:
+    """Resolve a data argument into `SegmentationData` (`resolve_data` with purpose "train", no patch stores).
+
+    Args: see `resolve_data`.
 
     Returns:
         `SegmentationData`.
@@ -77,6 +134,14 @@ def load_data(data="qtips", n_train=1024, n_val=64, size=64, seed=0, spatial_dim
         FileNotFoundError / ValueError: missing or bad folder/file (named), or
             a `data` that is none of the above.
     """
+    if is_patch_store(data):
+        raise ValueError(f"`data` is an HDF5 patch store; train patch classifiers with "
+                         f"`keras_medseg.training.train_patch_classifier`. Received: data={data!r}")
+    return resolve_data(data, "train", n_train=n_train, n_val=n_val, size=size, seed=seed,
+                        spatial_dims=spatial_dims, val_fraction=val_fraction)
+
+
+def _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction):
     if isinstance(data, SegmentationData):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -170,9 +235,11 @@ def evaluate_model(model, x, y, num_classes=None, batch_size=16):
     return dice_iou_table(y_eval, pred, num_classes=k), pred
 
 
-def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_size=16, model_kwargs=None,
-          verbose=1, seed=0, n_train=1024, n_val=64, size=64, callbacks=None, class_balance=False,
-          distribute=None, backup_every=None):
+def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData = "qtips", epochs: int = 5,
+          out_dir: str = "runs/train", batch_size: int = 16, model_kwargs: dict | None = None, verbose: int = 1,
+          seed: int = 0, n_train: int = 1024, n_val: int = 64, size: int = 64, callbacks: list | None = None,
+          class_balance: bool = False, distribute: str | None = None,
+          backup_every: int | None = None) -> TrainResult:
     """Fit a segmentation model with progress bar, CSV log, best checkpoint and a PNG of predictions.
 
     Args:
@@ -193,7 +260,7 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
             (damped inverse class frequency) so thin structures are not
             drowned by the background (default False).
         distribute: None, "mirrored", "multiworker" or "jax-data-parallel"
-            (see `keras_medseg.distribute`); the model is built inside that
+            (see `keras_medseg.training.distribute`); the model is built inside that
             scope, so `model_or_name` must then be a zoo name. `batch_size`
             is the global batch.
         backup_every: also back the training state up every that many
@@ -239,7 +306,8 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
-        sample_weight = class_balance_weights((data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train, k)
+        targets = (data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train
+        sample_weight = class_balance_weights(targets, k)
     history = model.fit(
         data.x_train, _fit_targets(model, data.y_train), validation_data=(data.x_val, _fit_targets(model, data.y_val)),
         epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,
@@ -248,15 +316,18 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     best = load_model(checkpoint)
     table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
+    shown = max(table["classes"]) + 1
+    names = data.class_names if data.class_names is not None and len(data.class_names) == shown else None
     prediction_grid(data.x_val, data.y_val if best.outputs[0].shape[-1] != 1 else (data.y_val > 0),
-                    {best.name: pred}, path=plot, num_classes=max(table["classes"]) + 1)
+                    {best.name: pred}, path=plot, num_classes=shown, class_names=names)
     if history.history:  # empty when a finished run is started again (nothing left to train)
         history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
                      metrics=[m for m in ("loss", "mean_iou") if m in history.history])
     return TrainResult(best, history.history, table, checkpoint, log, plot, pred)
 
 
-def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spatial_dims=2, plot=None):
+def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16, n: int = 64, size: int = 64,
+             seed: int = 1, spatial_dims: int = 2, plot: str | None = None) -> tuple[dict, list | None]:
     """Load a `.keras` checkpoint (`safe_mode=True`) and score it: per-class Dice/IoU.
 
     Args:
@@ -276,29 +347,48 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
         ValueError: a file that is not a loadable `.keras` model (named).
     """
     model = load_model(checkpoint)
-    class_names = None
-    if isinstance(data, str) and data.lower() == "qtips":
-        x, y = qtips(n, size=size, seed=seed, normalize=True)
-        num_classes, class_names = QTIPS_CLASSES, QTIPS_CLASS_NAMES
-    elif isinstance(data, (tuple, list)):
-        x, y = (np.asarray(a) for a in data)
-        num_classes = None
-    else:
-        path = os.fspath(data)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"`data` must be 'qtips' or an existing folder. Received: data={path!r}")
-        x, y, _ = load_folder(path, spatial_dims=spatial_dims)
-        num_classes = max(int(y.max()) + 1, 2)
+    ev = resolve_data(data, "evaluate", n=n, size=size, seed=seed, spatial_dims=spatial_dims)
+    if isinstance(ev, PatchStoreData):
+        raise ValueError(f"`data` is an HDF5 patch store; score patch classifiers with "
+                         f"`keras_medseg.evaluation.evaluate_patch_store`. Received: data={data!r}")
+    x, y, num_classes, class_names = ev.x, ev.y, ev.num_classes, ev.class_names
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
     table, pred = evaluate_model(model, x, y, num_classes, batch_size)
-    if plot:
-        prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
-                        num_classes=len(table["classes"]))
     if class_names is not None and len(class_names) != len(table["classes"]):
         class_names = None
+    if plot:
+        prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
+                        num_classes=len(table["classes"]), class_names=class_names)
     return table, class_names
 
 
-__all__ = ["SegmentationData", "TrainResult", "build_for_data", "class_balance_weights", "evaluate", "evaluate_model", "format_table",
-           "load_data", "train"]
+def _evaluation_data(data, n, size, seed, spatial_dims):
+    if isinstance(data, str) and data.lower() == "qtips":
+        x, y = qtips(n, size=size, seed=seed, normalize=True)
+        return EvaluationData(x, y, QTIPS_CLASSES, QTIPS_CLASS_NAMES, "qtips")
+    if isinstance(data, (tuple, list)):
+        x, y = (np.asarray(a) for a in data)
+        return EvaluationData(x, y)
+    path = os.fspath(data)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"`data` must be 'qtips' or an existing folder. Received: data={path!r}")
+    x, y, _ = load_folder(path, spatial_dims=spatial_dims)
+    return EvaluationData(x, y, max(int(y.max()) + 1, 2), None, path)
+
+
+__all__ = [
+    "QTIPS_CLASS_NAMES",
+    "EvaluationData",
+    "PatchStoreData",
+    "SegmentationData",
+    "TrainResult",
+    "build_for_data",
+    "class_balance_weights",
+    "evaluate",
+    "evaluate_model",
+    "format_table",
+    "load_data",
+    "resolve_data",
+    "train",
+]

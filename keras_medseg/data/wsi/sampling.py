@@ -1,0 +1,177 @@
+"""Keras datasets over a patch store: `ThreeStepSampler`, `PatchSequence`, `load_patch_dataset`."""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_medseg.data.wsi.augment import augment_patches
+from keras_medseg.data.wsi.store import PatchStore
+from keras_medseg.utils.validation import check_choice, check_positive_int
+
+
+class _StoreDataset(keras.utils.PyDataset):
+    """Opens the store lazily once per process (h5py handles do not survive fork/pickle)."""
+
+    def __init__(self, store, **kwargs):
+        super().__init__(**kwargs)
+        self.path = store.path if isinstance(store, PatchStore) else os.fspath(store)
+        self._store = None
+        self._pid = None
+
+    @property
+    def store(self):
+        if self._store is None or self._pid != os.getpid():
+            self._store = PatchStore(self.path, "r")
+            self._pid = os.getpid()
+        return self._store
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+
+class ThreeStepSampler(_StoreDataset):
+    """Training batches drawn by the three-step sampling of the WSI lecture, with augmentation.
+
+    Every patch of a batch is drawn as: (1) a label uniformly among the labels
+    present, (2) a slide uniformly among the slides holding at least one patch
+    of that label, (3) a patch uniformly among that slide's patches of that
+    label. Classes are thus balanced and no slide dominates, however unequal
+    the patch counts are.
+
+    Args:
+        store: a `PatchStore` or the path of its file.
+        batch_size: patches per batch, default 32.
+        steps_per_epoch: batches per epoch (the sampler is infinite), default 100.
+        augment: apply `augment_patches` (flips + colour), default True.
+        augment_kwargs: dict passed to `augment_patches`.
+        rescale: multiply pixel values by this, default 1 (0..255 for uint8;
+            the `vgg16_classifier` preprocesses 0..255 RGB itself).
+        seed: seed; batch `i` of epoch `e` is a function of `(seed, e, i)`.
+        indices: optional subset of patch indices to sample from (e.g. the
+            training slides, or all but a validation split); default all.
+        **kwargs: `keras.utils.PyDataset` arguments (`workers`,
+            `use_multiprocessing`, `max_queue_size`).
+
+    Yields:
+        `(x, y)`: `x (batch, S, S, C)` float32, `y (batch, 1)` float32 labels.
+
+    Raises:
+        ValueError: an empty store.
+
+    Example:
+
+    >>> ds = keras_medseg.data.ThreeStepSampler("patches.h5", batch_size=16, steps_per_epoch=50)
+    >>> model.fit(ds, epochs=10)
+
+    Reference: the lecture "Convolutional networks - theory" ("Training data three step sampling").
+    """
+
+    def __init__(self, store, batch_size=32, steps_per_epoch=100, augment=True, augment_kwargs=None, rescale=1.0,
+                 seed=None, indices=None, **kwargs):
+        super().__init__(store, **kwargs)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
+        self.augment = bool(augment)
+        self.augment_kwargs = dict(augment_kwargs or {})
+        self.rescale = float(rescale)
+        self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+        self.epoch = 0
+        labels, slides = self.store.labels, self.store.slide_index
+        subset = np.arange(labels.size) if indices is None else np.unique(np.asarray(indices, np.int64).reshape(-1))
+        if subset.size and (subset.min() < 0 or subset.max() >= labels.size):
+            raise ValueError(f"`indices` must lie in [0, {labels.size}). Received: {subset.min()}..{subset.max()}")
+        if subset.size == 0:
+            raise ValueError(f"Patch store {self.path!r} is empty (or `indices` selects nothing): nothing to sample.")
+        # index[label] = list of patch-index arrays, one per slide holding that label
+        self.labels_present = np.unique(labels[subset])
+        self.index = {}
+        for lab in self.labels_present.tolist():
+            rows = subset[labels[subset] == lab]
+            order = np.argsort(slides[rows], kind="stable")
+            rows = rows[order]
+            cuts = np.flatnonzero(np.diff(slides[rows])) + 1
+            self.index[lab] = np.split(rows, cuts)
+
+    def __len__(self):
+        return self.steps_per_epoch
+
+    def sample_indices(self, rng, n):
+        """`n` patch indices drawn by the three steps (returns indices and labels)."""
+        labs = rng.choice(self.labels_present, size=n)
+        out = np.empty(n, np.int64)
+        for k, lab in enumerate(labs.tolist()):
+            groups = self.index[lab]
+            group = groups[rng.integers(len(groups))]  # step 2: a slide with that label
+            out[k] = group[rng.integers(group.size)]  # step 3: a patch of that label on it
+        return out, labs
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.steps_per_epoch:
+            raise IndexError(f"Batch index {i} out of range for {self.steps_per_epoch} steps.")
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        idx, labs = self.sample_indices(rng, self.batch_size)
+        x = self.store.read(idx).astype(np.float32)
+        if self.augment:
+            x = augment_patches(x, rng, **self.augment_kwargs)
+        if self.rescale != 1.0:
+            x = x * np.float32(self.rescale)
+        return x, labs.astype(np.float32).reshape(-1, 1)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+class PatchSequence(_StoreDataset):
+    """Every patch of a store once, in order (evaluation / prediction).
+
+    Args:
+        store: a `PatchStore` or path.
+        batch_size: default 64.
+        rescale: multiply pixel values by this, default 1.
+        indices: optional subset of patch indices.
+        **kwargs: `keras.utils.PyDataset` arguments.
+
+    Yields:
+        `(x, y)` with `y (batch, 1)` float32 labels.
+    """
+
+    def __init__(self, store, batch_size=64, rescale=1.0, indices=None, **kwargs):
+        super().__init__(store, **kwargs)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.rescale = float(rescale)
+        self.indices = np.arange(len(self.store)) if indices is None else np.asarray(indices, np.int64).reshape(-1)
+        self._labels = self.store.labels
+
+    def __len__(self):
+        return int(np.ceil(self.indices.size / self.batch_size))
+
+    def __getitem__(self, i):
+        idx = self.indices[i * self.batch_size:(i + 1) * self.batch_size]
+        if idx.size == 0:
+            raise IndexError(f"Batch index {i} out of range for {len(self)} batches.")
+        x = self.store.read(idx).astype(np.float32)
+        if self.rescale != 1.0:
+            x = x * np.float32(self.rescale)
+        return x, self._labels[idx].astype(np.float32).reshape(-1, 1)
+
+
+def load_patch_dataset(path, batch_size=32, sampler="three_step", **kwargs):
+    """A `keras.utils.PyDataset` over an HDF5 patch store (used by `keras-medseg train --data x.h5`).
+
+    Args:
+        path: the `.h5` patch store.
+        batch_size: default 32.
+        sampler: `"three_step"` (training: `ThreeStepSampler`) or
+            `"sequential"` (every patch once: `PatchSequence`).
+        **kwargs: passed to the dataset class.
+
+    Raises:
+        FileNotFoundError / ValueError: see `PatchStore`.
+    """
+    check_choice(sampler, "sampler", ("three_step", "sequential"))
+    if sampler == "three_step":
+        return ThreeStepSampler(path, batch_size=batch_size, **kwargs)
+    return PatchSequence(path, batch_size=batch_size, **kwargs)

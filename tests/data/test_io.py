@@ -1,0 +1,28 @@
+"""`keras_medseg.data.io.read_array`: the one image/array reader."""
+
+import numpy as np
+import pytest
+import skimage.io
+
+from keras_medseg.data.io import IMAGE_EXTENSIONS, is_patch_store, read_array
+
+
+def test_read_array_formats(tmp_path):
+    a = np.arange(12, dtype="uint8").reshape(3, 4)
+    np.save(tmp_path / "a.npy", a)
+    np.savez(tmp_path / "a.npz", first=a, second=a + 1)
+    skimage.io.imsave(tmp_path / "a.png", a, check_contrast=False)
+    for name in ("a.npy", "a.npz", "a.png"):
+        np.testing.assert_array_equal(read_array(tmp_path / name), a)
+
+
+def test_read_array_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mask file not found: .*nope.png"):
+        read_array(str(tmp_path / "nope.png"), "mask file")
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(ValueError, match="Unsupported file type .*x.txt"):
+        read_array(str(tmp_path / "x.txt"), extensions=IMAGE_EXTENSIONS)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="Cannot read image .*bad.png"):
+        read_array(str(tmp_path / "bad.png"), "image file")
+    assert is_patch_store("s.hdf5") and not is_patch_store("dir") and not is_patch_store(3)
