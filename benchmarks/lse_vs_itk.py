@@ -277,7 +277,8 @@ def run(preset="cpu", out_dir=None, progress=True):
         n_lse, n_itk = int(lse_inside.sum()), int(itk_inside.sum())
         rows.append({
             "image": name, "source": spec["source"], "shape": [int(s) for s in image.shape],
-            "dice": d, "dice_default_vs_hand_tuned": d_hand, "lse_pixels": n_lse, "itk_pixels": n_itk, "initial_pixels": int((u0 < 0).sum()),
+            "dice": d, "dice_default_vs_hand_tuned": d_hand, "lse_pixels": n_lse, "itk_pixels": n_itk,
+            "initial_pixels": int((u0 < 0).sum()),
             "both_pixels": int(np.logical_and(lse_inside, itk_inside).sum()),
             "lse_only_pixels": int(np.logical_and(lse_inside, ~itk_inside).sum()),
             "itk_only_pixels": int(np.logical_and(itk_inside, ~lse_inside).sum()),
@@ -291,7 +292,8 @@ def run(preset="cpu", out_dir=None, progress=True):
             "meets_target": bool(d >= TARGET_DICE),
         })
         if progress:
-            print(f"  Dice {d:.4f} (default vs hand-tuned image_scale {d_hand:.4f}); lse {n_lse} px in {lse_seconds:.2f} s ({lse_steps} steps), "
+            print(f"  Dice {d:.4f} (default vs hand-tuned image_scale {d_hand:.4f}); "
+                  f"lse {n_lse} px in {lse_seconds:.2f} s ({lse_steps} steps), "
                   f"ITK {n_itk} px in {itk_seconds:.2f} s ({itk_iterations} iterations)", flush=True)
         panels.append((name, image, u0, lse_inside, itk_inside, d))
     fig_name = "contours.png"
@@ -322,7 +324,8 @@ def markdown(result, fig_prefix=""):
         f"99.5th percentile of the gradient magnitude) and its compiled loop's convergence stop: at most "
         f"{100 * s['tolerance']:g}% of the voxels in the band around the front change side in {s['chunk']} steps "
         f"(at most {s['chunk'] * s['max_chunks']} steps); the column 'Dice default vs hand-tuned' compares it "
-        f"with the same run at the hand-tuned `image_scale` of the previous version; ITK until its RMS change is below {s['itk_rms']} (at most "
+        f"with the same run at the hand-tuned `image_scale` of the previous version; ITK until its RMS change is "
+        f"below {s['itk_rms']} (at most "
         f"{s['itk_iterations']} iterations; ITK picks its own time step, so the two are compared at convergence, "
         f"not at equal step counts).",
         "",
@@ -332,7 +335,8 @@ def markdown(result, fig_prefix=""):
              "lse only px", "ITK only px", "lse steps (converged)", "ITK iterations (converged)", "lse time (s)",
              "ITK time (s)"],
             [[r["image"], "x".join(str(v) for v in r["shape"]), s["images"][r["image"]]["image_scale"],
-              round(r["dice_default_vs_hand_tuned"], 4), round(r["dice"], 4), "met" if r["meets_target"] else "NOT met", r["lse_pixels"], r["itk_pixels"],
+              round(r["dice_default_vs_hand_tuned"], 4), round(r["dice"], 4),
+              "met" if r["meets_target"] else "NOT met", r["lse_pixels"], r["itk_pixels"],
               r["lse_only_pixels"], r["itk_only_pixels"], f"{r['lse_steps']} ({'yes' if r['lse_converged'] else 'no'})",
               f"{r['itk_iterations']} ({'yes' if r['itk_converged'] else 'no'})", round(r["lse_seconds"], 3),
               round(r["itk_seconds"], 3)] for r in rows],

@@ -120,7 +120,8 @@ def _check_image_scale(image_scale):
         return "auto"
     if isinstance(image_scale, str):
         if image_scale != "auto":
-            raise ValueError(f"`image_scale` must be a positive number or 'auto'. Received: image_scale={image_scale!r}")
+            raise ValueError(
+                f"`image_scale` must be a positive number, 'auto' or None. Received: image_scale={image_scale!r}")
         return image_scale
     return float(check_positive(image_scale, "image_scale"))
 
