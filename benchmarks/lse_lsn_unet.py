@@ -197,14 +197,12 @@ def _no_jit(model):
 
 
 def _lse_predict(image, u0, alpha, image_scale, s, chunk=32):
-    """Frozen level set, called eagerly in chunks (tracing the unrolled steps takes longer than running them)."""
-    import keras
-
+    """Frozen level set (compiled loop), `lse_steps` steps without smoothing or early stop, in chunks."""
     from keras_medseg import zoo
 
     model = zoo.build("lse", alpha=float(alpha), image_scale=float(image_scale), steps=s["lse_steps"],
-                      dt=s["lse_dt"])
-    out = [keras.ops.convert_to_numpy(model([image[i:i + chunk], u0[i:i + chunk]], training=False))
+                      dt=s["lse_dt"], smoothing_sigma=None, tolerance=None)
+    out = [np.asarray(model.predict_on_batch([image[i:i + chunk], u0[i:i + chunk]]))
            for i in range(0, len(image), chunk)]
     return np.concatenate(out, axis=0) > 0.5
 
@@ -286,7 +284,7 @@ def run(preset="cpu", out_dir=None, progress=True):
             unet.save(os.path.join(out_dir, "unet.keras"))
             lsn.save(os.path.join(out_dir, "lsn.keras"))
             examples = (te, lse_test_pred, lsn_test_pred, unet_test_pred)
-        step_layer = lsn.get_layer("lsn_step")
+        step_layer = lsn.get_layer("lsn_evolution").step
         coeffs = {n: float(keras.ops.convert_to_numpy(getattr(step_layer, f"{n}_weight"))) for n in
                   ("alpha", "beta", "gamma")}
         folds.append({

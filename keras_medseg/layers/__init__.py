@@ -6,6 +6,7 @@ from keras_medseg.layers.curvature_conv import CurvatureConv  # noqa: F401
 from keras_medseg.layers.edge_indicator import EdgeIndicator  # noqa: F401
 from keras_medseg.layers.imex_block import IMEXBlock, MultiscaleLaplacian  # noqa: F401
 from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
+from keras_medseg.layers.level_set_evolution import LevelSetEvolution  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401
 
@@ -15,6 +16,7 @@ __all__ = [
     "EdgeIndicator",
     "IMEXBlock",
     "ImplicitFFTConv",
+    "LevelSetEvolution",
     "LevelSetStep",
     "UpwindConv",
 ]

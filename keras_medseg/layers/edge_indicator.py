@@ -6,7 +6,7 @@ from keras import ops
 from keras_medseg.initializers import CentralDifference
 from keras_medseg.layers._stencil import StencilLayer
 from keras_medseg.ops.finite_differences import conv_edge, gaussian_kernel
-from keras_medseg.ops.level_set import edge_indicator
+from keras_medseg.ops.level_set import check_finite, edge_indicator
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
@@ -29,6 +29,11 @@ class EdgeIndicator(StencilLayer):
             size `2*ceil(3 sigma)+1`), default None (no smoothing).
         trainable_kernels: learn the kernels (default True) or freeze them at
             the stencils (the textbook edge indicator).
+        scale: edge contrast `s` in `g = 1 / (1 + sum_j (sigma_j * (s I))^2)`:
+            a positive float (default 1.0) or `"auto"` (per image, from the
+            99.5th percentile of the response magnitude, see
+            `keras_medseg.ops.level_set.auto_edge_scale`; independent of the
+            intensity range of the image).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape: `(N, H, W, C)` or `(N, D, H, W, C)`.
@@ -36,7 +41,9 @@ class EdgeIndicator(StencilLayer):
 
     Raises:
         ValueError: `num_kernels` < 1 or < d, `smoothing_sigma <= 0`, even
-            `kernel_size`, input not 4D/5D or with unknown channels.
+            `kernel_size`, `scale` neither positive nor "auto", input not
+            4D/5D or with unknown channels, an image with NaN/Inf values
+            (when the values are known, see `keras_medseg.ops.level_set.check_finite`).
 
     Example:
     >>> layer = keras_medseg.layers.EdgeIndicator(trainable_kernels=False)
@@ -46,8 +53,14 @@ class EdgeIndicator(StencilLayer):
     (edge indicator of the Level Set Network).
     """
 
-    def __init__(self, num_kernels=None, kernel_size=3, smoothing_sigma=None, trainable_kernels=True, **kwargs):
+    def __init__(self, num_kernels=None, kernel_size=3, smoothing_sigma=None, trainable_kernels=True, scale=1.0,
+                 **kwargs):
         super().__init__(kernel_size=kernel_size, trainable_kernels=trainable_kernels, **kwargs)
+        if not (isinstance(scale, str) and scale == "auto"):
+            if isinstance(scale, (str, bool)) or not isinstance(scale, (int, float)):
+                raise ValueError(f"`scale` must be a positive number or 'auto'. Received: scale={scale!r}")
+            scale = float(check_positive(scale, "scale"))
+        self.scale = scale
         self.num_kernels = None if num_kernels is None else check_positive_int(num_kernels, "num_kernels")
         self.smoothing_sigma = None if smoothing_sigma is None else float(check_positive(smoothing_sigma,
                                                                                       "smoothing_sigma"))
@@ -77,17 +90,19 @@ class EdgeIndicator(StencilLayer):
             self._smoothing = gaussian_kernel(self.smoothing_sigma, d, channels)
 
     def call(self, image):
+        image = check_finite(image, "image")
         if self._smoothing is not None:
             image = conv_edge(image, self._smoothing)
         kernel = ops.cast(self.kernel, image.dtype)
         if self.extra_kernel is not None:
             kernel = ops.concatenate([kernel, ops.cast(self.extra_kernel, image.dtype)], axis=-1)
-        return edge_indicator(image, kernel)
+        return edge_indicator(image, kernel, scale=self.scale)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (1,)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_kernels": self.num_kernels, "smoothing_sigma": self.smoothing_sigma})
+        config.update({"num_kernels": self.num_kernels, "smoothing_sigma": self.smoothing_sigma,
+                       "scale": self.scale})
         return config

@@ -10,6 +10,12 @@ from keras_medseg.layers._stencil import StencilLayer
 from keras_medseg.layers.curvature_conv import CurvatureConv
 from keras_medseg.layers.upwind_conv import UpwindConv
 from keras_medseg.ops.finite_differences import conv_edge
+from keras_medseg.ops.level_set import (
+    _working_dtype,
+    advection_from_differences,
+    curvature_from_gradient,
+    grad_norm_from_differences,
+)
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 
@@ -101,15 +107,44 @@ class LevelSetStep(StencilLayer):
 
     def call(self, inputs):
         u, g = inputs
-        alpha = ops.cast(self.alpha_weight, u.dtype)
-        beta = ops.cast(self.beta_weight, u.dtype)
-        gamma = ops.cast(self.gamma_weight, u.dtype)
-        kappa = self.curvature(u)
+        return self.advance(u, g, self.velocity(g))
+
+    def velocity(self, g):
+        """Convection velocity `gamma grad g` `(N, *S, d)`: constant over the time steps, computed once."""
+        work = _working_dtype(g)
+        g = ops.cast(g, work)
+        return ops.cast(self.gamma_weight, work) * conv_edge(g, self.edge_gradient_kernel)
+
+    def fused_kernel(self, dtype):
+        """The five kernels applied to `u` (upwind D+/D- twice, curvature gradient) as one `(*K, 1, 5d)` kernel."""
+        kernels = [self.grad_norm.forward_kernel, self.grad_norm.backward_kernel, self.advection.forward_kernel,
+                   self.advection.backward_kernel, self.curvature.gradient_kernel]
+        return ops.concatenate([ops.cast(k, dtype) for k in kernels], axis=-1)
+
+    def advance(self, u, g, velocity, kernel=None):
+        """One step from `u` given `g` and the precomputed `velocity` (see `velocity`); `kernel`: `fused_kernel`.
+
+        All five convolutions of `u` run as one convolution with `5d` output
+        channels (the same numbers as the five separate layers).
+        """
+        out_dtype = u.dtype
+        work = _working_dtype(u)
+        u = ops.cast(u, work)
+        g = ops.cast(g, work)
+        velocity = ops.cast(velocity, work)
+        kernel = self.fused_kernel(work) if kernel is None else kernel
+        d = len(u.shape) - 2
+        diffs = conv_edge(u, kernel)
+        gn_plus, gn_minus = diffs[..., :d], diffs[..., d:2 * d]
+        ad_plus, ad_minus = diffs[..., 2 * d:3 * d], diffs[..., 3 * d:4 * d]
+        kappa = curvature_from_gradient(diffs[..., 4 * d:], ops.cast(self.curvature.divergence_kernel, work),
+                                        self.eps)
+        alpha = ops.cast(self.alpha_weight, work)
+        beta = ops.cast(self.beta_weight, work)
         speed = g * (alpha + beta * kappa)
-        normal_motion = speed * self.grad_norm([u, -speed])
-        velocity = gamma * conv_edge(g, self.edge_gradient_kernel)
-        convection = self.advection([u, velocity])
-        return u + ops.convert_to_tensor(self.dt, dtype=u.dtype) * (normal_motion + convection)
+        normal_motion = speed * grad_norm_from_differences(gn_plus, gn_minus, -speed)
+        convection = advection_from_differences(ad_plus, ad_minus, velocity)
+        return ops.cast(u + ops.convert_to_tensor(self.dt, dtype=work) * (normal_motion + convection), out_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -9,7 +9,13 @@ works in the Fourier domain.
 from keras_medseg.ops.attention import attention_pool, resize_matrix, resize_spatial  # noqa: F401
 from keras_medseg.ops.finite_differences import conv_edge, pad_edge, stencil_kernel  # noqa: F401
 from keras_medseg.ops.implicit import implicit_conv_solve  # noqa: F401
-from keras_medseg.ops.level_set import curvature, edge_indicator, upwind_advection, upwind_grad_norm  # noqa: F401
+from keras_medseg.ops.level_set import (  # noqa: F401
+    curvature,
+    edge_indicator,
+    reinitialize,
+    upwind_advection,
+    upwind_grad_norm,
+)
 
 __all__ = [
     "attention_pool",
@@ -18,6 +24,7 @@ __all__ = [
     "edge_indicator",
     "implicit_conv_solve",
     "pad_edge",
+    "reinitialize",
     "resize_matrix",
     "resize_spatial",
     "stencil_kernel",

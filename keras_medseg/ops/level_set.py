@@ -17,10 +17,17 @@ Reference: J. Actor, "Identification of kernels in a convolutional neural
 network" (Rice University, 2020): level-set equation and the Level Set Network.
 """
 
+import numbers
+
+import numpy as np
 from keras import ops
 
 from keras_medseg.ops.finite_differences import conv_edge, safe_sqrt, stencil_kernel
-from keras_medseg.utils.validation import check_positive, spatial_rank
+from keras_medseg.utils.validation import (
+    check_positive,
+    check_positive_int,
+    spatial_rank,
+)
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -85,24 +92,31 @@ def _one_sided(u, d, forward_kernels, backward_kernels):
     return conv_edge(u, fwd), conv_edge(u, bwd)
 
 
-def edge_indicator(image, kernels=None):
-    """Edge indicator `g = 1 / (1 + sum_j (k_j * I)^2)`, one channel in (0, 1].
+def edge_indicator(image, kernels=None, scale=1.0):
+    """Edge indicator `g = 1 / (1 + sum_j (k_j * (s I))^2)`, one channel in (0, 1].
 
     With the default kernels (`k_j` = central difference along spatial axis j)
-    this is `1 / (1 + |grad I|^2)`. A multi-channel image is summed over its
+    this is `1 / (1 + |grad (s I)|^2)`. A multi-channel image is summed over its
     channels inside each convolution (kernel layout `(*K, C, J)`).
+
+    `scale="auto"` picks `s` per image from the image itself
+    (`auto_edge_scale`: the 99.5th percentile of `|k * I|` maps to 7, i.e.
+    `g = 0.02` on the strongest edges), so that the same settings hold for CT
+    in HU, MRI in arbitrary units and photographs in [0, 255].
 
     Args:
         image: `(N, H, W, C)` or `(N, D, H, W, C)`.
         kernels: optional `(*K, C, J)` kernels (odd sizes); default central
             differences `(3, ..., 3, C, d)`.
+        scale: positive float (the edge contrast `s`, default 1.0) or `"auto"`.
 
     Returns:
         `(N, H, W, 1)` or `(N, D, H, W, 1)`.
 
     Raises:
-        ValueError: `image` not 4D/5D, or `kernels` of the wrong rank, with
-            even sizes or with `C_in` different from the image channels.
+        ValueError: `image` not 4D/5D, `scale` neither positive nor `"auto"`,
+            or `kernels` of the wrong rank, with even sizes or with `C_in`
+            different from the image channels.
 
     Example:
     >>> g = keras_medseg.ops.edge_indicator(np.random.rand(1, 32, 32, 1))
@@ -116,8 +130,16 @@ def edge_indicator(image, kernels=None):
         if channels is None:
             raise ValueError(f"`image` needs a known channel count. Received: image.shape={tuple(image.shape)}")
         kernels = stencil_kernel("central", (3,) * d + (channels, d))
+    if not (isinstance(scale, str) and scale == "auto"):
+        if isinstance(scale, str) or not isinstance(scale, numbers.Real):
+            raise ValueError(f"`scale` must be a positive number or 'auto'. Received: scale={scale!r}")
+        check_positive(scale, "scale")
     _check_kernel(kernels, "kernels", d, c_in=channels)
     responses = conv_edge(image, kernels)
+    if isinstance(scale, str):
+        responses = responses * ops.cast(auto_edge_scale(responses), responses.dtype)
+    elif scale != 1.0:
+        responses = responses * ops.convert_to_tensor(scale, dtype=responses.dtype)
     return 1.0 / (1.0 + ops.sum(ops.square(responses), axis=-1, keepdims=True))
 
 
@@ -156,6 +178,11 @@ def upwind_advection(u, velocity, forward_kernels=None, backward_kernels=None):
     _check_same_grid(u, velocity, "u", "velocity", d)
     velocity = ops.cast(velocity, u.dtype)
     d_plus, d_minus = _one_sided(u, d, forward_kernels, backward_kernels)
+    return advection_from_differences(d_plus, d_minus, velocity)
+
+
+def advection_from_differences(d_plus, d_minus, velocity):
+    """Upwind advection `sum_k ReLU(V_k) D_k^+ u - ReLU(-V_k) D_k^- u` from one-sided differences `(N, *S, d)`."""
     terms = ops.relu(velocity) * d_plus - ops.relu(-velocity) * d_minus
     return ops.sum(terms, axis=-1, keepdims=True)
 
@@ -196,10 +223,15 @@ def upwind_grad_norm(u, speed, forward_kernels=None, backward_kernels=None):
     work = _working_dtype(u)
     u = ops.cast(u, work)
     d_plus, d_minus = _one_sided(u, d, forward_kernels, backward_kernels)
+    return ops.cast(grad_norm_from_differences(d_plus, d_minus, speed), out_dtype)
+
+
+def grad_norm_from_differences(d_plus, d_minus, speed):
+    """Osher-Sethian upwind `|grad u|` from one-sided differences `(N, *S, d)` each (see `upwind_grad_norm`)."""
     sq_pos = ops.sum(ops.square(ops.relu(d_minus)) + ops.square(ops.relu(-d_plus)), axis=-1, keepdims=True)
     sq_neg = ops.sum(ops.square(ops.relu(d_plus)) + ops.square(ops.relu(-d_minus)), axis=-1, keepdims=True)
     sq = ops.where(ops.stop_gradient(speed) >= 0, sq_pos, sq_neg)
-    return ops.cast(safe_sqrt(sq), out_dtype)
+    return safe_sqrt(sq)
 
 
 def curvature(u, eps=1e-8, gradient_kernels=None, divergence_kernels=None):
@@ -242,6 +274,135 @@ def curvature(u, eps=1e-8, gradient_kernels=None, divergence_kernels=None):
     out_dtype = u.dtype
     u = ops.cast(u, _working_dtype(u))
     grad = conv_edge(u, gradient_kernels)
+    return ops.cast(curvature_from_gradient(grad, divergence_kernels, eps), out_dtype)
+
+
+def curvature_from_gradient(grad, divergence_kernels, eps):
+    """`div(grad / (|grad| + eps))` from a gradient `(N, *S, d)` (see `curvature`)."""
     norm = safe_sqrt(ops.sum(ops.square(grad), axis=-1, keepdims=True))
     normal = grad / (norm + ops.convert_to_tensor(eps, dtype=grad.dtype))
-    return ops.cast(conv_edge(normal, divergence_kernels), out_dtype)
+    return conv_edge(normal, divergence_kernels)
+
+
+#: Adaptive edge scale (`edge_indicator(..., scale="auto")`): the image is multiplied by
+#: `AUTO_EDGE_TARGET / q`, with `q` the `AUTO_EDGE_PERCENTILE`-th percentile of the gradient
+#: magnitude over the image, so that `g = 1 / (1 + AUTO_EDGE_TARGET^2)` at that percentile.
+AUTO_EDGE_PERCENTILE = 99.5
+AUTO_EDGE_TARGET = 7.0
+
+
+def auto_edge_scale(responses, percentile=AUTO_EDGE_PERCENTILE, target=AUTO_EDGE_TARGET):
+    """Per-image factor `target / q_p(|k * I|)` that makes the edge indicator independent of the intensity range.
+
+    Args:
+        responses: kernel responses `(N, *S, J)` (for the default kernels the image gradient).
+        percentile: percentile in (0, 100] of the response magnitude `sqrt(sum_j r_j^2)` over each image,
+            default `AUTO_EDGE_PERCENTILE` (99.5: the strongest edges of the image, robust to a few outliers).
+        target: value the scaled magnitude takes at that percentile, default `AUTO_EDGE_TARGET` (7.0, so
+            `g` = 0.02 there).
+
+    Returns:
+        `(N, 1, ..., 1)` factors (one per image) broadcastable against `responses`.
+
+    Raises:
+        ValueError: `percentile` outside (0, 100] or `target <= 0`.
+    """
+    percentile = check_positive(percentile, "percentile")
+    if percentile > 100:
+        raise ValueError(f"`percentile` must be in (0, 100]. Received: percentile={percentile}")
+    check_positive(target, "target")
+    magnitude = safe_sqrt(ops.sum(ops.square(responses), axis=-1))
+    flat = ops.reshape(magnitude, (ops.shape(magnitude)[0], -1))
+    q = ops.quantile(flat, percentile / 100.0, axis=1)
+    # a flat image has q = 0 (and zero responses): any finite factor gives g = 1 there
+    top = ops.max(flat, axis=1)
+    q = ops.maximum(q, 1e-3 * top)
+    q = ops.where(q > 0, q, ops.ones_like(q))
+    scale = ops.convert_to_tensor(target, dtype=q.dtype) / q
+    return ops.reshape(scale, (-1,) + (1,) * (len(responses.shape) - 1))
+
+
+def reinitialize(u, iterations=10, dt=None):
+    """Bring a level set back to a signed distance near its zero level set (PDE reinitialisation).
+
+    Evolves `phi_t = S(u) (1 - |grad phi|)` from `phi = u` with Godunov's
+    upwind `|grad phi|` and the smoothed sign `S = u / sqrt(u^2 + |grad u|^2)`
+    (Peng et al. 1999), `iterations` explicit steps of `dt`. The zero level set
+    stays (almost) in place; `|grad phi|` becomes 1 within about
+    `iterations * dt` voxels of it. Unit spacing, replicate boundaries.
+
+    Args:
+        u: level set `(N, *S, 1)`, negative inside.
+        iterations: int >= 1, default 10.
+        dt: pseudo time step, default `0.9 / d` (CFL of the Godunov scheme).
+
+    Returns:
+        `(N, *S, 1)`, same sign pattern as `u`, `|grad| ~ 1` near the front.
+
+    Raises:
+        ValueError: `iterations < 1`, `dt <= 0`, wrong rank or more than one channel.
+
+    Example:
+    >>> phi = keras_medseg.ops.reinitialize(3.0 * u, iterations=20)
+
+    Reference: M. Sussman, P. Smereka, S. Osher, "A level set approach for computing solutions to
+    incompressible two-phase flow" (1994); D. Peng, B. Merriman, S. Osher, H. Zhao, M. Kang, "A PDE-based
+    fast local level set method" (1999). Checked against the Euclidean distance transform of SciPy.
+    """
+    iterations = check_positive_int(iterations, "iterations")
+    u = _as_float(u, "u")
+    d = spatial_rank(u, "u")
+    _check_single_channel(u, "u")
+    dt = 0.9 / d if dt is None else check_positive(dt, "dt")
+    out_dtype = u.dtype
+    u = ops.cast(u, _working_dtype(u))
+    kernel = ops.convert_to_tensor(
+        np.concatenate([stencil_kernel("forward", (3,) * d + (1, d)), stencil_kernel("backward", (3,) * d + (1, d)),
+                        stencil_kernel("central", (3,) * d + (1, d))], axis=-1), dtype=u.dtype)
+    diffs = conv_edge(u, kernel)
+    central = diffs[..., 2 * d:]
+    sign = u / ops.sqrt(ops.square(u) + ops.sum(ops.square(central), axis=-1, keepdims=True) + 1e-12)
+    positive = sign > 0
+    step = ops.convert_to_tensor(dt, dtype=u.dtype)
+
+    def body(_, phi):
+        diffs = conv_edge(phi, kernel[..., : 2 * d])
+        d_plus, d_minus = diffs[..., :d], diffs[..., d:]
+        grow = ops.maximum(ops.square(ops.relu(d_minus)), ops.square(ops.relu(-d_plus)))
+        shrink = ops.maximum(ops.square(ops.relu(-d_minus)), ops.square(ops.relu(d_plus)))
+        norm = safe_sqrt(ops.sum(ops.where(positive, grow, shrink), axis=-1, keepdims=True))
+        return phi - step * sign * (norm - 1.0)
+
+    return ops.cast(ops.fori_loop(0, iterations, body, u), out_dtype)
+
+
+def check_finite(x, name):
+    """Refuse NaN/Inf values in `x` with a `ValueError` naming `name` when the values are known.
+
+    Eager tensors and arrays are checked at once (every backend). Inside a
+    TensorFlow graph (`model.predict`, `fit`) the check is a graph assertion
+    that fails with `InvalidArgumentError` carrying the same message; inside a
+    JAX trace the values are unknown and nothing is checked.
+
+    Returns:
+        `x` (under a TensorFlow graph: `x` with the assertion attached).
+    """
+    import keras
+
+    message = f"`{name}` contains NaN or Inf values; clean or mask them before the level-set evolution."
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return tf.debugging.assert_all_finite(x, message)
+    elif backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return x
+    if not bool(ops.convert_to_numpy(ops.all(ops.isfinite(x)))):
+        raise ValueError(f"{message} Received: {name} with {int(np.size(ops.convert_to_numpy(x)))} values, "
+                         f"{int(np.count_nonzero(~np.isfinite(ops.convert_to_numpy(x))))} of them not finite")
+    return x
+

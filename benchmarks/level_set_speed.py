@@ -1,0 +1,247 @@
+"""Speed of the `lse` level set against ITK and scikit-image, side by side in one process (issue 15).
+
+    KERAS_BACKEND=tensorflow python benchmarks/level_set_speed.py      # block `level_set_speed`
+    KERAS_BACKEND=jax python benchmarks/level_set_speed.py             # block `level_set_speed_jax`
+    python benchmarks/level_set_speed.py --quick                       # tiny sizes, numbers meaningless
+
+Solvers, all on the SAME inputs (image, edge indicator g, initial level set):
+
+* `lse`: `keras_medseg.zoo.build("lse")` (compiled loop), its evolution
+  layer called through a compiled Keras model on `[g, u0]`. First call
+  (tracing + compilation) reported apart from the steady state.
+* ITK `GeodesicActiveContourLevelSetImageFilter` (sparse field, narrow band,
+  its own time step), feature image g, PropagationScaling = -alpha,
+  CurvatureScaling = beta, AdvectionScaling = gamma (mapping checked in
+  `benchmarks/lse_vs_itk.py`). Inputs one by one (a batch = a Python loop).
+* scikit-image `morphological_geodesic_active_contour` (morphological
+  operators, not a PDE: one iteration is not one time step), gimage g,
+  balloon 1, smoothing 1, threshold 'auto', one by one.
+
+Cases: one 256 x 256 crop of scikit-image's `coins` (seed inside one coin),
+a batch of 16 copies of it (same seed), one 128^3 volume (nilearn's MNI152
+T1 template resampled to 128^3, seed a sphere in the brain; the brain /
+background border is the closed edge). Two regimes: equal iteration counts
+(`lse` steps = ITK iterations = scikit-image iterations, no early stop) and
+to convergence for the single image (`lse` default stop, ITK RMS change <
+0.002, both at most 2000; scikit-image has no stopping rule and is left out). Dice of each result against ITK's on
+the same input is in the table (inside = level set < 0).
+
+Timing: every repeat runs the solvers one after the other (interleaved),
+min and median over repeats. Ratios against ITK (the anchor) and against a
+floor: the time to stream the arrays a dense explicit step must touch at
+least once (read u and g, write u: 12 bytes per voxel per step) at the copy
+bandwidth NumPy measures in this process, times the number of steps.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+from _common import dice, markdown_table, write_results  # noqa: E402
+
+ALPHA, BETA, GAMMA = -0.5, 0.2, 1.0
+
+
+# ----------------------------------------------------------------------------------------------- data
+def coins_case(size=256):
+    """A `size` x `size` crop of scikit-image's coins (float32, raw 0-255 units) and a seed inside one coin."""
+    import skimage.data
+
+    from keras_medseg.zoo.level_set import signed_distance_to_sphere
+
+    image = skimage.data.coins()[:size, :size].astype("float32")
+    centre = (130 * size / 256, 50 * size / 256)
+    return image, signed_distance_to_sphere(image.shape, centre, 6.0 * size / 256).astype("float32")
+
+
+def brain_case(size=128):
+    """nilearn's MNI152 T1 template resampled to `size`^3 (float32) and a sphere seed inside the brain."""
+    from nilearn.datasets import load_mni152_template
+    from scipy import ndimage
+
+    from keras_medseg.zoo.level_set import signed_distance_to_sphere
+
+    volume = np.asarray(load_mni152_template(resolution=2).get_fdata(), dtype="float32")
+    volume = ndimage.zoom(volume, [size / s for s in volume.shape], order=1).astype("float32")
+    centre = tuple(s / 2 for s in volume.shape)
+    return volume, signed_distance_to_sphere(volume.shape, centre, size / 10).astype("float32")
+
+
+# --------------------------------------------------------------------------------------------- solvers
+def lse_solver(shape, steps, tolerance):
+    """Compiled `[g, u0] -> [u, steps taken]` and `image -> g` models of the zoo `lse` (default settings)."""
+    import keras
+
+    from keras_medseg import zoo
+    from keras_medseg.layers import LevelSetEvolution
+
+    model = zoo.build("lse", spatial_dims=len(shape), steps=steps, tolerance=tolerance, input_size=tuple(shape))
+    edge = keras.Model(model.inputs[0], model.get_layer("lse_edge").output)
+    layer = model.get_layer("lse_evolution")
+    counting = LevelSetEvolution.from_config({**layer.get_config(), "return_steps": True})
+    g_in, u_in = keras.Input(tuple(shape) + (1,)), keras.Input(tuple(shape) + (1,))
+    evolution = keras.Model([g_in, u_in], counting([u_in, g_in]))
+    counting.set_weights(layer.get_weights())
+    return edge, evolution
+
+
+def run_itk(g, u0, iterations, rms):
+    import itk
+
+    image_type = itk.Image[itk.F, g.ndim]
+    gac = itk.GeodesicActiveContourLevelSetImageFilter[image_type, image_type, itk.F].New()
+    gac.SetInput(itk.image_from_array(np.ascontiguousarray(u0, dtype="float32")))
+    gac.SetFeatureImage(itk.image_from_array(np.ascontiguousarray(g, dtype="float32")))
+    gac.SetPropagationScaling(-ALPHA)
+    gac.SetCurvatureScaling(BETA)
+    gac.SetAdvectionScaling(GAMMA)
+    gac.SetDerivativeSigma(0.0)
+    gac.SetMaximumRMSError(float(rms))
+    gac.SetNumberOfIterations(int(iterations))
+    gac.Update()
+    return itk.array_from_image(gac.GetOutput()) < 0, int(gac.GetElapsedIterations())
+
+
+def run_skimage(g, u0, iterations):
+    from skimage.segmentation import morphological_geodesic_active_contour
+
+    return morphological_geodesic_active_contour(g, iterations, init_level_set=(u0 < 0).astype(np.int8),
+                                                 smoothing=1, balloon=1, threshold="auto").astype(bool)
+
+
+def copy_bandwidth():
+    """Bytes per second of a large NumPy copy (read + write), best of 5."""
+    a = np.ones(16 * 2**20, "float32")
+    b = np.empty_like(a)
+    best = np.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best
+
+
+# ----------------------------------------------------------------------------------------------- cases
+def measure(case, image, u0, batch, steps, tolerance, itk_rms, repeats, with_skimage, bandwidth):
+    """One table row: times (first call, min/median steady) and Dice vs ITK of every solver."""
+    edge, evolution = lse_solver(image.shape, steps, tolerance)
+    x = np.repeat(image[None, ..., None], batch, axis=0)
+    u = np.repeat(u0[None, ..., None], batch, axis=0)
+    g = np.asarray(edge.predict_on_batch(x))
+    t0 = time.perf_counter()
+    evolution.predict_on_batch([g, u])
+    first = time.perf_counter() - t0
+    times = {"lse": [], "itk": [], "skimage": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        u_lse, taken = evolution.predict_on_batch([g, u])
+        times["lse"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        itk_out = [run_itk(g[i, ..., 0], u0, steps, itk_rms)
+                   for i in range(batch)]
+        times["itk"].append(time.perf_counter() - t0)
+        if with_skimage:
+            t0 = time.perf_counter()
+            sk = [run_skimage(g[i, ..., 0], u0, steps) for i in range(batch)]
+            times["skimage"].append(time.perf_counter() - t0)
+    lse_inside = np.asarray(u_lse)[..., 0] < 0
+    itk_inside = np.stack([o[0] for o in itk_out])
+    taken = np.asarray(taken)
+    voxels = int(np.prod(image.shape)) * batch
+    floor = float(taken.max()) * 12 * voxels / bandwidth
+    row = {
+        "case": case, "shape": list(image.shape), "batch": batch,
+        "regime": "equal iterations" if tolerance is None else "to convergence",
+        "lse_steps": int(taken.max()), "itk_iterations": max(o[1] for o in itk_out),
+        "lse_first_call_s": first,
+        "lse_min_s": float(min(times["lse"])), "lse_median_s": float(np.median(times["lse"])),
+        "itk_min_s": float(min(times["itk"])), "itk_median_s": float(np.median(times["itk"])),
+        "floor_s": floor,
+        "dice_lse_vs_itk": float(np.mean([dice(a, b) for a, b in zip(lse_inside, itk_inside)])),
+        "lse_voxels_inside": int(lse_inside[0].sum()), "itk_voxels_inside": int(itk_inside[0].sum()),
+    }
+    if with_skimage:
+        row.update({"skimage_min_s": float(min(times["skimage"])),
+                    "skimage_median_s": float(np.median(times["skimage"])),
+                    "dice_skimage_vs_itk": float(np.mean([dice(a, b) for a, b in zip(sk, itk_inside)]))})
+    return row
+
+
+def run(quick=False, repeats=3, progress=True):
+    import keras
+
+    size2, size3 = (64, 32) if quick else (256, 128)
+    steps2, steps3 = (20, 10) if quick else (200, 50)
+    coins, coins_u0 = coins_case(size2)
+    brain, brain_u0 = brain_case(size3)
+    bandwidth = copy_bandwidth()
+    plan = [
+        ("coins 1 image", coins, coins_u0, 1, steps2, None, True),
+        ("coins 1 image", coins, coins_u0, 1, 2000, 2e-3, False),
+        ("coins batch of 16", coins, coins_u0, 16, steps2, None, True),
+        ("MNI152 volume", brain, brain_u0, 1, steps3, None, True),
+    ]
+    rows = []
+    start = time.perf_counter()
+    for case, image, u0, batch, steps, tol, sk in plan:
+        row = measure(case, image, u0, batch, steps, tol, 0.0 if tol is None else 0.002,
+                      max(1, repeats if batch == 1 and image.ndim == 2 else repeats - 1), sk, bandwidth)
+        rows.append(row)
+        if progress:
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+        keras.backend.clear_session()
+    return {"backend": keras.backend.backend(), "quick": quick, "repeats": repeats, "alpha": ALPHA,
+            "beta": BETA, "gamma": GAMMA, "copy_bandwidth_GBs": bandwidth / 1e9, "rows": rows,
+            "seconds": time.perf_counter() - start}
+
+
+def markdown(result):
+    rows = result["rows"]
+    table = markdown_table(
+        ["case", "size", "regime", "lse steps / ITK its", "lse first call (s)", "lse steady min / median (s)",
+         "ITK min / median (s)", "skimage min / median (s)", "lse / ITK", "lse / floor", "Dice lse vs ITK",
+         "Dice skimage vs ITK"],
+        [[r["case"], "x".join(str(s) for s in r["shape"]), r["regime"], f"{r['lse_steps']} / {r['itk_iterations']}",
+          round(r["lse_first_call_s"], 2), f"{r['lse_min_s']:.3g} / {r['lse_median_s']:.3g}",
+          f"{r['itk_min_s']:.3g} / {r['itk_median_s']:.3g}",
+          f"{r['skimage_min_s']:.3g} / {r['skimage_median_s']:.3g}" if "skimage_min_s" in r else "-",
+          f"{r['lse_min_s'] / r['itk_min_s']:.2f}", f"{r['lse_min_s'] / r['floor_s']:.0f}",
+          round(r["dice_lse_vs_itk"], 4),
+          round(r["dice_skimage_vs_itk"], 4) if "dice_skimage_vs_itk" in r else "-"] for r in rows])
+    first = max(r["lse_first_call_s"] - r["lse_median_s"] for r in rows)
+    text = (f"Backend {result['backend']}; alpha {result['alpha']}, beta {result['beta']}, gamma {result['gamma']}, "
+            f"the lse defaults (adaptive edge scale, Gaussian sigma 1); the same g and seed for every solver. "
+            f"'lse first call' includes tracing and compilation (largest first-call overhead over the steady "
+            f"state: {first:.1f} s); ITK and scikit-image process a batch one image at a time. 'lse / floor': lse "
+            f"time over the time to stream 12 bytes per voxel per step at the measured copy bandwidth "
+            f"({result['copy_bandwidth_GBs']:.1f} GB/s). scikit-image's morphological snake is a different "
+            f"algorithm (one iteration is not a time step), shown at the same iteration count. Interleaved "
+            f"repeats, min / median; the machine is 2 CPU cores shared with other jobs, so absolute times are "
+            f"noisy upper bounds.")
+    return table + "\n\n" + text + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, nothing written to the repository")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    result = run(quick=args.quick, repeats=args.repeats)
+    text = markdown(result)
+    if not args.quick:
+        import keras
+
+        name = "level_set_speed" + ("" if keras.backend.backend() == "tensorflow" else f"_{keras.backend.backend()}")
+        write_results(name, result, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

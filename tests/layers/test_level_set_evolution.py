@@ -1,0 +1,176 @@
+"""LevelSetEvolution: compiled loop = repeated NumPy steps; traced graph independent of `steps`; gradients;
+convergence stop; reinitialisation; truncated BPTT; 3D 128^3; bad input."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_medseg import zoo
+from keras_medseg.layers import LevelSetEvolution
+from keras_medseg.zoo.level_set import signed_distance_to_sphere, synthetic_disks
+from tests.layers.test_level_set_step import _upwind_sum_min, np_level_set_step
+from tests.testing import check_layer_gradients, run_layer_test
+
+pytestmark = pytest.mark.backend_agnostic
+
+NO_TORCH_GRAD = pytest.mark.skipif(keras.backend.backend() == "torch",
+                                   reason="keras_medseg.utils.gradients covers TensorFlow and JAX")
+FROZEN = {"trainable_kernels": False, "trainable_coefficients": False}
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+@pytest.mark.parametrize("spatial", [(13, 11), (7, 6, 9)])
+def test_loop_equals_repeated_numpy_steps(spatial):
+    rng = np.random.default_rng(0)
+    u0 = rng.standard_normal((2,) + spatial + (1,))
+    g = rng.uniform(0.1, 1.0, (2,) + spatial + (1,))
+    layer = LevelSetEvolution(steps=6, alpha=-0.7, beta=0.3, gamma=1.5, dt=0.1, dtype="float64", **FROZEN)
+    out = _np(layer([u0, g]))
+    ref = u0[..., 0]
+    for _ in range(6):
+        ref = np_level_set_step(ref, g[..., 0], -0.7, 0.3, 1.5, 0.1)
+    np.testing.assert_allclose(out[..., 0], ref, rtol=1e-9, atol=1e-9)
+
+
+def _traced_size(steps, size=32):
+    """Number of traced nodes of one `lse` forward pass (TensorFlow graph incl. loop body / JAX jaxpr)."""
+    model = zoo.build("lse", steps=steps, input_size=size)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.TensorSpec((1, size, size, 1), tf.float32)
+        graph = tf.function(lambda x, u: model([x, u])).get_concrete_function(spec, spec).graph
+        graph_def = graph.as_graph_def()
+        return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+    if backend == "jax":
+        import jax
+
+        x = np.zeros((1, size, size, 1), "float32")
+        return len(str(jax.make_jaxpr(lambda a, b: model([a, b]))(x, x)).splitlines())
+    pytest.skip("PyTorch runs the loop eagerly (nothing is traced)")
+
+
+def test_traced_graph_does_not_grow_with_steps():
+    # issue 15: the first call with steps=400 must cost less than twice steps=50 (the loop is not unrolled)
+    small, large = _traced_size(50), _traced_size(400)
+    assert large < 2 * small
+    assert large == small
+
+
+def test_layer_harness():
+    shapes = [(2, 9, 8, 1)] * 2
+    rng = np.random.default_rng(1)
+    data = [rng.standard_normal(shapes[0]).astype("float32"), rng.uniform(0.1, 1, shapes[1]).astype("float32")]
+    run_layer_test(LevelSetEvolution, {"steps": 3, "reinit_every": 2}, shapes, expected_output_shape=shapes[0],
+                   input_data=data)
+
+
+def _kink_free_inputs(shape, alpha, beta, eps):
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        data = [rng.standard_normal(shape), rng.uniform(0.1, 1, shape)]
+        if _upwind_sum_min(data[0][..., 0], data[1][..., 0], alpha, beta, eps) > 1e-2:
+            return data
+    raise AssertionError("no kink-free input found")
+
+
+@pytest.mark.slow
+@NO_TORCH_GRAD
+def test_gradients_through_the_loop():
+    # a short compiled lsn loop: both inputs, every kernel and coefficient against central differences (float64)
+    kwargs = {"steps": 2, "eps": 1e-2, "alpha": 0.1, "beta": 1.0, "gamma": 0.7, "dt": 0.02}
+    data = _kink_free_inputs((1, 5, 4, 1), 0.1, 1.0, 1e-2)
+    errors = check_layer_gradients(LevelSetEvolution, kwargs, [(1, 5, 4, 1)] * 2, input_data=data,
+                                   call_kwargs={"training": True}, max_entries=4)
+    assert len(errors) == 12
+    assert max(errors.values()) < 1e-4
+
+
+@NO_TORCH_GRAD
+def test_truncated_backprop_stops_the_gradient_of_early_steps():
+    layer = LevelSetEvolution(steps=3, backprop_steps=1, dtype="float64", **FROZEN)
+    from keras_medseg.utils.gradients import value_and_grad
+
+    u0 = signed_distance_to_sphere((9, 9), (4, 4), 2.0)[None, ..., None]
+    g = np.ones_like(u0)
+    _, (grad,) = value_and_grad(lambda u: ops.sum(layer([u, g], training=True)), ops.convert_to_tensor(u0))
+    assert float(np.abs(_np(grad)).max()) == 0.0
+    _, (grad,) = value_and_grad(lambda u: ops.sum(layer([u, g], training=False)), ops.convert_to_tensor(u0))
+    assert float(np.abs(_np(grad)).max()) > 0.0
+
+
+def test_convergence_stop_freezes_each_image():
+    images, _, init = synthetic_disks(2, size=24, seed=0, noise=0.0)
+    scale = 10.0
+    from keras_medseg.ops import edge_indicator
+
+    g = _np(edge_indicator(images, scale=scale))
+    full = LevelSetEvolution(steps=200, alpha=-0.5, dt=0.2, **FROZEN)
+    early = LevelSetEvolution(steps=200, alpha=-0.5, dt=0.2, tolerance=1e-3, check_every=10, **FROZEN)
+    u_full = _np(full([init, g]))
+    u_early, taken = early.evolve(ops.convert_to_tensor(init), ops.convert_to_tensor(g), return_steps=True)
+    taken = _np(taken)
+    assert taken.shape == (2,) and np.all(taken % 10 == 0) and np.all(taken < 200) and np.all(taken > 0)
+    # stopped fronts sit where the full run ends: same inside region to within a pixel ring
+    inside_full, inside_early = u_full[..., 0] < 0, _np(u_early)[..., 0] < 0
+    assert np.count_nonzero(inside_full != inside_early) <= 0.05 * inside_full.sum()
+    # training ignores the stop (a fixed number of steps, differentiable on every backend)
+    np.testing.assert_allclose(_np(early([init, g], training=True)), u_full, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_3d_volume_128():
+    size = 128
+    u0 = signed_distance_to_sphere((size,) * 3, (64, 60, 66), 20.0).astype("float32")[None, ..., None]
+    g = np.random.default_rng(0).uniform(0.2, 1.0, u0.shape).astype("float32")
+    out = _np(LevelSetEvolution(steps=2, alpha=-1.0, beta=0.2, gamma=1.0, dt=0.2, **FROZEN)([u0, g]))
+    assert out.shape == (1, size, size, size, 1)
+    ref = u0[..., 0].astype("float64")
+    for _ in range(2):
+        ref = np_level_set_step(ref, g[..., 0].astype("float64"), -1.0, 0.2, 1.0, 0.2)
+    np.testing.assert_allclose(out[..., 0], ref, atol=2e-4)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="steps"):
+        LevelSetEvolution(steps=0)
+    with pytest.raises(ValueError, match="dt"):
+        LevelSetEvolution(dt=0.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        LevelSetEvolution(tolerance=-1.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        LevelSetEvolution(tolerance=float("nan"))
+    with pytest.raises(ValueError, match="check_every"):
+        LevelSetEvolution(check_every=0)
+    with pytest.raises(ValueError, match="reinit_every"):
+        LevelSetEvolution(reinit_every=0)
+    with pytest.raises(ValueError, match="reinit_iterations"):
+        LevelSetEvolution(reinit_iterations=0)
+    with pytest.raises(ValueError, match="backprop_steps"):
+        LevelSetEvolution(steps=5, backprop_steps=6)
+    u = np.zeros((1, 8, 8, 1), "float32")
+    with pytest.raises(ValueError, match="initial_level_set.shape"):
+        LevelSetEvolution(steps=2)([np.zeros((1, 7, 8, 1), "float32"), u])
+    with pytest.raises(ValueError, match="two inputs"):
+        LevelSetEvolution(steps=2)(u)
+
+
+def test_model_refuses_nan_image_and_wrong_initial_level_set():
+    model = zoo.build("lse", steps=3)
+    image = np.random.default_rng(0).random((1, 16, 16, 1)).astype("float32")
+    u0 = signed_distance_to_sphere((16, 16), (8, 8), 3.0).astype("float32")[None, ..., None]
+    bad = image.copy()
+    bad[0, 3, 4, 0] = np.nan
+    with pytest.raises(ValueError, match="image"):
+        model([bad, u0])
+    with pytest.raises(ValueError, match="initial_level_set"):
+        model([image, u0[:, :12]])
+    nan_u0 = u0.copy()
+    nan_u0[0, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="initial_level_set"):
+        model([image, nan_u0])
