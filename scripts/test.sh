@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command (and CI's): set up ./.venv, run the whole suite on
-# the TensorFlow backend, then the backend-agnostic ops/layer/explain tests
-# (marker `backend_agnostic`) again on JAX. Any failure, or a run that collects
+# the TensorFlow backend, then the backend-agnostic ops/layer/loss/zoo/explain
+# tests (marker `backend_agnostic`) again on JAX and on torch (CPU). Any failure, or a run that collects
 # no test at all (pytest exit 5), makes this script exit non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +13,5 @@ echo "== keras-medseg tests: TensorFlow backend =="
 KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -n "$WORKERS" --durations=15 -q "$@"
 echo "== keras-medseg tests: JAX backend (backend-agnostic tests) =="
 KERAS_BACKEND=jax .venv/bin/python -m pytest -n "$WORKERS" --durations=10 -q -m backend_agnostic "$@"
+echo "== keras-medseg tests: torch backend (backend-agnostic tests) =="
+KERAS_BACKEND=torch .venv/bin/python -m pytest -n "$WORKERS" --durations=10 -q -m backend_agnostic "$@"
