@@ -126,7 +126,7 @@ def write_results(name, data, markdown, results_dir=None, readme=README):
 
 
 def benchmark_main(module, argv=None, extra_arguments=()):
-    """The command line shared by the seed-reproduction scripts (qtips, lse_vs_itk, ...).
+    """The command line shared by the lecture-reproduction scripts (qtips, lse_vs_itk, ...).
 
     `--preset` (one of `module.PRESETS`, default cpu), `--out-dir`, `--quiet`
     and any `extra_arguments` (`(flags, add_argument kwargs)` pairs, passed on

@@ -17,7 +17,7 @@ For every convolution layer of the saved fold-0 UNet with 3x3 kernels
   some singular value is more than 10% of the largest off
   (`keras_medseg.kernels.identify_model`).
 
-Seed 000 showed these clusters for convolution layer 11 (encoder) and 14
+J. Actor's lecture showed these clusters for convolution layer 11 (encoder) and 14
 (decoder) of a liver UNet (LiTS 2017) and the spectral labels per layer as
 figures only (no numbers survive in its text), so this script reports the
 counts and leaves the comparison qualitative.
@@ -159,7 +159,8 @@ def run(preset="cpu", out_dir=None, progress=True, model_path=None):
             nearest_counts[name] = nearest_counts.get(name, 0) + size
     return {
         "preset": preset, "settings": s, "seconds": time.perf_counter() - start, "figures": figures,
-        "model_path": os.path.relpath(os.path.abspath(model_path), os.path.dirname(os.path.abspath(out_dir))), "csv": csv_path,
+        "model_path": os.path.relpath(os.path.abspath(model_path), os.path.dirname(os.path.abspath(out_dir))),
+        "csv": csv_path,
         "layers": [r["layer"] for r in records], "labels": labels, "plotted_layers": plot_names,
         "fractions": [[float(v) for v in row] for row in frac],
         "records": [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in r.items()}
@@ -225,7 +226,7 @@ def markdown(result, fig_prefix=""):
         f"Entrywise, the k-means cluster centres lie nearest to {near_txt} (kernels per cluster summed). "
         "Spectra ignore shifts, reflections and sign, so a family (e.g. one-sided difference) covers forward and "
         "backward differences along either axis; a label says the kernel acts like that stencil up to those "
-        "symmetries, not that it equals it. The seed gives its per-layer labels only as a figure, so the "
+        "symmetries, not that it equals it. The lecture gives its per-layer labels only as a figure, so the "
         "comparison with it is qualitative: the same analysis, on white matter instead of liver.",
     ]
     return "\n".join(text)

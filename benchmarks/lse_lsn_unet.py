@@ -50,8 +50,9 @@ prediction = probability > 0.5. The fold-0 UNet and LSN are saved as
 `unet.keras` / `lsn.keras` in the output directory (for
 `benchmarks/kernels_unet.py`).
 
-Seed 000 (liver CT, LiTS 2017) reported average DSC LSE 0.604, LSN test
-0.692, LSN validation 0.511, UNet 0.903.
+J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+(liver CT, LiTS 2017), reported average DSC LSE 0.604, LSN test 0.692, LSN
+validation 0.511, UNet 0.903.
 """
 
 import os
@@ -66,7 +67,7 @@ from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E
 
 NAME = "lse_lsn_unet"
 
-#: Quotes of seed 000's table (average row), for comparison only.
+#: Quotes of J. Actor's table (average row), for comparison only.
 SEED_AVG = {"lse": 0.604, "lsn_test": 0.692, "lsn_val": 0.511, "unet": 0.903}
 
 PRESETS = {
@@ -389,17 +390,17 @@ def headline(result):
     avg = result["summary"]["avg"]
     holds = avg["lse"] < avg["lsn_test"] < avg["unet"]
     return (f"mean Dice over 5 folds: LSE {avg['lse']:.3f}, LSN {avg['lsn_test']:.3f} (validation "
-            f"{avg['lsn_val']:.3f}), UNet {avg['unet']:.3f}; the seed's ordering LSE < LSN < UNet "
+            f"{avg['lsn_val']:.3f}), UNet {avg['unet']:.3f}; the lecture's ordering LSE < LSN < UNet "
             + ("holds." if holds else "does NOT hold."))
 
 
 def markdown(result, fig_prefix=""):
-    """Section body for RESULTS.md: the per-fold Dice table in the seed's layout, figures, comparison."""
+    """Section body for RESULTS.md: the per-fold Dice table in the lecture's layout, figures, comparison."""
     cols = ("lse", "lsn_test", "lsn_val", "unet")
     rows = [[f["fold"]] + [round(f[c], 3) for c in cols] for f in result["folds"]]
     rows.append(["Avg"] + [round(result["summary"]["avg"][c], 3) for c in cols])
     rows.append(["Median"] + [round(result["summary"]["median"][c], 3) for c in cols])
-    rows.append(["Seed 000 Avg (liver CT, quoted)"] + [SEED_AVG[c] for c in cols])
+    rows.append(["Actor 2020 Avg (liver CT, quoted)"] + [SEED_AVG[c] for c in cols])
     d, s = result["data"], result["settings"]
     avg = result["summary"]["avg"]
     holds = avg["lse"] < avg["lsn_test"] < avg["unet"]
@@ -439,15 +440,15 @@ def markdown(result, fig_prefix=""):
         "",
         "### What this shows",
         "",
-        f"The seed's ordering LSE < LSN < UNet (on average) {'holds' if holds else 'does not hold'} here "
-        f"(LSE {avg['lse']:.3f}, LSN test {avg['lsn_test']:.3f}, UNet {avg['unet']:.3f}; seed: "
+        f"The lecture's ordering LSE < LSN < UNet (on average) {'holds' if holds else 'does not hold'} here "
+        f"(LSE {avg['lse']:.3f}, LSN test {avg['lsn_test']:.3f}, UNet {avg['unet']:.3f}; lecture: "
         f"{SEED_AVG['lse']} < {SEED_AVG['lsn_test']} < {SEED_AVG['unet']}), "
         f"and it holds in {per_fold} of {len(result['folds'])} folds. "
         f"LSN validation averages {avg['lsn_val']:.3f} vs {avg['lsn_test']:.3f} on the test slab "
-        f"({'lower, as in the seed' if avg['lsn_val'] < avg['lsn_test'] else 'not lower than test, unlike the seed'}). "
+        f"({'lower, as in the lecture' if avg['lsn_val'] < avg['lsn_test'] else 'not lower than test, unlike it'}). "
         f"The frozen level set {'improves' if lse_gain > 0 else 'does not improve'} on its initial region "
         f"({init_avg:.3f} -> {avg['lse']:.3f}). "
-        "The task differs from the seed's (white matter on a single, noise-free average template, whose folds "
+        "The task differs from the lecture's (white matter on a single, noise-free average template, whose folds "
         "are different anatomy of one brain, instead of liver in clinical CT), so absolute numbers are not "
         "comparable; only the ordering is.",
     ]

@@ -4,8 +4,8 @@
     python benchmarks/lse_vs_itk.py --preset smoke    # seconds, numbers meaningless (CI)
     python benchmarks/lse_vs_itk.py --preset paper    # same images, stricter convergence, more steps allowed
 
-Seed 000 (J. Actor, level-set networks) states that its classical level-set
-evolution (LSE) "agrees with ITK-SNAP". This script checks the same claim for
+J. Actor, "Identification of Kernels in a Convolutional Neural Network",
+states that its classical level-set evolution (LSE) "agrees with ITK-SNAP". This script checks the same claim for
 `keras_medseg.zoo.build("lse")` against ITK's geodesic active contour filter
 (the solver behind ITK-SNAP's edge-based snake), on images shipped with
 installed packages (both lungs on the CT slice shipped with pydicom, one coin
@@ -107,7 +107,9 @@ def load_image(source):
 
         name = source.split(".")[-1]
         if name not in ("coins", "cell", "camera", "moon", "page", "text", "microaneurysms"):
-            raise ValueError(f"`source` must be a scikit-image image shipped in the package. Received: source={source!r}")
+            raise ValueError(
+                f"`source` must be a scikit-image image shipped in the package. Received: source={source!r}"
+            )
         return _normalise(getattr(skimage.data, name)())
     raise ValueError(f"Unknown image `source`. Received: source={source!r}")
 
@@ -257,7 +259,9 @@ def run(preset="cpu", out_dir=None, progress=True):
             print(f"{name}: {spec['source']}", flush=True)
         image, u0 = prepare_image(spec, pad=settings["pad"])
         run_settings = {**settings, "image_scale": spec["image_scale"]}
-        lse_inside, g, lse_seconds, lse_steps, history, lse_converged = run_lse(image, u0, run_settings, progress=progress)
+        lse_inside, g, lse_seconds, lse_steps, history, lse_converged = run_lse(
+            image, u0, run_settings, progress=progress
+        )
         itk_inside, itk_seconds, itk_iterations, itk_rms = run_itk(g, u0, run_settings)
         if settings["pad"]:  # compare on the original grid only
             core = (slice(settings["pad"], -settings["pad"]),) * 2
@@ -335,13 +339,14 @@ def markdown(result, fig_prefix=""):
             + (f" ({', '.join(met)})" if met else "") + "; ")
     if not missed:
         text += ("so on these images the unrolled Keras scheme reproduces ITK's geodesic active contour, in line "
-                 "with the seed's statement that its LSE agrees with ITK-SNAP. ")
+                 "with the lecture's statement that its LSE agrees with ITK-SNAP. ")
     else:
         parts = []
         for r in missed:
             bigger = "lse" if r["lse_pixels"] > r["itk_pixels"] else "ITK"
+            ratio = max(r["lse_pixels"], r["itk_pixels"]) / max(1, min(r["lse_pixels"], r["itk_pixels"]))
             parts.append(f"{r['image']} (Dice {r['dice']:.3f}: {bigger} segments "
-                         f"{max(r['lse_pixels'], r['itk_pixels']) / max(1, min(r['lse_pixels'], r['itk_pixels'])):.2f}x "
+                         f"{ratio:.2f}x "
                          f"the area of the other; lse {'converged' if r['lse_converged'] else 'did not converge'}, "
                          f"ITK {'converged' if r['itk_converged'] else 'did not converge'})")
         text += ("it is NOT met on " + "; ".join(parts) + ". The equation and the mapping of the coefficients are "

@@ -11,7 +11,8 @@ with the same settings; the only difference is the block: IMEX step
 kernels. Data: `keras_medseg.data.qtips`, 1024 training / 64 validation
 images of 64x64 (different seeds), as in the paper.
 
-What the seed reported (seed 002, "Q-tips Results"): IMEXnet 2,701,440
+What the talk reported (Haber, Lensink, Ruthotto, Treister, "Semi-Implicit
+Convolutional Neural Networks", CSE19, "Q-tips Results"): IMEXnet 2,701,440
 parameters, IoU 0.926, loss 0.0982, accuracy 99.56 %; ResNet 2,691,648
 parameters, IoU 0.741, loss 0.3332, accuracy 98.18 %.
 
@@ -290,7 +291,7 @@ def markdown(result, fig_prefix=""):
         + f" Total time {result['seconds'] / 60:.1f} min.",
         "",
         ("IoU on the validation set (argmax of the softmax); mean IoU is reported over all 4 classes and over "
-         "the 3 rod classes (the seed does not say which it used)."),
+         "the 3 rod classes (the talk does not say which it used)."),
         "",
     ]
     header = ["network", "parameters"] + list(result["class_names"]) + [
@@ -304,7 +305,7 @@ def markdown(result, fig_prefix=""):
     seed = result["seed_results"]
     lines += [
         "",
-        "The seed's table for comparison (paper setting, GPU):",
+        "The talk's table for comparison (paper setting, GPU):",
         "",
         markdown_table(["network", "parameters", "IoU", "loss", "accuracy"], [
             ["IMEXnet", seed["imexnet"]["params"], seed["imexnet"]["iou"], seed["imexnet"]["loss"],
@@ -328,7 +329,7 @@ def markdown(result, fig_prefix=""):
     rf = receptive_field(s)
     text = (
         f"**What this shows.** IMEXnet is {ahead} the ResNet by {gap_all:+.3f} mean IoU over all classes "
-        f"({gap_rods:+.3f} over the rod classes); the seed reports {seed_gap:+.3f} "
+        f"({gap_rods:+.3f} over the rod classes); the talk reports {seed_gap:+.3f} "
         f"({seed['imexnet']['iou']} vs {seed['resnet_seg']['iou']}). "
         f"This {'meets' if meets else 'does not meet'} the target of IMEXnet ahead by at least {target} on both means. "
         f"The two nets differ by {result['param_difference']} parameters ("
@@ -341,15 +342,15 @@ def markdown(result, fig_prefix=""):
     )
     if s["stages"] == [list(x) for x in ((4, 64), (4, 128), (4, 256))]:
         text += (
-            f"At the paper's widths this builder has {imex['params']} parameters against the seed's "
+            f"At the paper's widths this builder has {imex['params']} parameters against the talk's "
             f"{seed['imexnet']['params']} ({imex['params'] / seed['imexnet']['params']:.2f}x): every block here "
-            "has two full 3x3 convolutions; the seed does not give its block layout. "
+            "has two full 3x3 convolutions; the talk does not give its block layout. "
         )
     if result["preset"] != "paper":
         text += (
             f"This is a reduced setting ({imex['params']} instead of {seed['imexnet']['params']} parameters, "
             f"{s['epochs']} instead of 100 epochs), so the absolute IoUs are "
-            f"{'below' if imex['mean_iou_all'] < seed['imexnet']['iou'] else 'not below'} the seed's; "
+            f"{'below' if imex['mean_iou_all'] < seed['imexnet']['iou'] else 'not below'} the talk's; "
             "the comparison that matters is the ordering and the gap at equal settings."
         )
         if not meets:

@@ -7,6 +7,7 @@ command means adding its module name to `COMMANDS`.
 
 import argparse
 import importlib
+import os
 import sys
 
 from keras_medseg.version import __version__
@@ -37,7 +38,11 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line on `argv` (default `sys.argv[1:]`); returns the exit status."""
+    # Quiet TensorFlow's C++ logging for the command line unless the user asked for it (the library
+    # itself leaves the environment alone).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

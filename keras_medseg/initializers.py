@@ -35,7 +35,8 @@ class StencilInitializer(keras.initializers.Initializer):
     >>> init = keras_medseg.initializers.StencilInitializer("forward")
     >>> init((3, 3, 1, 2))  # D_y^+ and D_x^+
 
-    Reference: seed 000 (finite-difference kernels in the Level Set Network).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (finite-difference kernels in the Level Set Network).
     """
 
     def __init__(self, kind="central", axis_channel="out"):

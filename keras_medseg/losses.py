@@ -135,7 +135,8 @@ class AttentionMaskLoss(keras.losses.Loss):
         >>> float(AttentionMaskLoss()(mask, alpha))   # -log(0.5) = 0.693...
 
     Reference:
-        Seed lecture 003: "Supervising attention maps", `L_Attn(alpha, A) =
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A): "Supervising attention maps", `L_Attn(alpha, A) =
         -log(alpha . A)`, coarse supervision, `L = L_Risk + lambda L_Attn`.
     """
 
@@ -168,7 +169,7 @@ def box_loss(y_true, y_pred, objectness="mse", centre_weight=1.0, size_weight=1.
     `l = L_p(p^, p) + p * (centre_weight * sum_k (o^_k - o_k)^2 + size_weight * sum_k (s^_k - s_k)^2)`,
     summed over cells and divided by the number of objects `max(sum p, 1)`
     of the sample (so the box terms count only in cells that hold an object).
-    `L_p` is the squared error `(p^ - p)^2` (`objectness="mse"`, the seed's
+    `L_p` is the squared error `(p^ - p)^2` (`objectness="mse"`, the lecture's
     choice), binary cross-entropy (`"bce"`) or the focal loss
     `-(1 - p_t)^gamma log(p_t)` (`"focal"`).
 
@@ -217,13 +218,13 @@ def box_loss(y_true, y_pred, objectness="mse", centre_weight=1.0, size_weight=1.
 
 @register
 class BoxLoss(keras.losses.Loss):
-    """Box detection loss `L_p + p L_c + p L_size` (seed 003) for `fpn_detector` outputs.
+    """Box detection loss `L_p + p L_c + p L_size` for `fpn_detector` outputs.
 
     See `box_loss` for the formula. Targets come from
     `keras_medseg.zoo.fpn_detector.encode_targets`.
 
     Args:
-        objectness: `"mse"` (default, as in the seed), `"bce"` or `"focal"`.
+        objectness: `"mse"` (default, as in the lecture), `"bce"` or `"focal"`.
         centre_weight: float >= 0, weight of the centre-offset term, default 1.0.
         size_weight: float >= 0, weight of the log-size term, default 1.0.
         focal_gamma: float >= 0, focusing exponent for `"focal"`, default 2.0.
@@ -243,7 +244,8 @@ class BoxLoss(keras.losses.Loss):
         >>> float(BoxLoss()(t, t))   # 0.0
 
     Reference:
-        Seed lecture 003, "Bounding box prediction": `L = L_p + p L_c + p L_size` (MSE).
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A), "Bounding box prediction": `L = L_p + p L_c + p L_size` (MSE).
     """
 
     def __init__(self, objectness="mse", centre_weight=1.0, size_weight=1.0, focal_gamma=2.0, eps=1e-7,

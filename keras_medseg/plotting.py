@@ -31,9 +31,21 @@ def _image_view(img, spatial_dims):
     return img
 
 
+#: Markers are drawn on history curves up to this many epochs (a 1-epoch curve is a single point).
+MARKER_EPOCHS = 30
+
+
+def class_colours(num_classes, cmap="viridis"):
+    """`num_classes` RGBA colours, one per class id, as the prediction grids draw them."""
+    import matplotlib
+
+    colormap = matplotlib.colormaps[cmap]
+    return [colormap(k / max(num_classes - 1, 1)) for k in range(num_classes)]
+
+
 def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_classes=None, titles=None,
-                    spatial_dims=None):
-    """Grid of image | ground truth | prediction(s), one row per sample.
+                    spatial_dims=None, class_names=None):
+    """Grid of image | ground truth | prediction(s), one row per sample, with a colour key of the classes.
 
     Args:
         images: `(N, *spatial, C)` array (2D: `(N, H, W, C)`, 3D: `(N, D, H, W, C)`;
@@ -46,11 +58,20 @@ def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_clas
         num_classes: colour scale maximum + 1 (default: from the data).
         titles: optional column titles overriding the defaults.
         spatial_dims: 2 or 3 (default: inferred from `labels`).
+        class_names: names of the classes `0..num_classes-1` for the colour key
+            below the grid (default None: "class 0", "class 1", ...).
 
     Returns:
         the `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: `class_names` does not hold one name per class.
+
+    Example:
+        >>> fig = prediction_grid(x_val, y_val, {"unet": pred}, class_names=["background", "liver"])
     """
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     if not isinstance(predictions, dict):
         predictions = {"prediction": predictions}
@@ -59,6 +80,13 @@ def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_clas
     rows = min(max_rows, len(labels))
     if num_classes is None:
         num_classes = int(max([labels.max()] + [np.max(p) for p in predictions.values()])) + 1
+    if class_names is None:
+        class_names = [f"class {k}" for k in range(num_classes)]
+    class_names = [str(n) for n in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` must hold one name per class ({num_classes}). Received: class_names={class_names!r}"
+        )
     columns = ["image", "ground truth"] + list(predictions)
     if titles:
         columns = list(titles)
@@ -77,6 +105,9 @@ def prediction_grid(images, labels, predictions, path=None, max_rows=4, num_clas
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(columns[c], fontsize=9)
+    key = [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=name)
+           for colour, name in zip(class_colours(num_classes), class_names)]
+    fig.legend(handles=key, loc="outside lower center", ncol=min(num_classes, 6), fontsize=8, frameon=False)
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
@@ -89,21 +120,27 @@ def history_plot(histories, path=None, metrics=("loss", "mean_iou")):
         histories: `{name: history_dict}` (a `History.history` dict each).
         path: PNG file to write (default None).
         metrics: metric keys to draw; `val_<key>` is drawn dashed when present.
+            Histories of up to `MARKER_EPOCHS` epochs get a marker per epoch,
+            so a one-epoch history shows its point.
 
     Returns:
         the `matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(4.5 * len(metrics), 3.2), constrained_layout=True)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, key in zip(axes, metrics):
         for name, hist in histories.items():
             if key in hist:
-                line, = ax.plot(np.arange(1, len(hist[key]) + 1), hist[key], label=f"{name}")
+                marker = "o" if len(hist[key]) <= MARKER_EPOCHS else None
+                line, = ax.plot(np.arange(1, len(hist[key]) + 1), hist[key], marker=marker, markersize=4,
+                                label=f"{name}")
                 if f"val_{key}" in hist:
-                    ax.plot(np.arange(1, len(hist[f"val_{key}"]) + 1), hist[f"val_{key}"], "--",
-                            color=line.get_color(), label=f"{name} (val)")
+                    ax.plot(np.arange(1, len(hist[f"val_{key}"]) + 1), hist[f"val_{key}"], "--", marker=marker,
+                            markersize=4, markerfacecolor="none", color=line.get_color(), label=f"{name} (val)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend(fontsize=8)

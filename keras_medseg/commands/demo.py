@@ -87,7 +87,7 @@ def run(args):
     print("\n" + "  ".join(f"{n}: {params[n]} parameters, {seconds[n]:.0f} s" for n in DEMO_MODELS))
     pred_path = os.path.join(args.out, "predictions.png")
     prediction_grid(data.x_val, data.y_val, {n: r.predictions for n, r in results.items()}, path=pred_path,
-                    num_classes=data.num_classes)
+                    num_classes=data.num_classes, class_names=data.class_names)
     hist_path = os.path.join(args.out, "history.png")
     history_plot({n: r.history for n, r in results.items()}, path=hist_path,
                  metrics=[m for m in ("loss", "mean_iou") if all(m in r.history for r in results.values())])

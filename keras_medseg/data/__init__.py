@@ -11,3 +11,23 @@ from keras_medseg.data.synthetic_boxes import synthetic_boxes
 from keras_medseg.data.synthetic_blobs import synthetic_blobs
 from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStepSampler, augment_patches, extract_patches, load_patch_dataset, recover_patch_store, tissue_mask  # noqa: E501
 from keras_medseg.data import translation  # noqa: F401
+
+__all__ = [
+    "PatchSequence",
+    "PatchSet",
+    "PatchStore",
+    "QtipsDataset",
+    "ThreeStepSampler",
+    "augment_patches",
+    "extract_patches",
+    "load_folder",
+    "load_patch_dataset",
+    "normalize_qtips",
+    "qtips",
+    "qtips_dataset",
+    "recover_patch_store",
+    "synthetic_blobs",
+    "synthetic_boxes",
+    "tissue_mask",
+    "translation",
+]

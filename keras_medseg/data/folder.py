@@ -19,6 +19,8 @@ mask without an image, a file that cannot be read, a shape mismatch) raises
 `FileNotFoundError`/`ValueError` naming the file.
 """
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -32,7 +34,7 @@ def _stem(filename):
 
 
 def read_array(path):
-    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI): `keras_medseg.data.io.read_array` limited to those types."""
+    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI) with `keras_medseg.data.io.read_array`."""
     return io.read_array(path, extensions=IMAGE_EXTENSIONS)
 
 
@@ -54,7 +56,8 @@ def _list(folder):
     return files
 
 
-def load_folder(directory, spatial_dims=2, normalize=True):
+def load_folder(directory: str | os.PathLike, spatial_dims: int = 2,
+                normalize: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load `DIR/images` + `DIR/masks` into `(images, masks)` arrays.
 
     Args:

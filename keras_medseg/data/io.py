@@ -10,6 +10,8 @@ the `explain` commands all read through it.
 store (`keras_medseg.data.wsi.PatchStore`) by its extension.
 """
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -41,7 +43,7 @@ def is_patch_store(data):
     return isinstance(data, (str, os.PathLike)) and os.fspath(data).lower().endswith((".h5", ".hdf5"))
 
 
-def read_array(path, what="File", extensions=None):
+def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | None = None) -> np.ndarray:
     """Read one image, mask or array file as a NumPy array.
 
     Args:

@@ -18,8 +18,11 @@ of the rod, up to 60 pixels apart, which is why a large receptive field
 matters (the point of the IMEXnet experiment).
 
 Reference: Haber, Lensink, Treister, Ruthotto, "IMEXnet: a forward stable deep
-neural network", ICML 2019 (seed 002, "Q-tips dataset").
+neural network", ICML 2019, and their talk "Semi-Implicit Convolutional Neural
+Networks" (CSE19, "Q-tips dataset").
 """
+
+from __future__ import annotations
 
 import math
 
@@ -38,7 +41,7 @@ ROD_WIDTH = 2
 MARKER_LENGTH = 2
 
 
-def normalize_qtips(images):
+def normalize_qtips(images: np.ndarray) -> np.ndarray:
     """Map raw Q-tips intensities (0..255) to [-1, 1]: `(x - 127.5) / 127.5`.
 
     Args:
@@ -78,7 +81,8 @@ def _draw_rod(size, length, theta, centre, class_id):
     return image, label
 
 
-def qtips(n, size=64, seed=None, length_range=None, normalize=False, return_params=False):
+def qtips(n: int, size: int = 64, seed: int | None = None, length_range: tuple[int, int] | None = None,
+          normalize: bool = False, return_params: bool = False) -> tuple:
     """Generate `n` Q-tips images and their label maps.
 
     Args:
@@ -109,12 +113,14 @@ def qtips(n, size=64, seed=None, length_range=None, normalize=False, return_para
     >>> images.shape, labels.shape
     ((8, 64, 64, 1), (8, 64, 64))
 
-    Reference: IMEXnet (Haber et al., ICML 2019), seed 002.
+    Reference: Haber et al., "IMEXnet: A forward stable deep neural network",
+    ICML 2019.
     """
     n = check_positive_int(n, "n")
     size = check_positive_int(size, "size", minimum=16)
     lo, hi = _default_length_range(size) if length_range is None else length_range
-    if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer))) or lo < 2 * MARKER_LENGTH or hi < lo:
+    ints = isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer))
+    if not ints or lo < 2 * MARKER_LENGTH or hi < lo:
         raise ValueError(
             "`length_range` must be two ints (min, max) with 4 <= min <= max. "
             f"Received: length_range={length_range!r}"
@@ -197,7 +203,8 @@ class QtipsDataset(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
-def qtips_dataset(n=1024, batch_size=32, size=64, seed=0, normalize=True, shuffle=False, **kwargs):
+def qtips_dataset(n: int = 1024, batch_size: int = 32, size: int = 64, seed: int = 0, normalize: bool = True,
+                  shuffle: bool = False, **kwargs) -> QtipsDataset:
     """Q-tips batches as a `QtipsDataset` (a `keras.utils.PyDataset`) for `model.fit`.
 
     Same arguments as `QtipsDataset`.

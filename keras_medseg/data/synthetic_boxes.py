@@ -7,6 +7,8 @@ the ground-truth box is exact in the coordinate convention of
 `z` along D; centre format `(cx, cy[, cz], w, h[, d])`).
 """
 
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
@@ -29,8 +31,9 @@ def _count_range(num_objects):
     return lo, hi
 
 
-def synthetic_boxes(n, image_shape=(32, 32, 32), num_objects=1, size_range=(6, 12), isotropic=True,
-                    intensity=1.0, noise=0.2, max_tries=100, seed=0):
+def synthetic_boxes(n: int, image_shape: tuple = (32, 32, 32), num_objects: int | tuple[int, int] = 1,
+                    size_range: tuple[int, int] = (6, 12), isotropic: bool = True, intensity: float = 1.0,
+                    noise: float = 0.2, max_tries: int = 100, seed: int = 0) -> tuple[np.ndarray, list]:
     """Images with bright squares/cubes and their exact bounding boxes.
 
     Args:

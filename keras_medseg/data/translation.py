@@ -18,7 +18,8 @@ packages (no downloads):
 All images are float32, channels-last, in `[-1, 1]` (the range of the
 generators' `tanh` output); `to_unit_range` maps them back to `[0, 1]`.
 
-Reference: seed 004 (paired and unpaired image-to-image translation);
+Reference: J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+Methods" (8DM50; paired and unpaired image-to-image translation);
 Ruifrok & Johnston 2001 (colour deconvolution).
 """
 

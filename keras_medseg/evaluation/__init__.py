@@ -24,3 +24,21 @@ from keras_medseg.evaluation.slide import (  # noqa: F401
 # -- other evaluation modules below, one import line each --
 from keras_medseg.evaluation.detection import detection_froc  # noqa: F401
 from keras_medseg.evaluation.patch_store import evaluate_patch_store  # noqa: F401
+
+__all__ = [
+    "DEFAULT_FP_RATES",
+    "FROCCurve",
+    "SlidePrediction",
+    "detection_froc",
+    "evaluate_patch_store",
+    "froc_curve",
+    "froc_report",
+    "froc_score",
+    "plot_froc",
+    "plot_heatmap",
+    "probability_map",
+    "sensitivity_at",
+    "slide_level",
+    "slide_roc_auc",
+    "slide_scores",
+]

@@ -11,7 +11,9 @@ found) against the average number of false positives per image.
 
 Box conventions are those of `keras_medseg.boxes`.
 
-Reference: seed 003 (bounding-box detection) and seed 001 (FROC).
+Reference: A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+CPH 100A; bounding-box detection) and the lecture "Convolutional networks -
+theory" (FROC for cancer detection in whole-slide images).
 """
 
 import numpy as np
@@ -101,7 +103,8 @@ def detection_froc(pred_boxes, pred_scores, gt_boxes, hit="iou", iou_threshold=0
     c.avg_fp, c.sensitivity   # thresholds inf, 0.9, 0.8 -> ([0, 0, 1], [0, 1, 1])
     ```
 
-    Reference: seed 003 (box detection); FROC as in seed 001.
+    Reference: A. Yala, "Advanced Imaging: Localization and Segmentation" (box
+    detection); FROC as in the lecture "Convolutional networks - theory".
     """
     check_choice(hit, "hit", ("iou", "centre"))
     if not 0.0 < float(iou_threshold) <= 1.0:

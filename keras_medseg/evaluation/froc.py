@@ -5,7 +5,8 @@ scores `>= t`; a false positive is a patch scoring `>= t` on a normal
 (cancer-free) slide. The FROC curve plots sensitivity (share of detected
 tumours) against the average number of false positives per normal slide.
 
-Reference: seed 001 (whole-slide-image cancer detection, "Model evaluation -
+Reference: the lecture "Convolutional networks - theory" (whole-slide-image
+cancer detection, "Model evaluation -
 attempt 3 - FROC"); the summary score is the CAMELYON16 one (mean
 sensitivity at 1/4, 1/2, 1, 2, 4 and 8 false positives per normal slide).
 """
@@ -107,7 +108,8 @@ def froc_curve(scores, tumor_ids, slide_ids, normal_slide_ids, thresholds=None):
     >>> c.avg_fp, c.sensitivity   # thresholds inf, 0.9, 0.6, 0.2
     (array([0., 0., 1., 1.]), array([0., 1., 1., 1.]))
 
-    Reference: seed 001 (FROC: sensitivity vs AvgFP per non-cancerous slide).
+    Reference: the lecture "Convolutional networks - theory" (FROC: sensitivity
+    vs AvgFP per non-cancerous slide).
     """
     scores, tumor_ids, slide_ids, normal, is_normal, in_tumor = _check_inputs(
         scores, tumor_ids, slide_ids, normal_slide_ids

@@ -1,6 +1,7 @@
 """Slide-level prediction from patch scores (slide positive iff its best patch is).
 
-Reference: seed 001 ("Predict WSI positive iff at least one patch I satisfies
+Reference: the lecture "Convolutional networks - theory" (cancer detection in
+whole-slide images: "Predict WSI positive iff at least one patch I satisfies
 F(I) >= t").
 """
 
@@ -56,7 +57,7 @@ def slide_level(scores, slide_ids, threshold=0.5):
     >>> p.predictions
     array([ True, False])
 
-    Reference: seed 001.
+    Reference: the lecture "Convolutional networks - theory" (whole-slide images).
     """
     threshold = float(threshold)
     if not np.isfinite(threshold):

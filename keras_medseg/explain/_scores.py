@@ -7,7 +7,10 @@ channel over all positions. `region_score(class_index, mask)` restricts that
 sum to a region, and any callable `fn(y) -> (N,)` can be passed instead.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Callable
 
 import numpy as np
 from keras import ops
@@ -24,7 +27,7 @@ def _first_output(y):
     return y
 
 
-def region_score(class_index, mask=None):
+def region_score(class_index: int, mask: np.ndarray | None = None) -> Callable:
     """Score function: sum of one class channel over a region of a dense output.
 
     Use it to explain segmentation models: the score of a sample is
@@ -90,7 +93,7 @@ def _check_class_index(class_index):
     return int(class_index)
 
 
-def make_score_fn(class_index):
+def make_score_fn(class_index: int | Callable) -> Callable:
     """Turn an int class index or a callable into `fn(y) -> (N,)`."""
     if callable(class_index):
         user_fn = class_index

@@ -1,7 +1,11 @@
 """Activation maximisation: the input that maximises a class score."""
 
-import dataclasses
+from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -26,8 +30,10 @@ class ActivationMaximization:
     objective: np.ndarray
 
 
-def activation_maximization(model, class_index, steps=100, l2=1e-3, learning_rate=0.05, input_shape=None,
-                            x0=None, seed=0, init_scale=0.01):
+def activation_maximization(model: keras.Model, class_index: int | Callable, steps: int = 100, l2: float = 1e-3,
+                            learning_rate: float = 0.05, input_shape: tuple | None = None,
+                            x0: np.ndarray | None = None, seed: int = 0,
+                            init_scale: float = 0.01) -> ActivationMaximization:
     """Gradient ascent on `y_i(x) - l2 * |x|^2` starting from small noise.
 
     Each step is an Adam ascent step on the objective (`learning_rate` is
@@ -59,7 +65,8 @@ def activation_maximization(model, class_index, steps=100, l2=1e-3, learning_rat
     >>> am.history[-1] > am.history[0]
 
     Reference:
-        Seed lecture 001 (activation maximisation); Erhan et al.,
+        The lecture "Convolutional networks - theory" (activation
+        maximisation); Erhan et al.,
         "Visualizing higher-layer features of a deep network", 2009.
     """
     steps = check_positive_int(steps, "steps")

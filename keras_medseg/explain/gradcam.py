@@ -1,5 +1,10 @@
 """Grad-CAM: gradient-weighted class activation maps."""
 
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -20,7 +25,7 @@ def _walk_layers(model):
             yield layer
 
 
-def find_last_conv_layer(model):
+def find_last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """The last layer (in graph order) whose output is a 2D/3D feature map `(N, *S, C)`.
 
     Convolution layers (Keras `Conv*` and any layer with a `kernel_size`) are
@@ -101,7 +106,8 @@ def _resize(maps, shape):
     ).astype("float32")
 
 
-def gradcam(model, x, class_index, layer=None, resize=True, batch_size=32):
+def gradcam(model: keras.Model, x: np.ndarray, class_index: int | Callable,
+            layer: str | keras.layers.Layer | None = None, resize: bool = True, batch_size: int = 32) -> np.ndarray:
     """Grad-CAM map `ReLU(sum_l alpha_l F_l)` upsampled to the input grid.
 
     `F_l` are the feature maps (channels) of `layer` for the input, `alpha_l`
@@ -131,7 +137,9 @@ def gradcam(model, x, class_index, layer=None, resize=True, batch_size=32):
     >>> cam = keras_medseg.explain.gradcam(model, x, 1, layer="block5_conv3")
 
     Reference:
-        Seed lecture 001 (GradCAM on VGG16), seed 004 (class activation maps);
+        The lecture "Convolutional networks - theory" (GradCAM on VGG16);
+        J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+        Methods" (8DM50, class activation maps);
         Selvaraju et al., "Grad-CAM", 2017.
     """
     x = check_batch(x)

@@ -1,8 +1,12 @@
 """LIME on superpixels: a weighted sparse linear surrogate of the model."""
 
+from __future__ import annotations
+
 import dataclasses
 import numbers
+from typing import Callable
 
+import keras
 import numpy as np
 
 from keras_medseg.explain._scores import batched_scores, check_batch, make_score_fn
@@ -31,7 +35,7 @@ class LimeExplanation:
     scores: np.ndarray
 
 
-def superpixels(image, n_segments=50, compactness=None):
+def superpixels(image: np.ndarray, n_segments: int = 50, compactness: float | None = None) -> np.ndarray:
     """SLIC superpixels of one image `(*S, C)` (2D or 3D, gray or multi-channel).
 
     The intensities are rescaled to [0, 1] first (medical images come in any
@@ -57,8 +61,10 @@ def superpixels(image, n_segments=50, compactness=None):
     return seg.reshape(np.shape(image)[:-1]).astype("int64")
 
 
-def lime(model, x, class_index, segments=None, samples=256, n_segments=50, top_k=5,
-         regressor="ridge", alpha=1.0, kernel_width=0.25, baseline=0.0, batch_size=64, seed=0, progress=False):
+def lime(model: keras.Model, x: np.ndarray, class_index: int | Callable, segments: np.ndarray | None = None,
+         samples: int = 256, n_segments: int = 50, top_k: int = 5, regressor: str = "ridge", alpha: float = 1.0,
+         kernel_width: float = 0.25, baseline: float = 0.0, batch_size: int = 64, seed: int = 0,
+         progress: bool = False) -> LimeExplanation:
     """LIME: explain a score by a weighted linear model on superpixels switched on/off.
 
     For each sample: superpixels `P_1..P_L` (SLIC, or given `segments`);
@@ -101,7 +107,7 @@ def lime(model, x, class_index, segments=None, samples=256, n_segments=50, top_k
     >>> exp.maps.shape, exp.top_masks.shape
 
     Reference:
-        Seed lecture 001 (LIME); Ribeiro, Singh, Guestrin, "Why should I trust
+        The lecture "Convolutional networks - theory" (LIME); Ribeiro, Singh, Guestrin, "Why should I trust
         you?", 2016.
     """
     from sklearn.linear_model import Lasso, Ridge

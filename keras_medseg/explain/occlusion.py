@@ -1,8 +1,12 @@
 """Occlusion maps: the drop of the score when a patch of the input is covered."""
 
+from __future__ import annotations
+
 import itertools
 import numbers
+from typing import Callable
 
+import keras
 import numpy as np
 
 from keras_medseg.explain._scores import batched_scores, check_batch, make_score_fn
@@ -35,7 +39,9 @@ def occlusion_patches(spatial_shape, patch, stride):
     return list(itertools.product(*[_starts(s, p, st) for s, p, st in zip(spatial_shape, patch, stride)]))
 
 
-def occlusion(model, x, class_index, patch=8, stride=None, baseline=0.0, batch_size=64, progress=False):
+def occlusion(model: keras.Model, x: np.ndarray, class_index: int | Callable, patch: int | tuple = 8,
+              stride: int | tuple | None = None, baseline: float = 0.0, batch_size: int = 64,
+              progress: bool = False) -> np.ndarray:
     """Occlusion map: mean drop of the score over the patches covering each position.
 
     Every patch position gives one copy of the input with that patch set to
@@ -70,7 +76,9 @@ def occlusion(model, x, class_index, patch=8, stride=None, baseline=0.0, batch_s
     >>> maps = keras_medseg.explain.occlusion(model, x, 0, patch=16, stride=8)
 
     Reference:
-        Seed lectures 001 and 004 (occlusion maps); Zeiler and Fergus,
+        The lectures "Convolutional networks - theory" and J. Wolterink,
+        "Deep Learning II: Interpretability & Adversarial Methods" (occlusion
+        maps); Zeiler and Fergus,
         "Visualizing and understanding convolutional networks", 2014.
     """
     x = check_batch(x)

@@ -1,12 +1,17 @@
 """Gradient saliency maps and SmoothGrad."""
 
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
 import numpy as np
 
 from keras_medseg.explain._scores import check_batch, input_gradients, make_score_fn
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
 
-def saliency(model, x, class_index, batch_size=32):
+def saliency(model: keras.Model, x: np.ndarray, class_index: int | Callable, batch_size: int = 32) -> np.ndarray:
     """Gradient saliency map `max_c |d y_i / d x_c|` (Simonyan et al., 2014).
 
     The first-order Taylor expansion of the score around `x` is a local linear
@@ -32,7 +37,8 @@ def saliency(model, x, class_index, batch_size=32):
     >>> maps = keras_medseg.explain.saliency(model, x, class_index=0)
 
     Reference:
-        Seed lecture 001 (gradient saliency maps); Simonyan, Vedaldi,
+        The lecture "Convolutional networks - theory" (gradient saliency
+        maps); Simonyan, Vedaldi,
         Zisserman, "Deep inside convolutional networks", 2014.
     """
     x = check_batch(x)
@@ -41,7 +47,8 @@ def saliency(model, x, class_index, batch_size=32):
     return np.max(np.abs(g), axis=-1)
 
 
-def smoothgrad(model, x, class_index, samples=16, noise=0.15, batch_size=32, seed=0):
+def smoothgrad(model: keras.Model, x: np.ndarray, class_index: int | Callable, samples: int = 16, noise: float = 0.15,
+               batch_size: int = 32, seed: int = 0) -> np.ndarray:
     """SmoothGrad: saliency maps averaged over noisy copies of the input.
 
     For every sample, `samples` copies `x + eps`, `eps ~ N(0, sigma^2)` with
@@ -70,7 +77,7 @@ def smoothgrad(model, x, class_index, samples=16, noise=0.15, batch_size=32, see
     >>> maps = keras_medseg.explain.smoothgrad(model, x, 0, samples=8, noise=0.1)
 
     Reference:
-        Seed lecture 001 (SmoothGrad); Smilkov et al., "SmoothGrad: removing
+        The lecture "Convolutional networks - theory" (SmoothGrad); Smilkov et al., "SmoothGrad: removing
         noise by adding noise", 2017.
     """
     x = check_batch(x)

@@ -3,7 +3,8 @@
 Entrywise comparison (`extract_kernels` -> `cluster_kernels`: k-means + PCA
 with the reference stencils projected) and spectral comparison
 (`conv_singular_values` of the periodic operator `A[K]`, `identify`,
-`identify_model`), after seed lecture 000.
+`identify_model`), after J. Actor, "Identification of Kernels in a
+Convolutional Neural Network" (Rice University, 2020).
 """
 
 from keras_medseg.kernels.cluster import KernelClusters, cluster_kernels

@@ -66,7 +66,8 @@ def cluster_kernels(kernels, n_clusters=8, references=None, normalize=True, seed
     >>> res.figure.savefig("clusters.png")
 
     Reference:
-        Seed lecture 000 (entrywise comparison: flatten, k-means, PCA).
+        J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+        (entrywise comparison: flatten, k-means, PCA).
     """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA

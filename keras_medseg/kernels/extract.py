@@ -72,7 +72,8 @@ def extract_kernels(model, min_size=2):
     ...     print(lk.layer, lk.kernels.shape)
 
     Reference:
-        Seed lecture 000 ("for each layer, separate each channel's 3x3 kernel").
+        J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+        ("for each layer, separate each channel's 3x3 kernel").
     """
     if not hasattr(model, "layers"):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")

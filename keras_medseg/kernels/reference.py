@@ -78,7 +78,7 @@ def reference_kernels(size=3, spatial_dims=2):
     >>> refs["laplacian"]
 
     Reference:
-        Seed lecture 000 (identification of kernels).
+        J. Actor, "Identification of Kernels in a Convolutional Neural Network".
     """
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 3 or size % 2 == 0:
         raise ValueError(f"`size` must be an odd int >= 3. Received: size={size!r}")

@@ -60,7 +60,8 @@ def conv_singular_values(kernel, grid_shape):
     >>> s = keras_medseg.kernels.conv_singular_values(np.ones((3, 3)) / 9, (16, 16))
 
     Reference:
-        Seed lecture 000 (SVD comparison of kernels).
+        J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+        (SVD comparison of kernels).
     """
     kernel = np.asarray(kernel, dtype="float64")
     grid = _check_grid(grid_shape, kernel.shape)
@@ -169,7 +170,7 @@ def _check_tolerance(tolerance):
 def identify(kernel, grid_shape=None, references=None, tolerance=0.1):
     """Label a kernel by the reference with the nearest singular-value spectrum.
 
-    Definition (our precise reading of the seed's "label as indeterminate if
+    Definition (our precise reading of J. Actor's "label as indeterminate if
     not within 10% of the largest singular value"): let `s_K` be the
     singular values of `A[K]` on the periodic grid, sorted descending and
     divided by the largest one (so a scaled or negated kernel keeps its
@@ -212,7 +213,8 @@ def identify(kernel, grid_shape=None, references=None, tolerance=0.1):
     'laplacian'
 
     Reference:
-        Seed lecture 000 (spectral distance `||Sigma_K - Sigma_F||_1`).
+        J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+        (spectral distance `||Sigma_K - Sigma_F||_1`).
     """
     kernel = np.asarray(kernel, dtype="float64")
     if kernel.ndim not in (2, 3):
@@ -254,7 +256,8 @@ def identify_model(model, grid_shape=None, tolerance=0.1, references=None, progr
     >>> keras_medseg.kernels.write_csv(records, "kernels.csv")
 
     Reference:
-        Seed lecture 000 (kernel analysis results per layer).
+        J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+        (kernel analysis results per layer).
     """
     from keras_medseg.kernels.extract import extract_kernels
 

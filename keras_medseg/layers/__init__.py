@@ -8,3 +8,13 @@ from keras_medseg.layers.imex_block import IMEXBlock  # noqa: F401
 from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401
+
+__all__ = [
+    "AttentionPool",
+    "CurvatureConv",
+    "EdgeIndicator",
+    "IMEXBlock",
+    "ImplicitFFTConv",
+    "LevelSetStep",
+    "UpwindConv",
+]

@@ -57,7 +57,8 @@ class AttentionPool(keras.layers.Layer):
         >>> AttentionPool(heads=2, flatten=False)(z3).shape   # (2, 2, 8)
 
     Reference:
-        Seed lecture 003 (localisation as attention): `AttnPool(z) = sum alpha z`,
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A; localisation as attention): `AttnPool(z) = sum alpha z`,
         `alpha = softmax(f(z))`, several heads `[AttnPool(Z), AttnPool(Z), ...]`.
     """
 

@@ -34,7 +34,8 @@ class CurvatureConv(StencilLayer):
     Example:
     >>> kappa = keras_medseg.layers.CurvatureConv(trainable_kernels=False)(np.random.rand(1, 32, 32, 1))
 
-    Reference: J. Actor, seed 000 (curvature term of the Level Set Network).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (curvature term of the Level Set Network).
     """
 
     def __init__(self, eps=1e-8, kernel_size=3, trainable_kernels=True, **kwargs):

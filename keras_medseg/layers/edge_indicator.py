@@ -42,7 +42,8 @@ class EdgeIndicator(StencilLayer):
     >>> layer = keras_medseg.layers.EdgeIndicator(trainable_kernels=False)
     >>> g = layer(np.random.rand(2, 32, 32, 1))  # (2, 32, 32, 1)
 
-    Reference: J. Actor, seed 000 (edge indicator of the Level Set Network).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (edge indicator of the Level Set Network).
     """
 
     def __init__(self, num_kernels=None, kernel_size=3, smoothing_sigma=None, trainable_kernels=True, **kwargs):

@@ -81,7 +81,7 @@ class IMEXBlock(keras.layers.Layer):
 
     Reference:
         Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable deep
-        neural network", ICML 2019 (seed 002).
+        neural network", ICML 2019.
     """
 
     def __init__(

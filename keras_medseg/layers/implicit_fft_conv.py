@@ -57,7 +57,7 @@ class ImplicitFFTConv(keras.layers.Layer):
 
     Reference:
         Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable deep
-        neural network", ICML 2019 (seed 002).
+        neural network", ICML 2019.
     """
 
     def __init__(self, kernel_size=3, h=1.0, trainable_h=True, kernel_initializer="glorot_uniform", **kwargs):

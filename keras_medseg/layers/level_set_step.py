@@ -18,7 +18,7 @@ from keras_medseg.utils.validation import check_positive
 class LevelSetStep(StencilLayer):
     """One explicit step `u + dt * (alpha g |grad u| + beta g kappa |grad u| + gamma grad g . grad u)`.
 
-    The level-set equation of seed 000,
+    The level-set equation of J. Actor's Level Set Network,
     `u_t = alpha g |grad u| + beta g kappa(u) |grad u| + gamma grad g . grad u`,
     advanced by forward Euler with upwind differences:
 
@@ -60,7 +60,8 @@ class LevelSetStep(StencilLayer):
     >>> step = keras_medseg.layers.LevelSetStep(alpha=-1.0, trainable_kernels=False)
     >>> u1 = step([u0, g])  # u0, g: (N, 64, 64, 1)
 
-    Reference: J. Actor, seed 000 (LSE -> LSN: forward Euler = residual
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (LSE -> LSN: forward Euler = residual
     connection, upwind differences = convolutions + ReLU).
     """
 

@@ -39,7 +39,8 @@ class UpwindConv(StencilLayer):
     >>> layer = keras_medseg.layers.UpwindConv("advection")
     >>> out = layer([np.random.rand(2, 16, 16, 1), np.random.rand(2, 16, 16, 2)])
 
-    Reference: J. Actor, seed 000 (upwind scheme = ReLU); Osher & Sethian (1988).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (upwind scheme = ReLU); Osher & Sethian (1988).
     """
 
     def __init__(self, mode="advection", kernel_size=3, trainable_kernels=True, **kwargs):

@@ -10,3 +10,17 @@ from keras_medseg.ops.attention import attention_pool, resize_matrix, resize_spa
 from keras_medseg.ops.finite_differences import conv_edge, pad_edge, stencil_kernel  # noqa: F401
 from keras_medseg.ops.implicit import implicit_conv_solve  # noqa: F401
 from keras_medseg.ops.level_set import curvature, edge_indicator, upwind_advection, upwind_grad_norm  # noqa: F401
+
+__all__ = [
+    "attention_pool",
+    "conv_edge",
+    "curvature",
+    "edge_indicator",
+    "implicit_conv_solve",
+    "pad_edge",
+    "resize_matrix",
+    "resize_spatial",
+    "stencil_kernel",
+    "upwind_advection",
+    "upwind_grad_norm",
+]

@@ -1,7 +1,8 @@
 """Attention pooling over space and separable N-D resizing (2D and 3D, channels-last).
 
-`attention_pool` is the learned weighted average of the localisation lecture
-(seed 003): `alpha = softmax_over_positions(logits)` per head and
+`attention_pool` is the learned weighted average of A. Yala's lecture "Advanced
+Imaging: Localization and Segmentation" (CPH 100A):
+`alpha = softmax_over_positions(logits)` per head and
 `pooled[h] = sum_positions alpha[..., h] * features`. `resize_spatial` resizes a
 channels-last batch along every spatial axis with an exact box ("area") or a
 linear (half-pixel centres) filter; the attention-mask loss uses it to bring a
@@ -57,7 +58,8 @@ def attention_pool(features, logits):
         >>> pooled, alpha = attention_pool(z, f)   # (2, 3, 16), (2, 8, 8, 3)
 
     Reference:
-        Seed lecture 003 (localisation): "Attention pooling: learned weighted
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A): "Attention pooling: learned weighted
         average", `AttnPool(z) = sum_ij alpha_ij z[i, j]`, `alpha = softmax(f(z))`.
     """
     d = spatial_rank(features, "features")

@@ -101,7 +101,7 @@ def implicit_conv_solve(b, kernel, h):
 
     Reference:
         Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable deep
-        neural network", ICML 2019 (seed 002).
+        neural network", ICML 2019.
     """
     d = spatial_rank(b, "b")
     _check_h(h)

@@ -14,7 +14,7 @@ pass learned kernels; the defaults are the finite-difference stencils and give
 the textbook formulas.
 
 Reference: J. Actor, "Identification of kernels in a convolutional neural
-network" (seed 000): level-set equation and the Level Set Network.
+network" (Rice University, 2020): level-set equation and the Level Set Network.
 """
 
 from keras import ops
@@ -107,7 +107,7 @@ def edge_indicator(image, kernels=None):
     Example:
     >>> g = keras_medseg.ops.edge_indicator(np.random.rand(1, 32, 32, 1))
 
-    Reference: seed 000 (edge indicator `g_I`).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network" (edge indicator `g_I`).
     """
     image = _as_float(image, "image")
     d = spatial_rank(image, "image")
@@ -146,7 +146,8 @@ def upwind_advection(u, velocity, forward_kernels=None, backward_kernels=None):
     Example:
     >>> a = keras_medseg.ops.upwind_advection(u, velocity)  # u (1,32,32,1), velocity (1,32,32,2)
 
-    Reference: seed 000 (convection term with upwind differences and ReLU).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (convection term with upwind differences and ReLU).
     """
     u = _as_float(u, "u")
     d = spatial_rank(u, "u")
@@ -184,7 +185,7 @@ def upwind_grad_norm(u, speed, forward_kernels=None, backward_kernels=None):
     Example:
     >>> n = keras_medseg.ops.upwind_grad_norm(u, speed)  # (1,32,32,1) each
 
-    Reference: S. Osher, J. Sethian (1988); seed 000.
+    Reference: S. Osher, J. Sethian (1988); J. Actor, "Identification of Kernels in a Convolutional Neural Network".
     """
     u = _as_float(u, "u")
     d = spatial_rank(u, "u")
@@ -225,7 +226,8 @@ def curvature(u, eps=1e-8, gradient_kernels=None, divergence_kernels=None):
     Example:
     >>> kappa = keras_medseg.ops.curvature(u)  # u (1,32,32,1)
 
-    Reference: seed 000 (curvature term with learnable rho, sigma).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (curvature term with learnable rho, sigma).
     """
     check_positive(eps, "eps")
     u = _as_float(u, "u")

@@ -1,6 +1,6 @@
 """Training callbacks: LR halving and ROC-AUC early stopping (whole-slide-image recipe), GAN sample grids.
 
-Seed 001 trains its patch classifier with RMSprop and two rules: "if no
+The lecture "Convolutional networks - theory" trains its patch classifier with RMSprop and two rules: "if no
 improvement in E on validation data for 3 consecutive epochs, half the
 learning rate" and "if no improvement in ROC-AUC on validation data for 5
 consecutive epochs, terminate". The first is a preset of
@@ -20,7 +20,7 @@ from keras_medseg.utils.validation import check_positive_int
 
 
 def lr_halving_on_plateau(monitor="val_loss", patience=3, factor=0.5, **kwargs):
-    """Halve the learning rate after `patience` epochs without improvement (seed 001 preset).
+    """Halve the learning rate after `patience` epochs without improvement (the WSI lecture's preset).
 
     Args:
         monitor: quantity to watch, default `"val_loss"`.
@@ -37,7 +37,7 @@ def lr_halving_on_plateau(monitor="val_loss", patience=3, factor=0.5, **kwargs):
     >>> model.fit(x, y, validation_data=(xv, yv),
     ...           callbacks=[keras_medseg.training.callbacks.lr_halving_on_plateau()])
 
-    Reference: seed 001 ("no improvement in E on validation data for 3
+    Reference: the lecture "Convolutional networks - theory" ("no improvement in E on validation data for 3
     consecutive epochs => half the learning rate").
     """
     check_positive_int(patience, "patience", minimum=0)
@@ -93,7 +93,7 @@ class ROCAUCEarlyStopping(keras.callbacks.EarlyStopping):
     >>> stop = keras_medseg.training.callbacks.ROCAUCEarlyStopping((x_val, y_val))
     >>> model.fit(x, y, epochs=100, callbacks=[stop, keras.callbacks.CSVLogger("log.csv")])
 
-    Reference: seed 001 ("no improvement in ROCAUC on validation data for 5
+    Reference: the lecture "Convolutional networks - theory" ("no improvement in ROCAUC on validation data for 5
     consecutive epochs => terminate").
     """
 
@@ -167,20 +167,21 @@ class ROCAUCEarlyStopping(keras.callbacks.EarlyStopping):
 
 # --------------------------------------------------------------------------- GAN sample grids
 # Callback that writes a PNG grid of GAN samples every N epochs, and the grid helper.
-# 
+#
 # `GANSampleGrid` works with the three zoo GANs (`keras_medseg.zoo.gan`):
-# 
+#
 # * `ConditionalGAN`: one row per class label, `num_samples` columns drawn
 #   from fixed latent vectors (the same `z` in every row and every epoch, so the
 #   grids show how training changes the samples).
 # * `Pix2Pix`: rows `source`, `G(source)` (and `target` if given).
 # * `CycleGAN`: rows `a`, `G_AB(a)`, `G_BA(G_AB(a))` (and `b`, `G_BA(b)`,
 #   `G_AB(G_BA(b))` if domain-B images are given).
-# 
+#
 # 3D volumes are shown by their middle slice along the first spatial axis.
-# 
-# Reference: seed 004 (sample grids to judge GAN training, which has no
-# clear stopping criterion).
+#
+# Reference: J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+# Methods" (sample grids to judge GAN training, which has no clear stopping
+# criterion).
 
 
 def _to_rgb(images):

@@ -8,6 +8,8 @@ early stopping and LR halving, plus `best.keras` (best validation ROC-AUC)
 and `log.csv` in `out_dir`. `keras-medseg train MODEL --data store.h5` calls it.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 
@@ -51,8 +53,9 @@ def _stratified_split(labels, n_val, seed, store):
     return val_idx, fit_idx
 
 
-def train_patch_classifier(model, store, epochs=5, batch_size=16, n_train=1024, n_val=64, seed=0, out_dir=None,
-                           model_kwargs=None, verbose=2):
+def train_patch_classifier(model: str | keras.Model, store: str, epochs: int = 5, batch_size: int = 16,
+                           n_train: int = 1024, n_val: int = 64, seed: int = 0, out_dir: str | None = None,
+                           model_kwargs: dict | None = None, verbose: int = 2) -> PatchTrainResult:
     """Train a zoo patch classifier on an HDF5 patch store with the VGG16 recipe's callbacks.
 
     A stratified random `n_val` patches (seeded; both classes on both sides)

@@ -15,6 +15,8 @@ Data are given as `"qtips"` (the synthetic Q-tips set), a folder path
 `((x_train, y_train), (x_val, y_val))`.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 from typing import Optional
@@ -75,8 +77,9 @@ class PatchStoreData:
     path: str
 
 
-def resolve_data(data="qtips", purpose="train", n_train=1024, n_val=64, n=64, size=64, seed=0, spatial_dims=2,
-                 val_fraction=0.2):
+def resolve_data(data: str | tuple = "qtips", purpose: str = "train", n_train: int = 1024, n_val: int = 64,
+                 n: int = 64, size: int = 64, seed: int = 0, spatial_dims: int = 2,
+                 val_fraction: float = 0.2) -> SegmentationData | EvaluationData | PatchStoreData:
     """Resolve a `--data` value for training or evaluation: the one place that interprets it.
 
     Args:
@@ -118,7 +121,8 @@ def resolve_data(data="qtips", purpose="train", n_train=1024, n_val=64, n=64, si
     raise ValueError(f"`purpose` must be 'train' or 'evaluate'. Received: purpose={purpose!r}")
 
 
-def load_data(data="qtips", n_train=1024, n_val=64, size=64, seed=0, spatial_dims=2, val_fraction=0.2):
+def load_data(data: str | tuple = "qtips", n_train: int = 1024, n_val: int = 64, size: int = 64, seed: int = 0,
+              spatial_dims: int = 2, val_fraction: float = 0.2) -> SegmentationData:
     """Resolve a data argument into `SegmentationData` (`resolve_data` with purpose "train", no patch stores).
 
     Args: see `resolve_data`.
@@ -231,9 +235,11 @@ def evaluate_model(model, x, y, num_classes=None, batch_size=16):
     return dice_iou_table(y_eval, pred, num_classes=k), pred
 
 
-def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_size=16, model_kwargs=None,
-          verbose=1, seed=0, n_train=1024, n_val=64, size=64, callbacks=None, class_balance=False,
-          distribute=None, backup_every=None):
+def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData = "qtips", epochs: int = 5,
+          out_dir: str = "runs/train", batch_size: int = 16, model_kwargs: dict | None = None, verbose: int = 1,
+          seed: int = 0, n_train: int = 1024, n_val: int = 64, size: int = 64, callbacks: list | None = None,
+          class_balance: bool = False, distribute: str | None = None,
+          backup_every: int | None = None) -> TrainResult:
     """Fit a segmentation model with progress bar, CSV log, best checkpoint and a PNG of predictions.
 
     Args:
@@ -300,7 +306,8 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
-        sample_weight = class_balance_weights((data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train, k)
+        targets = (data.y_train > 0) if k == 2 and data.num_classes > 2 else data.y_train
+        sample_weight = class_balance_weights(targets, k)
     history = model.fit(
         data.x_train, _fit_targets(model, data.y_train), validation_data=(data.x_val, _fit_targets(model, data.y_val)),
         epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,
@@ -309,15 +316,18 @@ def train(model_or_name, data="qtips", epochs=5, out_dir="runs/train", batch_siz
     best = load_model(checkpoint)
     table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
+    shown = max(table["classes"]) + 1
+    names = data.class_names if data.class_names is not None and len(data.class_names) == shown else None
     prediction_grid(data.x_val, data.y_val if best.outputs[0].shape[-1] != 1 else (data.y_val > 0),
-                    {best.name: pred}, path=plot, num_classes=max(table["classes"]) + 1)
+                    {best.name: pred}, path=plot, num_classes=shown, class_names=names)
     if history.history:  # empty when a finished run is started again (nothing left to train)
         history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
                      metrics=[m for m in ("loss", "mean_iou") if m in history.history])
     return TrainResult(best, history.history, table, checkpoint, log, plot, pred)
 
 
-def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spatial_dims=2, plot=None):
+def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16, n: int = 64, size: int = 64,
+             seed: int = 1, spatial_dims: int = 2, plot: str | None = None) -> tuple[dict, list | None]:
     """Load a `.keras` checkpoint (`safe_mode=True`) and score it: per-class Dice/IoU.
 
     Args:
@@ -345,11 +355,11 @@ def evaluate(checkpoint, data="qtips", batch_size=16, n=64, size=64, seed=1, spa
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
     table, pred = evaluate_model(model, x, y, num_classes, batch_size)
-    if plot:
-        prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
-                        num_classes=len(table["classes"]))
     if class_names is not None and len(class_names) != len(table["classes"]):
         class_names = None
+    if plot:
+        prediction_grid(x, y if model.outputs[0].shape[-1] != 1 else (y > 0), {model.name: pred}, path=plot,
+                        num_classes=len(table["classes"]), class_names=class_names)
     return table, class_names
 
 

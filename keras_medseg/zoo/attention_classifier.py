@@ -22,8 +22,9 @@ Layer names: `{name}_stage{i}_conv{j}`, `{name}_stage{i}_bn{j}`,
 `{name}_stage{i}_relu{j}`, `{name}_stage{i}_pool`, `{name}_attention_pool`,
 `{name}_fc`, `{name}_dropout`, outputs `risk` and `attention`.
 
-Reference: seed lecture 003 (localisation as attention): CNN -> `[AttnPool(Z),
-AttnPool(Z), ...]` -> `sigma(theta z + b)`, `L = L_Risk + lambda L_Attn`.
+Reference: A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+CPH 100A; localisation as attention): CNN -> `[AttnPool(Z), AttnPool(Z), ...]`
+-> `sigma(theta z + b)`, `L = L_Risk + lambda L_Attn`.
 """
 
 import keras
@@ -108,7 +109,8 @@ def attention_classifier(
         >>> risk, attention = model.predict(x, verbose=0)   # (16, 1), (16, 16, 16, 4)
 
     Reference:
-        Seed lecture 003, "Localisation as attention map supervision".
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A), "Localisation as attention map supervision".
     """
     spatial_dims = check_spatial_dims(spatial_dims)
     in_channels = check_positive_int(in_channels, "in_channels")

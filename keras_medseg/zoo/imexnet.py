@@ -16,7 +16,8 @@ Layer names: `{name}_stem_conv`, `{name}_stem_norm`, `{name}_stem_act`,
 `{name}_head`, `{name}_output`.
 
 Reference: Haber, Lensink, Treister, Ruthotto, "IMEXnet: A forward stable
-deep neural network", ICML 2019 (seed 002; Q-tips experiment: 3 stages of 4
+deep neural network", ICML 2019, and their talk "Semi-Implicit Convolutional
+Neural Networks" (CSE19; Q-tips experiment: 3 stages of 4
 blocks, widths 64/128/256).
 """
 
@@ -191,7 +192,7 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     >>> images, labels = keras_medseg.data.qtips(32, seed=0, normalize=True)
     >>> history = model.fit(images, labels, epochs=1, verbose=0)
 
-    Reference: Haber et al., "IMEXnet: A forward stable deep neural network", ICML 2019 (seed 002).
+    Reference: Haber et al., "IMEXnet: A forward stable deep neural network", ICML 2019.
     """
     return imex_segmenter(implicit=True, spatial_dims=spatial_dims, input_size=input_size,
                           in_channels=in_channels, num_classes=num_classes, stages=stages,
@@ -237,7 +238,7 @@ def resnet_seg(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stag
     >>> model = keras_medseg.zoo.build("resnet_seg", stages=((2, 16), (2, 32)))
 
     Reference: He et al., "Deep residual learning", CVPR 2016; the baseline of
-    Haber et al., ICML 2019 (seed 002).
+    Haber et al., "IMEXnet: A forward stable deep neural network", ICML 2019.
     """
     return imex_segmenter(implicit=False, spatial_dims=spatial_dims, input_size=input_size,
                           in_channels=in_channels, num_classes=num_classes, stages=stages,

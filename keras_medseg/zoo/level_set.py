@@ -1,6 +1,7 @@
 """Level-set models: `lse` (classical level-set evolution) and `lsn` (Level Set Network).
 
-Both unroll `steps` forward-Euler steps of the level-set equation (seed 000)
+Both unroll `steps` forward-Euler steps of the level-set equation (J. Actor,
+"Identification of Kernels in a Convolutional Neural Network")
 
     u_t = alpha g |grad u| + beta g kappa(u) |grad u| + gamma grad g . grad u
 
@@ -27,7 +28,7 @@ Layer names: `{name}_image_scale`, `{name}_edge` (EdgeIndicator), `{name}_step`
 `{name}_init_out` (learned initialisation), `{name}_logits`, `{name}_probability`.
 
 Reference: J. Actor, "Identification of kernels in a convolutional neural
-network" (seed 000): LSE -> LSN.
+network" (Rice University, 2020): LSE -> LSN.
 """
 
 
@@ -37,7 +38,13 @@ import numpy as np
 from keras_medseg.layers.edge_indicator import EdgeIndicator
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.finite_differences import check_kernel_size_arg
-from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int, check_spatial_dims, spatial_shape
+from keras_medseg.utils.validation import (
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_spatial_dims,
+    spatial_shape,
+)
 from keras_medseg.zoo.registry import register_model
 
 _CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
@@ -199,7 +206,8 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-1.0, beta=0.2, gamma
     >>> model = keras_medseg.zoo.build("lse", steps=50)
     >>> prob = model.predict([images, initial_level_sets])
 
-    Reference: J. Actor, seed 000 (classical approach: level-set equation).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (classical approach: level-set equation).
     """
     if not isinstance(learn_coefficients, bool):
         raise ValueError(f"`learn_coefficients` must be a bool. Received: learn_coefficients={learn_coefficients!r}")
@@ -261,7 +269,8 @@ def lsn(spatial_dims=2, channels=1, input_size=None, steps=10, dt=0.05, alpha=-1
     >>> model = keras_medseg.zoo.build("lsn", input_size=64)
     >>> model.fit(images, masks, epochs=20)
 
-    Reference: J. Actor, seed 000 (Level Set Network).
+    Reference: J. Actor, "Identification of Kernels in a Convolutional Neural Network"
+    (Level Set Network).
     """
     model = _level_set_network(
         name=name, spatial_dims=spatial_dims, channels=channels, input_size=input_size, alpha=alpha, beta=beta,

@@ -12,12 +12,16 @@ batch_size, seed)` returns one `(x, y)` batch that `model.fit` accepts (the
 default draws inputs and targets shaped like the model's inputs and outputs).
 """
 
+from __future__ import annotations
+
 import builtins
 import dataclasses
 import difflib
 import inspect
 import numbers
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+
+import keras
 
 _REGISTRY = {}
 
@@ -34,8 +38,9 @@ class ModelSpec:
     trainable_with_fit: bool = True
 
 
-def register_model(name=None, *, description=None, spatial_dims=(2,), tiny=None, example=None,
-                   trainable_with_fit=True):
+def register_model(name: str | None = None, *, description: str | None = None, spatial_dims: tuple = (2,),
+                   tiny: dict | None = None, example: Callable | None = None,
+                   trainable_with_fit: bool = True) -> Callable[[Callable], Callable]:
     """Decorator that adds a builder function to the zoo.
 
     Args:
@@ -112,7 +117,7 @@ def _check_type(model, arg, value, default):
         )
 
 
-def get_spec(name):
+def get_spec(name: str) -> ModelSpec:
     """The `ModelSpec` registered under `name` (raises `ValueError` with suggestions)."""
     if not isinstance(name, str):
         raise TypeError(f"Model `name` must be a string. Received: name={name!r}")
@@ -125,7 +130,7 @@ def get_spec(name):
     return _REGISTRY[name]
 
 
-def build(name, /, **kwargs):
+def build(name: str, /, **kwargs: Any) -> keras.Model:
     """Build a registered model: `keras_medseg.zoo.build("unet", spatial_dims=3)`.
 
     Args:
@@ -159,12 +164,12 @@ def build(name, /, **kwargs):
     return spec.builder(**merged)
 
 
-def list():  # noqa: A001 - mirrors `timm.list_models` / the documented `zoo.list()`
+def list() -> dict[str, str]:  # noqa: A001 - mirrors `timm.list_models` / the documented `zoo.list()`
     """Registered models as an ordered `{name: one-line description}` dict."""
     return {n: _REGISTRY[n].description for n in sorted(_REGISTRY)}
 
 
-def describe(name):
+def describe(name: str) -> dict[str, Any]:
     """Arguments and defaults of one model.
 
     Returns:
@@ -186,7 +191,8 @@ def _is_sparse_loss(model):
     return "sparse" in str(name).lower()
 
 
-def example_batch(name, model, batch_size=2, seed=0, free_size=16):
+def example_batch(name: str, model: keras.Model, batch_size: int = 2, seed: int = 0,
+                  free_size: int = 16) -> tuple:
     """One `(x, y)` training batch for `model` (built from zoo model `name`).
 
     Uses the spec's `example` function when it has one; otherwise draws

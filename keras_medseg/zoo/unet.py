@@ -16,7 +16,9 @@ Layer names are deterministic: `{name}_enc{i}_conv{j}`, `{name}_enc{i}_bn{j}`,
 
 Reference: Ronneberger, Fischer, Brox, "U-Net: convolutional networks for
 biomedical image segmentation", MICCAI 2015; Cicek et al., "3D U-Net", MICCAI
-2016 (seeds 000 and 003 use it as the segmentation baseline).
+2016 (J. Actor's "Identification of Kernels in a Convolutional Neural Network"
+and A. Yala's "Advanced Imaging: Localization and Segmentation" use it as the
+segmentation baseline).
 """
 
 
@@ -82,7 +84,9 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
     try:
         keras.activations.get(output_activation)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"`output_activation` is not a Keras activation. Received: output_activation={output_activation!r}") from exc
+        raise ValueError(
+            f"`output_activation` is not a Keras activation. Received: output_activation={output_activation!r}"
+        ) from exc
     shape = spatial_shape(input_size, spatial_dims, divisible_by=2**depth,
                           divisible_label=f"2**depth = {2**depth}",
                           why=f"each of the {depth} levels halves it")

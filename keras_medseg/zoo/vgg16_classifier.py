@@ -26,7 +26,7 @@ Layer names: the Keras VGG16 names (`block1_conv1` ... `block5_conv3`,
 `{name}_global_max_pool`, `{name}_dropout`, `{name}_head` (logit) and
 `{name}_probability`.
 
-Reference: seed 001 (VGG16 pretrained on ImageNet, "Top fully connected parts
+Reference: the lecture "Convolutional networks - theory" (VGG16 pretrained on ImageNet, "Top fully connected parts
 removed, substituted with global max-pooling and a single dense layer",
 RMSprop rho 0.9, lr 5e-5, momentum 0.9); Simonyan & Zisserman, "Very deep
 convolutional networks for large-scale image recognition", ICLR 2015.
@@ -126,7 +126,7 @@ def _example(model, batch_size, seed):
     return x, y
 
 
-# The training recipe as data (seed 001): RMSprop(learning_rate, rho, momentum) on binary cross-entropy, LR
+# The training recipe as data (the WSI lecture's): RMSprop(learning_rate, rho, momentum) on binary cross-entropy, LR
 # halved after `lr_patience` epochs without val_loss improvement, stop after `stop_patience` epochs without
 # validation ROC-AUC improvement. `keras_medseg.training.recipes.vgg16_recipe` builds optimizer, loss and
 # callbacks from it (the zoo does not import training: ops -> layers -> zoo -> training -> commands).
@@ -152,7 +152,7 @@ def __getattr__(name):
 
 @register_model(
     "vgg16_classifier",
-    description="VGG16 conv base + global max pooling + one sigmoid unit: patch cancer probability (seed 001).",
+    description="VGG16 conv base + global max pooling + one sigmoid unit: patch cancer probability.",
     spatial_dims=(2,),
     tiny={"input_shape": (32, 32, 3)},
     example=_example,
@@ -162,7 +162,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     """VGG16 patch classifier: conv base, global max pooling, one sigmoid unit (compiled).
 
     Args:
-        input_shape: `(H, W, C)`, default `(512, 512, 3)` (the seed's
+        input_shape: `(H, W, C)`, default `(512, 512, 3)` (the lecture's
             patches); H and W >= 32 or None (any size).
         weights: `None` (default, random), `"imagenet"` (the notop weights
             file from the Keras cache, never downloaded) or a weights file path.
@@ -179,7 +179,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     Returns:
         A `keras.Model` compiled with RMSprop(lr, rho=0.9, momentum=0.9),
         binary cross-entropy and an `AUC` metric. Use `recipe(val)` for the
-        seed's callbacks.
+        lecture's callbacks.
 
     Raises:
         FileNotFoundError: `weights` file missing (with where to put it).
@@ -192,7 +192,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     >>> opt, loss, cbs = keras_medseg.zoo.vgg16_classifier.recipe(validation_data=(xv, yv))
     >>> model.fit(x, y, validation_data=(xv, yv), epochs=50, callbacks=cbs)
 
-    Reference: seed 001; Simonyan & Zisserman, ICLR 2015.
+    Reference: the lecture "Convolutional networks - theory"; Simonyan & Zisserman, ICLR 2015.
     """
     # -- arguments
     input_shape = tuple(input_shape)
@@ -200,7 +200,8 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
         s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 1) for s in input_shape
     ) or input_shape[-1] is None:
         raise ValueError(
-            f"`input_shape` must be (H, W, C) with positive ints (H, W may be None). Received: input_shape={input_shape}"
+            "`input_shape` must be (H, W, C) with positive ints (H, W may be None). "
+            f"Received: input_shape={input_shape}"
         )
     if any(s is not None and s < 32 for s in input_shape[:2]):
         raise ValueError(
@@ -237,7 +238,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     outputs = keras.layers.Activation("sigmoid", dtype="float32", name=f"{name}_probability")(x)
     model = keras.Model(inputs, outputs, name=name)
 
-    # -- training configuration (seed 001)
+    # -- training configuration (the WSI lecture's)
     optimizer, loss = compile_config(learning_rate)
     model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.AUC(name="auc")])
     return model

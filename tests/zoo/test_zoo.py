@@ -3,8 +3,9 @@
 For each model (2D, and 3D where `spatial_dims` includes 3) with its spec's
 `tiny` arguments: the forward pass has no NaN and the documented shape, one
 `fit` step keeps every weight finite (models trained with `fit`), and a
-`.keras` save/load with `safe_mode=True` gives identical predictions. Subclassed custom-training models (GANs) have no single
-documented forward input: they get build, a fit step on their `example`
+`.keras` save/load with `safe_mode=True` gives identical predictions.
+Subclassed custom-training models (GANs) have no single documented forward
+input: they get build, a fit step on their `example`
 batch and a save/load with identical weights. Mixed precision: build and a
 forward pass under `mixed_float16` (functional models).
 """

@@ -1,6 +1,7 @@
 """Whole-slide-image patches: HDF5 patch store, patch extraction, three-step sampler, augmentation.
 
-The workflow of seed 001 (cancer detection in whole-slide images):
+The workflow of the lecture "Convolutional networks - theory" (cancer detection in
+whole-slide images):
 
 1. `extract_patches(image, mask, size=512)` cuts a slide into square patches
    on a grid. A patch is positive iff its *inner square* (the centred square
@@ -29,7 +30,7 @@ detects the unclean shutdown and rebuilds the file from its committed rows
 (atomic replace), dropping the half-written batch. A sidecar `<file>.lock`
 (`fcntl.flock`) keeps two writers apart and tells a dead writer from a live one.
 
-Reference: seed 001 ("Cut into patches of size 512 px x 512 px", "Patch
+Reference: the lecture "Convolutional networks - theory" ("Cut into patches of size 512 px x 512 px", "Patch
 positive iff the inner square intersects the annotation", "Training data three
 step sampling", "random vertical and horizontal flips, random color
 perturbations").

@@ -42,7 +42,8 @@ def augment_patches(patches, rng=None, flip=True, hue=0.04, saturation=0.25, bri
     Returns:
         float32 array of the same shape.
 
-    Reference: seed 001 ("random vertical and horizontal flips, random color perturbations").
+    Reference: the lecture "Convolutional networks - theory"
+    ("random vertical and horizontal flips, random color perturbations").
     """
     rng = np.random.default_rng(rng)
     x = np.array(patches, np.float32, copy=True)

@@ -135,7 +135,7 @@ def extract_patches(image, mask=None, size=512, stride=None, inner_size=None, mi
         image: `(H, W)` or `(H, W, C)` slide (e.g. uint8 RGB).
         mask: `(H, W)` annotation, 0/1 or a tumour label map; `None` = a
             normal slide (all patches negative).
-        size: patch side, default 512 (the seed's patch size).
+        size: patch side, default 512 (the lecture's patch size).
         stride: grid step, default `inner_size` (inner squares tile the slide).
         inner_size: side of the inner square, default `size // 2`.
         min_tissue: drop negative patches whose tissue fraction (see
@@ -158,7 +158,8 @@ def extract_patches(image, mask=None, size=512, stride=None, inner_size=None, mi
     >>> p.patches.shape, int(p.labels.sum())
     ((9, 32, 32, 3), 1)
 
-    Reference: seed 001 ("Patch positive iff the inner square intersects the annotation").
+    Reference: the lecture "Convolutional networks - theory"
+    ("Patch positive iff the inner square intersects the annotation").
     """
     sets = list(iter_patches(image, mask, size, stride, inner_size, min_tissue, tissue_threshold))
     if not sets:

@@ -33,7 +33,7 @@ class _StoreDataset(keras.utils.PyDataset):
 
 
 class ThreeStepSampler(_StoreDataset):
-    """Training batches drawn by seed 001's three-step sampling, with augmentation.
+    """Training batches drawn by the three-step sampling of the WSI lecture, with augmentation.
 
     Every patch of a batch is drawn as: (1) a label uniformly among the labels
     present, (2) a slide uniformly among the slides holding at least one patch
@@ -66,7 +66,7 @@ class ThreeStepSampler(_StoreDataset):
     >>> ds = keras_medseg.data.ThreeStepSampler("patches.h5", batch_size=16, steps_per_epoch=50)
     >>> model.fit(ds, epochs=10)
 
-    Reference: seed 001 ("Training data three step sampling").
+    Reference: the lecture "Convolutional networks - theory" ("Training data three step sampling").
     """
 
     def __init__(self, store, batch_size=32, steps_per_epoch=100, augment=True, augment_kwargs=None, rescale=1.0,

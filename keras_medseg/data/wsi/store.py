@@ -48,7 +48,8 @@ class PatchStore:
     ...     s.add_slide(image, mask, slide_id="slide_01", size=64)
     >>> keras_medseg.data.PatchStore("patches.h5").info()["num_patches"]
 
-    Reference: seed 001 (7.9 million training patches from 698 slides).
+    Reference: the lecture "Convolutional networks - theory" (7.9 million training patches
+    from 698 slides).
     """
 
     def __init__(self, path, mode="r", patch_size=None, channels=3, dtype="uint8", compression="gzip"):
@@ -312,7 +313,8 @@ class PatchStore:
         expected = (self.patch_size, self.patch_size, self.channels)
         if patches.ndim != 4 or patches.shape[1:] != expected:
             raise ValueError(
-                f"`patches` must have shape (n, {', '.join(map(str, expected))}). Received: patches.shape={patches.shape}"
+                f"`patches` must have shape (n, {', '.join(map(str, expected))}). "
+                f"Received: patches.shape={patches.shape}"
             )
         n_new = patches.shape[0]
         if np.issubdtype(self.dtype, np.integer):

@@ -1,6 +1,7 @@
 """`fpn_detector`: feature-pyramid box detector with per-cell heads (2D and 3D).
 
-Architecture (seed 003, "Bounding box prediction"): a small convolutional
+Architecture (A. Yala, "Advanced Imaging: Localization and Segmentation",
+"Bounding box prediction"): a small convolutional
 backbone (stride-2 stages) -> a feature pyramid (1x1 lateral convolutions,
 coarse levels upsampled and summed top-down into the finer ones, 3x3
 smoothing) -> shared per-cell heads at every pyramid level predicting
@@ -34,8 +35,9 @@ pred_boxes, pred_scores = coder.decode(model.predict(x), score_threshold=0.5)
 ```
 
 Reference:
-    Seed lecture 003; Lin et al., "Feature Pyramid Networks for Object
-    Detection", CVPR 2017; Redmon et al., "YOLO" (per-cell heads).
+    A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+    CPH 100A); Lin et al., "Feature Pyramid Networks for Object Detection",
+    CVPR 2017; Redmon et al., "YOLO" (per-cell heads).
 """
 
 # Re-exports: every name importable from the former single module `zoo/fpn_detector.py`.

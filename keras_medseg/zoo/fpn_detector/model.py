@@ -127,7 +127,8 @@ def fpn_detector(spatial_dims=2, image_shape=None, in_channels=1, filters=16, py
     ```
 
     Reference:
-        Seed lecture 003 (bounding box prediction, feature pyramids).
+        A. Yala, "Advanced Imaging: Localization and Segmentation" (lecture,
+        CPH 100A; bounding box prediction, feature pyramids).
     """
     d = check_spatial_dims(spatial_dims)
     if image_shape is None:

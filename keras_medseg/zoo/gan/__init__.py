@@ -18,7 +18,7 @@ custom `train_step`, so they train with a plain `model.fit(...)`:
   direction="a2b")`.
 
 The adversarial losses work on discriminator logits. The default generator
-loss is the non-saturating `-log D(G(z))` (the seed recommends it over the
+loss is the non-saturating `-log D(G(z))` (Wolterink's lecture recommends it over the
 minimax `log(1 - D(G(z)))`, whose gradient vanishes when the discriminator
 wins); `"minimax"` and `"least_squares"` (LSGAN) are available.
 

@@ -53,7 +53,8 @@ class ConditionalGAN(_GANBase):
     samples = model.generate([0, 1, 2])
     ```
 
-    Reference: seed 004 (conditional GAN); Mirza & Osindero 2014; Radford et al. 2016.
+    Reference: J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+    Methods" (lecture, 8DM50) (conditional GAN); Mirza & Osindero 2014; Radford et al. 2016.
     """
 
     generator_names = ("generator",)
@@ -189,7 +190,8 @@ class Pix2Pix(_GANBase):
     fake = model.translate(src[:4])
     ```
 
-    Reference: seed 004 (image-conditioned GAN); Isola et al. 2017.
+    Reference: J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+    Methods" (lecture, 8DM50) (image-conditioned GAN); Isola et al. 2017.
     """
 
     generator_names = ("generator",)
@@ -291,7 +293,8 @@ class CycleGAN(_GANBase):
     fake_b = model.translate(a[:4], direction="a2b")
     ```
 
-    Reference: seed 004 (CycleGAN, cycle consistency); Zhu et al. 2017.
+    Reference: J. Wolterink, "Deep Learning II: Interpretability & Adversarial
+    Methods" (lecture, 8DM50) (CycleGAN, cycle consistency); Zhu et al. 2017.
     """
 
     generator_names = ("generator_ab", "generator_ba")
