@@ -9,7 +9,6 @@ weight's gradient to 1e-3 (relative norm).
 """
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
