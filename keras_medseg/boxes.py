@@ -12,9 +12,11 @@ Conventions (used by the whole package: `keras_medseg.zoo.fpn_detector`,
   `(cx, cy, cz, w, h, d)`. `box_format="corners"`: 2D `(x0, y0, x1, y1)`
   (Keras `"xyxy"`), 3D `(x0, y0, z0, x1, y1, z1)`.
 
-2D boxes reuse `keras.utils.bounding_boxes` (format conversion, IoU) and
-`keras_cv.layers.NonMaxSuppression`; 3D IoU and greedy non-max suppression are
-written here in `keras.ops`, so they run on every backend.
+2D boxes reuse `keras.utils.bounding_boxes` (format conversion, IoU); 3D IoU
+and one N-D greedy non-max suppression (2D and 3D) are written here in
+`keras.ops`, so they run on TensorFlow, JAX and torch. keras-cv is optional:
+`non_max_suppression(..., implementation="keras_cv")` uses its 2D layer when
+a user asks for it (`pip install keras-cv`).
 
 Example:
 
@@ -103,15 +105,19 @@ def convert_format(boxes, source, target):
     return ops.concatenate([(a + b) / 2, b - a], axis=-1)
 
 
-def _iou_corners_3d(b1, b2):
-    """Pairwise IoU of corner-format 3D boxes `(M, 6)`, `(K, 6)` -> `(M, K)` in keras.ops."""
-    lo = ops.maximum(b1[:, None, :3], b2[None, :, :3])
-    hi = ops.minimum(b1[:, None, 3:], b2[None, :, 3:])
+def _iou_corners(b1, b2):
+    """Pairwise IoU of corner-format N-D boxes `(M, 2d)`, `(K, 2d)` -> `(M, K)` in keras.ops."""
+    d = int(b1.shape[-1]) // 2
+    lo = ops.maximum(b1[:, None, :d], b2[None, :, :d])
+    hi = ops.minimum(b1[:, None, d:], b2[None, :, d:])
     inter = ops.prod(ops.maximum(hi - lo, 0.0), axis=-1)
-    vol1 = ops.prod(ops.maximum(b1[:, 3:] - b1[:, :3], 0.0), axis=-1)
-    vol2 = ops.prod(ops.maximum(b2[:, 3:] - b2[:, :3], 0.0), axis=-1)
+    vol1 = ops.prod(ops.maximum(b1[:, d:] - b1[:, :d], 0.0), axis=-1)
+    vol2 = ops.prod(ops.maximum(b2[:, d:] - b2[:, :d], 0.0), axis=-1)
     union = vol1[:, None] + vol2[None, :] - inter
     return ops.divide_no_nan(inter, union)
+
+
+_iou_corners_3d = _iou_corners  # former private name, kept as an alias
 
 
 def compute_iou(boxes1, boxes2, box_format="center"):
@@ -151,7 +157,7 @@ def compute_iou(boxes1, boxes2, box_format="center"):
     c2 = convert_format(boxes2, box_format, "corners")
     if d1 == 2:
         return _kbb.compute_iou(c1, c2, "xyxy")
-    return _iou_corners_3d(c1, c2)
+    return _iou_corners(c1, c2)
 
 
 def greedy_nms(iou_matrix, iou_threshold):
@@ -177,8 +183,18 @@ def greedy_nms(iou_matrix, iou_threshold):
     return ops.fori_loop(0, k, body, ops.zeros((k,), "float32"))
 
 
+NMS_IMPLEMENTATIONS = ("keras", "keras_cv")
+
+
 def _nms_2d_keras_cv(boxes_c, scores, iou_threshold, max_detections):
-    import keras_cv  # imported lazily: it is slow to import
+    try:
+        import keras_cv  # optional extra, imported lazily: it is slow to import
+    except ImportError as err:
+        raise ImportError(
+            "`non_max_suppression(..., implementation='keras_cv')` needs keras-cv "
+            "(`pip install keras-cv`; on torch it also needs torchvision). "
+            "The default implementation='keras' needs nothing extra."
+        ) from err
 
     layer = keras_cv.layers.NonMaxSuppression(
         bounding_box_format="xyxy", from_logits=False, iou_threshold=float(iou_threshold),
@@ -191,7 +207,7 @@ def _nms_2d_keras_cv(boxes_c, scores, iou_threshold, max_detections):
 
 
 def non_max_suppression(boxes, scores, iou_threshold=0.5, score_threshold=None, max_detections=100,
-                        box_format="center"):
+                        box_format="center", implementation="keras"):
     """Greedy non-max suppression of the boxes of ONE image (2D or 3D).
 
     Boxes are visited in decreasing score order; a box is dropped when its IoU
@@ -205,14 +221,19 @@ def non_max_suppression(boxes, scores, iou_threshold=0.5, score_threshold=None, 
             before suppression (default `None`: keep all).
         max_detections: int, most boxes returned (default 100).
         box_format: `"center"` (default) or `"corners"`, for input and output.
+        implementation: `"keras"` (default): `greedy_nms` on the N-D
+            `keras.ops` IoU matrix, 2D and 3D, every backend; `"keras_cv"`:
+            `keras_cv.layers.NonMaxSuppression` (2D only, needs keras-cv).
 
     Returns:
         `(kept_boxes, kept_scores)` NumPy arrays sorted by decreasing score.
-        2D uses `keras_cv.layers.NonMaxSuppression`; 3D uses `greedy_nms`
-        on the `keras.ops` IoU matrix.
+        The `"keras"` result is checked against keras-cv's 2D layer and a
+        NumPy loop in `tests/test_boxes.py`.
 
     Raises:
-        ValueError: bad box shape, mismatched scores, threshold out of range.
+        ValueError: bad box shape, mismatched scores, threshold out of range,
+            unknown `implementation`, or `"keras_cv"` with 3D boxes.
+        ImportError: `implementation="keras_cv"` without keras-cv installed.
 
     Example:
 
@@ -223,6 +244,12 @@ def non_max_suppression(boxes, scores, iou_threshold=0.5, score_threshold=None, 
     """
     check_box_format(box_format)
     d = box_dims(boxes)
+    if implementation not in NMS_IMPLEMENTATIONS:
+        raise ValueError(f"`implementation` must be one of {list(NMS_IMPLEMENTATIONS)}. "
+                         f"Received: implementation={implementation!r}")
+    if implementation == "keras_cv" and d != 2:
+        raise ValueError("`implementation='keras_cv'` supports 2D boxes only (last axis 4). "
+                         f"Received: boxes with last axis {2 * d}")
     boxes = np.asarray(ops.convert_to_numpy(boxes), dtype="float64")
     scores = np.asarray(ops.convert_to_numpy(scores), dtype="float64")
     if boxes.ndim != 2 or scores.shape != boxes.shape[:1]:
@@ -245,12 +272,12 @@ def non_max_suppression(boxes, scores, iou_threshold=0.5, score_threshold=None, 
     boxes, scores = boxes[order], scores[order]
     corners = np.asarray(ops.convert_to_numpy(convert_format(boxes.astype("float32"), box_format,
                                                              "corners")))
-    if d == 2:
+    if implementation == "keras_cv":
         kept, kept_scores = _nms_2d_keras_cv(corners, scores, iou_threshold,
                                              min(int(max_detections), len(scores)))
         kept = np.asarray(ops.convert_to_numpy(convert_format(kept, "corners", box_format)))
         return kept.astype("float32"), kept_scores.astype("float32")
-    iou = _iou_corners_3d(ops.convert_to_tensor(corners), ops.convert_to_tensor(corners))
+    iou = _iou_corners(ops.convert_to_tensor(corners), ops.convert_to_tensor(corners))
     keep = np.asarray(ops.convert_to_numpy(greedy_nms(iou, float(iou_threshold)))) > 0.5
     idx = np.flatnonzero(keep)[: int(max_detections)]
     return boxes[idx].astype("float32"), scores[idx].astype("float32")

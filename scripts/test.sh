@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command (and CI's): set up ./.venv, run the whole suite on
-# the TensorFlow backend, then the backend-agnostic ops/layer/explain tests
-# (marker `backend_agnostic`) again on JAX. `ruff check` runs first, so a lint
+# the TensorFlow backend, then the backend-agnostic ops/layer/loss/zoo/explain
+# tests (marker `backend_agnostic`) again on JAX and on torch (CPU). `ruff check` runs first, so a lint
 # error fails CI. Any failure, or a run that collects no test at all (pytest
-# exit 5), makes this script exit non-zero. Extra arguments go to both pytest
-# runs (e.g. `-x`, `-k unet`). The fast selection while developing (not CI):
+# exit 5), makes this script exit non-zero. Extra arguments go to every pytest
+# run (e.g. `-x`, `-k unet`). The fast selection while developing (not CI):
 # `.venv/bin/python -m pytest -n 2 -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +18,5 @@ echo "== keras-medseg tests: TensorFlow backend =="
 KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -n "$WORKERS" --durations=15 -q "$@"
 echo "== keras-medseg tests: JAX backend (backend-agnostic tests) =="
 KERAS_BACKEND=jax .venv/bin/python -m pytest -n "$WORKERS" --durations=10 -q -m backend_agnostic "$@"
+echo "== keras-medseg tests: torch backend (backend-agnostic tests) =="
+KERAS_BACKEND=torch .venv/bin/python -m pytest -n "$WORKERS" --durations=10 -q -m backend_agnostic "$@"

@@ -83,6 +83,31 @@ def test_nms_matches_numpy_reference(d, thr, rng):
     np.testing.assert_allclose(kept, bx[ref], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("thr", [0.1, 0.3, 0.5])
+def test_nms_2d_matches_keras_cv(thr, rng):
+    """The one N-D keras.ops NMS gives keras-cv's 2D NonMaxSuppression result (TF backend)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras-cv's NMS layer is compared once, on TensorFlow")
+    pytest.importorskip("keras_cv")
+    bx = random_boxes(rng, 30, 2, extent=30.0)
+    scores = rng.permutation(30) / 30.0 + 0.01
+    kept, kept_scores = B.non_max_suppression(bx, scores, iou_threshold=thr)
+    kcv, kcv_scores = B.non_max_suppression(bx, scores, iou_threshold=thr, implementation="keras_cv")
+    assert 1 < len(kept) < 30
+    np.testing.assert_allclose(kept_scores, kcv_scores, rtol=1e-6)
+    np.testing.assert_allclose(kept, kcv, rtol=1e-4, atol=1e-4)
+
+
+def test_iou_nd_matches_keras_2d(rng):
+    """The N-D keras.ops IoU used by NMS equals keras.utils.bounding_boxes' 2D IoU."""
+    c = np.asarray(ops.convert_to_numpy(B.convert_format(random_boxes(rng, 12, 2), "center", "corners")))
+    ours = ops.convert_to_numpy(B._iou_corners(ops.convert_to_tensor(c), ops.convert_to_tensor(c)))
+    theirs = ops.convert_to_numpy(B.compute_iou(c, c, box_format="corners"))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_nms_score_threshold_and_max_detections():
     bx = np.array([[5, 5, 5, 4, 4, 4], [5, 5, 6, 4, 4, 4], [20, 20, 20, 4, 4, 4], [40, 40, 40, 2, 2, 2]],
                   dtype=float)
@@ -115,3 +140,7 @@ def test_bad_inputs():
         B.non_max_suppression(np.zeros((3, 6)), np.zeros(2))
     with pytest.raises(ValueError, match="max_detections"):
         B.non_max_suppression(np.zeros((3, 6)), np.zeros(3), max_detections=0)
+    with pytest.raises(ValueError, match="implementation"):
+        B.non_max_suppression(np.zeros((3, 4)), np.zeros(3), implementation="torchvision")
+    with pytest.raises(ValueError, match="implementation='keras_cv'"):
+        B.non_max_suppression(np.zeros((3, 6)), np.zeros(3), implementation="keras_cv")

@@ -11,8 +11,9 @@ standard.
   inputs and every trainable weight.
 * `check_op_gradients`: the same for a pure function of arrays.
 
-Gradients go through `keras_medseg.utils.gradients.value_and_grad`, so the
-same checks run on TensorFlow and JAX.
+Gradients go through `keras_medseg.utils.gradients.value_and_grad` on
+TensorFlow and JAX and through `torch.autograd.grad` on torch (`_value_and_grad`
+below), so the same checks run on all three backends.
 """
 
 import os
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_medseg.utils.gradients import value_and_grad
+from keras_medseg.utils.gradients import value_and_grad as _library_value_and_grad
 
 __all__ = [
     "run_layer_test",
@@ -186,6 +187,28 @@ def run_layer_test(
         finally:
             keras.config.set_dtype_policy(previous)
     return eager
+
+
+def _torch_value_and_grad(fn, *args):
+    """`value_and_grad` on torch: leaves made `requires_grad`, then `torch.autograd.grad`."""
+    import torch
+
+    def leaf(a):
+        return ops.convert_to_tensor(a).detach().clone().requires_grad_(True)
+
+    args = keras.tree.map_structure(leaf, tuple(args))
+    value = fn(*args)
+    leaves = keras.tree.flatten(args)
+    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+    return value.detach(), tuple(keras.tree.pack_sequence_as(args, grads))
+
+
+def value_and_grad(fn, *args):
+    """Scalar value and gradients w.r.t. every argument, on TensorFlow, JAX and torch."""
+    if keras.backend.backend() == "torch":
+        return _torch_value_and_grad(fn, *args)
+    return _library_value_and_grad(fn, *args)
 
 
 def numerical_gradient(f, x, eps=1e-6, indices=None):

@@ -17,8 +17,7 @@ import pytest
 from keras_medseg import zoo
 
 NAMES = list(zoo.list())
-# segmentation models are also checked on JAX (marker `backend_agnostic`)
-JAX_MODELS = {"lse", "lsn", "imexnet", "resnet_seg", "unet"}
+# every model is also built and trained one step on JAX and torch (marker `backend_agnostic`)
 
 
 def _cases():
@@ -26,8 +25,7 @@ def _cases():
         spec = zoo.get_spec(name)
         for d in spec.spatial_dims:
             marks = [pytest.mark.slow] if d == 3 else []
-            if name in JAX_MODELS:
-                marks.append(pytest.mark.backend_agnostic)
+            marks.append(pytest.mark.backend_agnostic)
             yield pytest.param(name, d, id=f"{name}-{d}d", marks=marks)
 
 

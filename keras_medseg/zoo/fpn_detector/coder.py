@@ -165,8 +165,8 @@ class BoxCoder:
         Args:
             predictions: `(N, num_cells, 1 + 2d)` model output (or encoded targets).
             score_threshold: keep cells with `p >= score_threshold` (default 0.5).
-            iou_threshold: NMS IoU threshold (default 0.5); 2D uses keras-cv's
-                NMS, 3D the `keras.ops` NMS of `keras_medseg.boxes`.
+            iou_threshold: NMS IoU threshold (default 0.5); the N-D `keras.ops`
+                NMS of `keras_medseg.boxes` (2D and 3D, every backend).
             max_detections: most boxes per image (default 100).
 
         Returns:

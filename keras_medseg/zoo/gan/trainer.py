@@ -1,13 +1,19 @@
 """`_GANBase`: the shared GAN training machinery (optimisers, trackers, fit loops).
 
-On TensorFlow `fit` is Keras' own loop around `train_step`; on JAX a small
-epoch loop around one jitted pure step (`keras.StatelessScope` + `jax.vjp`).
+On TensorFlow and torch `fit` / `evaluate` are Keras' own loops around
+`train_step` (two `GradientTape`s on TensorFlow; Keras' documented torch
+pattern `zero_grad`, `backward`, `optimizer.apply` on torch); on JAX a small
+epoch loop around one jitted pure step (`keras.StatelessScope` + `jax.vjp`)
+and one jitted evaluation. Every backend trains from arrays, a
+`keras.utils.PyDataset` or (where TensorFlow is installed) a
+`tf.data.Dataset`, with `validation_data`.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_medseg.zoo.gan._data import _as_tensor, _batches, _num_batches
 from keras_medseg.utils.validation import (
     check_choice,
 )
@@ -144,24 +150,18 @@ class _GANBase(keras.Model):
         )
 
     # -- training -------------------------------------------------------------
-    def _check_backend(self, what):
-        backend = keras.backend.backend()
-        if backend != "tensorflow":
-            raise NotImplementedError(
-                f"{self.__class__.__name__}.{what}() runs on the 'tensorflow' backend ('jax' supports "
-                f"`fit` on in-memory arrays; building, saving, loading, generate/translate work "
-                f"on every backend). Received: KERAS_BACKEND={backend!r}"
-            )
-
     def fit(self, x=None, y=None, *args, **kwargs):
+        """Train the GAN (Keras `fit` arguments; see the class docstring per backend)."""
         if keras.backend.backend() == "jax":
             return self._jax_fit(x, y, *args, **kwargs)
-        self._check_backend("fit")
         return super().fit(x, y, *args, **kwargs)
 
-    # -- JAX: a jitted pure step over all variables + a small epoch loop ---------
-    _JAX_FIT_ARGS = ("batch_size", "epochs", "verbose", "callbacks", "shuffle", "initial_epoch")
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if keras.backend.backend() == "jax":
+            return self._jax_evaluate(x, y, *args, **kwargs)
+        return super().evaluate(x, y, *args, **kwargs)
 
+    # -- JAX: a jitted pure step over all variables + a small epoch loop ---------
     def _jax_variables(self):
         seen, out = set(), []
         optimizer_vars = [v for o in self.network_optimizers.values() for v in o.variables]
@@ -222,100 +222,183 @@ class _GANBase(keras.Model):
 
         return jax.jit(step)
 
-    def _jax_fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-                 shuffle=True, initial_epoch=0, **kwargs):
-        unsupported = sorted(k for k in kwargs if kwargs[k] is not None)
-        if unsupported or x is None or not hasattr(x, "shape"):
-            raise NotImplementedError(
-                f"On the JAX backend {self.__class__.__name__}.fit takes in-memory arrays `x`, `y` and "
-                f"the arguments {list(self._JAX_FIT_ARGS)} (use the TensorFlow backend for datasets, "
-                f"validation data and the other `fit` options). Received: x of type "
-                f"{type(x).__name__}, extra arguments {unsupported}"
-            )
+    def _make_jax_eval(self, variables):
+        import jax
+
+        def evaluate(values, x, y):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                _, _, logs = self.compute_losses(x, y, training=False)
+            return logs
+
+        return jax.jit(evaluate)
+
+    def _jax_functions(self):
         if not getattr(self, "compiled", False):
             raise ValueError(f"Call `compile()` before `fit()`. Received: an uncompiled {self.__class__.__name__}")
-        x = np.asarray(x)
-        n = int(x.shape[0])
-        if y is not None:
-            y = np.asarray(y)
-            if int(y.shape[0]) != n:
-                raise ValueError(
-                    f"`x` and `y` must hold the same number of samples. Received: x.shape={x.shape}, "
-                    f"y.shape={y.shape}"
-                )
-        self.check_training_data(x, y)
-        batch_size = batch_size or 32
-        steps = -(-n // batch_size)
         variables = self._jax_variables()
         key = hash(tuple(id(v) for v in variables))
         if getattr(self, "_jax_step_key", None) != key:  # trace + compile once per compile()
             self._jax_step_fn = self._make_jax_step(variables)
+            self._jax_eval_fn = self._make_jax_eval(variables)
             self._jax_step_key = key
-        step_fn = self._jax_step_fn
+        return variables, self._jax_step_fn, self._jax_eval_fn
+
+    def _jax_check_unsupported(self, method, **options):
+        unsupported = sorted(k for k, v in options.items() if v is not None)
+        if unsupported:
+            raise NotImplementedError(
+                f"On the JAX backend {self.__class__.__name__}.{method} does not take {unsupported} "
+                f"(it takes arrays, a `keras.utils.PyDataset`, a `tf.data.Dataset` or an iterable of "
+                f"`(x, y)` batches, and validation_data). Received: {unsupported}"
+            )
+
+    def _jax_run_eval(self, eval_fn, variables, x, y, batch_size, steps):
+        values = [v.value for v in variables]
+        total, count = {}, 0
+        for bx, by in _batches(x, y, batch_size, shuffle=False, steps=steps):
+            self.check_training_data(bx, by)
+            n = int(np.shape(bx)[0])
+            logs = eval_fn(values, bx, by)
+            for k, v in logs.items():
+                total[k] = total.get(k, 0.0) + float(v) * n
+            count += n
+        if count == 0:
+            raise ValueError("The evaluation data gave no batch. Received: an empty dataset")
+        return {k: v / count for k, v in total.items()}
+
+    def _jax_fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+                 validation_split=None, validation_data=None, shuffle=True, class_weight=None,
+                 sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+                 validation_batch_size=None, validation_freq=1):
+        self._jax_check_unsupported("fit", validation_split=validation_split or None,
+                                    class_weight=class_weight, sample_weight=sample_weight)
+        if x is None:
+            raise ValueError(f"`x` is needed to fit {self.__class__.__name__}. Received: x=None")
+        variables, step_fn, eval_fn = self._jax_functions()
+        batch_size = batch_size or 32
+        steps = steps_per_epoch or _num_batches(x, batch_size)
         if verbose == "auto":
             verbose = 1
         cbs = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                            verbose=verbose, epochs=epochs, steps=steps, model=self)
-        rng = np.random.default_rng()
+        val = None
+        if validation_data is not None:
+            val = validation_data
+            if isinstance(val, (tuple, list)):
+                vx, vy, _ = keras.utils.unpack_x_y_sample_weight(tuple(val))
+                val = (vx, vy)
+            else:
+                val = (val, None)
         self.stop_training = False
         cbs.on_train_begin()
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self.reset_metrics()
             cbs.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else np.arange(n)
             values = [v.value for v in variables]
-            for b in range(steps):
+            for b, (bx, by) in enumerate(_batches(x, y, batch_size, shuffle=shuffle, steps=steps_per_epoch)):
+                if b == 0:
+                    self.check_training_data(bx, by)
                 cbs.on_train_batch_begin(b)
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                values, logs = step_fn(values, x[idx], None if y is None else y[idx])
+                values, logs = step_fn(values, bx, by)
                 cbs.on_train_batch_end(b, logs)
-            for v, val in zip(variables, values):
-                v.assign(val)
+            for v, val_ in zip(variables, values):
+                v.assign(val_)
             logs = {k: float(v) for k, v in logs.items()}
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._jax_run_eval(eval_fn, variables, val[0], val[1],
+                                              validation_batch_size or batch_size, validation_steps)
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
             cbs.on_epoch_end(epoch, logs)
+            if isinstance(x, keras.utils.PyDataset):
+                x.on_epoch_end()
             if self.stop_training:
                 break
         cbs.on_train_end(logs)
         return self.history
 
-    def evaluate(self, *args, **kwargs):
-        self._check_backend("evaluate")
-        return super().evaluate(*args, **kwargs)
+    def _jax_evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                      callbacks=None, return_dict=False, **kwargs):
+        self._jax_check_unsupported("evaluate", sample_weight=sample_weight, callbacks=callbacks,
+                                    **{k: v for k, v in kwargs.items() if v is not None})
+        variables, _, eval_fn = self._jax_functions()
+        logs = self._jax_run_eval(eval_fn, variables, x, y, batch_size or 32, steps)
+        return logs if return_dict else [logs[n] for n in self._tracker_names]
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
-        if keras.backend.backend() == "jax" and sample_weight is None and class_weight is None:
+        if keras.backend.backend() == "jax":
+            self._jax_check_unsupported("train_on_batch", sample_weight=sample_weight, class_weight=class_weight)
             self._jax_fit(x, y, batch_size=int(np.shape(x)[0]), epochs=1, verbose=0, shuffle=False)
             logs = {k: v[-1] for k, v in self.history.history.items()}
             return logs if return_dict else [logs[n] for n in self._tracker_names]
-        self._check_backend("train_on_batch")
         return super().train_on_batch(x, y, sample_weight=sample_weight, class_weight=class_weight,
                                       return_dict=return_dict)
 
-    def test_on_batch(self, *args, **kwargs):
-        self._check_backend("test_on_batch")
-        return super().test_on_batch(*args, **kwargs)
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        if keras.backend.backend() == "jax":
+            return self._jax_evaluate(x, y, batch_size=int(np.shape(x)[0]), sample_weight=sample_weight,
+                                      return_dict=return_dict)
+        return super().test_on_batch(x, y, sample_weight=sample_weight, return_dict=return_dict)
 
     def train_step(self, data):
-        import tensorflow as tf  # the TensorFlow trainer calls this step
-
+        """One adversarial step on TensorFlow (`GradientTape`) or torch (`backward`)."""
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if keras.backend.backend() == "torch":  # torch's train_on_batch passes NumPy x through
+            x, y = keras.tree.map_structure(_as_tensor, (x, y))
         self.check_training_data(x, y)
         gen_vars = [getattr(self, n).trainable_variables for n in self.generator_names]
         disc_vars = [getattr(self, n).trainable_variables for n in self.discriminator_names]
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            g_grads, d_grads, logs = self._tf_gradients(x, y, gen_vars, disc_vars)
+        elif backend == "torch":
+            logs = self._torch_step(x, y, gen_vars, disc_vars)
+            return self._update_trackers(logs)
+        else:
+            raise NotImplementedError(
+                f"{self.__class__.__name__}.train_step runs on 'tensorflow' and 'torch'; on 'jax' "
+                f"`fit` uses its own jitted step. Received: KERAS_BACKEND={backend!r}")
+        self._apply_gradients(g_grads, d_grads, gen_vars, disc_vars)
+        return self._update_trackers(logs)
+
+    def _apply_gradients(self, g_grads, d_grads, gen_vars, disc_vars):
+        names = tuple(self.generator_names) + tuple(self.discriminator_names)
+        for n, grads, variables in zip(names, list(g_grads) + list(d_grads), gen_vars + disc_vars):
+            getattr(self, f"{n}_optimizer").apply(grads, variables)
+
+    def _tf_gradients(self, x, y, gen_vars, disc_vars):
+        import tensorflow as tf  # the TensorFlow trainer calls this step
+
         with tf.GradientTape(persistent=True) as tape:
             g_loss, d_loss, logs = self.compute_losses(x, y, training=True)
         g_grads = tape.gradient(g_loss, gen_vars)
         d_grads = tape.gradient(d_loss, disc_vars)
         del tape
-        for n, grads, variables in zip(self.generator_names, g_grads, gen_vars):
-            getattr(self, f"{n}_optimizer").apply(grads, variables)
-        for n, grads, variables in zip(self.discriminator_names, d_grads, disc_vars):
-            getattr(self, f"{n}_optimizer").apply(grads, variables)
-        return self._update_trackers(logs)
+        return g_grads, d_grads, logs
+
+    def _torch_step(self, x, y, gen_vars, disc_vars):
+        # Keras' documented torch pattern (zero_grad, backward, then optimizer.apply under no_grad),
+        # once per loss: the generator loss's gradients are read off the generator weights, the
+        # discriminator loss's off the discriminator weights, exactly as the two tapes on TensorFlow.
+        import torch
+
+        self.zero_grad()
+        g_loss, d_loss, logs = self.compute_losses(x, y, training=True)
+        g_loss.backward(retain_graph=True)
+        g_grads = [[None if v.value.grad is None else v.value.grad.detach().clone() for v in vs]
+                   for vs in gen_vars]
+        self.zero_grad()
+        d_loss.backward()
+        d_grads = [[v.value.grad for v in vs] for vs in disc_vars]
+        logs = {k: v.detach() for k, v in logs.items()}
+        with torch.no_grad():
+            self._apply_gradients(g_grads, d_grads, gen_vars, disc_vars)
+        return logs
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if keras.backend.backend() == "torch":  # torch's train_on_batch passes NumPy x through
+            x, y = keras.tree.map_structure(_as_tensor, (x, y))
         self.check_training_data(x, y)
         _, _, logs = self.compute_losses(x, y, training=False)
         return self._update_trackers(logs)
