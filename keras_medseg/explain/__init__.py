@@ -11,6 +11,7 @@ from keras_medseg.explain._scores import make_score_fn, region_score
 from keras_medseg.explain.activation_maximization import ActivationMaximization, activation_maximization
 from keras_medseg.explain.attention import attention_mass_inside, upsample_attention
 from keras_medseg.explain.gradcam import find_last_conv_layer, gradcam
+from keras_medseg.explain.image import ImageExplanation, explain_file, explain_image
 from keras_medseg.explain.lime import LimeExplanation, lime, superpixels
 from keras_medseg.explain.occlusion import occlusion
 from keras_medseg.explain.plotting import overlay, take_slice
@@ -18,9 +19,12 @@ from keras_medseg.explain.saliency import saliency, smoothgrad
 
 __all__ = [
     "ActivationMaximization",
+    "ImageExplanation",
     "LimeExplanation",
     "activation_maximization",
     "attention_mass_inside",
+    "explain_file",
+    "explain_image",
     "find_last_conv_layer",
     "gradcam",
     "lime",

@@ -66,3 +66,20 @@ def test_explain_command_errors(tmp_path, rng, capsys):
         prepare_input(rng.random((16, 16, 5)), model)
     assert prepare_input(rng.random((16, 16, 3)), model).shape == (1, 16, 16, 1)
     assert os.path.exists(ckpt)
+
+
+def test_one_sigmoid_output_is_explained_as_binary(tmp_path, rng, capsys):
+    """A one-unit sigmoid model: the map is labelled "foreground probability"; `--class 1` is refused in one line."""
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    out = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(h))
+    ckpt = str(tmp_path / "binary.keras")
+    keras.Model(inp, out).save(ckpt)
+    img = tmp_path / "image.npy"
+    np.save(img, rng.random((16, 16)).astype("float32"))
+    png = tmp_path / "map.png"
+    assert cli.main(["explain", ckpt, str(img), "--method", "saliency", "--out", str(png)]) == 0
+    assert "foreground probability" in capsys.readouterr().out
+    assert cli.main(["explain", ckpt, str(img), "--method", "saliency", "--class", "1", "--out", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "one sigmoid output" in err and len(err.strip().splitlines()) == 1
