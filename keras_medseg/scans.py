@@ -271,7 +271,8 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     Args:
         model_path: str, a `.keras` model with (or without) a saved spec.
         data_dir: str, `DIR/images/<name>.<ext>` (files or DICOM folders) and
-            `DIR/masks/<name>.<ext>` label maps on the same grids.
+            `DIR/masks/<name>.<ext>` (or `DIR/labels/`, the layout that
+            `keras-medseg train --patch-size` reads) label maps on the same grids.
         csv_path: str or None; default `DIR/evaluation.csv`. One row per case
             and class (`case, role, class, dice, iou, hd95, assd,
             surface_dice`).
@@ -295,7 +296,9 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     d = spec["spatial_dims"]
     data_dir = os.fspath(data_dir)
     images = dict(find_scans(os.path.join(data_dir, "images")))
-    masks_dir = os.path.join(data_dir, "masks")
+    # label maps in `masks/` (image/mask folders) or `labels/` (the volume layout `train --patch-size` reads)
+    masks_dir = next((os.path.join(data_dir, sub) for sub in ("masks", "labels")
+                      if os.path.isdir(os.path.join(data_dir, sub))), os.path.join(data_dir, "masks"))
     masks = dict(find_scans(masks_dir)) if os.path.isdir(masks_dir) else {}
     missing = sorted(set(images) - set(masks))
     if missing:

@@ -1,5 +1,6 @@
 """`keras-medseg train unet --data DIR --spatial-dims 3 --patch-size N` on NIfTI volumes of different
-shapes, resumed, then a Python predict in each scan's own geometry and the metrics in mm."""
+shapes, resumed, then a Python predict in each scan's own geometry and the metrics in mm, and the same through
+`keras-medseg predict` and `keras-medseg evaluate`."""
 
 import os
 
@@ -37,6 +38,23 @@ def test_train_command_on_volumes_then_predict_and_evaluate(tmp_path):
         assert pred.shape == truth.shape
         metrics = segmentation_metrics(pred, truth, spacing=rec.spacing, classes={1: "ball"})
         assert set(metrics["ball"]) >= {"dice", "hd95", "assd"}
+    # the same through the command line: predict writes label maps in each scan's geometry, evaluate scores
+    # the held-out case only and writes the per-case CSV
+    labels_out = str(tmp_path / "pred")
+    assert main(["predict", best, "--input", os.path.join(root, "images"), "--output", labels_out, "--pad",
+                 "--quiet"]) == 0
+    import nibabel
+
+    for name in os.listdir(os.path.join(root, "images")):
+        written = nibabel.load(os.path.join(labels_out, name))
+        source = nibabel.load(os.path.join(root, "images", name))
+        np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+        assert written.shape == source.shape
+    csv = str(tmp_path / "eval.csv")
+    assert main(["evaluate", best, "--data", root, "--csv", csv, "--pad"]) == 0
+    text = open(csv).read()
+    assert spec["split"]["validation"][0] in text
+    assert not any(case in text for case in spec["split"]["train"])
 
 
 def test_train_volumes_arguments(tmp_path):
