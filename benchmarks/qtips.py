@@ -40,7 +40,6 @@ Presets:
 """
 
 import copy
-import math
 import os
 import sys
 import time
@@ -121,19 +120,12 @@ def multiscale_laplacian_kernel(width, grid, h, min_length=1.0, rank=2):
     Returns:
         float32 array `(3,) * rank + (width,)`.
     """
-    import numpy as np
+    import keras
 
-    stencil = np.zeros((3,) * rank, dtype=np.float64)
-    centre = (1,) * rank
-    stencil[centre] = -2.0 * rank
-    for axis in range(rank):
-        for off in (0, 2):
-            idx = list(centre)
-            idx[axis] = off
-            stencil[tuple(idx)] = 1.0
-    lengths = np.geomspace(min_length, max(float(grid), min_length), width)
-    scales = lengths**2 / math.sqrt(h)
-    return (stencil[..., None] * scales).astype(np.float32)
+    from keras_medseg.layers import MultiscaleLaplacian
+
+    init = MultiscaleLaplacian(max_length=grid, h=h, min_length=min_length)
+    return keras.ops.convert_to_numpy(init((3,) * rank + (width,), dtype="float32"))
 
 
 def build_models(settings):
