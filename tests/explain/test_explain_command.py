@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from keras_medseg import cli
-from keras_medseg.commands.explain import load_checkpoint, prepare_input
+from keras_medseg.commands import explain as explain_command
+from keras_medseg.explain.image import METHODS, load_checkpoint, prepare_input
+
+
+def test_command_method_choices_match_the_library_and_old_imports_resolve():
+    assert explain_command.METHODS == METHODS
+    assert explain_command.load_checkpoint is load_checkpoint
 
 
 def _checkpoint(tmp_path, spatial=(16, 16)):
