@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_medseg.ops.implicit import implicit_conv_solve
+from keras_medseg.ops.implicit_cache import TransferCache
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank, standardize_kernel_size
 
@@ -124,6 +125,11 @@ class IMEXBlock(keras.layers.Layer):
         kernel_initializer: initializer of `K_1` and `K_2`, default `"he_normal"`.
         implicit_initializer: initializer of the `L` kernel, default
             `"glorot_uniform"`.
+        cache_transfer: bool, default True. At inference (`training=False`,
+            eager calls with no gradient being recorded), reuse the `L`
+            kernel's transfer function until the kernel changes
+            (`keras_medseg.ops.implicit_cache.TransferCache`); compiled calls
+            form it each call.
         **kwargs: base layer arguments.
 
     Input shape:
@@ -160,6 +166,7 @@ class IMEXBlock(keras.layers.Layer):
         activation="relu",
         kernel_initializer="he_normal",
         implicit_initializer="glorot_uniform",
+        cache_transfer=True,
         **kwargs,
     ):
         check_positive_int(filters, "filters")
@@ -178,6 +185,8 @@ class IMEXBlock(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.implicit_initializer = keras.initializers.get(implicit_initializer)
+        self.cache_transfer = bool(cache_transfer)
+        self.transfer_cache = TransferCache()
         self.norm = _make_normalization(normalization, "norm", self.dtype_policy)
 
     def build(self, input_shape):
@@ -221,7 +230,11 @@ class IMEXBlock(keras.layers.Layer):
         spatial_rank(inputs, "inputs")
         f = self.residual(inputs, training=training)
         if self.implicit:
-            f = implicit_conv_solve(f, ops.convert_to_tensor(self.implicit_kernel), self.h)
+            kernel = ops.convert_to_tensor(self.implicit_kernel)
+            inverse = None
+            if self.cache_transfer and not training:
+                inverse = self.transfer_cache.inverse_symbol(kernel, self.h, tuple(f.shape[1:-1]), f.dtype)
+            f = implicit_conv_solve(f, kernel, self.h, inverse_symbol=inverse)
         return inputs + self.h * f
 
     def compute_output_shape(self, input_shape):
@@ -239,6 +252,7 @@ class IMEXBlock(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "implicit_initializer": keras.initializers.serialize(self.implicit_initializer),
+                "cache_transfer": self.cache_transfer,
             }
         )
         return config

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_medseg.ops.implicit import implicit_conv_solve
+from keras_medseg.ops.implicit_cache import TransferCache
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, spatial_rank, standardize_kernel_size
 
@@ -34,6 +35,11 @@ class ImplicitFFTConv(keras.layers.Layer):
         trainable_h: bool, default True. Whether `h` is learned.
         kernel_initializer: initializer of the depthwise kernel of `C`
             (shape `(*kernel_size, channels)`), default `"glorot_uniform"`.
+        cache_transfer: bool, default True. At inference (`training=False`,
+            eager calls with no gradient being recorded, e.g. `predict` on
+            torch or `layer(x, training=False)`), reuse the kernel's transfer
+            function until the kernel or `h` change (`TransferCache`);
+            compiled calls (`predict` on TensorFlow/JAX) form it each call.
         **kwargs: base layer arguments.
 
     Input shape:
@@ -60,7 +66,8 @@ class ImplicitFFTConv(keras.layers.Layer):
         neural network", ICML 2019.
     """
 
-    def __init__(self, kernel_size=3, h=1.0, trainable_h=True, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(self, kernel_size=3, h=1.0, trainable_h=True, kernel_initializer="glorot_uniform",
+                 cache_transfer=True, **kwargs):
         normalize_kernel_size(kernel_size)
         check_positive(h, "h")
         super().__init__(**kwargs)
@@ -68,6 +75,8 @@ class ImplicitFFTConv(keras.layers.Layer):
         self.h = float(h)
         self.trainable_h = bool(trainable_h)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.cache_transfer = bool(cache_transfer)
+        self.transfer_cache = TransferCache()
 
     def build(self, input_shape):
         rank = len(input_shape) - 2
@@ -95,10 +104,15 @@ class ImplicitFFTConv(keras.layers.Layer):
         """The current (positive) step size `h = exp(log_h)`."""
         return ops.exp(self.log_h)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         spatial_rank(inputs, "inputs")
+        kernel = ops.convert_to_tensor(self.kernel)
+        h = ops.exp(self.log_h)
+        inverse = None
+        if self.cache_transfer and not training:
+            inverse = self.transfer_cache.inverse_symbol(kernel, h, tuple(inputs.shape[1:-1]), inputs.dtype)
         # The op casts to float32 (float64 for float64 input) for the FFT.
-        return implicit_conv_solve(inputs, ops.convert_to_tensor(self.kernel), ops.exp(self.log_h))
+        return implicit_conv_solve(inputs, kernel, h, inverse_symbol=inverse)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -111,6 +125,7 @@ class ImplicitFFTConv(keras.layers.Layer):
                 "h": self.h,
                 "trainable_h": self.trainable_h,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "cache_transfer": self.cache_transfer,
             }
         )
         return config

@@ -301,7 +301,7 @@ def _grouped_solve(spectrum, kernel, h, spatial, group_size):
     return from_columns(sol[:, :, :g]), from_columns(sol[:, :, g:])
 
 
-def implicit_conv_solve(b, kernel, h, group_size=1, native_fft=None):
+def implicit_conv_solve(b, kernel, h, group_size=1, native_fft=None, inverse_symbol=None):
     """Solve `(I + h C^T C) Y = b` for a periodic depthwise (or grouped) convolution `C` by FFT.
 
     `C` is the periodic ("wrap"-around) cross-correlation of every channel with
@@ -338,6 +338,12 @@ def implicit_conv_solve(b, kernel, h, group_size=1, native_fft=None):
             divide `C`.
         native_fft: None (default: the backend's FFT on TensorFlow, JAX and
             torch), True or False (`keras.ops` FFTs; for tests).
+        inverse_symbol: None (default) or a precomputed
+            `depthwise_inverse_symbol(kernel, spatial, h)` of shape
+            `(C, S_0, ..., S_{d-1} // 2 + 1)` (depthwise only): used instead of
+            forming it from `kernel` and `h` (the layers' inference cache,
+            `keras_medseg.ops.implicit_cache.TransferCache`). No gradient
+            reaches `kernel` or `h` through it.
 
     Returns:
         `Y`, same shape and dtype as `b`.
@@ -364,6 +370,8 @@ def implicit_conv_solve(b, kernel, h, group_size=1, native_fft=None):
     """
     d, spatial, group_size = _check_arguments(b, kernel, group_size)
     _check_h(h)
+    if inverse_symbol is not None and group_size != 1:
+        raise ValueError(f"`inverse_symbol` is for the depthwise solve only. Received: group_size={group_size}")
     out_dtype = b.dtype
     dtype = _fft_dtype(b.dtype)
     b = ops.cast(b, dtype)
@@ -375,7 +383,15 @@ def implicit_conv_solve(b, kernel, h, group_size=1, native_fft=None):
     # Channels first so the spatial axes are the last ones for the FFT.
     b = ops.transpose(b, [0, d + 1] + list(range(1, d + 1)))
     if group_size == 1:
-        inverse = depthwise_inverse_symbol(kernel, spatial, h)  # (C, *freq)
+        if inverse_symbol is None:
+            inverse = depthwise_inverse_symbol(kernel, spatial, h)  # (C, *freq)
+        else:
+            inverse = ops.cast(inverse_symbol, dtype)
+            want = (int(kernel.shape[-1]), *spatial[:-1], spatial[-1] // 2 + 1)
+            if tuple(inverse.shape) != want:
+                raise ValueError(f"`inverse_symbol` must have shape {want} for b.shape={tuple(b.shape)} "
+                                 f"(transposed) and kernel.shape={tuple(kernel.shape)}. "
+                                 f"Received: inverse_symbol.shape={tuple(inverse.shape)}")
         if native:
             y = _native_irfftn(_native_scale(_native_rfftn(b, d), inverse), d, spatial)
         else:
@@ -393,3 +409,4 @@ def implicit_conv_solve(b, kernel, h, group_size=1, native_fft=None):
             y = _keras_irfftn((real, imag), d, spatial)
     y = ops.transpose(y, [0] + list(range(2, d + 2)) + [1])
     return ops.cast(y, out_dtype)
+
