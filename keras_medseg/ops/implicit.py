@@ -70,7 +70,8 @@ def _native_scale(spectrum, factor):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return spectrum * tf.complex(factor, tf.zeros_like(factor))
+        # A cast to complex (one kernel) rather than tf.complex(factor, zeros) (two, and a zeros tensor).
+        return spectrum * tf.cast(factor, spectrum.dtype)
     return spectrum * factor
 
 
