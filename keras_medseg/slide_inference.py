@@ -210,7 +210,7 @@ def write_slide_prediction(result, slide, out_dir, thumbnail_size=1024, alpha=0.
     return paths
 
 
-def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), threshold=0.5, plot=None):
+def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), threshold=0.5, plot=None, progress=False):
     """Lesion-level FROC and slide-level metrics over slides written by `write_slide_prediction`.
 
     A slide predicted with annotations holding tumours is a tumour slide; one
@@ -222,6 +222,7 @@ def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), thresho
         fp_rates: average false positives per normal slide of the FROC score.
         threshold: slide-level decision threshold, default 0.5.
         plot: optional PNG path for the FROC curve (written when the FROC is defined).
+        progress: tqdm bar over the slides read (stderr), default False.
 
     Returns:
         dict as `keras_medseg.evaluation.froc_report` (`froc`, `sensitivity_at`,
@@ -235,6 +236,10 @@ def froc_from_predictions(directories, fp_rates=(0.25, 0.5, 1, 2, 4, 8), thresho
     from keras_medseg.evaluation.slide import froc_report
 
     scores, tumors, slides, per_slide = [], [], [], {}
+    if progress:
+        from tqdm.auto import tqdm
+
+        directories = tqdm(list(directories), unit="slide", desc="read slide predictions")
     for d in directories:
         d = os.fspath(d)
         summary_path, pred_path = os.path.join(d, "summary.json"), os.path.join(d, "predictions.npz")

@@ -22,6 +22,7 @@ def add_parser(subparsers):
                    help="scan folders: also score the cases the model's saved split says it was trained on")
     p.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm (default 1.0)")
     add_scan_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--froc", action="store_true",
                    help="patch classifier on an HDF5 patch store (--data x.h5): FROC + slide-level ROC-AUC")
     p.add_argument("--predictions", nargs="+", default=None, metavar="DIR",
@@ -52,7 +53,7 @@ def run(args):
     if args.predictions:
         from keras_medseg.slide_inference import froc_from_predictions
 
-        report = froc_from_predictions(args.predictions, plot=args.plot)
+        report = froc_from_predictions(args.predictions, plot=args.plot, progress=not args.quiet)
         _print_froc(report)
         for sid, score in sorted(report["slides"].items()):
             print(f"  {sid:24s} slide score {score:.4f}")
@@ -63,7 +64,8 @@ def run(args):
     if args.froc or is_patch_store(args.data):  # WSI patch store: FROC / slide-level report
         from keras_medseg.evaluation import evaluate_patch_store
 
-        _print_froc(evaluate_patch_store(args.checkpoint, args.data, batch_size=args.batch_size, plot=args.plot))
+        _print_froc(evaluate_patch_store(args.checkpoint, args.data, batch_size=args.batch_size, plot=args.plot,
+                                         verbose=0 if args.quiet else 1))
         return 0
     from keras_medseg.scans import is_scan_folder
 
@@ -73,7 +75,8 @@ def run(args):
     from keras_medseg.training import evaluate
 
     table, names = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, n=args.n, size=args.size,
-                            seed=args.seed, spatial_dims=args.spatial_dims, plot=args.plot)
+                            seed=args.seed, spatial_dims=args.spatial_dims, plot=args.plot,
+                            verbose=0 if args.quiet else 1)
     print(format_table(table, class_names=names))
     if args.plot:
         print(f"\npredictions {args.plot}")
@@ -85,6 +88,6 @@ def _evaluate_scans(args):
 
     res = evaluate_scans(args.checkpoint, args.data, csv_path=args.csv, include_training=args.include_training,
                          tolerance=args.tolerance, overlap=args.overlap, batch_size=args.window_batch,
-                         allow_padding=args.pad)
+                         allow_padding=args.pad, progress=not args.quiet)
     print(format_summary(res))
     return 0

@@ -86,7 +86,8 @@ def _extract_mask(args):
                     compression=compression) as store:
         before = len(store)
         added = store.add_slide(image, mask, slide_id, size=args.size, stride=args.stride,
-                                inner_size=args.inner_size, min_tissue=args.min_tissue or 0.0)
+                                inner_size=args.inner_size, min_tissue=args.min_tissue or 0.0,
+                                progress=not args.quiet)
         positive = int(store.labels[before:].sum())
         total = len(store)
     print(f"{args.out}: added {added} patches of slide {slide_id!r} "

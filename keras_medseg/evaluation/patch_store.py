@@ -21,7 +21,7 @@ from keras_medseg.utils.model_io import load_model
 __all__ = ["evaluate_patch_store"]
 
 
-def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None):
+def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None, verbose=0):
     """Score every patch of a store with a `.keras` checkpoint; FROC and slide-level report.
 
     Normal slides are the slides without a positive patch. The model's first
@@ -33,6 +33,8 @@ def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None):
         batch_size: int, prediction batch size (default 16).
         plot: str or None, PNG path for the FROC curve, written when the FROC
             is defined (default None).
+        verbose: int, Keras verbosity of the prediction (0 silent, default;
+            1 a progress bar over the batches).
 
     Returns:
         dict: the `froc_report` keys plus `"scores"` (float array, one per
@@ -56,7 +58,7 @@ def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None):
     if not os.path.isfile(store):
         raise FileNotFoundError(f"Patch store not found: --data {store!r}")
     model = load_model(checkpoint)
-    scores = np.asarray(model.predict(PatchSequence(store, batch_size=batch_size), verbose=0))
+    scores = np.asarray(model.predict(PatchSequence(store, batch_size=batch_size), verbose=verbose))
     scores = scores.reshape(scores.shape[0], -1)[:, 0]
     with PatchStore(store) as s:
         labels, slides, tumors = s.labels, s.slide_ids, s.tumor_ids

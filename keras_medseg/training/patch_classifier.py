@@ -59,7 +59,7 @@ def _stratified_split(labels, n_val, seed, store):
 
 def train_patch_classifier(model: str | keras.Model, store: str, epochs: int = 5, batch_size: int = 16,
                            n_train: int = 1024, n_val: int = 64, seed: int = 0, out_dir: str | None = None,
-                           model_kwargs: dict | None = None, verbose: int = 2) -> PatchTrainResult:
+                           model_kwargs: dict | None = None, verbose: int = 1) -> PatchTrainResult:
     """Train a zoo patch classifier on an HDF5 patch store with the VGG16 recipe's callbacks.
 
     A stratified random `n_val` patches (seeded; both classes on both sides)
@@ -78,7 +78,8 @@ def train_patch_classifier(model: str | keras.Model, store: str, epochs: int = 5
         out_dir: str, output folder for `best.keras` and `log.csv`
             (default `runs/<model>`).
         model_kwargs: dict, extra builder arguments (default None).
-        verbose: int, Keras verbosity (default 2: one line per epoch).
+        verbose: int, Keras verbosity (default 1: a progress bar over each
+            epoch's steps, as `train` shows; 2 one line per epoch; 0 silent).
 
     Returns:
         `PatchTrainResult`.

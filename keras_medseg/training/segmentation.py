@@ -251,12 +251,12 @@ class TrainResult:
     predictions: np.ndarray
 
 
-def evaluate_model(model, x, y, num_classes=None, batch_size=16):
-    """Predict `x` and return `(dice_iou_table, predicted class ids)`."""
+def evaluate_model(model, x, y, num_classes=None, batch_size=16, verbose=0):
+    """Predict `x` and return `(dice_iou_table, predicted class ids)`; `verbose=1`: Keras progress bar."""
     from keras_medseg.utils.input_layout import check_model_input
 
     check_model_input(x, model, "the evaluation images")
-    scores = model.predict(x, batch_size=batch_size, verbose=0)
+    scores = model.predict(x, batch_size=batch_size, verbose=verbose)
     pred = to_labels(scores)
     if np.any(y < 0):  # ignored voxels (IGNORE_INDEX) count as background in both maps
         pred = np.where(y < 0, 0, pred)
@@ -364,7 +364,8 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
 
 
 def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16, n: int = 64, size: int = 64,
-             seed: int = 1, spatial_dims: int = 2, plot: str | None = None) -> tuple[dict, list | None]:
+             seed: int = 1, spatial_dims: int = 2, plot: str | None = None,
+             verbose: int = 0) -> tuple[dict, list | None]:
     """Load a `.keras` checkpoint (`safe_mode=True`) and score it: per-class Dice/IoU.
 
     Args:
@@ -375,6 +376,8 @@ def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16,
         n, size, seed: Q-tips evaluation set (default 64 images, 64 px, seed 1).
         spatial_dims: for folders of volumes (default 2).
         plot: optional PNG path for a prediction grid.
+        verbose: Keras verbosity of the prediction (0 silent, default; 1 a
+            progress bar over the batches).
 
     Returns:
         `(table, class_names)`: the `dice_iou_table` result and row names.
@@ -393,7 +396,7 @@ def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16,
     _warn_class_mismatch(model, num_classes if num_classes is not None else max(int(np.max(y)) + 1, 2), len(x), data)
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
         num_classes = max(num_classes, model.outputs[0].shape[-1])
-    table, pred = evaluate_model(model, x, y, num_classes, batch_size)
+    table, pred = evaluate_model(model, x, y, num_classes, batch_size, verbose=verbose)
     if class_names is not None and len(class_names) != len(table["classes"]):
         class_names = None
     if plot:

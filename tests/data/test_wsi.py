@@ -372,7 +372,8 @@ def test_cli_train_and_evaluate_froc_on_a_patch_store(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main(["train", "vgg16_classifier", "--data", path, "--epochs", "1", "--batch-size", "4",
                  "--n-train", "8", "--n-val", "6", "--out", out, "--quiet"]) == 0
-    assert "best validation ROC-AUC" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "best validation ROC-AUC" in text and "/step" not in text  # --quiet: no Keras progress bar
     assert os.path.isfile(os.path.join(out, "best.keras"))
     plot = str(tmp_path / "froc.png")
     assert main(["evaluate", os.path.join(out, "best.keras"), "--data", path, "--froc", "--plot", plot]) == 0

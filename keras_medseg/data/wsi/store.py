@@ -407,8 +407,10 @@ class PatchStore:
         return n + n_new
 
     def add_slide(self, image, mask, slide_id, size=None, stride=None, inner_size=None, min_tissue=0.0,
-                  tissue_threshold=0.07, batch_size=256):
+                  tissue_threshold=0.07, batch_size=256, progress=False):
         """Extract the patches of one slide (see `extract_patches`) and append them batch by batch.
+
+        `progress=True` shows a tqdm bar (patches written, patches/s) on stderr.
 
         Returns:
             The number of patches added.
@@ -418,9 +420,21 @@ class PatchStore:
         if size != self.patch_size:
             raise ValueError(f"`size` must equal the store's patch size {self.patch_size}. Received: size={size}")
         added = 0
-        for part in iter_patches(image, mask, size, stride, inner_size, min_tissue, tissue_threshold, batch_size):
-            self.append(part.patches, part.labels, slide_id, part.tumor_ids, part.coords)
-            added += part.labels.size
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(unit="patch", desc=f"extract {slide_id}")
+        try:
+            for part in iter_patches(image, mask, size, stride, inner_size, min_tissue, tissue_threshold,
+                                     batch_size):
+                self.append(part.patches, part.labels, slide_id, part.tumor_ids, part.coords)
+                added += part.labels.size
+                if bar is not None:
+                    bar.update(part.labels.size)
+        finally:
+            if bar is not None:
+                bar.close()
         return added
 
     # -- lifetime -----------------------------------------------------------
