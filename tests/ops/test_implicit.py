@@ -187,10 +187,14 @@ class TestBadInput:
 # --- backend-native FFT, transfer from taps, grouped solve ------------------------------------
 
 
+@pytest.mark.parametrize("basis", [True, False], ids=["one-contraction", "axis-by-axis"])
 @pytest.mark.parametrize("spatial, kernel_size", [((6, 7), (3, 3)), ((8, 5), (5, 3)), ((4, 5, 6), (3, 1, 3))])
-def test_kernel_transfer_matches_numpy_fft_of_padded_kernel(spatial, kernel_size):
+def test_kernel_transfer_matches_numpy_fft_of_padded_kernel(spatial, kernel_size, basis, monkeypatch):
+    from keras_medseg.ops import implicit
     from keras_medseg.ops.implicit import kernel_transfer
 
+    if not basis:  # the path for large images: force it on these small ones
+        monkeypatch.setattr(implicit, "_BASIS_MAX", 0)
     rng = np.random.default_rng(9)
     kernel = rng.standard_normal((*kernel_size, 2))
     real, imag = kernel_transfer(ops.convert_to_tensor(kernel), spatial)
