@@ -285,3 +285,25 @@ class TestBadGroupedInput:
     def test_group_size_not_int(self):
         with pytest.raises(TypeError, match="group_size"):
             implicit_conv_solve(np.zeros((1, 6, 6, 2)), np.zeros((3, 3, 2)), 1.0, group_size=1.5)
+
+
+@pytest.mark.parametrize("spatial, kernel_size", [((6, 5), (3, 3)), ((6, 8), (3, 5)), ((4, 5, 6), (3, 3, 3)),
+                                                  ((3, 4, 7), (3, 1, 3))])
+def test_native_gradients_equal_keras_ops_fallback_gradients(spatial, kernel_size):
+    """The native path (hand-written gradient on TensorFlow) gives the autodiff gradients of the fallback."""
+    from tests.testing import value_and_grad
+
+    rng = np.random.default_rng(11)
+    b = rng.standard_normal((3, *spatial, 2))
+    kernel = 0.5 * rng.standard_normal((*kernel_size, 2))
+    weights = rng.standard_normal((3, *spatial, 2))
+
+    def loss(native):
+        return lambda b, kernel, h: ops.sum(implicit_conv_solve(b, kernel, h, native_fft=native) * weights)
+
+    h = np.array(0.7)
+    value_n, grads_n = value_and_grad(loss(True), b, kernel, h)
+    value_f, grads_f = value_and_grad(loss(False), b, kernel, h)
+    np.testing.assert_allclose(ops.convert_to_numpy(value_n), ops.convert_to_numpy(value_f), rtol=1e-10)
+    for g_n, g_f in zip(grads_n, grads_f):
+        np.testing.assert_allclose(ops.convert_to_numpy(g_n), ops.convert_to_numpy(g_f), rtol=1e-9, atol=1e-10)
