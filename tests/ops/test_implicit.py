@@ -299,7 +299,8 @@ def test_native_gradients_equal_keras_ops_fallback_gradients(spatial, kernel_siz
     weights = rng.standard_normal((3, *spatial, 2))
 
     def loss(native):
-        return lambda b, kernel, h: ops.sum(implicit_conv_solve(b, kernel, h, native_fft=native) * weights)
+        return lambda b, kernel, h: ops.sum(implicit_conv_solve(b, kernel, h, native_fft=native)
+                                            * ops.convert_to_tensor(weights))
 
     h = np.array(0.7)
     value_n, grads_n = value_and_grad(loss(True), b, kernel, h)
