@@ -8,11 +8,14 @@
    to it, so a resumed run does not overwrite a better model with a worse one.
 2. `CrashSafeBackup` - the training state (weights with the optimizer's
    variables, and the epoch counter) at the end of every epoch, in
-   `backup/epoch.weights.h5` + `backup/epoch_metadata.json` (which also holds
-   that epoch's log row), and with `backup_every=N` also every N batches in
-   `backup/latest.weights.h5` + `backup/training_metadata.json`. Every file is
-   written atomically; when `fit` starts again with the same folder the
-   weights and the epoch counter are restored.
+   `backup/epoch.weights.h5` (which also holds that epoch's log row), and with
+   `backup_every=N` also every N batches in `backup/latest.weights.h5`. The
+   state (`{"epoch", "batch", "logs"}`) is stamped into the weights file itself
+   (an HDF5 attribute) before it is moved into place, so weights and counters
+   change together in one `os.replace`; `epoch_metadata.json` /
+   `training_metadata.json` mirror it for people and older readers. When `fit`
+   starts again with the same folder the weights and the epoch counter are
+   restored.
 3. `ResumableCSVLogger` - one row per epoch, the whole file rewritten
    atomically each epoch. On resume at epoch k it keeps the rows of epochs < k
    and restores the row of epoch k-1 from the epoch backup if the kill came
@@ -20,7 +23,21 @@
 
 So at the end of epoch k the state says "epoch k done" before its row is
 written, and the row can always be recovered: a resumed run never re-trains or
-rewrites an epoch whose row was logged. A full disk ends in
+rewrites an epoch whose row was logged.
+
+A kill in the middle of epoch k with `backup_every=N` (what happens, exactly):
+the rerun loads the newest mid-epoch weights and optimizer state (taken after
+batch b of epoch k, b a multiple of N counted from the start of the run) and
+then trains epoch k again from its first batch, with a fresh shuffle. Keras
+cannot start `fit` part-way through an epoch (`fit` has `initial_epoch` but
+no initial step; Keras 3.15.1's own `BackupAndRestore(save_freq=N)` writes the
+batch number to its metadata and never reads it back, so it does the same), and
+the shuffled order of the killed epoch cannot be replayed, so the b batches of
+epoch k trained before the kill are trained once more: epoch k sees
+`b + steps_per_epoch` optimizer steps instead of `steps_per_epoch` (the
+optimizer's step counter, and so a learning-rate schedule, continues from
+the backup). No epoch is lost or re-logged: rows of epochs < k are kept
+byte for byte, epoch k's row is written once, when it ends. A full disk ends in
 `keras_medseg.utils.errors.DiskFullError` ("No space left on device while
 writing X; nothing was lost; free space and rerun to resume"), raised before
 the write starts when the free space is visibly too small.
@@ -118,6 +135,32 @@ def _read_json(path):
         return None
 
 
+_STATE_ATTR = "keras_medseg_backup_state"
+
+
+def _stamp(weights_path, meta):
+    """Write the backup state into the (temporary) weights file as an HDF5 attribute."""
+    import h5py
+
+    with h5py.File(weights_path, "a") as f:
+        f.attrs[_STATE_ATTR] = json.dumps(meta)
+
+
+def _read_state(weights_path, metadata_path):
+    """The state stamped into `weights_path`, else its JSON mirror `metadata_path` (older files); None when absent."""
+    if os.path.exists(weights_path):
+        try:
+            import h5py
+
+            with h5py.File(weights_path, "r") as f:
+                raw = f.attrs.get(_STATE_ATTR)
+            if raw is not None:
+                return json.loads(raw)
+        except (OSError, ValueError, RuntimeError):
+            pass  # unreadable weights: `on_train_begin` reports them when loading
+    return _read_json(metadata_path)
+
+
 def _json_value(v):
     if isinstance(v, (np.generic, np.ndarray)):
         v = v.tolist()
@@ -135,11 +178,15 @@ class CrashSafeBackup(keras.callbacks.Callback):
             batches (a kill mid-epoch then restarts that epoch from the newest
             weights, as `keras.callbacks.BackupAndRestore` does).
 
-    Files: `epoch.weights.h5` + `epoch_metadata.json` (`{"epoch": k, "logs":
+    Files: `epoch.weights.h5` (state `{"epoch": k, "batch": 0, "logs":
     {...}}`: k epochs done, and the last epoch's log row), and with
-    `backup_every`, `latest.weights.h5` + `training_metadata.json`
-    (`{"epoch": k, "batch": b}`). All written through a temporary file and
-    `os.replace`.
+    `backup_every`, `latest.weights.h5` (state `{"epoch": k, "batch": b}`: b
+    batches into epoch k). The state is an HDF5 attribute of the weights file,
+    written before the file is moved into place (`os.replace`), so a kill can
+    never pair new weights with an old counter; `epoch_metadata.json` and
+    `training_metadata.json` mirror it. After a kill mid-epoch the epoch is
+    trained again from its first batch, starting from the newest weights (see
+    the module docstring for exactly what that means).
 
     Raises:
         keras_medseg.utils.errors.DiskFullError: no space for a backup (the
@@ -162,13 +209,22 @@ class CrashSafeBackup(keras.callbacks.Callback):
     @staticmethod
     def resume_epoch(backup_dir):
         """Completed epochs recorded in `backup_dir` (0 when there is no backup)."""
-        meta = _read_json(os.path.join(backup_dir, "epoch_metadata.json")) or {}
-        batch = _read_json(os.path.join(backup_dir, "training_metadata.json")) or {}
+        meta = CrashSafeBackup.epoch_state(backup_dir) or {}
+        batch = _read_state(os.path.join(backup_dir, "latest.weights.h5"),
+                            os.path.join(backup_dir, "training_metadata.json")) or {}
         return max(int(meta.get("epoch", 0)), int(batch.get("epoch", 0)))
 
+    @staticmethod
+    def epoch_state(backup_dir):
+        """The epoch-end state in `backup_dir` (`{"epoch", "batch", "logs"}`), or None."""
+        return _read_state(os.path.join(backup_dir, "epoch.weights.h5"),
+                           os.path.join(backup_dir, "epoch_metadata.json"))
+
     def on_train_begin(self, logs=None):
-        epoch_meta = _read_json(self.epoch_metadata) if os.path.exists(self.epoch_weights) else None
-        batch_meta = _read_json(self.batch_metadata) if os.path.exists(self.batch_weights) else None
+        epoch_meta = _read_state(self.epoch_weights, self.epoch_metadata) if os.path.exists(self.epoch_weights) \
+            else None
+        batch_meta = _read_state(self.batch_weights, self.batch_metadata) if os.path.exists(self.batch_weights) \
+            else None
         done = int(epoch_meta["epoch"]) if epoch_meta else 0
         # Mid-epoch weights are newer than the epoch-end ones only when taken during epoch `done`.
         use_batch = batch_meta is not None and int(batch_meta.get("epoch", -1)) >= done and \
@@ -190,6 +246,7 @@ class CrashSafeBackup(keras.callbacks.Callback):
         previous = os.path.getsize(weights) if os.path.exists(weights) else 0
         with atomic_path(weights, estimate_bytes=max(previous, _model_bytes(self.model))) as tmp:
             self.model.save_weights(tmp)
+            _stamp(tmp, meta)
         atomic_write_text(metadata, json.dumps(meta))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -264,7 +321,7 @@ class ResumableCSVLogger(keras.callbacks.Callback):
                 self.header = rows[0]
                 self.rows = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < initial_epoch]
         if initial_epoch > 0 and self.backup_dir is not None:
-            meta = _read_json(os.path.join(self.backup_dir, "epoch_metadata.json")) or {}
+            meta = CrashSafeBackup.epoch_state(self.backup_dir) or {}
             last = initial_epoch - 1
             if meta.get("epoch") == initial_epoch and meta.get("logs") and \
                     not any(int(r[0]) == last for r in self.rows):
