@@ -65,6 +65,32 @@ def _truncated(tmp):
     return str(path)
 
 
+def _model(tmp, name="clf.keras"):
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+    path = str(tmp / name)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def _cut_model(tmp):
+    data = open(_model(tmp, "whole.keras"), "rb").read()
+    (tmp / "cut.keras").write_bytes(data[: len(data) // 2])
+    return str(tmp / "cut.keras")
+
+
+def _png(tmp):
+    import skimage.io
+
+    skimage.io.imsave(tmp / "slide.png", np.full((16, 16, 3), 200, "uint8"), check_contrast=False)
+    return str(tmp / "slide.png")
+
+
+def _npy(tmp):
+    np.save(tmp / "img.npy", np.zeros((8, 8, 3), "float32"))
+    return str(tmp / "img.npy")
+
+
 def _nan_folder(tmp):
     rng = np.random.default_rng(0)
     for sub in ("images", "masks"):
@@ -80,6 +106,8 @@ def _nan_folder(tmp):
 
 # --------------------------------------------------------------------------- CLI: one line, exit code 2
 
+TRUNCATED = r"cut\.h5.*corrupt or truncated: \d+ bytes on disk"
+CUT_MODEL = r"cut\.keras is corrupt or truncated"
 CLI_CASES = [
     # (id, argv builder(tmp) -> list, regex the single stderr line must match)
     ("unknown-model", lambda t: ["list", "unte"], r"Did you mean 'unet'"),
@@ -95,6 +123,23 @@ CLI_CASES = [
      r"c1\.npy.* 1 NaN and 0 Inf .*index \(3, 4\)"),
     ("out-under-a-file", lambda t: ["train", "unet", *QTIPS, "--epochs", "1", "--out", str(t / "x.h5" / "run"),
                                     *TINY_ARGS], r"Not a directory.*x\.h5"),
+
+    # a truncated store or model, from every command that opens one: fails fast, naming the file
+    ("truncated-store-extract", lambda t: ["patches", "extract", _png(t), "--out", _truncated(t), "--size", "8",
+                                           "--quiet"], TRUNCATED),
+    ("truncated-store-merge", lambda t: ["patches", "merge", str(t / "m.h5"), _truncated(t), "--quiet"], TRUNCATED),
+    ("truncated-store-train", lambda t: ["train", "vgg16_classifier", "--data", _truncated(t), "--out",
+                                         str(t / "r"), "--quiet"], TRUNCATED),
+    ("truncated-store-evaluate", lambda t: ["evaluate", _model(t), "--data", _truncated(t)], TRUNCATED),
+    ("truncated-model-evaluate", lambda t: ["evaluate", _cut_model(t), "--data", _store(t / "s.h5")], CUT_MODEL),
+    ("truncated-model-explain", lambda t: ["explain", _cut_model(t), _npy(t)], CUT_MODEL),
+    ("truncated-model-predict", lambda t: ["predict", _cut_model(t), "--input", _png(t), "--output",
+                                           str(t / "p")], CUT_MODEL),
+    ("truncated-model-slide-predict", lambda t: ["slide", "predict", _cut_model(t), _png(t), "--out", str(t / "sp")],
+     CUT_MODEL),
+    # never overwrite a store silently
+    ("merge-over-an-existing-store", lambda t: ["patches", "merge", _store(t / "keep.h5"), _store(t / "a.h5"),
+                                                "--quiet"], r"`out` already exists.*keep\.h5"),
 ]
 
 
@@ -160,6 +205,17 @@ def _disk_full_save(tmp):
         assert [f for f in os.listdir(tmp) if ".tmp" in f] == []
 
 
+def _merge_over_existing(tmp):
+    from keras_medseg.data.wsi import merge_stores
+
+    keep = _store(tmp / "keep.h5", n=6)
+    before = open(keep, "rb").read()
+    try:
+        merge_stores([_store(tmp / "a.h5")], keep, progress=False)
+    finally:
+        assert open(keep, "rb").read() == before  # nothing lost
+
+
 def _nan_arrays(_):
     x = np.zeros((4, 8, 8, 1), "float32")
     x[2, 1, 1, 0] = np.inf
@@ -173,6 +229,7 @@ API_CASES = [
     ("second-writer", _held_store, RuntimeError, r"held\.h5.*being written by another process"),
     ("disk-full-at-write", _disk_full_save, DiskFullError,
      r"No space left on device while writing .*m\.keras; nothing was lost"),
+    ("merge-over-an-existing-store", _merge_over_existing, ValueError, r"`out` already exists.*keep\.h5"),
     ("nan-kernel", lambda t: identify(np.full((3, 3), np.nan)), ValueError, r"`kernel` has 9 NaN"),
     ("inf-training-array", _nan_arrays, ValueError, r"`x_train` .* 0 NaN and 1 Inf .*index \(2, 1, 1, 0\)"),
     ("train-route-gan", lambda t: (_ for _ in ()).throw(ValueError(catalog.training_route("pix2pix"))), ValueError,
