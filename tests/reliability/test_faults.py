@@ -12,6 +12,7 @@ that imports no backend for `--help`, `--version`, `list` and `info`.
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,7 +153,6 @@ def test_cli_one_line(case, tmp_path, capsys):
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err
     assert err.startswith("keras-medseg ")
-    import re
 
     assert re.search(pattern, err), err
 
@@ -360,6 +360,54 @@ def test_full_disk_during_train_then_rerun_finishes(how, tmp_path, monkeypatch):
     finally:
         if mounted:
             subprocess.run(["umount", out], capture_output=True, check=False)
+
+
+_ENOSPC_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from keras_medseg.utils import atomic_io  # imports no backend (KERAS_MEDSEG_LAZY_IMPORT=1, as the CLI)
+    atomic_io.check_free_space = lambda path, estimate: None  # no pre-check: the write itself hits ENOSPC
+    if sys.argv[2] == "cli":
+        from keras_medseg.cli import main
+        sys.exit(main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--batch-size", "8",
+                       "--quiet", "--epochs", "2", "--out", sys.argv[1], "--arg", "filters=2", "--arg", "depth=1"]))
+    import keras
+    from keras_medseg.training.checkpointing import CrashSafeBackup
+    inp = keras.Input((64,))
+    model = keras.Model(inp, keras.layers.Dense(2000)(inp))  # 0.5 MB of weights: HDF5 fails half-way
+    model.compile("adam", "mse")
+    backup = CrashSafeBackup(sys.argv[1])
+    backup.set_model(model)
+    try:
+        backup.on_epoch_end(0, {"loss": 1.0})
+    except OSError as exc:
+        print(exc)
+    sys.exit(0)
+""")
+
+
+@pytest.mark.slow
+def test_enospc_inside_a_write_prints_one_line(tmp_path):
+    """A write that hits ENOSPC half-way (no pre-check): one line, nothing left behind, and no HDF5 close
+    tracebacks afterwards (h5py reports the failed flush again when it lets go of the file)."""
+    out = str(tmp_path / "small")
+    if not _mount_tmpfs(out, "192k"):
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+    try:
+        script = tmp_path / "enospc.py"
+        script.write_text(_ENOSPC_SCRIPT)
+        env = _env(TF_CPP_MIN_LOG_LEVEL="3", KERAS_MEDSEG_LAZY_IMPORT="1")
+        r = subprocess.run([sys.executable, str(script), os.path.join(out, "backup"), "api"], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+        assert r.returncode == 0 and "No space left on device while writing" in r.stdout, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr[-2000:]
+        assert os.listdir(os.path.join(out, "backup")) == []  # no half-written file
+        r = subprocess.run([sys.executable, str(script), os.path.join(out, "run"), "cli"], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+        assert re.search(r"No space left on device while writing .*run.*nothing was lost", lines[0]), lines
+    finally:
+        subprocess.run(["umount", out], capture_output=True, check=False)
 
 
 # --------------------------------------------------------------------------- SIGKILL at an epoch boundary
