@@ -65,14 +65,26 @@ def _model_bytes(model, factor=3):
         return 0
 
 
-def atomic_save_model(model, path):
-    """Save `model` to `path` (`.keras`) through a temporary file and `os.replace`."""
+def atomic_save_model(model, path, preprocessing=None):
+    """Save `model` to `path` (`.keras`) through a temporary file and `os.replace`.
+
+    Args:
+        model: the Keras model.
+        path: destination `.keras` file.
+        preprocessing: optional preprocessing spec (`keras_medseg.data.preprocess.save_preprocessing`'s
+            format) written into the archive before it is moved into place, so the model file never exists
+            without the normalisation it was trained with (what `predict` and `explain` repeat).
+    """
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end with '.keras'. Received: path={path!r}")
     previous = os.path.getsize(path) if os.path.exists(path) else 0
     with atomic_path(path, estimate_bytes=max(previous, _model_bytes(model))) as tmp:
         model.save(tmp)
+        if preprocessing is not None:
+            from keras_medseg.data.preprocess import save_preprocessing
+
+            save_preprocessing(tmp, preprocessing)
 
 
 def _atomic_write_text(path, text):
@@ -87,9 +99,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         monitor: the log key to watch. Default `"val_loss"`; falls back to
             the training key (e.g. `"loss"`) when no validation data is given.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracy/AUC/IoU/Dice keys).
+        preprocessing: optional preprocessing spec stored inside every saved model (see
+            `atomic_save_model`), e.g. `{"intensity": {"preset": "zscore"}}`.
     """
 
-    def __init__(self, filepath, monitor="val_loss", mode="auto"):
+    def __init__(self, filepath, monitor="val_loss", mode="auto", preprocessing=None):
         super().__init__()
         filepath = os.fspath(filepath)
         if not filepath.endswith(".keras"):
@@ -101,6 +115,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         self.mode = mode
         self.state_path = filepath + ".best.json"
         self.best = None
+        self.preprocessing = preprocessing
+        if preprocessing is not None:
+            from keras_medseg.data.preprocess import _check_spec
+
+            _check_spec(preprocessing)  # a bad spec fails before training, not at the first save
 
     def _greater_is_better(self, key):
         if self.mode != "auto":
@@ -123,7 +142,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         better = self._greater_is_better(key)
         if self.best is None or (value > self.best if better else value < self.best):
             self.best = value
-            atomic_save_model(self.model, self.filepath)
+            atomic_save_model(self.model, self.filepath, self.preprocessing)
             _atomic_write_text(self.state_path, json.dumps({"best": value, "epoch": epoch, "monitor": key}))
 
 
@@ -341,7 +360,7 @@ class ResumableCSVLogger(keras.callbacks.Callback):
 
 
 def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=None,
-                        checkpoint_name="best.keras", log_name="log.csv"):
+                        checkpoint_name="best.keras", log_name="log.csv", preprocessing=None):
     """The callbacks that make `fit` resumable after a crash or a full disk.
 
     Args:
@@ -350,6 +369,8 @@ def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=N
         mode: "auto", "min" or "max".
         backup_every: `None` to back up at every epoch end, or an int to back
             up every that many batches as well.
+        preprocessing: optional preprocessing spec stored inside `best.keras`
+            each time it is written (what `predict` and `explain` read back).
 
     Returns:
         list of callbacks, in the order to pass to `fit`.
@@ -357,7 +378,8 @@ def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=N
     os.makedirs(out_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
     return [
-        AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode),
+        AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode,
+                              preprocessing=preprocessing),
         CrashSafeBackup(backup_dir, backup_every=backup_every),
         ResumableCSVLogger(os.path.join(out_dir, log_name), backup_dir=backup_dir),
     ]

@@ -156,3 +156,29 @@ def test_explain_refuses_nan_input_in_one_line(fill, tmp_path, capsys):
         prepare_input(img, model)
     with pytest.raises(ValueError, match=rf"`x` has {n} NaN and 0 Inf"):
         explain_image(model, img[None, ..., None], method="saliency")
+
+
+def test_a_model_trained_on_a_folder_is_explained_on_raw_images_as_it_was_trained(tmp_path, rng):
+    """`train` on a folder z-scores each image and stores that in best.keras; explain on a raw 0-255 image
+    then equals explaining the hand-z-scored image with the spec switched off."""
+    from keras_medseg.data.preprocess import load_preprocessing
+    from keras_medseg.explain.image import explain_file
+    from keras_medseg.training import train
+
+    for sub in ("images", "masks"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(4):
+        img = (rng.random((16, 16)) * 255.0).astype("float32")
+        np.save(tmp_path / "data" / "images" / f"c{i}.npy", img)
+        np.save(tmp_path / "data" / "masks" / f"c{i}.npy", (img > 128).astype("uint8"))
+    result = train("unet", str(tmp_path / "data"), epochs=1, out_dir=str(tmp_path / "run"), batch_size=4,
+                   model_kwargs={"filters": 2, "depth": 1}, verbose=0)
+    spec = load_preprocessing(result.checkpoint)
+    assert spec["intensity"] == {"preset": "zscore"} and spec["spatial_dims"] == 2
+    raw = np.load(tmp_path / "data" / "images" / "c0.npy")
+    np.save(tmp_path / "z.npy", ((raw - raw.mean()) / (raw.std() + 1e-6)).astype("float32"))
+    got = explain_file(result.checkpoint, str(tmp_path / "data" / "images" / "c0.npy"), method="saliency",
+                       class_index=1)
+    want = explain_file(result.checkpoint, str(tmp_path / "z.npy"), method="saliency", class_index=1, spec=None)
+    np.testing.assert_allclose(got.heat, want.heat, rtol=1e-4, atol=1e-6)
+    assert got.normalisation == "zscore"

@@ -172,3 +172,23 @@ def test_sigkill_mid_epoch_with_backup_every(tmp_path):
     result = train("unet", out_dir=out, backup_every=2, callbacks=[probe], **KW)
     _check_resumed(out, before, probe, result)
     keras.saving.load_model(os.path.join(out, "best.keras"), safe_mode=True)
+
+
+def test_best_model_carries_its_preprocessing_spec(tmp_path):
+    """`resumable_callbacks(preprocessing=spec)`: every best.keras is written with the spec inside (atomically),
+    so a run killed before its end leaves a model that predict/explain normalise correctly."""
+    from keras_medseg.data.preprocess import load_preprocessing
+
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(1)(inp))
+    model.compile(optimizer="sgd", loss="mse")
+    spec = {"intensity": {"preset": "ct_window", "low": -160.0, "high": 240.0}}
+    cbs = checkpointing.resumable_callbacks(str(tmp_path), preprocessing=spec)
+    x = np.ones((8, 4), "float32")
+    model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=1, verbose=0, callbacks=cbs)
+    path = os.path.join(str(tmp_path), "best.keras")
+    assert load_preprocessing(path)["intensity"] == spec["intensity"]
+    keras.saving.load_model(path, safe_mode=True)
+    assert [f for f in os.listdir(tmp_path) if ".tmp" in f] == []
+    with pytest.raises(ValueError, match="intensity"):
+        checkpointing.AtomicModelCheckpoint(path, preprocessing={"intensity": {"preset": "gamma"}})
