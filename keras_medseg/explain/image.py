@@ -12,9 +12,9 @@ Normalisation: the preprocessing spec stored with the model
 (`keras_medseg.data.preprocess.load_preprocessing`, written by training and
 read by `keras-medseg predict`) gives the intensity preset (z-score, CT
 window, percentile); the image is normalised with the same function predict
-uses (`keras_medseg.data.preprocess.intensity`, over the whole image before
-it is resized to the model's grid), so the explained input is the one the
-model saw in training. A model saved without a spec is explained on the image
+uses (`keras_medseg.data.preprocess.intensity`, over the whole image once it
+is on the model's grid, as predict does after resampling), so the explained
+input is the one the model saw in training. A model saved without a spec is explained on the image
 as given (`spec=None`); pass `spec=` to override. Spacing and orientation in
 the spec are not applied: explain reads plain arrays, without a voxel grid.
 """
@@ -65,14 +65,15 @@ def load_spec(checkpoint):
 
 
 def prepare_input(image, model, spec=None, name="IMAGE"):
-    """Normalise as in training (when `spec` is given), add batch/channel axes, resize to a fixed input grid.
+    """Add batch/channel axes, resize to a fixed input grid, and normalise as in training when `spec` is given.
 
     Args:
         image: array `(*S)` or `(*S, C)`; RGB(A) is averaged to one channel for a one-channel model.
         model: a Keras model with one image input `(N, *S, C)`.
         spec: None (default: the image as given) or a preprocessing spec (`load_spec(checkpoint)`); its
-            `intensity` preset is applied to the whole image with `keras_medseg.data.preprocess.intensity`,
-            the function `keras-medseg predict` uses, before any resize.
+            `intensity` preset is applied with `keras_medseg.data.preprocess.intensity`, the function
+            `keras-medseg predict` uses, to the whole image once it is on the model's grid (after the resize),
+            as predict normalises a scan after resampling it.
         name: str, how errors name the image (default "IMAGE").
 
     Returns:
@@ -87,10 +88,6 @@ def prepare_input(image, model, spec=None, name="IMAGE"):
     from keras_medseg.utils.finite import check_finite
 
     check_finite(image, name)
-    if spec is not None:
-        from keras_medseg.data.preprocess import intensity
-
-        image = intensity(image, spec.get("intensity") or {"preset": "none"}, name=name)
     shape = tuple(model.inputs[0].shape[1:])
     spatial, channels = shape[:-1], shape[-1]
     img = np.asarray(image, dtype="float32")
@@ -111,6 +108,10 @@ def prepare_input(image, model, spec=None, name="IMAGE"):
     target = tuple(s if s is not None else img.shape[i] for i, s in enumerate(spatial))
     if img.shape[:-1] != target:
         img = resize(img, target + (img.shape[-1],), order=1, preserve_range=True).astype("float32")
+    if spec is not None:  # on the model's grid, as predict normalises a scan after resampling it
+        from keras_medseg.data.preprocess import intensity
+
+        img = intensity(img, spec.get("intensity") or {"preset": "none"}, name=name)
     return img[None]
 
 

@@ -113,9 +113,12 @@ def test_explain_applies_the_stored_normalisation(preset, method, tmp_path, rng,
     with open(plain, "rb") as src, open(stored, "wb") as dst:
         dst.write(src.read())
     save_preprocessing(stored, {"intensity": preset})
+    from skimage.transform import resize
+
     raw = (rng.random((20, 18)) * 600.0 - 300.0).astype("float32")  # HU-like, resized to 16x16 by explain
     np.save(tmp_path / "raw.npy", raw)
-    np.save(tmp_path / "norm.npy", _normalised_by_hand(raw.astype("float64"), preset).astype("float32"))
+    on_grid = resize(raw, (16, 16), order=1, preserve_range=True).astype("float64")  # normalised on the grid
+    np.save(tmp_path / "norm.npy", _normalised_by_hand(on_grid, preset).astype("float32"))
 
     got = explain_file(stored, str(tmp_path / "raw.npy"), method=method, class_index=1)
     want = explain_file(plain, str(tmp_path / "norm.npy"), method=method, class_index=1)
