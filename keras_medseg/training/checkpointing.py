@@ -2,6 +2,8 @@
 
 `resumable_callbacks(out_dir)` returns, in the order they must run:
 
+0. `RunFolderLock` - one training process per run folder (a second one is
+   refused in one line; the lock dies with its process).
 1. `AtomicModelCheckpoint` - keeps the best model as a `.keras` file, written
    to a temporary file in the same folder and moved into place with
    `os.replace` (atomic on POSIX and Windows). The best score is stored next
@@ -53,7 +55,7 @@ import numpy as np
 
 from keras_medseg.utils.atomic_io import atomic_path, atomic_write_text
 
-__all__ = ["AtomicModelCheckpoint", "CrashSafeBackup", "ResumableCSVLogger", "atomic_save_model",
+__all__ = ["AtomicModelCheckpoint", "CrashSafeBackup", "ResumableCSVLogger", "RunFolderLock", "atomic_save_model",
            "resumable_callbacks"]
 
 
@@ -359,6 +361,55 @@ class ResumableCSVLogger(keras.callbacks.Callback):
         self._write()
 
 
+_HELD_LOCKS = {}  # run-folder lock path -> fd held by this process
+
+
+class RunFolderLock(keras.callbacks.Callback):
+    """Refuse a second training process writing the same run folder (an advisory `flock` on `.lock`).
+
+    Two runs resuming the same `out_dir` at once would interleave their
+    backups and log rows. The lock is taken when `fit` starts and released
+    when it ends; the operating system releases it when the process dies
+    (SIGKILL included), so a crashed run never leaves a stale lock. Without
+    `fcntl` (Windows) it does nothing.
+
+    Raises:
+        RuntimeError: another process holds the folder ("... is being written
+            by another training process (pid N) ...").
+    """
+
+    def __init__(self, out_dir):
+        super().__init__()
+        self.path = os.path.join(os.fspath(out_dir), ".lock")
+
+    def on_train_begin(self, logs=None):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return
+        key = os.path.abspath(self.path)
+        if key in _HELD_LOCKS:  # left by a `fit` of this process that ended in an exception: ours to retake
+            os.close(_HELD_LOCKS.pop(key))
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RuntimeError(
+                f"Run folder {os.path.dirname(self.path)!r} is being written by another training process "
+                f"(pid {holder}); wait for it to finish or train into another folder (--out)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _HELD_LOCKS[key] = fd
+
+    def on_train_end(self, logs=None):
+        fd = _HELD_LOCKS.pop(os.path.abspath(self.path), None)
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
 def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=None,
                         checkpoint_name="best.keras", log_name="log.csv", preprocessing=None):
     """The callbacks that make `fit` resumable after a crash or a full disk.
@@ -378,6 +429,7 @@ def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=N
     os.makedirs(out_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
     return [
+        RunFolderLock(out_dir),
         AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode,
                               preprocessing=preprocessing),
         CrashSafeBackup(backup_dir, backup_every=backup_every),

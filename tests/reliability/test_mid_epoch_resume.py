@@ -192,3 +192,40 @@ def test_best_model_carries_its_preprocessing_spec(tmp_path):
     assert [f for f in os.listdir(tmp_path) if ".tmp" in f] == []
     with pytest.raises(ValueError, match="intensity"):
         checkpointing.AtomicModelCheckpoint(path, preprocessing={"intensity": {"preset": "gamma"}})
+
+
+def test_a_second_training_process_on_the_same_folder_is_refused(tmp_path, capsys):
+    """Concurrent writers of one run folder: the second is refused in one line; the lock dies with its holder."""
+    import fcntl
+
+    from keras_medseg.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(out / ".lock")!r}, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, str(os.getpid()).encode())
+        print("held", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = rf"run' is being written by another training process \(pid {holder.pid}\)"
+        with pytest.raises(RuntimeError, match=busy):
+            train("unet", out_dir=str(out), **dict(KW, epochs=1, n_train=8))
+        assert main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--batch-size", "8",
+                     "--quiet", "--epochs", "1", "--out", str(out), "--arg", "filters=2", "--arg", "depth=1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "another training process" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    result = train("unet", out_dir=str(out), **dict(KW, epochs=1, n_train=8))  # the lock died with its holder
+    assert len(result.history["loss"]) == 1
+    fd = os.open(str(out / ".lock"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when fit ended
+    finally:
+        os.close(fd)
