@@ -28,8 +28,9 @@ written, and the row can always be recovered: a resumed run never re-trains or
 rewrites an epoch whose row was logged.
 
 A kill in the middle of epoch k with `backup_every=N` (what happens, exactly):
-the rerun loads the newest mid-epoch weights and optimizer state (taken after
-batch b of epoch k, b a multiple of N counted from the start of the run) and
+the rerun loads the newest mid-epoch weights and optimizer state (the last
+backup taken in epoch k, after its b-th batch; backups come every N batches
+counted from the start of that `fit` call), restores `b` nowhere else, and
 then trains epoch k again from its first batch, with a fresh shuffle. Keras
 cannot start `fit` part-way through an epoch (`fit` has `initial_epoch` but
 no initial step; Keras 3.15.1's own `BackupAndRestore(save_freq=N)` writes the
