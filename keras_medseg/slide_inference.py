@@ -92,7 +92,9 @@ def predict_slide(model, slide, level=0, size=None, inner_size=None, stride=None
     if isinstance(model, (str, os.PathLike)):
         if not os.path.isfile(model):
             raise FileNotFoundError(f"Model file not found: {os.fspath(model)!r}")
-        model = keras.saving.load_model(model, safe_mode=True)
+        from keras_medseg.utils.model_io import load_model
+
+        model = load_model(model)  # safe_mode=True; a truncated file is named as such, not "not found"
     if size is None:
         size = _model_input_size(model)
         if size is None:

@@ -17,7 +17,10 @@ def __getattr__(name):
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("explain", help="Explain a model's prediction on one image (heat map PNG).")
+    p = subparsers.add_parser(
+        "explain", help="Explain a model's prediction on one image (heat map PNG).",
+        description="The image is normalised with the intensity preset stored with the model (the one training "
+                    "used and predict repeats); a model saved without one sees the image as given.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .keras model file")
     p.add_argument("image", metavar="IMAGE", help=".npy/.npz array, PNG/JPEG/TIFF image or NIfTI volume")
     p.add_argument("--method", choices=METHODS, default="gradcam")
@@ -51,5 +54,6 @@ def run(args):
     ax.figure.savefig(args.out, dpi=120, bbox_inches="tight")
     npy = os.path.splitext(args.out)[0] + ".npy"
     np.save(npy, result.heat)
-    print(f"{args.method} map for {result.label} written to {args.out} (array: {npy})")
+    print(f"{args.method} map for {result.label} written to {args.out} (array: {npy}); "
+          f"input intensity: {result.normalisation}")
     return 0

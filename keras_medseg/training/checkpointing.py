@@ -2,17 +2,22 @@
 
 `resumable_callbacks(out_dir)` returns, in the order they must run:
 
+0. `RunFolderLock` - one training process per run folder (a second one is
+   refused in one line; the lock dies with its process).
 1. `AtomicModelCheckpoint` - keeps the best model as a `.keras` file, written
    to a temporary file in the same folder and moved into place with
    `os.replace` (atomic on POSIX and Windows). The best score is stored next
    to it, so a resumed run does not overwrite a better model with a worse one.
 2. `CrashSafeBackup` - the training state (weights with the optimizer's
    variables, and the epoch counter) at the end of every epoch, in
-   `backup/epoch.weights.h5` + `backup/epoch_metadata.json` (which also holds
-   that epoch's log row), and with `backup_every=N` also every N batches in
-   `backup/latest.weights.h5` + `backup/training_metadata.json`. Every file is
-   written atomically; when `fit` starts again with the same folder the
-   weights and the epoch counter are restored.
+   `backup/epoch.weights.h5` (which also holds that epoch's log row), and with
+   `backup_every=N` also every N batches in `backup/latest.weights.h5`. The
+   state (`{"epoch", "batch", "logs"}`) is stamped into the weights file itself
+   (an HDF5 attribute) before it is moved into place, so weights and counters
+   change together in one `os.replace`; `epoch_metadata.json` /
+   `training_metadata.json` mirror it for people and older readers. When `fit`
+   starts again with the same folder the weights and the epoch counter are
+   restored.
 3. `ResumableCSVLogger` - one row per epoch, the whole file rewritten
    atomically each epoch. On resume at epoch k it keeps the rows of epochs < k
    and restores the row of epoch k-1 from the epoch backup if the kill came
@@ -20,7 +25,22 @@
 
 So at the end of epoch k the state says "epoch k done" before its row is
 written, and the row can always be recovered: a resumed run never re-trains or
-rewrites an epoch whose row was logged. A full disk ends in
+rewrites an epoch whose row was logged.
+
+A kill in the middle of epoch k with `backup_every=N` (what happens, exactly):
+the rerun loads the newest mid-epoch weights and optimizer state (the last
+backup taken in epoch k, after its b-th batch; backups come every N batches
+counted from the start of that `fit` call), restores `b` nowhere else, and
+then trains epoch k again from its first batch, with a fresh shuffle. Keras
+cannot start `fit` part-way through an epoch (`fit` has `initial_epoch` but
+no initial step; Keras 3.15.1's own `BackupAndRestore(save_freq=N)` writes the
+batch number to its metadata and never reads it back, so it does the same), and
+the shuffled order of the killed epoch cannot be replayed, so the b batches of
+epoch k trained before the kill are trained once more: epoch k sees
+`b + steps_per_epoch` optimizer steps instead of `steps_per_epoch` (the
+optimizer's step counter, and so a learning-rate schedule, continues from
+the backup). No epoch is lost or re-logged: rows of epochs < k are kept
+byte for byte, epoch k's row is written once, when it ends. A full disk ends in
 `keras_medseg.utils.errors.DiskFullError` ("No space left on device while
 writing X; nothing was lost; free space and rerun to resume"), raised before
 the write starts when the free space is visibly too small.
@@ -36,7 +56,7 @@ import numpy as np
 
 from keras_medseg.utils.atomic_io import atomic_path, atomic_write_text
 
-__all__ = ["AtomicModelCheckpoint", "CrashSafeBackup", "ResumableCSVLogger", "atomic_save_model",
+__all__ = ["AtomicModelCheckpoint", "CrashSafeBackup", "ResumableCSVLogger", "RunFolderLock", "atomic_save_model",
            "resumable_callbacks"]
 
 
@@ -48,14 +68,26 @@ def _model_bytes(model, factor=3):
         return 0
 
 
-def atomic_save_model(model, path):
-    """Save `model` to `path` (`.keras`) through a temporary file and `os.replace`."""
+def atomic_save_model(model, path, preprocessing=None):
+    """Save `model` to `path` (`.keras`) through a temporary file and `os.replace`.
+
+    Args:
+        model: the Keras model.
+        path: destination `.keras` file.
+        preprocessing: optional preprocessing spec (`keras_medseg.data.preprocess.save_preprocessing`'s
+            format) written into the archive before it is moved into place, so the model file never exists
+            without the normalisation it was trained with (what `predict` and `explain` repeat).
+    """
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end with '.keras'. Received: path={path!r}")
     previous = os.path.getsize(path) if os.path.exists(path) else 0
     with atomic_path(path, estimate_bytes=max(previous, _model_bytes(model))) as tmp:
         model.save(tmp)
+        if preprocessing is not None:
+            from keras_medseg.data.preprocess import save_preprocessing
+
+            save_preprocessing(tmp, preprocessing)
 
 
 def _atomic_write_text(path, text):
@@ -70,9 +102,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         monitor: the log key to watch. Default `"val_loss"`; falls back to
             the training key (e.g. `"loss"`) when no validation data is given.
         mode: `"min"`, `"max"` or `"auto"` (max for accuracy/AUC/IoU/Dice keys).
+        preprocessing: optional preprocessing spec stored inside every saved model (see
+            `atomic_save_model`), e.g. `{"intensity": {"preset": "zscore"}}`.
     """
 
-    def __init__(self, filepath, monitor="val_loss", mode="auto"):
+    def __init__(self, filepath, monitor="val_loss", mode="auto", preprocessing=None):
         super().__init__()
         filepath = os.fspath(filepath)
         if not filepath.endswith(".keras"):
@@ -84,6 +118,11 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         self.mode = mode
         self.state_path = filepath + ".best.json"
         self.best = None
+        self.preprocessing = preprocessing
+        if preprocessing is not None:
+            from keras_medseg.data.preprocess import _check_spec
+
+            _check_spec(preprocessing)  # a bad spec fails before training, not at the first save
 
     def _greater_is_better(self, key):
         if self.mode != "auto":
@@ -106,7 +145,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         better = self._greater_is_better(key)
         if self.best is None or (value > self.best if better else value < self.best):
             self.best = value
-            atomic_save_model(self.model, self.filepath)
+            atomic_save_model(self.model, self.filepath, self.preprocessing)
             _atomic_write_text(self.state_path, json.dumps({"best": value, "epoch": epoch, "monitor": key}))
 
 
@@ -116,6 +155,32 @@ def _read_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+_STATE_ATTR = "keras_medseg_backup_state"
+
+
+def _stamp(weights_path, meta):
+    """Write the backup state into the (temporary) weights file as an HDF5 attribute."""
+    import h5py
+
+    with h5py.File(weights_path, "a") as f:
+        f.attrs[_STATE_ATTR] = json.dumps(meta)
+
+
+def _read_state(weights_path, metadata_path):
+    """The state stamped into `weights_path`, else its JSON mirror `metadata_path` (older files); None when absent."""
+    if os.path.exists(weights_path):
+        try:
+            import h5py
+
+            with h5py.File(weights_path, "r") as f:
+                raw = f.attrs.get(_STATE_ATTR)
+            if raw is not None:
+                return json.loads(raw)
+        except (OSError, ValueError, RuntimeError):
+            pass  # unreadable weights: `on_train_begin` reports them when loading
+    return _read_json(metadata_path)
 
 
 def _json_value(v):
@@ -135,11 +200,15 @@ class CrashSafeBackup(keras.callbacks.Callback):
             batches (a kill mid-epoch then restarts that epoch from the newest
             weights, as `keras.callbacks.BackupAndRestore` does).
 
-    Files: `epoch.weights.h5` + `epoch_metadata.json` (`{"epoch": k, "logs":
+    Files: `epoch.weights.h5` (state `{"epoch": k, "batch": 0, "logs":
     {...}}`: k epochs done, and the last epoch's log row), and with
-    `backup_every`, `latest.weights.h5` + `training_metadata.json`
-    (`{"epoch": k, "batch": b}`). All written through a temporary file and
-    `os.replace`.
+    `backup_every`, `latest.weights.h5` (state `{"epoch": k, "batch": b}`: b
+    batches into epoch k). The state is an HDF5 attribute of the weights file,
+    written before the file is moved into place (`os.replace`), so a kill can
+    never pair new weights with an old counter; `epoch_metadata.json` and
+    `training_metadata.json` mirror it. After a kill mid-epoch the epoch is
+    trained again from its first batch, starting from the newest weights (see
+    the module docstring for exactly what that means).
 
     Raises:
         keras_medseg.utils.errors.DiskFullError: no space for a backup (the
@@ -162,13 +231,22 @@ class CrashSafeBackup(keras.callbacks.Callback):
     @staticmethod
     def resume_epoch(backup_dir):
         """Completed epochs recorded in `backup_dir` (0 when there is no backup)."""
-        meta = _read_json(os.path.join(backup_dir, "epoch_metadata.json")) or {}
-        batch = _read_json(os.path.join(backup_dir, "training_metadata.json")) or {}
+        meta = CrashSafeBackup.epoch_state(backup_dir) or {}
+        batch = _read_state(os.path.join(backup_dir, "latest.weights.h5"),
+                            os.path.join(backup_dir, "training_metadata.json")) or {}
         return max(int(meta.get("epoch", 0)), int(batch.get("epoch", 0)))
 
+    @staticmethod
+    def epoch_state(backup_dir):
+        """The epoch-end state in `backup_dir` (`{"epoch", "batch", "logs"}`), or None."""
+        return _read_state(os.path.join(backup_dir, "epoch.weights.h5"),
+                           os.path.join(backup_dir, "epoch_metadata.json"))
+
     def on_train_begin(self, logs=None):
-        epoch_meta = _read_json(self.epoch_metadata) if os.path.exists(self.epoch_weights) else None
-        batch_meta = _read_json(self.batch_metadata) if os.path.exists(self.batch_weights) else None
+        epoch_meta = _read_state(self.epoch_weights, self.epoch_metadata) if os.path.exists(self.epoch_weights) \
+            else None
+        batch_meta = _read_state(self.batch_weights, self.batch_metadata) if os.path.exists(self.batch_weights) \
+            else None
         done = int(epoch_meta["epoch"]) if epoch_meta else 0
         # Mid-epoch weights are newer than the epoch-end ones only when taken during epoch `done`.
         use_batch = batch_meta is not None and int(batch_meta.get("epoch", -1)) >= done and \
@@ -190,6 +268,7 @@ class CrashSafeBackup(keras.callbacks.Callback):
         previous = os.path.getsize(weights) if os.path.exists(weights) else 0
         with atomic_path(weights, estimate_bytes=max(previous, _model_bytes(self.model))) as tmp:
             self.model.save_weights(tmp)
+            _stamp(tmp, meta)
         atomic_write_text(metadata, json.dumps(meta))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -264,7 +343,7 @@ class ResumableCSVLogger(keras.callbacks.Callback):
                 self.header = rows[0]
                 self.rows = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < initial_epoch]
         if initial_epoch > 0 and self.backup_dir is not None:
-            meta = _read_json(os.path.join(self.backup_dir, "epoch_metadata.json")) or {}
+            meta = CrashSafeBackup.epoch_state(self.backup_dir) or {}
             last = initial_epoch - 1
             if meta.get("epoch") == initial_epoch and meta.get("logs") and \
                     not any(int(r[0]) == last for r in self.rows):
@@ -283,8 +362,57 @@ class ResumableCSVLogger(keras.callbacks.Callback):
         self._write()
 
 
+_HELD_LOCKS = {}  # run-folder lock path -> fd held by this process
+
+
+class RunFolderLock(keras.callbacks.Callback):
+    """Refuse a second training process writing the same run folder (an advisory `flock` on `.lock`).
+
+    Two runs resuming the same `out_dir` at once would interleave their
+    backups and log rows. The lock is taken when `fit` starts and released
+    when it ends; the operating system releases it when the process dies
+    (SIGKILL included), so a crashed run never leaves a stale lock. Without
+    `fcntl` (Windows) it does nothing.
+
+    Raises:
+        RuntimeError: another process holds the folder ("... is being written
+            by another training process (pid N) ...").
+    """
+
+    def __init__(self, out_dir):
+        super().__init__()
+        self.path = os.path.join(os.fspath(out_dir), ".lock")
+
+    def on_train_begin(self, logs=None):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return
+        key = os.path.abspath(self.path)
+        if key in _HELD_LOCKS:  # left by a `fit` of this process that ended in an exception: ours to retake
+            os.close(_HELD_LOCKS.pop(key))
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RuntimeError(
+                f"Run folder {os.path.dirname(self.path)!r} is being written by another training process "
+                f"(pid {holder}); wait for it to finish or train into another folder (--out)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _HELD_LOCKS[key] = fd
+
+    def on_train_end(self, logs=None):
+        fd = _HELD_LOCKS.pop(os.path.abspath(self.path), None)
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
 def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=None,
-                        checkpoint_name="best.keras", log_name="log.csv"):
+                        checkpoint_name="best.keras", log_name="log.csv", preprocessing=None):
     """The callbacks that make `fit` resumable after a crash or a full disk.
 
     Args:
@@ -293,6 +421,8 @@ def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=N
         mode: "auto", "min" or "max".
         backup_every: `None` to back up at every epoch end, or an int to back
             up every that many batches as well.
+        preprocessing: optional preprocessing spec stored inside `best.keras`
+            each time it is written (what `predict` and `explain` read back).
 
     Returns:
         list of callbacks, in the order to pass to `fit`.
@@ -300,7 +430,9 @@ def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=N
     os.makedirs(out_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
     return [
-        AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode),
+        RunFolderLock(out_dir),
+        AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode,
+                              preprocessing=preprocessing),
         CrashSafeBackup(backup_dir, backup_every=backup_every),
         ResumableCSVLogger(os.path.join(out_dir, log_name), backup_dir=backup_dir),
     ]

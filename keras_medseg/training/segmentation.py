@@ -333,7 +333,11 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
     os.makedirs(out_dir, exist_ok=True)
     # User callbacks first (e.g. ROCAUCEarlyStopping adds keys the CSV log must see),
     # then the crash-safe log / best checkpoint / backup trio.
-    cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor="val_loss", backup_every=backup_every)
+    # Folder images were z-scored by load_folder: stored in best.keras so predict and explain repeat it.
+    spec = None if data.source in ("qtips", "arrays") else {"intensity": {"preset": "zscore"},
+                                                            "spatial_dims": data.spatial_dims}
+    cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor="val_loss", backup_every=backup_every,
+                                                      preprocessing=spec)
     checkpoint = os.path.join(out_dir, "best.keras")
     log = os.path.join(out_dir, "log.csv")
     sample_weight = None

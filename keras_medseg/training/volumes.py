@@ -146,11 +146,12 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     model = zoo.build(model_name, **kwargs)
     os.makedirs(out_dir, exist_ok=True)
     monitor = "val_loss" if val_ds is not None else "loss"
-    callbacks = resumable_callbacks(out_dir, monitor=monitor, backup_every=backup_every)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    checkpoint = os.path.join(out_dir, "best.keras")
     spec = train_ds.spec(class_names)
     spec["split"] = split
-    save_preprocessing(checkpoint, spec)
+    # the spec goes into every best.keras as it is written, so a killed run's model still carries it
+    callbacks = resumable_callbacks(out_dir, monitor=monitor, backup_every=backup_every, preprocessing=spec)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    checkpoint = os.path.join(out_dir, "best.keras")
+    save_preprocessing(checkpoint, spec)  # also when a finished run is started again (no new best written)
     return VolumeTrainResult(load_model(checkpoint), history.history, checkpoint, os.path.join(out_dir, "log.csv"),
                              spec, split)

@@ -7,16 +7,26 @@ estimate of the file's size: a write that cannot fit raises `DiskFullError`
 ("No space left on device while writing X; nothing was lost; ...") before it
 starts, instead of letting a C library (HDF5, zlib) hit ENOSPC half-way; an
 ENOSPC that still happens is turned into the same error, and the temporary
-file is removed.
+file is removed. HDF5 (h5py) still holds the half-written file open in
+objects kept alive by the failed call's traceback, and reports the failed
+flush again when they are garbage collected ("Exception ignored in
+h5py._objects.ObjectID.__dealloc__", tracebacks on stderr after the one-line
+error); those reports, and only those (they name the temporary file), are
+dropped, so a full disk prints one line.
 """
 
 import contextlib
+import errno
+import logging
 import os
 import shutil
+import sys
 
 from keras_medseg.utils.errors import DiskFullError, raise_if_disk_full
 
 __all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "temporary_name"]
+
+logger = logging.getLogger(__name__)
 
 # Slack kept free on top of the estimate (HDF5 metadata, zip directory, file-system blocks).
 _SLACK_BYTES = 256 * 1024
@@ -72,11 +82,56 @@ def atomic_path(path, estimate_bytes=None):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
+        if _is_disk_full(exc):
+            _release(tmp)
         raise_if_disk_full(exc, path)
         raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _is_disk_full(exc):
+    text = str(exc)
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in text or "errno = 28" in text
+
+
+_FAILED = set()  # temporary files whose write hit ENOSPC; HDF5 reports them again when it lets go of them
+
+
+def _quiet_hook(previous, name_of):
+    def hook(*args):
+        exc = name_of(*args)
+        if _is_disk_full(exc) and any(tmp in str(exc) for tmp in _FAILED):
+            logger.debug("ignored: HDF5 closing a half-written temporary file: %s", exc)
+            return
+        previous(*args)
+
+    return hook
+
+
+def _release(tmp):
+    """Give back the space of the half-written `tmp` now, and silence HDF5's later reports about it.
+
+    A writer may still hold `tmp` open (h5py keeps the file in objects that the
+    failed call's traceback keeps alive), so removing it would not free its
+    blocks; it is truncated to 0 bytes first, which frees them at once and
+    leaves HDF5 room to close the file later (a close that cannot flush made
+    the interpreter crash at exit). h5py closes it when those objects are
+    garbage collected and writes the failed flush to stderr twice: through
+    `sys.excepthook` (Cython's full traceback) and `sys.unraisablehook`. Both
+    hooks get a filter that drops reports naming a temporary file already
+    reported as a full disk, at debug log level; other reports pass through.
+    """
+    try:
+        os.truncate(tmp, 0)
+    except OSError:
+        pass
+    first = not _FAILED
+    _FAILED.add(os.fspath(tmp))
+    if first:
+        sys.unraisablehook = _quiet_hook(sys.unraisablehook, lambda u: u.exc_value)
+        sys.excepthook = _quiet_hook(sys.excepthook, lambda t, v, tb: v)
 
 
 def atomic_write_text(path, text):

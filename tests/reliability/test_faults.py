@@ -12,6 +12,7 @@ that imports no backend for `--help`, `--version`, `list` and `info`.
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -65,6 +66,32 @@ def _truncated(tmp):
     return str(path)
 
 
+def _model(tmp, name="clf.keras"):
+    inp = keras.Input((8, 8, 3))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+    path = str(tmp / name)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def _cut_model(tmp):
+    data = open(_model(tmp, "whole.keras"), "rb").read()
+    (tmp / "cut.keras").write_bytes(data[: len(data) // 2])
+    return str(tmp / "cut.keras")
+
+
+def _png(tmp):
+    import skimage.io
+
+    skimage.io.imsave(tmp / "slide.png", np.full((16, 16, 3), 200, "uint8"), check_contrast=False)
+    return str(tmp / "slide.png")
+
+
+def _npy(tmp):
+    np.save(tmp / "img.npy", np.zeros((8, 8, 3), "float32"))
+    return str(tmp / "img.npy")
+
+
 def _nan_folder(tmp):
     rng = np.random.default_rng(0)
     for sub in ("images", "masks"):
@@ -80,6 +107,8 @@ def _nan_folder(tmp):
 
 # --------------------------------------------------------------------------- CLI: one line, exit code 2
 
+TRUNCATED = r"cut\.h5.*corrupt or truncated: \d+ bytes on disk"
+CUT_MODEL = r"cut\.keras is corrupt or truncated"
 CLI_CASES = [
     # (id, argv builder(tmp) -> list, regex the single stderr line must match)
     ("unknown-model", lambda t: ["list", "unte"], r"Did you mean 'unet'"),
@@ -95,6 +124,23 @@ CLI_CASES = [
      r"c1\.npy.* 1 NaN and 0 Inf .*index \(3, 4\)"),
     ("out-under-a-file", lambda t: ["train", "unet", *QTIPS, "--epochs", "1", "--out", str(t / "x.h5" / "run"),
                                     *TINY_ARGS], r"Not a directory.*x\.h5"),
+
+    # a truncated store or model, from every command that opens one: fails fast, naming the file
+    ("truncated-store-extract", lambda t: ["patches", "extract", _png(t), "--out", _truncated(t), "--size", "8",
+                                           "--quiet"], TRUNCATED),
+    ("truncated-store-merge", lambda t: ["patches", "merge", str(t / "m.h5"), _truncated(t), "--quiet"], TRUNCATED),
+    ("truncated-store-train", lambda t: ["train", "vgg16_classifier", "--data", _truncated(t), "--out",
+                                         str(t / "r"), "--quiet"], TRUNCATED),
+    ("truncated-store-evaluate", lambda t: ["evaluate", _model(t), "--data", _truncated(t)], TRUNCATED),
+    ("truncated-model-evaluate", lambda t: ["evaluate", _cut_model(t), "--data", _store(t / "s.h5")], CUT_MODEL),
+    ("truncated-model-explain", lambda t: ["explain", _cut_model(t), _npy(t)], CUT_MODEL),
+    ("truncated-model-predict", lambda t: ["predict", _cut_model(t), "--input", _png(t), "--output",
+                                           str(t / "p")], CUT_MODEL),
+    ("truncated-model-slide-predict", lambda t: ["slide", "predict", _cut_model(t), _png(t), "--out", str(t / "sp")],
+     CUT_MODEL),
+    # never overwrite a store silently
+    ("merge-over-an-existing-store", lambda t: ["patches", "merge", _store(t / "keep.h5"), _store(t / "a.h5"),
+                                                "--quiet"], r"`out` already exists.*keep\.h5"),
 ]
 
 
@@ -107,7 +153,6 @@ def test_cli_one_line(case, tmp_path, capsys):
     assert len(err.splitlines()) == 1, err
     assert "Traceback" not in err
     assert err.startswith("keras-medseg ")
-    import re
 
     assert re.search(pattern, err), err
 
@@ -160,6 +205,17 @@ def _disk_full_save(tmp):
         assert [f for f in os.listdir(tmp) if ".tmp" in f] == []
 
 
+def _merge_over_existing(tmp):
+    from keras_medseg.data.wsi import merge_stores
+
+    keep = _store(tmp / "keep.h5", n=6)
+    before = open(keep, "rb").read()
+    try:
+        merge_stores([_store(tmp / "a.h5")], keep, progress=False)
+    finally:
+        assert open(keep, "rb").read() == before  # nothing lost
+
+
 def _nan_arrays(_):
     x = np.zeros((4, 8, 8, 1), "float32")
     x[2, 1, 1, 0] = np.inf
@@ -173,6 +229,7 @@ API_CASES = [
     ("second-writer", _held_store, RuntimeError, r"held\.h5.*being written by another process"),
     ("disk-full-at-write", _disk_full_save, DiskFullError,
      r"No space left on device while writing .*m\.keras; nothing was lost"),
+    ("merge-over-an-existing-store", _merge_over_existing, ValueError, r"`out` already exists.*keep\.h5"),
     ("nan-kernel", lambda t: identify(np.full((3, 3), np.nan)), ValueError, r"`kernel` has 9 NaN"),
     ("inf-training-array", _nan_arrays, ValueError, r"`x_train` .* 0 NaN and 1 Inf .*index \(2, 1, 1, 0\)"),
     ("train-route-gan", lambda t: (_ for _ in ()).throw(ValueError(catalog.training_route("pix2pix"))), ValueError,
@@ -303,6 +360,54 @@ def test_full_disk_during_train_then_rerun_finishes(how, tmp_path, monkeypatch):
     finally:
         if mounted:
             subprocess.run(["umount", out], capture_output=True, check=False)
+
+
+_ENOSPC_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from keras_medseg.utils import atomic_io  # imports no backend (KERAS_MEDSEG_LAZY_IMPORT=1, as the CLI)
+    atomic_io.check_free_space = lambda path, estimate: None  # no pre-check: the write itself hits ENOSPC
+    if sys.argv[2] == "cli":
+        from keras_medseg.cli import main
+        sys.exit(main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--batch-size", "8",
+                       "--quiet", "--epochs", "2", "--out", sys.argv[1], "--arg", "filters=2", "--arg", "depth=1"]))
+    import keras
+    from keras_medseg.training.checkpointing import CrashSafeBackup
+    inp = keras.Input((64,))
+    model = keras.Model(inp, keras.layers.Dense(2000)(inp))  # 0.5 MB of weights: HDF5 fails half-way
+    model.compile("adam", "mse")
+    backup = CrashSafeBackup(sys.argv[1])
+    backup.set_model(model)
+    try:
+        backup.on_epoch_end(0, {"loss": 1.0})
+    except OSError as exc:
+        print(exc)
+    sys.exit(0)
+""")
+
+
+@pytest.mark.slow
+def test_enospc_inside_a_write_prints_one_line(tmp_path):
+    """A write that hits ENOSPC half-way (no pre-check): one line, nothing left behind, and no HDF5 close
+    tracebacks afterwards (h5py reports the failed flush again when it lets go of the file)."""
+    out = str(tmp_path / "small")
+    if not _mount_tmpfs(out, "192k"):
+        pytest.skip("cannot mount a tmpfs here (needs root on Linux)")
+    try:
+        script = tmp_path / "enospc.py"
+        script.write_text(_ENOSPC_SCRIPT)
+        env = _env(TF_CPP_MIN_LOG_LEVEL="3", KERAS_MEDSEG_LAZY_IMPORT="1")
+        r = subprocess.run([sys.executable, str(script), os.path.join(out, "backup"), "api"], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+        assert r.returncode == 0 and "No space left on device while writing" in r.stdout, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr[-2000:]
+        assert os.listdir(os.path.join(out, "backup")) == []  # no half-written file
+        r = subprocess.run([sys.executable, str(script), os.path.join(out, "run"), "cli"], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+        assert re.search(r"No space left on device while writing .*run.*nothing was lost", lines[0]), lines
+    finally:
+        subprocess.run(["umount", out], capture_output=True, check=False)
 
 
 # --------------------------------------------------------------------------- SIGKILL at an epoch boundary

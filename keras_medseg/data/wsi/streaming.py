@@ -427,7 +427,8 @@ def merge_stores(sources, out, compression="gzip", chunk_size=256, progress=True
 
     Raises:
         ValueError: no sources, different patch sizes / channels / dtypes,
-            a slide name in two sources, `out` among the sources.
+            a slide name in two sources, `out` among the sources or already
+            existing (it is never overwritten).
     """
     sources = [os.fspath(s) for s in sources]
     if not sources:
@@ -435,6 +436,8 @@ def merge_stores(sources, out, compression="gzip", chunk_size=256, progress=True
     out = os.fspath(out)
     if os.path.abspath(out) in {os.path.abspath(s) for s in sources}:
         raise ValueError(f"`out` must not be one of the sources. Received: out={out!r}")
+    if os.path.exists(out):  # "w" would truncate it: never overwrite a store (or any file) silently
+        raise ValueError(f"`out` already exists; merge into a new file (or delete it first). Received: out={out!r}")
     with contextlib.ExitStack() as stack:
         stores = [stack.enter_context(PatchStore(s)) for s in sources]
         first = stores[0]
