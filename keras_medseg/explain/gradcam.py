@@ -116,6 +116,14 @@ def gradcam(model: keras.Model, x: np.ndarray, class_index: int | Callable,
     layer this is the class activation map (CAM) divided by the number of
     positions.
 
+    The gradient `d y_i / d F_l` is taken with respect to a per-channel
+    perturbation added to `layer`'s output inside one cached compiled
+    function (per model, layer, target and batch shape): only that
+    perturbation is differentiated, so the backward pass runs from the
+    score down to `layer` and not through the layers below it. Checked
+    against tf-keras-vis `Gradcam` and against the class activation map
+    by hand (tests/explain).
+
     Args:
         model: a Keras model taking `(N, *S, C)` inputs.
         x: input batch `(N, H, W, C)` or `(N, D, H, W, C)`.
