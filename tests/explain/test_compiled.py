@@ -116,3 +116,65 @@ def test_saliency_and_gradcam_agree_with_tf_keras_vis(rng):
                                              expand_cam=False, normalize_cam=False)
         ours = explain.gradcam(model, x, c, layer="last_conv", resize=False)
         np.testing.assert_allclose(ours, np.asarray(theirs), rtol=1e-4, atol=1e-6)
+
+
+class _BackwardSpy(keras.layers.Layer):
+    """Identity whose backward pass counts its calls (a custom gradient per backend)."""
+
+    calls = 0
+
+    def call(self, x):
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            @tf.custom_gradient
+            def ident(t):
+                def grad(dy):
+                    _BackwardSpy.calls += 1
+                    return dy
+
+                return tf.identity(t), grad
+
+            return ident(x)
+        if backend == "jax":
+            import jax
+
+            @jax.custom_vjp
+            def ident(t):
+                return t
+
+            def bwd(_, g):
+                _BackwardSpy.calls += 1
+                return (g,)
+
+            ident.defvjp(lambda t: (t, None), bwd)
+            return ident(x)
+        import torch
+
+        class Ident(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, t):
+                return t.clone()
+
+            @staticmethod
+            def backward(ctx, g):
+                _BackwardSpy.calls += 1
+                return g
+
+        return Ident.apply(x)
+
+
+@pytest.mark.backend_agnostic
+def test_gradcam_does_not_differentiate_the_layers_below_its_feature_map(rng):
+    inp = keras.Input((8, 8, 2))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inp)
+    h = _BackwardSpy()(h)
+    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="last_conv")(h)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    x = rng.standard_normal((2, 8, 8, 2)).astype("float32")
+    _BackwardSpy.calls = 0
+    explain.gradcam(model, x, 0, layer="last_conv")
+    assert _BackwardSpy.calls == 0
+    explain.saliency(model, x, 0)  # the input gradient does pass through it
+    assert _BackwardSpy.calls >= 1
