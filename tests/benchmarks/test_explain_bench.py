@@ -61,4 +61,5 @@ def test_smoke_run():
     methods = result["models"]["small_cnn"]
     assert set(methods) == {"saliency", "gradcam", "smoothgrad", "lime", "occlusion"}
     assert methods["occlusion"]["limit"]["median"] > 0
+    assert set(result["models"]["tiny_cnn"]["occlusion"]) == {"keras-medseg", "limit", "old eager loop"}
     assert "old eager loop" in bench.markdown(result)
