@@ -3,7 +3,10 @@
 Every explainer takes a Keras model, a channels-last batch `(N, *S, C)` (2D or
 3D) and a class index or a score function, and returns NumPy maps `(N, *S)`.
 Segmentation models are explained through `region_score(class_index, mask)`.
-Gradients come from `keras_medseg.utils.gradients` (TensorFlow and JAX).
+Gradients and the scores of perturbed copies come from
+`keras_medseg.utils.gradients.compiled_call`: one compiled function per
+(model, target, input signature), cached weakly on the model (`tf.function`
+on TensorFlow, `jax.jit` on JAX, eager on torch).
 Attention maps of attention-pooling models: `upsample_attention`, `attention_mass_inside`.
 """
 

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from keras import ops
 
-from keras_medseg.utils.gradients import value_and_grad
+from keras_medseg.utils.gradients import compiled_call
 from keras_medseg.utils.validation import check_positive_int, spatial_rank
 
 
@@ -107,6 +107,9 @@ def make_score_fn(class_index: int | Callable) -> Callable:
                 )
             return s
 
+        # The key of the compiled functions: the user's callable itself (kept
+        # alive by the cached function that closes over it, so its id is stable).
+        score.key = ("fn", id(user_fn))
         return score
     class_index = _check_class_index(class_index)
 
@@ -122,7 +125,19 @@ def make_score_fn(class_index: int | Callable) -> Callable:
             s = ops.sum(ops.reshape(s, (ops.shape(s)[0], -1)), axis=1)
         return s
 
+    score.key = ("class", class_index)
     return score
+
+
+def score_key(score_fn):
+    """The cache key of a score function made by `make_score_fn`."""
+    return getattr(score_fn, "key", ("fn", id(score_fn)))
+
+
+def ensure_built(model, x):
+    """Build a model that has not been called yet (compiled functions need its variables)."""
+    if not getattr(model, "built", True):
+        model(ops.convert_to_tensor(x[:1]), training=False)
 
 
 def check_batch(x, name="x"):
@@ -146,27 +161,45 @@ def model_input_dtype(model):
 
 
 def batched_scores(model, x, score_fn, batch_size=32, progress=None):
-    """Scores `(M,)` of a large stack of inputs, evaluated `batch_size` at a time."""
+    """Scores `(M,)` of a large stack of inputs, `batch_size` at a time, through one compiled forward.
+
+    The forward pass and the score are one compiled function per (model,
+    score, batch shape), cached on the model (`compiled_call`), so
+    occlusion and LIME pay the dispatch cost of one call per batch, not of
+    every operation.
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
+    ensure_built(model, x)
+    key = ("scores", score_key(score_fn))
+
+    def forward(call, xb):
+        return ops.cast(score_fn(call(xb)), "float32")
+
     out = []
     for start in range(0, len(x), batch_size):
-        y = model(ops.convert_to_tensor(x[start:start + batch_size]), training=False)
-        out.append(ops.convert_to_numpy(ops.cast(score_fn(y), "float32")))
+        s = compiled_call(model, key, forward, x[start:start + batch_size])
+        out.append(ops.convert_to_numpy(s))
         if progress is not None:
             progress.update(min(batch_size, len(x) - start))
     return np.concatenate(out, axis=0) if out else np.zeros((0,), "float32")
 
 
 def input_gradients(model, x, score_fn, batch_size=32):
-    """`d score_n / d x_n` for every sample (scores of different samples are independent)."""
+    """`d score_n / d x_n` for every sample (scores of different samples are independent).
+
+    One compiled forward + backward per batch (`compiled_call` with
+    `grad=True`): on TensorFlow only the input is watched, on JAX the jitted
+    gradient takes the model's variables as arguments.
+    """
     batch_size = check_positive_int(batch_size, "batch_size")
+    ensure_built(model, x)
+    key = ("input_gradients", score_key(score_fn))
+
+    def total(call, inp):
+        return ops.sum(score_fn(call(inp))), ()
+
     grads = []
     for start in range(0, len(x), batch_size):
-        xb = ops.convert_to_tensor(x[start:start + batch_size])
-
-        def total(inp):
-            return ops.sum(score_fn(model(inp, training=False)))
-
-        _, (g,) = value_and_grad(total, xb)
+        _, g, _ = compiled_call(model, key, total, x[start:start + batch_size], grad=True)
         grads.append(ops.convert_to_numpy(ops.cast(g, "float32")))
     return np.concatenate(grads, axis=0)

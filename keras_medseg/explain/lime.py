@@ -137,7 +137,7 @@ def lime(model: keras.Model, x: np.ndarray, class_index: int | Callable, segment
     top_masks = np.zeros((n,) + spatial, bool)
     all_segments = np.zeros((n,) + spatial, "int64")
     weights, intercepts = [], np.zeros(n)
-    base_scores = batched_scores(model, x, score_fn, batch_size)
+    base_scores = np.zeros(n, "float32")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -165,6 +165,7 @@ def lime(model: keras.Model, x: np.ndarray, class_index: int | Callable, segment
             copies = x[i][None] * on + fill * (1.0 - on)
             scores.append(batched_scores(model, copies, score_fn, batch_size, bar))
         scores = np.concatenate(scores)
+        base_scores[i] = scores[0]  # z[0] is all ones: the unperturbed input, no extra forward pass
         # cosine distance between z and the all-ones vector
         cos = z.sum(axis=1) / (np.sqrt(n_sp) * np.sqrt(np.maximum(z.sum(axis=1), 1e-12)))
         dist = 1.0 - cos
