@@ -199,7 +199,10 @@ def _torch_value_and_grad(fn, *args):
     args = keras.tree.map_structure(leaf, tuple(args))
     value = fn(*args)
     leaves = keras.tree.flatten(args)
-    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    if value.requires_grad:
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    else:  # the value depends on no argument (everything behind stop_gradient): zero gradients
+        grads = [None] * len(leaves)
     grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
     return value.detach(), tuple(keras.tree.pack_sequence_as(args, grads))
 

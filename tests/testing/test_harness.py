@@ -44,3 +44,20 @@ def test_layer_gradients_on_keras_dense():
     errors = check_layer_gradients(keras.layers.Dense, {"units": 3, "activation": "sigmoid"}, (2, 4))
     assert set(errors) == {"input 0", "dense/kernel", "dense/bias"} or len(errors) == 3
     assert max(errors.values()) < 1e-6
+
+
+def test_value_and_grad_gives_zero_gradients_to_unused_arguments():
+    """An argument the value does not reach gets a zero gradient, also when none reaches it (torch raised)."""
+    from keras_medseg.utils.gradients import value_and_grad as library_value_and_grad
+    from tests.testing import value_and_grad
+
+    x = np.array([1.0, -2.0, 3.0])
+    y = np.array([0.5, 0.25])
+    for vg in (library_value_and_grad, value_and_grad):
+        value, (gx, gy) = vg(lambda a, b: ops.sum(ops.square(a)) + ops.sum(ops.stop_gradient(b)), x, y)
+        np.testing.assert_allclose(float(ops.convert_to_numpy(value)), 14.75)
+        np.testing.assert_allclose(ops.convert_to_numpy(gx), 2 * x)
+        np.testing.assert_array_equal(ops.convert_to_numpy(gy), 0.0)
+        value, (gx,) = vg(lambda a: ops.sum(ops.stop_gradient(a)), x)
+        np.testing.assert_allclose(float(ops.convert_to_numpy(value)), 2.0)
+        np.testing.assert_array_equal(ops.convert_to_numpy(gx), 0.0)
