@@ -20,8 +20,7 @@ def _np_mask_loss(mask, att, eps=1e-7):
     return per.mean()
 
 
-@pytest.mark.backend_agnostic
-@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("spatial_dims", [pytest.param(2, marks=pytest.mark.backend_agnostic), 3])
 def test_outputs_names_and_attention_grid(spatial_dims):
     model = zoo.build("attention_classifier", spatial_dims=spatial_dims, input_size=16, filters=(4, 8, 8),
                       convs_per_stage=1, heads=3, dense_units=8)
