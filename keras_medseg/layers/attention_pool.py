@@ -104,7 +104,8 @@ class AttentionPool(keras.layers.Layer):
                 f"Received: inputs.shape={tuple(inputs.shape)}"
             )
         kernel = ops.cast(self.kernel, inputs.dtype)
-        logits = ops.matmul(inputs, kernel)
+        # einsum, not matmul: Keras 3.15.1's torch matmul computes float64 operands in float32
+        logits = ops.einsum("...c,ch->...h", inputs, kernel)
         pooled, attention = attention_pool(inputs, logits)
         if self.flatten:
             pooled = ops.reshape(pooled, (-1, self.heads * int(inputs.shape[-1])))

@@ -14,6 +14,7 @@ one-sided difference into the domain.
 
 import numbers
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -125,11 +126,35 @@ def conv_edge(x, kernel):
 
     Returns:
         tensor `(N, *S, C_out)`.
+
+    On torch, float64 tensors go through `_torch_conv_contiguous` (the same
+    cross-correlation, tested equal to `keras.ops.conv`): Keras' torch `conv`
+    hands torch a channels-last kernel, and torch's CPU float64 convolution
+    backward (`slow_conv2d`) then fails with "grad_weight must be contiguous".
     """
     kernel = ops.cast(kernel, x.dtype)
     sizes = tuple(kernel.shape[:-2])
     x = pad_edge(x, [(k // 2, k // 2) for k in sizes])
+    if keras.backend.backend() == "torch" and ops.dtype(x) == "float64":
+        return _torch_conv_contiguous(x, kernel)
     return ops.conv(x, kernel, strides=1, padding="valid")
+
+
+def _torch_conv_contiguous(x, kernel):
+    """Valid, stride-1 cross-correlation of `(N, *S, C_in)` with `(*K, C_in, C_out)` in contiguous torch tensors.
+
+    The torch branch of `conv_edge`: the kernel is permuted to torch's
+    `(C_out, C_in, *K)` and made contiguous, so the float64 CPU backward
+    (`slow_conv2d` / `slow_conv3d`) accepts its gradient.
+    """
+    import torch.nn.functional as F
+
+    x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
+    d = len(kernel.shape) - 2
+    w = kernel.permute(d + 1, d, *range(d)).contiguous()
+    xt = x.permute(0, d + 1, *range(1, d + 1)).contiguous()
+    y = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[d](xt, w)
+    return y.permute(0, *range(2, d + 2), 1)
 
 
 def safe_sqrt(x):

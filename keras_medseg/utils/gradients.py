@@ -58,7 +58,10 @@ def value_and_grad(fn, *args):
         leaves = keras.tree.flatten(args)
         with torch.enable_grad():
             value = fn(*args)
-            grads = torch.autograd.grad(value, leaves, allow_unused=True)
+            if value.requires_grad:
+                grads = torch.autograd.grad(value, leaves, allow_unused=True)
+            else:  # no argument reaches the value (e.g. all behind stop_gradient): zero gradients
+                grads = [None] * len(leaves)
         grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
         return value.detach(), tuple(keras.tree.pack_sequence_as(args, grads))
     raise NotImplementedError(

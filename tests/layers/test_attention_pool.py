@@ -57,10 +57,8 @@ def test_mixed_precision_attention_in_float16_sums_to_one(rng):
     [({"heads": 2, "return_attention": True}, (2, 4, 3, 3)), ({"heads": 2, "flatten": False}, (1, 3, 3, 2, 2))],
 )
 def test_layer_gradients(kwargs, shape):
-    if keras.backend.backend() == "torch":
-        pytest.skip("keras.ops.matmul drops float64 to float32 on torch (Keras 3.15.1): float64 finite differences "
-                    "are noise")
-    check_layer_gradients(AttentionPool, kwargs, shape, max_entries=16)
+    errors = check_layer_gradients(AttentionPool, kwargs, shape, max_entries=16)
+    assert max(errors.values()) < 1e-4
 
 
 def test_bad_arguments():

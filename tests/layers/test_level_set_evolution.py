@@ -14,8 +14,6 @@ from tests.testing import check_layer_gradients, run_layer_test
 
 pytestmark = pytest.mark.backend_agnostic
 
-NO_TORCH_GRAD = pytest.mark.skipif(keras.backend.backend() == "torch",
-                                   reason="keras_medseg.utils.gradients covers TensorFlow and JAX")
 FROZEN = {"trainable_kernels": False, "trainable_coefficients": False}
 
 
@@ -80,7 +78,6 @@ def _kink_free_inputs(shape, alpha, beta, eps):
 
 
 @pytest.mark.slow
-@NO_TORCH_GRAD
 def test_gradients_through_the_loop():
     # a short compiled lsn loop: both inputs, every kernel and coefficient against central differences (float64)
     kwargs = {"steps": 2, "eps": 1e-2, "alpha": 0.1, "beta": 1.0, "gamma": 0.7, "dt": 0.02}
@@ -91,7 +88,6 @@ def test_gradients_through_the_loop():
     assert max(errors.values()) < 1e-4
 
 
-@NO_TORCH_GRAD
 def test_truncated_backprop_stops_the_gradient_of_early_steps():
     layer = LevelSetEvolution(steps=3, backprop_steps=1, dtype="float64", **FROZEN)
     from keras_medseg.utils.gradients import value_and_grad

@@ -1,6 +1,5 @@
 """LevelSetStep: one frozen step equals the NumPy forward-Euler step; harness, gradients, bad input."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -65,9 +64,6 @@ def _upwind_sum_min(u, g, alpha, beta, eps):
 
 
 def test_gradients():
-    if keras.backend.backend() == "torch":
-        pytest.skip("torch CPU float64 conv backward (slow_conv2d) fails with 'grad_weight must be contiguous' on the "
-                    "float64 kernel gradients of this check")
     shapes = [(1, 5, 4, 1)] * 2
     # The upwind sum under the square root is 0 (a kink of |grad u|) at local
     # minima of u on the "shrink" side and at local maxima on the "grow" side.

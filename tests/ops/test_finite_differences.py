@@ -1,5 +1,6 @@
 """Replicate padding, stencils and the replicate-padded convolution."""
 
+import keras
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -27,6 +28,7 @@ def test_pad_edge_matches_numpy(shape, pad):
 
 
 @pytest.mark.parametrize("shape,kshape,dtype", [((2, 6, 5, 2), (3, 5, 2, 3), "float32"),
+                                                ((2, 6, 5, 2), (3, 5, 2, 3), "float64"),
                                                 ((1, 5, 4, 6, 1), (3, 3, 3, 1, 2), "float64")])
 def test_conv_edge_matches_scipy_correlate(shape, kshape, dtype):
     rng = np.random.default_rng(1)
@@ -74,6 +76,20 @@ def test_conv_edge_gradients():
     x = rng.standard_normal((1, 4, 5, 2))
     k = rng.standard_normal((3, 3, 2, 2))
     assert max(check_op_gradients(conv_edge, x, k).values()) < 1e-6
+
+
+@pytest.mark.parametrize("shape,kshape", [((2, 6, 5, 3), (3, 5, 3, 2)), ((1, 4, 5, 3, 2), (3, 3, 1, 2, 3))])
+def test_torch_contiguous_conv_equals_keras_conv(shape, kshape):
+    """The torch float64 branch of `conv_edge` is the same cross-correlation as `keras.ops.conv`."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("the contiguous-kernel convolution is conv_edge's torch branch")
+    from keras_medseg.ops.finite_differences import _torch_conv_contiguous
+
+    rng = np.random.default_rng(3)
+    x = ops.convert_to_tensor(rng.standard_normal(shape).astype("float32"))
+    k = ops.convert_to_tensor(rng.standard_normal(kshape).astype("float32"))
+    np.testing.assert_allclose(ops.convert_to_numpy(_torch_conv_contiguous(x, k)),
+                               ops.convert_to_numpy(ops.conv(x, k, padding="valid")), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_kernel_sizes():

@@ -199,7 +199,10 @@ def _torch_value_and_grad(fn, *args):
     args = keras.tree.map_structure(leaf, tuple(args))
     value = fn(*args)
     leaves = keras.tree.flatten(args)
-    grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    if value.requires_grad:
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+    else:  # the value depends on no argument (everything behind stop_gradient): zero gradients
+        grads = [None] * len(leaves)
     grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
     return value.detach(), tuple(keras.tree.pack_sequence_as(args, grads))
 
@@ -297,25 +300,37 @@ def check_op_gradients(fn, *arrays, rtol=1e-4, atol=1e-10, eps=1e-6, max_entries
 
 
 def check_layer_gradients(layer_cls, init_kwargs, input_shape, input_data=None, call_kwargs=None,
-                          rtol=1e-4, atol=1e-10, eps=1e-6, max_entries=48, seed=0, check_inputs=True):
-    """Float64 finite-difference check of a layer's gradients.
+                          rtol=1e-4, atol=1e-10, eps=None, max_entries=48, seed=0, check_inputs=True,
+                          dtype="float64"):
+    """Float64 (or float32) finite-difference check of a layer's gradients.
 
-    Builds the layer with `dtype="float64"`, reduces its outputs to a scalar
-    with fixed random weights and compares autodiff gradients (through
-    `stateless_call`) with central differences, for every input and every
-    trainable weight.
+    Builds the layer with `dtype` (default "float64"), reduces its outputs to a
+    scalar with fixed random weights (in float64) and compares autodiff
+    gradients (through `stateless_call`) with central differences, for every
+    input and every trainable weight.
+
+    `dtype="float32"` is for layers whose float64 path a backend computes in
+    float32 (Keras 3.15.1's torch `matmul`, hence `Dense`): the step `eps`
+    defaults to `2**-10`, so `x +- eps` is exact in float32 for `|x| < 2**13`,
+    and a central difference then carries a relative error of order
+    `eps_32 / eps + eps**2 ~ 1e-4` (`eps_32 = 1.2e-7`); pass `rtol` of about
+    1e-3 (a wrong gradient is off by order 1).
 
     Returns:
         dict `{name: relative error}`.
     """
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"`dtype` must be 'float64' or 'float32'. Received: dtype={dtype!r}")
+    if eps is None:
+        eps = 1e-6 if dtype == "float64" else 2.0**-10
     call_kwargs = call_kwargs or {}
     rng = np.random.default_rng(seed)
     if input_data is None:
         input_data = random_inputs(input_shape, dtype="float64", seed=seed)
     multi = isinstance(input_data, (list, tuple))
-    inputs = [np.asarray(a, dtype="float64") for a in (input_data if multi else [input_data])]
+    inputs = [np.asarray(a, dtype=dtype).astype("float64") for a in (input_data if multi else [input_data])]
 
-    layer = layer_cls(**{**init_kwargs, "dtype": "float64"})
+    layer = layer_cls(**{**init_kwargs, "dtype": dtype})
     out = layer(inputs if multi else inputs[0], **call_kwargs)
     weights = [rng.standard_normal(tuple(o.shape)) for o in keras.tree.flatten(out)]
     trainable = [np.asarray(ops.convert_to_numpy(v), dtype="float64") for v in layer.trainable_variables]
@@ -327,7 +342,7 @@ def check_layer_gradients(layer_cls, init_kwargs, input_shape, input_data=None, 
         return _weighted_sum(outputs, weights)
 
     def as_tensors(arrs):
-        return [ops.convert_to_tensor(a) for a in arrs]
+        return [ops.convert_to_tensor(np.asarray(a, dtype=dtype)) for a in arrs]
 
     _, (g_inputs, g_weights) = value_and_grad(scalar, as_tensors(inputs), as_tensors(trainable))
     errors = {}

@@ -20,7 +20,7 @@ def _np_mask_loss(mask, att, eps=1e-7):
     return per.mean()
 
 
-@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("spatial_dims", [pytest.param(2, marks=pytest.mark.backend_agnostic), 3])
 def test_outputs_names_and_attention_grid(spatial_dims):
     model = zoo.build("attention_classifier", spatial_dims=spatial_dims, input_size=16, filters=(4, 8, 8),
                       convs_per_stage=1, heads=3, dense_units=8)
@@ -36,6 +36,7 @@ def test_outputs_names_and_attention_grid(spatial_dims):
     np.testing.assert_allclose(att.sum(axis=tuple(range(1, spatial_dims + 1))), 1.0, rtol=1e-5)
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("mask_weight", [0.0, 2.5])
 def test_total_loss_is_risk_plus_lambda_attention(mask_weight):
     model = zoo.build("attention_classifier", **TINY, batch_norm=False, mask_weight=mask_weight)
@@ -47,6 +48,7 @@ def test_total_loss_is_risk_plus_lambda_attention(mask_weight):
     np.testing.assert_allclose(logs["loss"], logs["risk_loss"] + mask_weight * logs["attention_loss"], rtol=1e-5)
 
 
+@pytest.mark.backend_agnostic
 def test_save_load_safe_mode_keeps_predictions_and_losses(tmp_path):
     model = zoo.build("attention_classifier", **TINY, mask_weight=0.5)
     x, y = synthetic_blobs(4, 16, seed=1)
@@ -60,6 +62,7 @@ def test_save_load_safe_mode_keeps_predictions_and_losses(tmp_path):
     np.testing.assert_allclose(logs["loss"], logs["risk_loss"] + 0.5 * logs["attention_loss"], rtol=1e-5)
 
 
+@pytest.mark.backend_agnostic
 def test_upsample_attention_and_mass_inside():
     att = np.zeros((1, 2, 2, 1), "float32")
     att[0, :, 0, 0] = 0.5  # all attention in the left column
@@ -80,6 +83,7 @@ def test_upsample_attention_and_mass_inside():
     )
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_synthetic_blobs(spatial_dims):
     x, y = synthetic_blobs(8, 12, spatial_dims=spatial_dims, in_channels=2, seed=0)
@@ -96,6 +100,7 @@ def test_synthetic_blobs(spatial_dims):
             assert m.max() == 0
 
 
+@pytest.mark.backend_agnostic
 def test_bad_arguments():
     with pytest.raises(ValueError, match="input_size"):
         zoo.build("attention_classifier", input_size=18, filters=(4, 8, 8))

@@ -33,6 +33,7 @@ def _distinct_cell_boxes(coder, rng, n_images=3, per_image=4):
     return out
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize("image_shape", [(32, 48), (16, 32, 48)])
 def test_encode_decode_round_trip_recovers_boxes(image_shape, rng):
     coder = F.BoxCoder(image_shape, strides=(4, 8, 16))
@@ -53,6 +54,7 @@ def test_encode_decode_round_trip_recovers_boxes(image_shape, rng):
     np.testing.assert_allclose(F.decode(y, image_shape)[0][0], got_boxes[0])
 
 
+@pytest.mark.backend_agnostic
 def test_level_assignment_and_cell_layout():
     coder = F.BoxCoder((32, 32), strides=(4, 8, 16))
     assert coder.grid_shapes == ((8, 8), (4, 4), (2, 2))
@@ -66,6 +68,7 @@ def test_level_assignment_and_cell_layout():
     assert y[0, :, 0].sum() == 1
 
 
+@pytest.mark.backend_agnostic
 def test_same_cell_conflict_keeps_first_and_warns():
     coder = F.BoxCoder((32, 32), strides=(8,))
     with pytest.warns(UserWarning, match="same cell"):
@@ -74,6 +77,7 @@ def test_same_cell_conflict_keeps_first_and_warns():
     np.testing.assert_allclose(y[0, 5, 1:3], [10 / 8 - 1, 10 / 8 - 1])
 
 
+@pytest.mark.backend_agnostic
 def test_box_loss_formula(rng):
     y_true = np.zeros((2, 6, 7), "float32")
     y_true[0, 2] = [1, 0.25, 0.5, 0.75, 0.1, -0.2, 0.3]
@@ -101,6 +105,8 @@ def test_box_loss_formula(rng):
     assert BoxLoss.from_config(cfg).get_config() == cfg
 
 
+# not backend_agnostic: JAX compiles predict for each model (about a minute); build, fit and save/load of
+# fpn_detector on JAX and torch are in tests/zoo/test_zoo.py
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_model_outputs_match_coder_and_survive_save_load(spatial_dims, tmp_path):
     shape = (32, 32) if spatial_dims == 2 else (16, 16, 16)
@@ -126,6 +132,7 @@ def test_model_outputs_match_coder_and_survive_save_load(spatial_dims, tmp_path)
                                atol=1e-6)
 
 
+@pytest.mark.backend_agnostic
 def test_bad_inputs():
     with pytest.raises(ValueError, match="strides"):
         F.BoxCoder((32, 32), strides=(4, 12))
