@@ -257,9 +257,11 @@ def goals(rows):
         ratio = single["lse_min_s"] / single["itk_min_s"]
         lines.append(f"- one 256 x 256 image within 3x of ITK: lse / ITK = {ratio:.2f} "
                      f"({'met' if ratio <= 3 else 'not met'}).")
+    overhead = max(r["lse_first_call_s"] - r["lse_median_s"] for r in rows)
     first = max(r["lse_first_call_s"] for r in rows)
-    lines.append(f"- first call (trace + compile + one run) under 10 s: largest {first:.1f} s "
-                 f"({'met' if first < 10 else 'not met'}).")
+    lines.append(f"- first call's compile under 10 s: largest first-call overhead (first call minus steady "
+                 f"median) {overhead:.1f} s ({'met' if overhead < 10 else 'not met'}); largest first call "
+                 f"including its run {first:.1f} s.")
     return "Goals (issue 15):\n" + "\n".join(lines)
 
 
