@@ -2,7 +2,7 @@
 
     KERAS_BACKEND=tensorflow python benchmarks/level_set_speed.py      # block `level_set_speed`
     KERAS_BACKEND=jax python benchmarks/level_set_speed.py             # block `level_set_speed_jax`
-    python benchmarks/level_set_speed.py --quick                       # tiny sizes, numbers meaningless
+    python benchmarks/level_set_speed.py --preset smoke                # tiny sizes, nothing written
 
 Solvers, all on the SAME inputs (image, edge indicator g, initial level set):
 
@@ -33,7 +33,6 @@ least once (read u and g, write u: 12 bytes per voxel per step) at the copy
 bandwidth NumPy measures in this process, times the number of steps.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -43,9 +42,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _common import dice, markdown_table, write_results  # noqa: E402
+from _common import benchmark_main, dice, markdown_table  # noqa: E402
 
 ALPHA, BETA, GAMMA = -0.5, 0.2, 1.0
+#: results name (`benchmarks/results/<NAME>.json`, README block); `run` adds the backend suffix off TensorFlow
+NAME = "level_set_speed"
+PRESETS = {
+    "cpu": {"size2": 256, "size3": 128, "steps2": 200, "steps3": 50},
+    "smoke": {"size2": 64, "size3": 32, "steps2": 20, "steps3": 10},
+}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -173,14 +178,22 @@ def measure(case, image, u0, batch, steps, tolerance, itk_rms, repeats, with_ski
     return row
 
 
-def run(quick=False, repeats=3, progress=True):
+def run(preset="cpu", out_dir=None, progress=True, repeats=3):
+    """All rows of the table for `preset` (`PRESETS`); `out_dir` is unused (no figures)."""
+    global NAME
     import keras
 
-    size2, size3 = (64, 32) if quick else (256, 128)
-    steps2, steps3 = (20, 10) if quick else (200, 50)
+    NAME = "level_set_speed" + ("" if keras.backend.backend() == "tensorflow" else f"_{keras.backend.backend()}")
+    quick = preset == "smoke"
+    load_before = os.getloadavg()[0]
+    size2, size3, steps2, steps3 = (PRESETS[preset][k] for k in ("size2", "size3", "steps2", "steps3"))
     coins, coins_u0 = coins_case(size2)
     brain, brain_u0 = brain_case(size3)
     bandwidth = copy_bandwidth()
+    for d in (2, 3):  # ITK loads its wrappers on first use (tens of seconds): not part of any timing
+        tiny = np.ones((8,) * d, "float32")
+        run_itk(tiny, tiny - 2.0, 1, 0.0)
+        run_skimage(tiny, tiny - 2.0, 1)
     plan = [
         ("coins 1 image", coins, coins_u0, 1, steps2, None, True),
         ("coins 1 image", coins, coins_u0, 1, 2000, 2e-3, False),
@@ -196,12 +209,12 @@ def run(quick=False, repeats=3, progress=True):
         if progress:
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
         keras.backend.clear_session()
-    return {"backend": keras.backend.backend(), "quick": quick, "repeats": repeats, "alpha": ALPHA,
-            "beta": BETA, "gamma": GAMMA, "copy_bandwidth_GBs": bandwidth / 1e9, "rows": rows,
-            "seconds": time.perf_counter() - start}
+    return {"backend": keras.backend.backend(), "preset": preset, "quick": quick, "repeats": repeats,
+            "alpha": ALPHA, "beta": BETA, "gamma": GAMMA, "copy_bandwidth_GBs": bandwidth / 1e9, "rows": rows,
+            "load_average_1min": [load_before, os.getloadavg()[0]], "seconds": time.perf_counter() - start}
 
 
-def markdown(result):
+def markdown(result, fig_prefix=""):
     rows = result["rows"]
     table = markdown_table(
         ["case", "size", "regime", "lse steps / ITK its", "lse first call (s)", "lse steady min / median (s)",
@@ -215,6 +228,7 @@ def markdown(result):
           round(r["dice_lse_vs_itk"], 4),
           round(r["dice_skimage_vs_itk"], 4) if "dice_skimage_vs_itk" in r else "-"] for r in rows])
     first = max(r["lse_first_call_s"] - r["lse_median_s"] for r in rows)
+    load = result.get("load_average_1min")
     text = (f"Backend {result['backend']}; alpha {result['alpha']}, beta {result['beta']}, gamma {result['gamma']}, "
             f"the lse defaults (adaptive edge scale, Gaussian sigma 1); the same g and seed for every solver. "
             f"'lse first call' includes tracing and compilation (largest first-call overhead over the steady "
@@ -223,24 +237,37 @@ def markdown(result):
             f"({result['copy_bandwidth_GBs']:.1f} GB/s). scikit-image's morphological snake is a different "
             f"algorithm (one iteration is not a time step), shown at the same iteration count. Interleaved "
             f"repeats, min / median; the machine is 2 CPU cores shared with other jobs, so absolute times are "
-            f"noisy upper bounds.")
-    return table + "\n\n" + text + "\n"
+            f"noisy upper bounds" + (f" (1-minute load average {load[0]:.1f} before, {load[1]:.1f} after the run)"
+                                     if load else "") + ".")
+    return table + "\n\n" + text + "\n\n" + goals(rows) + "\n"
+
+
+def goals(rows):
+    """The issue's speed goals, each with the measured ratio (met / not met)."""
+    def row(case, regime="equal iterations"):
+        return next((r for r in rows if r["case"] == case and r["regime"] == regime), None)
+
+    lines = []
+    batch, single = row("coins batch of 16"), row("coins 1 image")
+    if batch:
+        ratio = batch["lse_min_s"] / batch["itk_min_s"]
+        lines.append(f"- lse on a batch of 16 faster than ITK one by one: lse / ITK = {ratio:.2f} "
+                     f"({'met' if ratio < 1 else 'not met'}).")
+    if single:
+        ratio = single["lse_min_s"] / single["itk_min_s"]
+        lines.append(f"- one 256 x 256 image within 3x of ITK: lse / ITK = {ratio:.2f} "
+                     f"({'met' if ratio <= 3 else 'not met'}).")
+    overhead = max(r["lse_first_call_s"] - r["lse_median_s"] for r in rows)
+    first = max(r["lse_first_call_s"] for r in rows)
+    lines.append(f"- first call's compile under 10 s: largest first-call overhead (first call minus steady "
+                 f"median) {overhead:.1f} s ({'met' if overhead < 10 else 'not met'}); largest first call "
+                 f"including its run {first:.1f} s.")
+    return "Goals (issue 15):\n" + "\n".join(lines)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny sizes, nothing written to the repository")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
-    result = run(quick=args.quick, repeats=args.repeats)
-    text = markdown(result)
-    if not args.quick:
-        import keras
-
-        name = "level_set_speed" + ("" if keras.backend.backend() == "tensorflow" else f"_{keras.backend.backend()}")
-        write_results(name, result, text)
-    print(text)
-    return 0
+    return benchmark_main(sys.modules[__name__], argv, extra_arguments=[
+        (("--repeats",), {"type": int, "default": 3, "help": "interleaved repeats (default 3)"})])
 
 
 if __name__ == "__main__":

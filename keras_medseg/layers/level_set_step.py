@@ -16,6 +16,7 @@ from keras_medseg.ops.level_set import (
     curvature_from_gradient,
     grad_norm_from_differences,
 )
+from keras_medseg.ops.level_set_stencils import stencil_step
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 
@@ -124,14 +125,24 @@ class LevelSetStep(StencilLayer):
     def advance(self, u, g, velocity, kernel=None):
         """One step from `u` given `g` and the precomputed `velocity` (see `velocity`); `kernel`: `fused_kernel`.
 
-        All five convolutions of `u` run as one convolution with `5d` output
-        channels (the same numbers as the five separate layers).
+        Learned kernels: all five convolutions of `u` run as one convolution
+        with `5d` output channels (the same numbers as the five separate
+        layers). Frozen kernels (`trainable_kernels=False`, the textbook
+        scheme): the stencils are applied as differences of shifted slices
+        (`keras_medseg.ops.level_set_stencils.stencil_step`), several times
+        faster, same numbers; the frozen kernel weights are kept for saving
+        and loading but not read.
         """
         out_dtype = u.dtype
         work = _working_dtype(u)
         u = ops.cast(u, work)
         g = ops.cast(g, work)
         velocity = ops.cast(velocity, work)
+        if not self.trainable_kernels:
+            # frozen kernels ARE the stencils: differences of slices of one padded tensor (same numbers)
+            u = stencil_step(u, g, velocity, ops.cast(self.alpha_weight, work), ops.cast(self.beta_weight, work),
+                             self.dt, self.eps)
+            return ops.cast(u, out_dtype)
         kernel = self.fused_kernel(work) if kernel is None else kernel
         d = len(u.shape) - 2
         diffs = conv_edge(u, kernel)

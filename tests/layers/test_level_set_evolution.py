@@ -170,3 +170,40 @@ def test_model_refuses_nan_image_and_wrong_initial_level_set():
     nan_u0[0, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="initial_level_set"):
         model([image, nan_u0])
+
+
+@pytest.mark.parametrize("spatial", [(12, 10), (6, 7, 5)])
+def test_frozen_stencil_path_equals_convolution_path(spatial):
+    # frozen kernels run as slices of one padded tensor; learned kernels (initialised to the same stencils) as
+    # convolutions: one step and a short loop give the same numbers
+    rng = np.random.default_rng(3)
+    u0 = rng.standard_normal((2,) + spatial + (1,))
+    g = rng.uniform(0.1, 1.0, (2,) + spatial + (1,))
+    kwargs = {"steps": 4, "alpha": -0.6, "beta": 0.3, "gamma": 1.2, "dt": 0.1, "dtype": "float64"}
+    frozen = LevelSetEvolution(trainable_kernels=False, **kwargs)
+    learned = LevelSetEvolution(trainable_kernels=True, **kwargs)
+    np.testing.assert_allclose(_np(frozen([u0, g])), _np(learned([u0, g])), rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(_np(frozen.step([u0, g])), _np(learned.step([u0, g])), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tolerance", [None, 1e-3])
+def test_compiled_loop_equals_keras_ops_loop(tolerance):
+    # XLA on TensorFlow (jit_compile=True) against the keras.ops loop as written; batch of 3 (one image at a time
+    # in inference) against the batched training loop
+    images, _, init = synthetic_disks(3, size=20, seed=4, noise=0.0)
+    from keras_medseg.ops import edge_indicator
+
+    g = _np(edge_indicator(images, scale=10.0))
+    kwargs = {"steps": 40, "alpha": -0.5, "dt": 0.2, "tolerance": tolerance, "check_every": 5, **FROZEN}
+    fast = LevelSetEvolution(jit_compile=True, **kwargs)
+    plain = LevelSetEvolution(jit_compile=False, **kwargs)
+    u_fast, steps_fast = fast.evolve(ops.convert_to_tensor(init), ops.convert_to_tensor(g), return_steps=True)
+    u_plain, steps_plain = plain.evolve(ops.convert_to_tensor(init), ops.convert_to_tensor(g), return_steps=True)
+    np.testing.assert_allclose(_np(u_fast), _np(u_plain), atol=1e-4)
+    np.testing.assert_array_equal(_np(steps_fast), _np(steps_plain))
+    if tolerance is None:
+        np.testing.assert_allclose(_np(u_fast), _np(plain([init, g], training=True)), atol=1e-4)
+    # inside a compiled Keras model too
+    g_in, u_in = keras.Input((20, 20, 1)), keras.Input((20, 20, 1))
+    model = keras.Model([g_in, u_in], fast([u_in, g_in]))
+    np.testing.assert_allclose(model.predict([g, init], verbose=0), _np(u_plain), atol=1e-4)
