@@ -293,7 +293,9 @@ def markdown(solve_rows, step_rows, loads, quick):
         goals.append(f"solve within 1.3x of the FFT pair on {be}: {ratios} "
                      f"({'met' if largest <= 1.3 else 'NOT met'} at the largest size"
                      + ("" if all(v <= 1.3 for v in per_size.values()) else
-                        "; fixed costs (layout transposes, casts, the transfer function) weigh on small images")
+                        "; besides the FFT pair the solve makes two layout transposes (channels-last to "
+                        "channels-first and back) and one complex multiply, each a full pass over memory on a CPU, "
+                        "plus the transfer function unless cached (column 'cached')")
                      + ")")
     backends = sorted({r["backend"] for r in step_rows})
     for width in sorted({r["width"] for r in step_rows}):
