@@ -12,7 +12,7 @@ a single pass. The convolution path (`keras_medseg.ops.level_set`) stays the
 reference and the path for learned kernels; the tests check that both give
 the same numbers.
 
-`compiled_loop` runs a time loop under XLA on TensorFlow (`tf.function(
+`compiled_function` runs a time loop under XLA on TensorFlow (`tf.function(
 jit_compile=True)`, which Keras does not enable on CPU by itself); on JAX the
 loop is already compiled (`jax.lax` control flow inside `jax.jit`), on PyTorch
 it runs as written.
