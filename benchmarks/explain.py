@@ -406,9 +406,9 @@ def markdown(result, fig_prefix=""):
                  "compute-bound (batched time close to the limit's) the speed-up over the eager loop stays near "
                  "the limit's own ratio, and 10x is out of reach when that is well below 10x.")
     text += (
-        " The machine's 2 CPU cores were shared with other agents' jobs during the run"
-        + (f" (load average at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f})" if load else "")
-        + ", so absolute times are noisy; ratios of interleaved runs in one process are the stable numbers."
+        " Absolute times depend on what else runs on the machine"
+        + (f" (1/5/15-minute load average at the end: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f})" if load else "")
+        + "; ratios of interleaved runs in one process are the stable numbers."
     )
     return text
 
