@@ -54,7 +54,7 @@ import os
 import keras
 import numpy as np
 
-from keras_medseg.utils.atomic_io import atomic_path, atomic_write_text
+from keras_medseg.utils.atomic_io import atomic_path, atomic_write_text, remove_stale_temporaries
 
 __all__ = ["AtomicModelCheckpoint", "CrashSafeBackup", "ResumableCSVLogger", "RunFolderLock", "atomic_save_model",
            "resumable_callbacks"]
@@ -371,7 +371,9 @@ class RunFolderLock(keras.callbacks.Callback):
     Two runs resuming the same `out_dir` at once would interleave their
     backups and log rows. The lock is taken when `fit` starts and released
     when it ends; the operating system releases it when the process dies
-    (SIGKILL included), so a crashed run never leaves a stale lock. Without
+    (SIGKILL included), so a crashed run never leaves a stale lock. Once the
+    lock is held, temporaries that a killed writer left in the folder (and in
+    `backup/`) are deleted (`utils.atomic_io.remove_stale_temporaries`). Without
     `fcntl` (Windows) it does nothing.
 
     Raises:
@@ -404,6 +406,9 @@ class RunFolderLock(keras.callbacks.Callback):
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         _HELD_LOCKS[key] = fd
+        # The folder is ours now: temporaries of a writer killed before its rename are garbage (the files they
+        # were replacing are intact), so a resumed run leaves no `.best.<pid>.tmp.keras` behind.
+        remove_stale_temporaries(os.path.dirname(self.path))
 
     def on_train_end(self, logs=None):
         fd = _HELD_LOCKS.pop(os.path.abspath(self.path), None)

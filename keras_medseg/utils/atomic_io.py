@@ -19,12 +19,14 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 
 from keras_medseg.utils.errors import DiskFullError, raise_if_disk_full
 
-__all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "temporary_name"]
+__all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "remove_stale_temporaries",
+           "temporary_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,40 @@ def temporary_name(path):
     if stem.endswith(".weights"):  # Keras wants `.weights.h5`
         stem, ext = stem[: -len(".weights")], ".weights" + ext
     return os.path.join(folder, f".{stem}.{os.getpid()}.tmp{ext}")
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.tmp(\.[^/]*)?$")
+
+
+def remove_stale_temporaries(folder, depth=1):
+    """Delete the temporaries (`temporary_name`) that a killed writer left in `folder` and its subfolders.
+
+    Call it only while holding the folder exclusively (the training run's
+    lock): a file named like `.best.<pid>.tmp.keras` whose pid is not this
+    process then belongs to a writer that died before its `os.replace`, and
+    the file it was replacing is intact. Other files are never touched.
+
+    Args:
+        folder: str, the run folder.
+        depth: int, how many levels of subfolders to clean (default 1: `folder` and e.g. `folder/backup`).
+
+    Returns:
+        list of the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for entry in os.scandir(folder):
+        match = _TEMPORARY.match(entry.name)
+        if entry.is_file(follow_symlinks=False) and match and int(match.group(1)) != os.getpid():
+            try:
+                os.remove(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                pass
+        elif depth > 0 and entry.is_dir(follow_symlinks=False):
+            removed += remove_stale_temporaries(entry.path, depth - 1)
+    return removed
 
 
 def check_free_space(path, estimate_bytes):
