@@ -9,6 +9,9 @@ from keras import ops
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.level_set import _working_dtype, check_finite, reinitialize
 from keras_medseg.ops.level_set_stencils import compiled_function
+from keras_medseg.ops.finite_differences import pad_edge
+from keras_medseg.ops.level_set_window import (choose_window, evolve_in_window, front_bounds, speed_bound,
+                                               window_ladder, window_start)
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
@@ -78,6 +81,18 @@ class LevelSetEvolution(keras.layers.Layer):
             (default True; `keras_medseg.ops.level_set_stencils.compiled_function`).
             JAX compiles it anyway, PyTorch runs it eagerly; training always
             runs the `keras.ops` loop. False gives the same numbers, slower.
+        front_window: inference only: step only a box around the front
+            (default False). Every `check_every` steps the front's bounding
+            box, grown by twice the distance the front can travel in that
+            many steps, picks the smallest of a ladder of static window sizes
+            that holds it (`keras_medseg.ops.level_set_window`), and only that
+            window is stepped: the dense analogue of a narrow band, several
+            times faster when the object is small against the image. The
+            zero level set agrees with the dense evolution (tested: Dice >=
+            0.99 on real images); values far from the front are not updated.
+            Ignored with `reinit_every` (reinitialisation needs the whole
+            level set), for images of unknown size and for images smaller than
+            the smallest window.
         **kwargs: base layer arguments.
 
     Input shape: `[u (N, *S, 1), g (N, *S, 1)]`, the initial level set
@@ -103,7 +118,7 @@ class LevelSetEvolution(keras.layers.Layer):
     def __init__(self, steps=100, alpha=-1.0, beta=0.2, gamma=1.0, dt=0.1, eps=1e-8, kernel_size=3,
                  trainable_kernels=True, trainable_coefficients=True, tolerance=None, check_every=10,
                  band_width=3.0, reinit_every=None, reinit_iterations=10, backprop_steps=None, return_steps=False,
-                 jit_compile=True, **kwargs):
+                 jit_compile=True, front_window=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(return_steps, bool):
             raise TypeError(f"`return_steps` must be a bool. Received: return_steps={return_steps!r}")
@@ -111,6 +126,9 @@ class LevelSetEvolution(keras.layers.Layer):
         if not isinstance(jit_compile, bool):
             raise TypeError(f"`jit_compile` must be a bool. Received: jit_compile={jit_compile!r}")
         self.jit_compile = jit_compile
+        if not isinstance(front_window, bool):
+            raise TypeError(f"`front_window` must be a bool. Received: front_window={front_window!r}")
+        self.front_window = front_window
         self._compiled = None
         self.steps = check_positive_int(steps, "steps")
         if tolerance is not None:
@@ -206,6 +224,10 @@ class LevelSetEvolution(keras.layers.Layer):
         return ops.map(one, (u, g, velocity))
 
     def _inference_batch(self, u, g, velocity):
+        if self.front_window and self.reinit_every is None and u.shape[0] == 1:
+            spatial = tuple(u.shape[1:-1])
+            if all(isinstance(s, int) for s in spatial) and window_ladder(spatial):
+                return self._evolve_windowed(u, g, velocity, spatial)
         advance = self._advance_fn(g, velocity)
         if self.tolerance is None:
             u = ops.fori_loop(0, self.steps, advance, u)
@@ -242,6 +264,78 @@ class LevelSetEvolution(keras.layers.Layer):
                                            maximum_iterations=self.steps)
         return u, taken
 
+    def _evolve_windowed(self, u, g, velocity, spatial):
+        """`_inference_batch` for one image, stepping only a box around the front (`front_window=True`).
+
+        Chunks of `check_every` steps; before each chunk the front's bounding
+        box plus a margin (twice the largest distance the front can travel in
+        the chunk, `keras_medseg.ops.level_set_window.speed_bound`, plus the
+        halo) picks the smallest window of `window_ladder` that holds it, or
+        the whole image. Convergence is checked after each chunk as in
+        `_evolve_to_convergence`.
+        """
+        ladder = window_ladder(spatial)
+        halo = 2 * (self.step.kernel_size // 2)
+        kernel = None if not self.step.trainable_kernels else self.step.fused_kernel(g.dtype)
+        work = u.dtype
+
+        def advance(u_w, g_w, v_w):
+            return self.step.advance(u_w, g_w, v_w, kernel)
+
+        g_padded = pad_edge(g, [(halo, halo)] * len(spatial))
+        v_padded = pad_edge(velocity, [(halo, halo)] * len(spatial))
+        per_step = speed_bound(g, velocity, ops.cast(self.step.alpha_weight, work),
+                               ops.cast(self.step.beta_weight, work), self.step.dt)
+
+        def chunk(u, n):
+            found, lo, hi = front_bounds(u)
+            travel = ops.cast(ops.ceil(2.0 * ops.cast(n, work) * per_step), "int32")
+            margin = ops.minimum(travel, n) + halo + 2
+            index = choose_window(found, lo, hi, margin, spatial, ladder)
+
+            def in_window(window):
+                return lambda u, lo, hi: evolve_in_window(u, g_padded, v_padded, advance, n,
+                                                         window_start(lo, hi, margin, window, spatial), window,
+                                                         halo)
+
+            def dense(u, lo, hi):
+                return ops.fori_loop(0, n, lambda i, u: advance(u, g, velocity), u)
+
+            branches = [lambda u, lo, hi: u] + [in_window(w) for w in ladder] + [dense]
+            return ops.switch(index, branches, u, lo, hi)
+
+        # chunks of check_every steps, the last one shorter: ONE chunk in the graph whatever `steps` is
+        k, steps = self.check_every, self.steps
+        n_chunks = -(-steps // k)
+
+        def length(i):
+            return ops.minimum(k, steps - i * k)
+
+        one = ops.ones((1,), "int32")
+        if self.tolerance is None:
+            u = ops.fori_loop(0, n_chunks, lambda i, u: chunk(u, length(i)), u)
+            return u, one * steps
+
+        tol, band = self.tolerance, self.band_width
+
+        def moving(u_ref, u):
+            near = ops.sum(ops.cast(ops.abs(u_ref) < band, work))
+            flipped = ops.sum(ops.cast(ops.not_equal(u < 0, u_ref < 0), work))
+            return flipped / ops.maximum(near, 1.0) > tol
+
+        def cond(i, u, active, taken):
+            return ops.logical_and(i < n_chunks, active)
+
+        def body(i, u, active, taken):
+            n = length(i)
+            u_next = chunk(u, n)
+            return i + 1, u_next, moving(u, u_next), taken + n
+
+        zero = ops.convert_to_tensor(0, "int32")
+        _, u, _, taken = ops.while_loop(cond, body, (zero, u, ops.convert_to_tensor(True), zero),
+                                        maximum_iterations=n_chunks)
+        return u, one * taken
+
     def compute_output_shape(self, input_shape):
         if self.return_steps:
             return [tuple(input_shape[0]), (input_shape[0][0],)]
@@ -262,6 +356,6 @@ class LevelSetEvolution(keras.layers.Layer):
             "trainable_coefficients": step.trainable_coefficients, "tolerance": self.tolerance,
             "check_every": self.check_every, "band_width": self.band_width, "reinit_every": self.reinit_every,
             "reinit_iterations": self.reinit_iterations, "backprop_steps": self.backprop_steps,
-            "return_steps": self.return_steps, "jit_compile": self.jit_compile,
+            "return_steps": self.return_steps, "jit_compile": self.jit_compile, "front_window": self.front_window,
         })
         return config

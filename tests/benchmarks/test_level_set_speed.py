@@ -30,9 +30,15 @@ def test_solvers_agree_on_a_disk_and_table_has_every_row():
     # shape and type are checked here
     assert sk_inside.shape == truth.shape and sk_inside.dtype == bool
     assert its == 300 and level_set_speed.copy_bandwidth() > 1e8
-    row = level_set_speed.measure("disk", np.where(dist < 0, 1.0, 0.0).astype("float32"), u0, 2, 8, None, 0.0, 1,
-                                  True, 1e10)
+    image = np.where(dist < 0, 1.0, 0.0).astype("float32")
+    row = level_set_speed.measure("disk", image, u0, 2, 8, None, 1, True, 1e10)
     assert row["lse_steps"] == 8 and row["itk_iterations"] == 8 and 0.0 <= row["dice_lse_vs_itk"] <= 1.0
+    assert row["dice_lse_vs_dense"] == 1.0  # 40 x 40 is below the smallest useful window: both run dense
+    # to convergence: ITK timed at the fewest iterations of the ladder that give its converged segmentation
+    converged = level_set_speed.measure("disk", image, u0, 1, 150, 2e-3, 1, False, 1e10)
+    assert converged["regime"] == "to convergence" and converged["itk_iterations"] in level_set_speed.ITK_LADDER
+    assert converged["itk_rms_stop_iterations"] >= converged["itk_iterations"]
+    assert converged["lse_steps"] <= 150 and "skimage_min_s" not in converged
     text = level_set_speed.markdown({"backend": "x", "alpha": -0.5, "beta": 0.2, "gamma": 1.0,
-                                     "copy_bandwidth_GBs": 10.0, "rows": [row]})
-    assert "| disk | 40x40 | equal iterations | 8 / 8 |" in text
+                                     "copy_bandwidth_GBs": 10.0, "rows": [row, converged]})
+    assert "| disk | 40x40 | equal iterations | 8 / 8 |" in text and "| disk | 40x40 | to convergence |" in text
