@@ -9,7 +9,6 @@ from keras import ops
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.level_set import _working_dtype, check_finite, reinitialize
 from keras_medseg.ops.level_set_stencils import compiled_function
-from keras_medseg.ops.finite_differences import pad_edge
 from keras_medseg.ops.level_set_window import (choose_window, evolve_in_window, front_bounds, speed_bound,
                                                window_ladder, window_start)
 from keras_medseg.utils.serialization import register
@@ -184,10 +183,14 @@ class LevelSetEvolution(keras.layers.Layer):
             u = self._train_loop(u, g, velocity)
             batch_steps = ops.full((ops.shape(u)[0],), self.steps, dtype="int32") if return_steps else None
         else:
-            # inference: XLA-compiled on TensorFlow (built once per layer), the keras.ops loop as written elsewhere
+            # inference: XLA-compiled on TensorFlow (built once per layer), the keras.ops loop as written elsewhere;
+            # the front window compiles each window's loop on its own, when first used (see _evolve_windowed)
             if self._compiled is None:
                 self._compiled = compiled_function(self._inference_loop, self.jit_compile)
-            u, batch_steps = self._compiled(u, g, velocity)
+            if self._windowed(u.shape):
+                u, batch_steps = self._inference_loop(u, g, velocity, self._evolve_windowed)
+            else:
+                u, batch_steps = self._compiled(u, g, velocity)
         u = ops.cast(u, out_dtype)
         return (u, batch_steps) if return_steps else u
 
@@ -211,23 +214,26 @@ class LevelSetEvolution(keras.layers.Layer):
             return ops.fori_loop(first, self.steps, advance, u)
         return ops.fori_loop(0, self.steps, advance, u)
 
-    def _inference_loop(self, u, g, velocity):
+    def _inference_loop(self, u, g, velocity, evolve_one=None):
+        evolve_one = evolve_one or self._inference_batch
         if u.shape[0] == 1:
-            return self._inference_batch(u, g, velocity)
+            return evolve_one(u, g, velocity)
 
         # one image at a time: a 256x256 image's working set stays in cache, a batch's does not (measured 3-4x
         # slower per image for a batch of 16 evolved together on 2 CPU cores)
         def one(args):
-            u1, taken = self._inference_batch(*(ops.expand_dims(a, 0) for a in args))
+            u1, taken = evolve_one(*(ops.expand_dims(a, 0) for a in args))
             return u1[0], taken[0]
 
         return ops.map(one, (u, g, velocity))
 
+    def _windowed(self, shape):
+        """Whether inference on `shape` `(N, *S, 1)` uses the front window (`front_window`, see the class doc)."""
+        spatial = tuple(shape[1:-1])
+        return (self.front_window and self.reinit_every is None and all(isinstance(s, int) for s in spatial)
+                and bool(window_ladder(spatial)))
+
     def _inference_batch(self, u, g, velocity):
-        if self.front_window and self.reinit_every is None and u.shape[0] == 1:
-            spatial = tuple(u.shape[1:-1])
-            if all(isinstance(s, int) for s in spatial) and window_ladder(spatial):
-                return self._evolve_windowed(u, g, velocity, spatial)
         advance = self._advance_fn(g, velocity)
         if self.tolerance is None:
             u = ops.fori_loop(0, self.steps, advance, u)
@@ -264,76 +270,85 @@ class LevelSetEvolution(keras.layers.Layer):
                                            maximum_iterations=self.steps)
         return u, taken
 
-    def _evolve_windowed(self, u, g, velocity, spatial):
-        """`_inference_batch` for one image, stepping only a box around the front (`front_window=True`).
+    def _evolve_windowed(self, u, g, velocity):
+        """Inference for one image `(1, *S, 1)`, stepping only a box around the front (`front_window=True`).
 
         Chunks of `check_every` steps; before each chunk the front's bounding
         box plus a margin (twice the largest distance the front can travel in
         the chunk, `keras_medseg.ops.level_set_window.speed_bound`, plus the
-        halo) picks the smallest window of `window_ladder` that holds it, or
-        the whole image. Convergence is checked after each chunk as in
-        `_evolve_to_convergence`.
+        reach of the stencils) picks the smallest window of `window_ladder`
+        that holds it, or the whole image. Convergence is checked after each
+        chunk as in `_evolve_to_convergence`. On TensorFlow each piece (the
+        window choice, each window's loop, the dense loop, the convergence
+        check) is its own XLA computation, compiled the first time it runs:
+        an image compiles only the windows its front needs (all of them
+        compiled together took 3-10 s on 2 cores). JAX compiles the whole loop.
         """
+        spatial = tuple(u.shape[1:-1])
         ladder = window_ladder(spatial)
-        halo = 2 * (self.step.kernel_size // 2)
+        reach = 2 * (self.step.kernel_size // 2)  # voxels a step reads on each side (gradient, then divergence)
         kernel = None if not self.step.trainable_kernels else self.step.fused_kernel(g.dtype)
         work = u.dtype
+        k, steps = self.check_every, self.steps
+        n_chunks, rest = divmod(steps, k)
+        tol, band = self.tolerance, self.band_width
+
+        def compiled(function):
+            return compiled_function(function, self.jit_compile)
 
         def advance(u_w, g_w, v_w):
             return self.step.advance(u_w, g_w, v_w, kernel)
 
-        g_padded = pad_edge(g, [(halo, halo)] * len(spatial))
-        v_padded = pad_edge(velocity, [(halo, halo)] * len(spatial))
-        per_step = speed_bound(g, velocity, ops.cast(self.step.alpha_weight, work),
-                               ops.cast(self.step.beta_weight, work), self.step.dt)
-
-        def chunk(u, n):
+        @compiled
+        def locate(u, g, velocity):
+            per_step = speed_bound(g, velocity, ops.cast(self.step.alpha_weight, work),
+                                   ops.cast(self.step.beta_weight, work), self.step.dt)
             found, lo, hi = front_bounds(u)
-            travel = ops.cast(ops.ceil(2.0 * ops.cast(n, work) * per_step), "int32")
-            margin = ops.minimum(travel, n) + halo + 2
+            margin = ops.minimum(ops.cast(ops.ceil(2.0 * k * per_step), "int32"), k) + reach + 2
             index = choose_window(found, lo, hi, margin, spatial, ladder)
+            return index, ops.stack([window_start(lo, hi, margin, w, spatial) for w in ladder])
 
-            def in_window(window):
-                return lambda u, lo, hi: evolve_in_window(u, g_padded, v_padded, advance, n,
-                                                         window_start(lo, hi, margin, window, spatial), window,
-                                                         halo)
+        def in_window(j):
+            run = compiled(lambda u, g, velocity, start: evolve_in_window(u, g, velocity, advance, k, start,
+                                                                          ladder[j]))
+            return lambda u, g, velocity, starts: run(u, g, velocity, starts[j])
 
-            def dense(u, lo, hi):
-                return ops.fori_loop(0, n, lambda i, u: advance(u, g, velocity), u)
+        def dense_steps(n):
+            return compiled(lambda u, g, velocity: ops.fori_loop(0, n, lambda i, u: advance(u, g, velocity), u))
 
-            branches = [lambda u, lo, hi: u] + [in_window(w) for w in ladder] + [dense]
-            return ops.switch(index, branches, u, lo, hi)
+        dense = dense_steps(k)
+        branches = ([lambda u, g, velocity, starts: u] + [in_window(j) for j in range(len(ladder))]
+                    + [lambda u, g, velocity, starts: dense(u, g, velocity)])
 
-        # chunks of check_every steps, the last one shorter: ONE chunk in the graph whatever `steps` is
-        k, steps = self.check_every, self.steps
-        n_chunks = -(-steps // k)
+        def chunk(u):
+            index, starts = locate(u, g, velocity)
+            return ops.switch(index, branches, u, g, velocity, starts)
 
-        def length(i):
-            return ops.minimum(k, steps - i * k)
-
+        # chunks of check_every steps (static trip count); the remainder steps % check_every runs dense at the end
+        finish = dense_steps(rest) if rest else (lambda u, g, velocity: u)
         one = ops.ones((1,), "int32")
-        if self.tolerance is None:
-            u = ops.fori_loop(0, n_chunks, lambda i, u: chunk(u, length(i)), u)
-            return u, one * steps
+        if tol is None:
+            u = ops.fori_loop(0, n_chunks, lambda i, u: chunk(u), u)
+            return finish(u, g, velocity), one * steps
 
-        tol, band = self.tolerance, self.band_width
-
+        @compiled
         def moving(u_ref, u):
             near = ops.sum(ops.cast(ops.abs(u_ref) < band, work))
             flipped = ops.sum(ops.cast(ops.not_equal(u < 0, u_ref < 0), work))
             return flipped / ops.maximum(near, 1.0) > tol
 
-        def cond(i, u, active, taken):
+        def cond(i, u, active):
             return ops.logical_and(i < n_chunks, active)
 
-        def body(i, u, active, taken):
-            n = length(i)
-            u_next = chunk(u, n)
-            return i + 1, u_next, moving(u, u_next), taken + n
+        def body(i, u, active):
+            u_next = chunk(u)
+            return i + 1, u_next, moving(u, u_next)
 
-        zero = ops.convert_to_tensor(0, "int32")
-        _, u, _, taken = ops.while_loop(cond, body, (zero, u, ops.convert_to_tensor(True), zero),
-                                        maximum_iterations=n_chunks)
+        start = (ops.convert_to_tensor(0, "int32"), u, ops.convert_to_tensor(True))
+        i, u, active = ops.while_loop(cond, body, start, maximum_iterations=max(n_chunks, 1))
+        taken = i * k
+        if rest:
+            u, taken = ops.cond(active, lambda: (finish(u, g, velocity), taken + rest), lambda: (u, taken))
         return u, one * taken
 
     def compute_output_shape(self, input_shape):

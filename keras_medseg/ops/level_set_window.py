@@ -12,9 +12,8 @@ work is restricted to a BOX of static size that follows the front:
    distance the front can travel in `chunk` steps;
 2. pick the smallest window of a fixed ladder of sizes (`window_ladder`)
    that holds it (the whole image when none does: then it is the dense step);
-3. run `chunk` steps on the window plus a halo of `halo` voxels taken from
-   the current level set (held fixed during the chunk) and write the window
-   back.
+3. run `chunk` steps on the window as an image of its own (replicate
+   boundaries, as the dense step has at the image border) and write it back.
 
 Each ladder size is one branch of a `keras.ops.switch` with static shapes,
 so the loop compiles once (TensorFlow XLA, `jax.lax`), and PyTorch runs the
@@ -32,10 +31,9 @@ import math
 import numpy as np
 from keras import ops
 
-from keras_medseg.ops.finite_differences import pad_edge
 
 #: window edge lengths in voxels, smallest first (each axis is capped at the image's own size)
-WINDOW_SIZES = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+WINDOW_SIZES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
 def window_ladder(spatial_shape, sizes=WINDOW_SIZES):
@@ -112,47 +110,23 @@ def window_start(lo, hi, margin, window, spatial_shape):
     return ops.clip(lo - margin - (window - need) // 2, 0, full - window)
 
 
-def evolve_in_window(u, g_padded, velocity_padded, advance, steps, start, window, halo):
-    """`steps` calls of `advance(u_w, g_w, v_w)` on the window `window` at `start` (plus `halo`); `u` updated.
+def evolve_in_window(u, g, velocity, advance, steps, start, window):
+    """`steps` calls of `advance(u_w, g_w, v_w)` on the window `window` of `u` at `start`; `u` updated.
 
-    `g_padded`, `velocity_padded`: the edge indicator `(1, *S, 1)` and
-    velocity `(1, *S, d)` edge-padded by `halo` once, outside the loop. The
-    halo of the window inside the image is read from the level set and held
-    fixed during the `steps` steps (the voxels outside the window do not
-    move); where the window touches the image border, the halo beyond the
-    border replicates the window's edge after every step, as the dense step
-    does (replicate boundary).
+    The window is stepped as an image of its own: replicate boundaries at
+    its faces, exactly the dense step's boundary where a face is the image
+    border, and an error confined to the margin elsewhere (the front stays
+    at least `margin` voxels away from those faces, see `choose_window`).
+    `g` `(1, *S, 1)` and `velocity` `(1, *S, d)` are the full-image edge
+    indicator and convection velocity, sliced once per window.
     """
-    d = len(window)
     zero = ops.zeros((1,), "int32")
     corner = ops.concatenate([zero, start, zero])
-    grown = tuple(w + 2 * halo for w in window)
-    u_padded = pad_edge(u, [(halo, halo)] * d)
-    u_w = ops.slice(u_padded, corner, (1,) + grown + (1,))
-    g_w = ops.slice(g_padded, corner, (1,) + grown + (1,))
-    v_w = ops.slice(velocity_padded, corner, (1,) + grown + (int(velocity_padded.shape[-1]),))
-    interior = np.zeros((1,) + grown + (1,), bool)
-    interior[(slice(None),) + (slice(halo, -halo),) * d] = True
-    interior = ops.convert_to_tensor(interior)
-    # halo voxels beyond the image border (global index < 0 or >= S along some axis)
-    full = int(u.shape[1]), *(int(s) for s in u.shape[2:-1])
-    outside = None
-    for axis in range(d):
-        position = ops.arange(grown[axis], dtype="int32") + start[axis] - halo
-        beyond = ops.logical_or(position < 0, position >= full[axis])
-        shape = [1] * (d + 2)
-        shape[axis + 1] = grown[axis]
-        beyond = ops.reshape(beyond, shape)
-        outside = beyond if outside is None else ops.logical_or(outside, beyond)
-    core_index = (slice(None),) + (slice(halo, -halo),) * d
-
-    def body(i, u_w):
-        stepped = advance(u_w, g_w, v_w)
-        border = pad_edge(stepped[core_index], [(halo, halo)] * d)
-        return ops.where(interior, stepped, ops.where(outside, border, u_w))
-
-    u_w = ops.fori_loop(0, steps, body, u_w)
-    return ops.slice_update(u, corner, u_w[core_index])
+    u_w = ops.slice(u, corner, (1,) + tuple(window) + (1,))
+    g_w = ops.slice(g, corner, (1,) + tuple(window) + (1,))
+    v_w = ops.slice(velocity, corner, (1,) + tuple(window) + (int(velocity.shape[-1]),))
+    u_w = ops.fori_loop(0, steps, lambda i, u_w: advance(u_w, g_w, v_w), u_w)
+    return ops.slice_update(u, corner, u_w)
 
 
 def speed_bound(g, velocity, alpha, beta, dt):

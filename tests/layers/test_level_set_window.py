@@ -38,11 +38,12 @@ def _run(layer, u0, g):
 
 
 def test_window_ladder():
-    assert window_ladder((256, 256)) == [(32, 32), (64, 64), (96, 96), (128, 128), (192, 192)]
+    assert window_ladder((256, 256)) == [(64, 64), (96, 96), (128, 128), (192, 192)]
     # each axis capped at the image; a window of >= 60% of the image is not worth a branch
-    assert window_ladder((96, 112)) == [(32, 32), (64, 64)]
-    assert window_ladder((128, 128, 128)) == [(32, 32, 32), (64, 64, 64), (96, 96, 96)]
-    assert window_ladder((20, 20)) == [] and window_ladder((40, 300)) == [(32, 32), (40, 64), (40, 96), (40, 128)]
+    assert window_ladder((96, 112)) == [(64, 64)]
+    assert window_ladder((128, 128, 128)) == [(64, 64, 64), (96, 96, 96)]
+    assert window_ladder((20, 20)) == [] and window_ladder((40, 300)) == [(40, 64), (40, 96), (40, 128)]
+    assert window_ladder((50, 70), sizes=(32, 48)) == [(32, 32)]
 
 
 def test_front_bounds_and_window_choice_match_numpy():
@@ -66,7 +67,7 @@ def test_front_bounds_and_window_choice_match_numpy():
     # no front: nothing to do (branch 0)
     found0, lo0, hi0 = front_bounds(ops.convert_to_tensor(rng.uniform(1, 2, (1, 50, 70, 1)).astype("float32")))
     assert not bool(_np(found0))
-    ladder = window_ladder((50, 70))
+    ladder = window_ladder((50, 70), sizes=(32,))
     assert int(_np(choose_window(found0, lo0, hi0, 5, (50, 70), ladder))) == 0
     # the box 8 x 15 grown by 5 on each side fits the 32 x 32 window (branch 1); grown by 20 it needs the image
     index = int(_np(choose_window(ops.convert_to_tensor(True), ops.convert_to_tensor(lo.astype("int32")),
@@ -139,12 +140,13 @@ def test_batch_of_different_images_no_front_and_fronts_everywhere():
 
 
 def test_window_in_3d():
-    size = 64
-    truth = signed_distance_to_sphere((size,) * 3, (32, 30, 34), 18.0)
+    size = 96
+    truth = signed_distance_to_sphere((size,) * 3, (48, 46, 50), 18.0)
     image = np.where(truth < 0, 100.0, 10.0).astype("float32")
     g = _np(edge_indicator(image[None, ..., None]))
-    u0 = signed_distance_to_sphere((size,) * 3, (32, 30, 34), 4.0)[None, ..., None].astype("float32")
+    u0 = signed_distance_to_sphere((size,) * 3, (48, 46, 50), 4.0)[None, ..., None].astype("float32")
     window, dense = _pair(steps=60, alpha=-0.5, dt=0.2, check_every=20)
+    assert window._windowed(u0.shape) and not dense._windowed(u0.shape)
     (u_w, _), (u_d, _) = _run(window, u0, g), _run(dense, u0, g)
     assert _dice(u_w < 0, u_d < 0) >= 0.99 and (u_d < 0).sum() > 3 * (u0 < 0).sum()
 
