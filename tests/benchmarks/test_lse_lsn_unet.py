@@ -19,6 +19,11 @@ def test_smoke_run(tmp_path):
         for key in ("lse", "lsn_test", "lsn_val", "unet", "init_dice_test"):
             assert 0.0 <= fold[key] <= 1.0
         assert fold["n_train"] + fold["n_val"] + fold["n_test"] == result["data"]["n_slices"]
+        # the kept LSN is the one of best validation Dice, epoch 0 (the LSE) included
+        curve = fold["lsn_val_dice_per_epoch"]
+        assert 2 <= len(curve) <= lse_lsn_unet.PRESETS["smoke"]["lsn_epochs"] + 1
+        assert fold["lsn_epoch"] == int(np.argmax(curve))
+        assert fold["lsn_val"] == pytest.approx(max(curve), abs=1e-9)
     assert sum(result["data"]["slab_sizes"]) == result["data"]["n_slices"]
     for key in ("avg", "median"):
         assert set(result["summary"][key]) == {"lse", "lsn_test", "lsn_val", "unet"}
@@ -34,6 +39,55 @@ def test_smoke_run(tmp_path):
     holds = avg["lse"] < avg["lsn_test"] < avg["unet"]
     assert ("LSE < LSN < UNet (on average) holds" in text) == holds
     json.dumps(result)  # plain Python types only
+
+
+def test_lsn_starts_at_the_tuned_lse():
+    """Before training, the benchmark's LSN computes the LSE's probabilities (same steps, dt, alpha, edge scale)."""
+    from keras_medseg import zoo
+    from keras_medseg.zoo.level_set import synthetic_disks
+
+    s = dict(lse_lsn_unet.PRESETS["smoke"], lse_steps=12, lsn_backprop_steps=4)
+    images, _, u0 = synthetic_disks(3, size=32, seed=3)
+    lse = zoo.build("lse", alpha=-0.8, image_scale=20.0, steps=12, dt=0.2, smoothing_sigma=None, tolerance=None)
+    expected = np.asarray(lse.predict([images, u0], verbose=0))
+    lsn = lse_lsn_unet._lsn_from_lse(-0.8, 20.0, s)
+    got = np.asarray(lsn.predict([images, u0], verbose=0))
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    assert lsn.get_layer("lsn_evolution").backprop_steps == 4
+
+
+def test_best_validation_dice_keeps_and_restores_the_best_epoch():
+    """The callback scores epoch 0 and each epoch; restore() gives back the weights whose Dice was best."""
+    import keras
+
+    from keras_medseg.zoo.level_set import synthetic_disks
+
+    keras.utils.set_random_seed(0)
+    images, masks, _ = synthetic_disks(8, size=16, seed=1)
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(1, 3, padding="same",
+                                                                          activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+    select = lse_lsn_unet.best_validation_dice(images[:4], masks[:4], patience=10, batch_size=4)
+    model.fit(images[4:], masks[4:], epochs=4, batch_size=4, verbose=0, callbacks=[select])
+    assert len(select.history) == 5  # epoch 0 (untrained) and four epochs
+    assert select.best_epoch == int(np.argmax(select.history))
+    select.restore()
+    pred = model.predict(images[:4], verbose=0) > 0.5
+    assert lse_lsn_unet.dice(masks[:4], pred) == pytest.approx(select.history[select.best_epoch], abs=1e-9)
+
+
+def test_best_validation_dice_stops_after_patience():
+    import keras
+
+    from keras_medseg.zoo.level_set import synthetic_disks
+
+    images, masks, _ = synthetic_disks(4, size=16, seed=2)
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(1, 3, padding="same",
+                                                                          activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="binary_crossentropy")  # lr 0: Dice never improves
+    select = lse_lsn_unet.best_validation_dice(images, masks, patience=2, batch_size=4)
+    model.fit(images, masks, epochs=10, batch_size=4, verbose=0, callbacks=[select])
+    assert len(select.history) == 3 and select.best_epoch == 0
 
 
 @pytest.mark.parametrize("n_items,n_folds", [(5, 5), (22, 5), (69, 5), (10, 3)])
