@@ -1,6 +1,6 @@
 """LSE vs LSN vs UNet: 5-fold cross-validation on the MNI152 white matter (issue 7, item 3).
 
-    python benchmarks/lse_lsn_unet.py                  # --preset cpu (about 15 min on 2 quiet cores)
+    python benchmarks/lse_lsn_unet.py                  # --preset cpu (about 12 min on 2 quiet cores)
     python benchmarks/lse_lsn_unet.py --preset smoke   # tiny, < 60 s, numbers meaningless
     python benchmarks/lse_lsn_unet.py --preset paper   # 1 mm template, wider UNet (GPU)
 
@@ -229,9 +229,13 @@ def _tune_lse(image, u0, mask, s):
 
 
 def _lsn_from_lse(alpha, image_scale, s):
-    """An `lsn` whose forward pass is, before training, exactly the fold's tuned LSE (same seed, steps, dt,
-    alpha, image_scale, stencil kernels), trained through its last `lsn_backprop_steps` steps with Adam
-    (`lsn_lr`, gradient norm clipped at `lsn_clipnorm`) on binary cross-entropy."""
+    """An `lsn` whose forward pass is, before training, exactly the fold's tuned LSE.
+
+    Same steps, dt, alpha, image_scale and stencil kernels (it takes the same
+    initial level set as input); trained through its last `lsn_backprop_steps`
+    steps with Adam (`lsn_lr`, gradient norm clipped at `lsn_clipnorm`) on
+    binary cross-entropy.
+    """
     import keras
 
     from keras_medseg import zoo
