@@ -80,6 +80,10 @@ NAME = "lse_lsn_unet"
 #: Quotes of J. Actor's table (average row), for comparison only.
 SEED_AVG = {"lse": 0.604, "lsn_test": 0.692, "lsn_val": 0.511, "unet": 0.903}
 
+#: The LSN of this script's previous version (from scratch, 20 steps x dt 0.2, 15 fixed epochs, Adam 5e-3), mean
+#: test Dice of its cpu-preset run of 2026-11-22, kept for the "what was tried" table; its JSON is in git.
+EARLIER_LSN = {"test": 0.759, "source": "`git show f478586:benchmarks/results/lse_lsn_unet.json`"}
+
 PRESETS = {
     "smoke": {
         "resolution": 2, "axis": 2, "min_pixels": 50, "slice_step": 3, "downsample": 2, "n_folds": 5,
@@ -535,8 +539,7 @@ def markdown(result, fig_prefix=""):
         markdown_table(
             ["LSN variant", "mean test Dice", "run"],
             [["zoo LSN from scratch: 20 steps x dt 0.2, 15 fixed epochs, Adam 5e-3, no selection",
-              0.759,
-              "previous run of this script, 2026-11-22 (`git show f478586:benchmarks/results/lse_lsn_unet.json`)"],
+              EARLIER_LSN["test"], f"previous run of this script, 2026-11-22 ({EARLIER_LSN['source']})"],
              ["started at the fold's LSE, last epoch (no selection)", round(last_avg, 3), "this run"],
              ["started at the fold's LSE, best validation epoch (reported above)", round(avg["lsn_test"], 3),
               "this run"]]),
