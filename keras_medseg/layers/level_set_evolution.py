@@ -9,8 +9,8 @@ from keras import ops
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.level_set import _working_dtype, check_finite, reinitialize
 from keras_medseg.ops.level_set_stencils import compiled_function
-from keras_medseg.ops.level_set_window import (choose_window, evolve_in_window, front_bounds, speed_bound,
-                                               window_ladder, window_start)
+from keras_medseg.ops.level_set_window import (choose_window, crop_windows, front_bounds, paste_windows,
+                                               speed_bound, window_ladder, window_start)
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
@@ -31,8 +31,11 @@ class LevelSetEvolution(keras.layers.Layer):
     stencil kernel are computed once, outside the loop. Speed (inference):
     frozen kernels run as slices of one padded tensor instead of convolutions
     (`LevelSetStep.advance`), the loop is XLA-compiled on TensorFlow
-    (`jit_compile`), and a batch is evolved one image at a time (`keras.ops.map`:
-    one 256x256 image's arrays stay in the CPU cache, a batch's do not).
+    (`jit_compile`). Stepping every voxel, a batch is evolved one image at a
+    time (`keras.ops.map`: one 256x256 image's arrays stay in the CPU cache,
+    16 of them do not); with `front_window` the windows of a batch are
+    stepped together (small enough for the cache, and enough work to fill
+    the cores).
 
     Options (all off by default, so the result is exactly `steps` Euler steps):
 
@@ -188,7 +191,7 @@ class LevelSetEvolution(keras.layers.Layer):
             if self._compiled is None:
                 self._compiled = compiled_function(self._inference_loop, self.jit_compile)
             if self._windowed(u.shape):
-                u, batch_steps = self._inference_loop(u, g, velocity, self._evolve_windowed)
+                u, batch_steps = self._evolve_windowed(u, g, velocity)
             else:
                 u, batch_steps = self._compiled(u, g, velocity)
         u = ops.cast(u, out_dtype)
@@ -214,15 +217,14 @@ class LevelSetEvolution(keras.layers.Layer):
             return ops.fori_loop(first, self.steps, advance, u)
         return ops.fori_loop(0, self.steps, advance, u)
 
-    def _inference_loop(self, u, g, velocity, evolve_one=None):
-        evolve_one = evolve_one or self._inference_batch
+    def _inference_loop(self, u, g, velocity):
         if u.shape[0] == 1:
-            return evolve_one(u, g, velocity)
+            return self._inference_batch(u, g, velocity)
 
         # one image at a time: a 256x256 image's working set stays in cache, a batch's does not (measured 3-4x
         # slower per image for a batch of 16 evolved together on 2 CPU cores)
         def one(args):
-            u1, taken = evolve_one(*(ops.expand_dims(a, 0) for a in args))
+            u1, taken = self._inference_batch(*(ops.expand_dims(a, 0) for a in args))
             return u1[0], taken[0]
 
         return ops.map(one, (u, g, velocity))
@@ -271,20 +273,31 @@ class LevelSetEvolution(keras.layers.Layer):
         return u, taken
 
     def _evolve_windowed(self, u, g, velocity):
-        """Inference for one image `(1, *S, 1)`, stepping only a box around the front (`front_window=True`).
+        """Inference for a batch `(N, *S, 1)`, stepping only a box around each front (`front_window=True`).
 
-        Chunks of `check_every` steps; before each chunk the front's bounding
-        box plus a margin (twice the largest distance the front can travel in
-        the chunk, `keras_medseg.ops.level_set_window.speed_bound`, plus the
-        reach of the stencils) picks the smallest window of `window_ladder`
-        that holds it, or the whole image. Convergence is checked after each
-        chunk as in `_evolve_to_convergence`. On TensorFlow each piece (the
-        window choice, each window's loop, the dense loop, the convergence
-        check) is its own XLA computation, compiled the first time it runs:
-        an image compiles only the windows its front needs (all of them
-        compiled together took 3-10 s on 2 cores). JAX compiles the whole loop.
+        Chunks of `check_every` steps. Before each chunk the front's bounding
+        box of every image plus a margin (twice the largest distance the
+        front can travel in the chunk, `keras_medseg.ops.level_set_window.
+        speed_bound`, plus the reach of the stencils) picks the smallest
+        window of `window_ladder` that holds it, or the whole image. The
+        batch shares one window size (the largest any image needs) and each
+        image has its own corner, so the windows are stepped together as one
+        `(N, *window, 1)` array. One compiled program per window size runs a
+        whole chunk: crop the windows, step them, measure the front motion
+        (the convergence check of `_evolve_to_convergence`, counted in the
+        window: nothing outside it changes side, and the band around the
+        front lies inside it for a level set that is a distance near its
+        front), write them back, and find the
+        next chunk's fronts inside the windows (the front cannot leave its
+        window within a chunk), so the full images are read only for the
+        crop and the write-back. An image that has converged, or has no
+        front, is left as it is. On TensorFlow each program is its own XLA
+        computation, compiled the first time it runs: a batch compiles only
+        the windows its fronts need (all of them compiled together took 3-10
+        s on 2 cores). JAX compiles the whole loop.
         """
         spatial = tuple(u.shape[1:-1])
+        d = len(spatial)
         ladder = window_ladder(spatial)
         reach = 2 * (self.step.kernel_size // 2)  # voxels a step reads on each side (gradient, then divergence)
         kernel = None if not self.step.trainable_kernels else self.step.fused_kernel(g.dtype)
@@ -292,6 +305,8 @@ class LevelSetEvolution(keras.layers.Layer):
         k, steps = self.check_every, self.steps
         n_chunks, rest = divmod(steps, k)
         tol, band = self.tolerance, self.band_width
+        batch = ops.shape(u)[0]
+        expand = (-1,) + (1,) * (d + 1)
 
         def compiled(function):
             return compiled_function(function, self.jit_compile)
@@ -299,57 +314,74 @@ class LevelSetEvolution(keras.layers.Layer):
         def advance(u_w, g_w, v_w):
             return self.step.advance(u_w, g_w, v_w, kernel)
 
+        def plan(found, lo, hi, margin, active):
+            """Next chunk: branch index (shared), window corners `(len(ladder), N, d)`, images to update `(N,)`."""
+            update = ops.logical_and(found, active)
+            index = ops.max(choose_window(update, lo, hi, margin, spatial, ladder))
+            return index, ops.stack([window_start(lo, hi, margin, w, spatial) for w in ladder]), update
+
+        def still_moving(u_ref, u_new, active):
+            if tol is None:
+                return active
+            near = ops.sum(ops.reshape(ops.cast(ops.abs(u_ref) < band, work), (batch, -1)), axis=1)
+            flipped = ops.sum(ops.reshape(ops.cast(ops.not_equal(u_new < 0, u_ref < 0), work), (batch, -1)), axis=1)
+            return ops.logical_and(active, flipped / ops.maximum(near, 1.0) > tol)
+
         @compiled
-        def locate(u, g, velocity):
+        def start(u, g, velocity, active):
             per_step = speed_bound(g, velocity, ops.cast(self.step.alpha_weight, work),
                                    ops.cast(self.step.beta_weight, work), self.step.dt)
-            found, lo, hi = front_bounds(u)
             margin = ops.minimum(ops.cast(ops.ceil(2.0 * k * per_step), "int32"), k) + reach + 2
-            index = choose_window(found, lo, hi, margin, spatial, ladder)
-            return index, ops.stack([window_start(lo, hi, margin, w, spatial) for w in ladder])
+            return margin, plan(*front_bounds(u), margin, active)
 
         def in_window(j):
-            run = compiled(lambda u, g, velocity, start: evolve_in_window(u, g, velocity, advance, k, start,
-                                                                          ladder[j]))
-            return lambda u, g, velocity, starts: run(u, g, velocity, starts[j])
+            window = ladder[j]
 
-        def dense_steps(n):
-            return compiled(lambda u, g, velocity: ops.fori_loop(0, n, lambda i, u: advance(u, g, velocity), u))
+            @compiled
+            def run(u, g, velocity, starts, update, margin, active):
+                corners = starts[j]
+                u_w0 = crop_windows(u, corners, window)
+                g_w, v_w = crop_windows(g, corners, window), crop_windows(velocity, corners, window)
+                u_w = ops.fori_loop(0, k, lambda i, u_w: advance(u_w, g_w, v_w), u_w0)
+                u_w = ops.where(ops.reshape(update, expand), u_w, u_w0)
+                active = still_moving(u_w0, u_w, active)
+                found, lo, hi = front_bounds(u_w)
+                return paste_windows(u, u_w, corners), active, plan(found, lo + corners, hi + corners, margin, active)
 
-        dense = dense_steps(k)
-        branches = ([lambda u, g, velocity, starts: u] + [in_window(j) for j in range(len(ladder))]
-                    + [lambda u, g, velocity, starts: dense(u, g, velocity)])
-
-        def chunk(u):
-            index, starts = locate(u, g, velocity)
-            return ops.switch(index, branches, u, g, velocity, starts)
-
-        # chunks of check_every steps (static trip count); the remainder steps % check_every runs dense at the end
-        finish = dense_steps(rest) if rest else (lambda u, g, velocity: u)
-        one = ops.ones((1,), "int32")
-        if tol is None:
-            u = ops.fori_loop(0, n_chunks, lambda i, u: chunk(u), u)
-            return finish(u, g, velocity), one * steps
+            return run
 
         @compiled
-        def moving(u_ref, u):
-            near = ops.sum(ops.cast(ops.abs(u_ref) < band, work))
-            flipped = ops.sum(ops.cast(ops.not_equal(u < 0, u_ref < 0), work))
-            return flipped / ops.maximum(near, 1.0) > tol
+        def dense(u, g, velocity, starts, update, margin, active):
+            u_new = ops.fori_loop(0, k, lambda i, u: advance(u, g, velocity), u)
+            u_new = ops.where(ops.reshape(update, expand), u_new, u)
+            active = still_moving(u, u_new, active)
+            return u_new, active, plan(*front_bounds(u_new), margin, active)
 
-        def cond(i, u, active):
-            return ops.logical_and(i < n_chunks, active)
+        def idle(u, g, velocity, starts, update, margin, active):
+            # no image with a front left to step: nothing changes any more (with a tolerance: every image stopped)
+            return u, active if tol is None else ops.zeros_like(active), (ops.zeros_like(starts[0, 0, 0]), starts,
+                                                                            update)
 
-        def body(i, u, active):
-            u_next = chunk(u)
-            return i + 1, u_next, moving(u, u_next)
+        branches = [idle] + [in_window(j) for j in range(len(ladder))] + [dense]
 
-        start = (ops.convert_to_tensor(0, "int32"), u, ops.convert_to_tensor(True))
-        i, u, active = ops.while_loop(cond, body, start, maximum_iterations=max(n_chunks, 1))
-        taken = i * k
-        if rest:
-            u, taken = ops.cond(active, lambda: (finish(u, g, velocity), taken + rest), lambda: (u, taken))
-        return u, one * taken
+        def cond(i, u, active, taken, index, starts, update):
+            return ops.logical_and(i < n_chunks, ops.any(active))
+
+        def body(i, u, active, taken, index, starts, update):
+            taken = taken + k * ops.cast(active, "int32")
+            u, active, (index, starts, update) = ops.switch(index, branches, u, g, velocity, starts, update,
+                                                            margin, active)
+            return i + 1, u, active, taken, index, starts, update
+
+        everyone = ops.ones((batch,), "bool")
+        margin, (index, starts, update) = start(u, g, velocity, everyone)
+        state = (ops.convert_to_tensor(0, "int32"), u, everyone, ops.zeros((batch,), "int32"), index, starts, update)
+        _, u, active, taken, _, _, _ = ops.while_loop(cond, body, state, maximum_iterations=max(n_chunks, 1))
+        if rest:  # the remainder steps % check_every: dense, for the images still moving
+            finish = compiled(lambda u, g, velocity: ops.fori_loop(0, rest, lambda i, u: advance(u, g, velocity), u))
+            u = ops.where(ops.reshape(active, expand), finish(u, g, velocity), u)
+            taken = taken + rest * ops.cast(active, "int32")
+        return u, taken
 
     def compute_output_shape(self, input_shape):
         if self.return_steps:

@@ -28,7 +28,7 @@ from keras_medseg.ops.finite_differences import pad_edge, safe_sqrt
 
 
 def _axis_slice(d, axis, piece):
-    """Index of `(N, *S, C)` that takes `piece` along spatial `axis` and the interior `1:-1` elsewhere."""
+    """Index of `(N, *S)` that takes `piece` along spatial `axis` and the interior `1:-1` elsewhere."""
     index = [slice(None)]
     for k in range(d):
         index.append(piece if k == axis else slice(1, -1))
@@ -36,14 +36,14 @@ def _axis_slice(d, axis, piece):
 
 
 def one_sided_differences(u):
-    """Forward and backward differences of `u` `(N, *S, 1)` along every spatial axis (replicate boundaries).
+    """Forward and backward differences of `u` `(N, *S)` (no channel axis) along every spatial axis.
 
-    Returns:
-        `(forward, backward)`: two lists of `d` tensors `(N, *S, 1)`,
+    Replicate boundaries. Returns:
+        `(forward, backward)`: two lists of `d` tensors `(N, *S)`,
         `forward[k] = u[i+1] - u[i]`, `backward[k] = u[i] - u[i-1]` along axis `k`
         (the numbers of `conv_edge(u, stencil_kernel("forward"/"backward", ...))`).
     """
-    d = len(u.shape) - 2
+    d = len(u.shape) - 1
     padded = pad_edge(u, [(1, 1)] * d)
     centre = padded[_axis_slice(d, -1, None)]
     forward = [padded[_axis_slice(d, k, slice(2, None))] - centre for k in range(d)]
@@ -52,18 +52,16 @@ def one_sided_differences(u):
 
 
 def central_divergence(components):
-    """`sum_k D_k^0 n_k` for `d` fields `(N, *S, 1)` (central differences, replicate boundaries).
+    """`sum_k D_k^0 n_k` for `d` fields `(N, *S)` (no channel axis; central differences, replicate boundaries).
 
-    The fields are stacked and padded once: one materialised tensor, so that a
-    fusing compiler does not recompute them for each shifted slice.
+    Each field is padded on its own (one materialised tensor each, so that a
+    fusing compiler does not recompute it for every shifted slice).
     """
     d = len(components)
-    padded = pad_edge(ops.concatenate(components, axis=-1), [(1, 1)] * d)
     total = None
-    for k in range(d):
-        channel = slice(k, k + 1)
-        term = padded[_axis_slice(d, k, slice(2, None)) + (channel,)] - padded[
-            _axis_slice(d, k, slice(0, -2)) + (channel,)]
+    for k, component in enumerate(components):
+        padded = pad_edge(component, [(1, 1)] * d)
+        term = padded[_axis_slice(d, k, slice(2, None))] - padded[_axis_slice(d, k, slice(0, -2))]
         total = term if total is None else total + term
     return 0.5 * total
 
@@ -72,6 +70,11 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
     """One forward-Euler level-set step with the textbook stencils (same numbers as `LevelSetStep` frozen).
 
     `u + dt * (g (alpha + beta kappa) |grad u|_upwind + sum_k ReLU(V_k) D_k^+ u - ReLU(-V_k) D_k^- u)`.
+
+    The single channel is dropped for the arithmetic: arrays `(N, *S)` with
+    the spatial axes last are laid out densely in memory, while `(N, *S, 1)`
+    slices and a `d`-channel stack of the normals made XLA on CPU stride
+    through memory (measured 1.3-1.6x slower per step, same numbers).
 
     Args:
         u: level set `(N, *S, 1)`.
@@ -85,12 +88,13 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
         `(N, *S, 1)`, the level set after one step.
     """
     d = len(u.shape) - 2
-    forward, backward = one_sided_differences(u)
+    level, edge = u[..., 0], g[..., 0]
+    forward, backward = one_sided_differences(level)
     gradient = [0.5 * (f + b) for f, b in zip(forward, backward)]
     norm = safe_sqrt(sum(ops.square(c) for c in gradient))
     inverse = 1.0 / (norm + ops.convert_to_tensor(eps, dtype=u.dtype))
     kappa = central_divergence([c * inverse for c in gradient])
-    speed = g * (alpha + beta * kappa)
+    speed = edge * (alpha + beta * kappa)
     relu = ops.relu
     # Osher-Sethian upwind |grad u| for u_t - speed |grad u| = 0 (side chosen by the sign of -speed)
     grow = sum(ops.square(relu(b)) + ops.square(relu(-f)) for f, b in zip(forward, backward))
@@ -98,10 +102,11 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
     grad_norm = safe_sqrt(ops.where(ops.stop_gradient(speed) <= 0, grow, shrink))
     convection = None
     for k in range(d):
-        v = velocity[..., k:k + 1]
+        v = velocity[..., k]
         term = relu(v) * forward[k] - relu(-v) * backward[k]
         convection = term if convection is None else convection + term
-    return u + ops.convert_to_tensor(dt, dtype=u.dtype) * (speed * grad_norm + convection)
+    step = level + ops.convert_to_tensor(dt, dtype=u.dtype) * (speed * grad_norm + convection)
+    return ops.expand_dims(step, -1)
 
 
 def _gradient_tape_active():

@@ -51,7 +51,7 @@ def test_front_bounds_and_window_choice_match_numpy():
     u = np.ones((50, 70), "float32")
     u[12:20, 30:45] = -1.0
     u[25, 33] = -1.0
-    found, lo, hi = (_np(v) for v in front_bounds(ops.convert_to_tensor(u[None, ..., None])))
+    found, lo, hi = (_np(v)[0] for v in front_bounds(ops.convert_to_tensor(u[None, ..., None])))
     # NumPy reference: voxels whose sign differs from a 4-neighbour's
     inside = u < 0
     front = np.zeros_like(inside)
@@ -66,9 +66,9 @@ def test_front_bounds_and_window_choice_match_numpy():
     np.testing.assert_array_equal(hi, idx.max(0))
     # no front: nothing to do (branch 0)
     found0, lo0, hi0 = front_bounds(ops.convert_to_tensor(rng.uniform(1, 2, (1, 50, 70, 1)).astype("float32")))
-    assert not bool(_np(found0))
+    assert _np(found0).shape == (1,) and not _np(found0)[0]
     ladder = window_ladder((50, 70), sizes=(32,))
-    assert int(_np(choose_window(found0, lo0, hi0, 5, (50, 70), ladder))) == 0
+    assert _np(choose_window(found0, lo0, hi0, 5, (50, 70), ladder)).tolist() == [0]
     # the box 8 x 15 grown by 5 on each side fits the 32 x 32 window (branch 1); grown by 20 it needs the image
     index = int(_np(choose_window(ops.convert_to_tensor(True), ops.convert_to_tensor(lo.astype("int32")),
                                   ops.convert_to_tensor(hi.astype("int32")), 5, (50, 70), ladder)))
@@ -156,3 +156,63 @@ def test_front_window_option_is_checked_and_saved():
         LevelSetEvolution(front_window="yes")
     layer = LevelSetEvolution(front_window=True)
     assert LevelSetEvolution.from_config(layer.get_config()).front_window is True
+
+
+def test_front_bounds_and_window_choice_per_image_of_a_batch():
+    # three images: a box, a box elsewhere, no front; each image's bounds are its own (checked against one by one)
+    u = np.ones((3, 40, 60, 1), "float32")
+    u[0, 5:9, 10:20] = -1.0
+    u[1, 20:35, 40:58] = -1.0
+    found, lo, hi = (_np(v) for v in front_bounds(ops.convert_to_tensor(u)))
+    assert found.tolist() == [True, True, False]
+    for i in range(2):
+        f1, lo1, hi1 = (_np(v) for v in front_bounds(ops.convert_to_tensor(u[i:i + 1])))
+        np.testing.assert_array_equal(lo[i], lo1[0])
+        np.testing.assert_array_equal(hi[i], hi1[0])
+    np.testing.assert_array_equal(lo[0], [4, 9])
+    np.testing.assert_array_equal(hi[1], [35, 58])
+    ladder = window_ladder((40, 60), sizes=(16, 24))
+    index = _np(choose_window(ops.convert_to_tensor(found), ops.convert_to_tensor(lo), ops.convert_to_tensor(hi), 2,
+                              (40, 60), ladder))
+    # image 0: 6 x 12 box + 2 x 2 fits 16 x 16; image 1: 17 x 20 box + 4 needs 24 x 24; image 2: nothing to do
+    assert ladder == [(16, 16), (24, 24)] and index.tolist() == [1, 2, 0]
+
+
+def test_batched_windows_agree_with_each_image_alone(tolerance=2e-3):
+    # a batch of three disks of different sizes and places, each seeded at its centre: the fronts need different
+    # windows; the batch shares the largest, each image has its own corner. Every image ends as it does alone and
+    # as the dense evolution does, and each image stops after its own number of steps (the fixed-step batch path,
+    # images without a front among them, is tested above)
+    size = 128
+    disks = [((40, 40), 12.0), ((64, 64), 35.0), ((100, 105), 18.0)]
+    images = np.stack([np.where(signed_distance_to_sphere((size, size), c, r) < 0, 200.0, 20.0) for c, r in disks])
+    u0 = np.stack([signed_distance_to_sphere((size, size), c, 3.0) for c, _ in disks])[..., None].astype("float32")
+    g = _np(edge_indicator(images[..., None].astype("float32")))
+    window, dense = _pair(steps=300, alpha=-1.0, dt=0.2, tolerance=tolerance, check_every=20)
+    (u_w, s_w), (u_d, s_d) = _run(window, u0, g), _run(dense, u0, g)
+    for i, (_, radius) in enumerate(disks):
+        u_1, s_1 = _run(window, u0[i:i + 1], g[i:i + 1])
+        assert _dice(u_w[i] < 0, u_1[0] < 0) >= 0.995
+        assert _dice(u_w[i] < 0, u_d[i] < 0) >= 0.99
+        assert (u_w[i] < 0).sum() > 0.8 * np.pi * radius ** 2  # the front reached the disk's edge
+        assert s_w[i] == s_1[0] == s_d[i]
+    assert len(set(s_w.tolist())) == 3 and s_w.max() < 300, s_w  # each image stopped at its own step
+
+
+@pytest.mark.parametrize("spatial", [(40, 60), (12, 20, 16)])
+def test_crop_and_paste_windows_match_numpy_slices(spatial):
+    from keras_medseg.ops.level_set_window import crop_windows, paste_windows
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3,) + spatial + (2,)).astype("float32")
+    window = tuple(s // 2 for s in spatial)
+    starts = np.stack([rng.integers(0, s - w + 1, 3) for s, w in zip(spatial, window)], axis=1).astype("int32")
+    crops = _np(crop_windows(ops.convert_to_tensor(x), ops.convert_to_tensor(starts), window))
+    patches = rng.normal(size=crops.shape).astype("float32")
+    pasted = _np(paste_windows(ops.convert_to_tensor(x), ops.convert_to_tensor(patches), ops.convert_to_tensor(starts)))
+    expected = x.copy()
+    for n in range(3):
+        box = (n,) + tuple(slice(s, s + w) for s, w in zip(starts[n], window))
+        np.testing.assert_array_equal(crops[n], x[box])
+        expected[box] = patches[n]
+    np.testing.assert_array_equal(pasted, expected)
