@@ -287,10 +287,9 @@ class LevelSetEvolution(keras.layers.Layer):
         (the convergence check of `_evolve_to_convergence`, counted in the
         window: nothing outside it changes side, and the band around the
         front lies inside it for a level set that is a distance near its
-        front), write them back, and find the
-        next chunk's fronts inside the windows (the front cannot leave its
-        window within a chunk), so the full images are read only for the
-        crop and the write-back. An image that has converged, or has no
+        front), write them back, and find the next chunk's fronts inside the
+        windows (the front cannot leave its window within a chunk), so the
+        full images are read only for the crop and the write-back. An image that has converged, or has no
         front, is left as it is. On TensorFlow each program is its own XLA
         computation, compiled the first time it runs: a batch compiles only
         the windows its fronts need (all of them compiled together took 3-10
@@ -359,8 +358,8 @@ class LevelSetEvolution(keras.layers.Layer):
 
         def idle(u, g, velocity, starts, update, margin, active):
             # no image with a front left to step: nothing changes any more (with a tolerance: every image stopped)
-            return u, active if tol is None else ops.zeros_like(active), (ops.zeros_like(starts[0, 0, 0]), starts,
-                                                                            update)
+            stopped = active if tol is None else ops.zeros_like(active)
+            return u, stopped, (ops.zeros_like(starts[0, 0, 0]), starts, update)
 
         branches = [idle] + [in_window(j) for j in range(len(ladder))] + [dense]
 

@@ -125,7 +125,9 @@ def crop_windows(x, starts, window):
     flat indices. Unlike `ops.slice`, whose start TensorFlow's XLA bridge
     treats as a compile-time constant (one compilation per window position,
     about 1 s each on 2 cores), a gather takes the corners as data: one
-    compiled program serves every position.
+    compiled program serves every position. The flat indices are int32, so
+    the batch must hold fewer than 2**31 voxels (16 volumes of 512^3 is the
+    limit).
     """
     spatial = tuple(int(s) for s in x.shape[1:-1])
     d = len(spatial)

@@ -166,7 +166,7 @@ def test_front_bounds_and_window_choice_per_image_of_a_batch():
     found, lo, hi = (_np(v) for v in front_bounds(ops.convert_to_tensor(u)))
     assert found.tolist() == [True, True, False]
     for i in range(2):
-        f1, lo1, hi1 = (_np(v) for v in front_bounds(ops.convert_to_tensor(u[i:i + 1])))
+        _, lo1, hi1 = (_np(v) for v in front_bounds(ops.convert_to_tensor(u[i:i + 1])))
         np.testing.assert_array_equal(lo[i], lo1[0])
         np.testing.assert_array_equal(hi[i], hi1[0])
     np.testing.assert_array_equal(lo[0], [4, 9])
@@ -178,7 +178,7 @@ def test_front_bounds_and_window_choice_per_image_of_a_batch():
     assert ladder == [(16, 16), (24, 24)] and index.tolist() == [1, 2, 0]
 
 
-def test_batched_windows_agree_with_each_image_alone(tolerance=2e-3):
+def test_batched_windows_agree_with_each_image_alone():
     # a batch of three disks of different sizes and places, each seeded at its centre: the fronts need different
     # windows; the batch shares the largest, each image has its own corner. Every image ends as it does alone and
     # as the dense evolution does, and each image stops after its own number of steps (the fixed-step batch path,
@@ -188,7 +188,7 @@ def test_batched_windows_agree_with_each_image_alone(tolerance=2e-3):
     images = np.stack([np.where(signed_distance_to_sphere((size, size), c, r) < 0, 200.0, 20.0) for c, r in disks])
     u0 = np.stack([signed_distance_to_sphere((size, size), c, 3.0) for c, _ in disks])[..., None].astype("float32")
     g = _np(edge_indicator(images[..., None].astype("float32")))
-    window, dense = _pair(steps=300, alpha=-1.0, dt=0.2, tolerance=tolerance, check_every=20)
+    window, dense = _pair(steps=300, alpha=-1.0, dt=0.2, tolerance=2e-3, check_every=20)
     (u_w, s_w), (u_d, s_d) = _run(window, u0, g), _run(dense, u0, g)
     for i, (_, radius) in enumerate(disks):
         u_1, s_1 = _run(window, u0[i:i + 1], g[i:i + 1])
