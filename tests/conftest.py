@@ -4,10 +4,38 @@
   what they say (set before JAX is imported).
 * `KERAS_MEDSEG_FAST=1` (set by scripts/test.sh) makes tutorials and demos
   run with tiny sizes.
+* Threads: under pytest-xdist each worker gets its share of the cores
+  (`cores // workers`, at least 1) for TensorFlow (intra- and inter-op
+  pools), XLA (JAX), OpenMP (torch) and BLAS, so 2 workers do not run 8
+  threads on 2 cores. Set before any backend is imported; a variable the
+  caller set wins.
+* `TF_ENABLE_ONEDNN_OPTS=1`: TensorFlow turns its oneDNN kernels on by
+  default only on CPUs with AVX-512 VNNI/BF16; elsewhere (AMD EPYC Zen 3 in
+  CI) a strided Conv3D's gradient runs TensorFlow's generic Eigen kernel,
+  100-600x slower (README, "Speed on the CPU"). The suite runs as users are
+  told to run.
+* Every test runs inside a guard of process-wide flags
+  (`tests.testing.process_state`): a test that leaves TensorFlow op
+  determinism, a Keras dtype policy, a determinism environment variable ...
+  changed fails, and the flags are put back for the next test.
 """
 
 import os
 
+
+def _threads_per_worker():
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+_THREADS = str(_threads_per_worker())
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                 "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_var, _THREADS)
+    if "XLA_FLAGS" not in os.environ and _THREADS == "1":
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_MEDSEG_FAST", "1")
@@ -17,15 +45,41 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.testing import process_state  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _process_state_guard(request):
+    """Fail a test that leaves a process-wide flag changed (and put the flag back for the next test).
+
+    Defined (so set up) before `_reset_keras_state` and torn down after it, so
+    a test that changed the dtype policy and relied on that reset still counts
+    as restoring it; `monkeypatch` has undone its own changes by then.
+    """
+    before = process_state.snapshot()
+    yield
+    changed = process_state.diff(before, process_state.snapshot())
+    if changed:
+        process_state.restore(before)
+        names = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
+        pytest.fail(f"{request.node.nodeid} left process-wide state changed ({names}); restore it in the test",
+                    pytrace=False)
+
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
-    """Every test starts from the default dtype policy and a fixed seed."""
+    """Every test starts from the default dtype policy and a fixed seed.
+
+    `clear_session(free_memory=False)`: Keras' default also runs a full
+    `gc.collect()`, which took 0.3-1.3 s per test with TensorFlow loaded
+    (measured on 2 AMD EPYC cores), minutes over the suite; Python's own
+    collector still frees the old models.
+    """
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional
 
 import keras
 
+from keras_medseg.utils.cpu_speed import warn_if_slow_conv3d_gradients
+
 _REGISTRY = {}
 
 
@@ -161,6 +163,8 @@ def build(name: str, /, **kwargs: Any) -> keras.Model:
             )
         _check_type(name, arg, value, spec.defaults[arg])
     merged = {**spec.defaults, **kwargs}
+    if merged.get("spatial_dims") == 3:
+        warn_if_slow_conv3d_gradients()
     return spec.builder(**merged)
 
 

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_medseg import zoo
 from keras_medseg.utils.reproducibility import set_deterministic
+from tests.testing import process_state
 
 MODELS = list(zoo.list())
 
@@ -53,12 +54,16 @@ def test_mixed_precision_build_train_predict(name, policy):
 def test_two_seeded_trainings_give_identical_weights(name):
     spec = zoo.get_spec(name)
     runs = []
-    for _ in range(2):
-        keras.backend.clear_session()
-        set_deterministic(123)
-        model = zoo.build(name, **spec.tiny)
-        _fit(model, _batch(spec, model, seed=1), epochs=2)
-        runs.append([np.asarray(ops.convert_to_numpy(w)) for w in model.weights])
+    flags = process_state.snapshot()  # set_deterministic switches op determinism on for the whole process
+    try:
+        for _ in range(2):
+            keras.backend.clear_session()
+            set_deterministic(123)
+            model = zoo.build(name, **spec.tiny)
+            _fit(model, _batch(spec, model, seed=1), epochs=2)
+            runs.append([np.asarray(ops.convert_to_numpy(w)) for w in model.weights])
+    finally:
+        process_state.restore(flags)
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
