@@ -2,10 +2,14 @@
 
 `scripts/test.sh` runs each backend phase with `--junitxml=<dir>/<phase>.xml`
 and then `python scripts/suite_durations.py <dir>`; run it by hand on the same
-folder to see more (`--files 40 --tests 30`). Times are pytest's per-test
-durations (setup + call + teardown) summed over the tests of a file; with
-`-n 2` two files run at once, so the per-file sums add up to about twice the
-phase's wall time.
+folder to see more (`--files 40 --tests 30`). Two numbers per test:
+
+* wall: pytest's duration (setup + call + teardown);
+* CPU: the `cpu_s` property `tests/conftest.py` records (CPU seconds of the
+  test's process, its threads and its finished subprocesses). CPU time barely
+  changes when other work shares the cores, so on a busy machine
+  `sum(CPU) / cores` estimates the phase's wall time on a quiet one (with as
+  many pytest workers as cores, each test using one core).
 """
 
 import argparse
@@ -17,12 +21,14 @@ import xml.etree.ElementTree as ET
 
 
 def read_phase(path):
-    """`[(file, test name, seconds)]` of one junit XML report."""
+    """`[(file, test name, wall seconds, CPU seconds or None)]` of one junit XML report."""
     rows = []
     for case in ET.parse(path).getroot().iter("testcase"):
         classname = case.get("classname", "")
         file = case.get("file") or classname.replace(".", "/") + ".py"
-        rows.append((file, f"{classname}::{case.get('name')}", float(case.get("time") or 0.0)))
+        cpu = [float(p.get("value")) for p in case.iter("property") if p.get("name") == "cpu_s"]
+        rows.append((file, f"{classname}::{case.get('name')}", float(case.get("time") or 0.0),
+                     cpu[0] if cpu else None))
     return rows
 
 
@@ -37,19 +43,25 @@ def summarise(folder, n_files=15, n_tests=10):
     if os.path.exists(wall_path):
         with open(wall_path) as f:
             walls = json.load(f)
+    cores = os.cpu_count() or 1
     lines = []
     for name, rows in phases.items():
-        per_file = collections.Counter()
-        for file, _, sec in rows:
-            per_file[file] += sec
+        wall_per_file, cpu_per_file = collections.Counter(), collections.Counter()
+        for file, _, sec, cpu in rows:
+            wall_per_file[file] += sec
+            cpu_per_file[file] += cpu or 0.0
+        cpu_total = sum(cpu or 0.0 for *_, cpu in rows)
         wall = walls.get(name)
-        lines.append(f"== {name}: {len(rows)} tests, {sum(s for *_, s in rows) / 60:.1f} test-min"
+        lines.append(f"== {name}: {len(rows)} tests, {sum(r[2] for r in rows) / 60:.1f} test-min wall, "
+                     f"{cpu_total / 60:.1f} CPU-min (quiet {cores}-core estimate {cpu_total / cores / 60:.1f} min)"
                      + (f", {wall / 60:.1f} min wall" if wall else ""))
-        lines.append(f"   slowest files (sum of test durations, top {n_files}):")
-        lines += [f"   {sec:8.1f} s  {file}" for file, sec in per_file.most_common(n_files)]
-    every = sorted(((sec, name, test) for name, rows in phases.items() for _, test, sec in rows), reverse=True)
-    lines.append(f"== slowest {n_tests} tests over all phases:")
-    lines += [f"   {sec:8.1f} s  [{name}] {test}" for sec, name, test in every[:n_tests]]
+        lines.append(f"   slowest files (sum over their tests, top {n_files}):   wall s     CPU s")
+        lines += [f"   {file:<52} {sec:8.1f}  {cpu_per_file[file]:8.1f}"
+                  for file, sec in wall_per_file.most_common(n_files)]
+    every = sorted(((cpu if cpu is not None else sec, sec, name, test) for name, rows in phases.items()
+                    for _, test, sec, cpu in rows), reverse=True)
+    lines.append(f"== {n_tests} tests with the most CPU time over all phases (CPU s, wall s):")
+    lines += [f"   {cpu:8.1f} {sec:8.1f}  [{name}] {test}" for cpu, sec, name, test in every[:n_tests]]
     if walls:
         lines.append("== phase wall times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()))
     return "\n".join(lines)

@@ -41,11 +41,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_MEDSEG_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import resource  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.testing import process_state  # noqa: E402
+
+
+def _cpu_seconds():
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+_CPU_START = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.stash[_CPU_START] = _cpu_seconds()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Add each test's CPU seconds (this process, its threads and its finished subprocesses; setup, call and
+    teardown) to its teardown report, so the junit XML carries a `cpu_s` property: unlike wall time it barely
+    changes when other work shares the cores, so `scripts/suite_durations.py` can estimate a quiet machine's
+    time from a busy one's run."""
+    outcome = yield
+    if call.when == "teardown" and _CPU_START in item.stash:
+        outcome.get_result().user_properties.append(("cpu_s", round(_cpu_seconds() - item.stash[_CPU_START], 3)))
 
 
 @pytest.fixture(autouse=True)

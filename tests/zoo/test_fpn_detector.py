@@ -169,17 +169,21 @@ def test_bad_inputs():
 def test_detector_learns_to_find_a_bright_cube_3d():
     """Short CPU training on tiny volumes: recall >= 0.9 at IoU 0.5 on held-out volumes.
 
-    640 volumes of 24^3 voxels with one cube of side 10-12, 6 epochs (480 Adam
-    steps, cosine decay); recall 1.0 with this seed and 0.94 with seed 1 when
-    it was written (a threshold of 0.9 leaves room for backend numerics).
+    320 volumes of 24^3 voxels with one cube of side 10-12, 6 epochs (240 Adam
+    steps, cosine decay), no batch normalisation. Recall 1.0 with this seed
+    (1.0 and 0.906 with seeds 1 and 2: Keras seed s, data seeds 1 + 10 s and
+    2 + 10 s). Half the work of the earlier test (640 volumes, 480 steps, batch
+    normalisation): with batch normalisation a short run predicts nothing
+    (recall 0.0-0.78 after 160-240 steps), since the moving statistics used at
+    inference (momentum 0.99) have not caught up with the trained weights.
     """
     shape = (24, 24, 24)
     keras.utils.set_random_seed(0)
-    x, boxes = synthetic_boxes(640, shape, size_range=(10, 12), seed=1)
+    x, boxes = synthetic_boxes(320, shape, size_range=(10, 12), seed=1)
     x_val, boxes_val = synthetic_boxes(32, shape, size_range=(10, 12), seed=2)
     model = zoo.build("fpn_detector", spatial_dims=3, image_shape=shape, filters=8, pyramid_filters=16,
-                      strides=(4, 8), anchor_sizes=(12.0, 24.0), objectness_loss="bce")
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 480)),
+                      strides=(4, 8), anchor_sizes=(12.0, 24.0), objectness_loss="bce", batch_norm=False)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, 240)),
                   loss=BoxLoss(objectness="bce"))
     coder = F.box_coder(model)
     model.fit(x, coder.encode(boxes), epochs=6, batch_size=8, verbose=0)
