@@ -143,7 +143,7 @@ def run(preset="cpu", out_dir=None, progress=True):
     import numpy as np
 
     from keras_medseg import zoo
-    from keras_medseg.data.preprocess import save_preprocessing
+    from keras_medseg.data.scans.preprocess import save_preprocessing
 
     if preset not in PRESETS:
         raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. Received: preset={preset!r}")

@@ -10,7 +10,7 @@
   default.
 
 The preprocessing comes from the spec saved with the model
-(`keras_medseg.data.preprocess.load_preprocessing`); models saved without one
+(`keras_medseg.data.scans.preprocess.load_preprocessing`); models saved without one
 get `default_preprocessing()` (own voxel grid, per-scan z-score).
 """
 
@@ -21,14 +21,14 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.io import (
+from keras_medseg.data.scans.io import (
     SCAN_EXTENSIONS,
     ImageRecord,
     image_stem,
     read_image,
     write_image,
 )
-from keras_medseg.data.preprocess import (
+from keras_medseg.data.scans.preprocess import (
     from_model_space,
     intensity,
     resolve_preprocessing,
@@ -142,7 +142,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
 def resolve_preprocessing_from_model(model):
     """`default_preprocessing()` filled in from a model's input and output shapes."""
-    from keras_medseg.data.preprocess import default_preprocessing
+    from keras_medseg.data.scans.preprocess import default_preprocessing
 
     spec = default_preprocessing()
     spec["spatial_dims"] = len(model.inputs[0].shape) - 2
@@ -210,7 +210,7 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
 
     Args:
         model_path: str, a `.keras` model (its saved preprocessing spec is
-            repeated; see `keras_medseg.data.preprocess`).
+            repeated; see `keras_medseg.data.scans.preprocess`).
         inputs: str, a scan file, a DICOM series folder, or a folder of them.
         output_dir: str, where `<name>.nii.gz` label maps are written (2D
             inputs: `<name>.png`).

@@ -48,7 +48,7 @@ def _print_froc(report):
 
 
 def run(args):
-    from keras_medseg.data.io import is_patch_store
+    from keras_medseg.data.scans.io import is_patch_store
 
     if args.predictions:
         from keras_medseg.slide_inference import froc_from_predictions

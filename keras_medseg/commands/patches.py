@@ -8,7 +8,7 @@
 
 `extract` appends to an existing store (same patch size) or creates it.
 Without a MASK image the slide is streamed tile by tile
-(`keras_medseg.data.wsi.extract_slide`): tissue grid from a thumbnail,
+(`keras_medseg.data.slides.extract_slide`): tissue grid from a thumbnail,
 polygon annotations (ASAP XML / GeoJSON; none = a normal slide), several
 worker processes, a progress bar, and resumable after an interruption. With
 a MASK image (same height/width, non-zero = tumour) the image is read whole
@@ -72,8 +72,8 @@ def _mask_from_image(mask):
 
 
 def _extract_mask(args):
-    from keras_medseg.data.io import read_array
-    from keras_medseg.data.wsi import PatchStore
+    from keras_medseg.data.scans.io import read_array
+    from keras_medseg.data.slides import PatchStore
 
     image = read_array(args.image, "image file")
     if image.ndim == 3 and image.shape[-1] == 4:
@@ -98,7 +98,7 @@ def _extract_mask(args):
 def _extract(args):
     if args.mask:
         return _extract_mask(args)
-    from keras_medseg.data.wsi import PatchStore, extract_slide
+    from keras_medseg.data.slides import PatchStore, extract_slide
 
     min_tissue = 0.1 if args.min_tissue is None else (None if args.min_tissue == 0 else args.min_tissue)
     threshold = args.tissue_threshold if args.tissue_threshold == "otsu" else float(args.tissue_threshold)
@@ -116,7 +116,7 @@ def _extract(args):
 
 
 def _merge(args):
-    from keras_medseg.data.wsi import merge_stores
+    from keras_medseg.data.slides import merge_stores
 
     n = merge_stores(args.sources, args.out, compression=None if args.compression == "none" else args.compression,
                      progress=not args.quiet)
@@ -125,7 +125,7 @@ def _merge(args):
 
 
 def _info(args):
-    from keras_medseg.data.wsi import PatchStore
+    from keras_medseg.data.slides import PatchStore
 
     with PatchStore(args.file) as store:
         info = store.info()

@@ -30,8 +30,8 @@ import warnings
 
 import numpy as np
 
-from keras_medseg.data import io
-from keras_medseg.data.io import IMAGE_EXTENSIONS, file_extension
+from keras_medseg.data.scans import io
+from keras_medseg.data.scans.io import IMAGE_EXTENSIONS, file_extension
 from keras_medseg.data.labels import standardize_labels
 
 
@@ -40,7 +40,7 @@ def _stem(filename):
 
 
 def read_array(path):
-    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI) with `keras_medseg.data.io.read_array`."""
+    """Read one data-folder file (PNG, TIFF, `.npy`, NIfTI) with `keras_medseg.data.scans.io.read_array`."""
     return io.read_array(path, extensions=IMAGE_EXTENSIONS)
 
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.io import is_patch_store
+from keras_medseg.data.scans.io import is_patch_store
 from keras_medseg.evaluation.froc import froc_curve
 from keras_medseg.evaluation.plots import plot_froc
 from keras_medseg.evaluation.slide import froc_report
@@ -50,7 +50,7 @@ def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None, verbose=0)
     >>> report = evaluate_patch_store("runs/vgg/best.keras", "patches.h5")  # doctest: +SKIP
     >>> report["froc"], report["slide_roc_auc"]  # doctest: +SKIP
     """
-    from keras_medseg.data.wsi import PatchSequence, PatchStore
+    from keras_medseg.data.slides import PatchSequence, PatchStore
 
     if not is_patch_store(store):
         raise ValueError(f"--froc needs an HDF5 patch store as --data. Received: --data {store!r}")

@@ -74,7 +74,7 @@ def atomic_save_model(model, path, preprocessing=None):
     Args:
         model: the Keras model.
         path: destination `.keras` file.
-        preprocessing: optional preprocessing spec (`keras_medseg.data.preprocess.save_preprocessing`'s
+        preprocessing: optional preprocessing spec (`keras_medseg.data.scans.preprocess.save_preprocessing`'s
             format) written into the archive before it is moved into place, so the model file never exists
             without the normalisation it was trained with (what `predict` and `explain` repeat).
     """
@@ -85,7 +85,7 @@ def atomic_save_model(model, path, preprocessing=None):
     with atomic_path(path, estimate_bytes=max(previous, _model_bytes(model))) as tmp:
         model.save(tmp)
         if preprocessing is not None:
-            from keras_medseg.data.preprocess import save_preprocessing
+            from keras_medseg.data.scans.preprocess import save_preprocessing
 
             save_preprocessing(tmp, preprocessing)
 
@@ -120,7 +120,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         self.best = None
         self.preprocessing = preprocessing
         if preprocessing is not None:
-            from keras_medseg.data.preprocess import _check_spec
+            from keras_medseg.data.scans.preprocess import _check_spec
 
             _check_spec(preprocessing)  # a bad spec fails before training, not at the first save
 

@@ -81,7 +81,7 @@ def qtips_demo(out_dir=os.path.join("runs", "demo"), seed=0, fast=False, epochs=
     """
     import keras
 
-    from keras_medseg.data.qtips import CLASS_NAMES, NUM_CLASSES, qtips
+    from keras_medseg.data.synthetic.qtips import CLASS_NAMES, NUM_CLASSES, qtips
     from keras_medseg.metrics import dice_iou_table
     from keras_medseg.plotting import history_plot, prediction_grid
     from keras_medseg.training.segmentation import class_balance_weights

@@ -2,7 +2,7 @@
 
 `train_patch_classifier(model, store, ...)` holds a stratified random share of
 the patches out for validation, draws training batches with the three-step
-sampler (`keras_medseg.data.wsi.ThreeStepSampler`) from the others and fits
+sampler (`keras_medseg.data.slides.ThreeStepSampler`) from the others and fits
 with the VGG16 recipe's callbacks (`keras_medseg.training.recipes`): ROC-AUC
 early stopping and LR halving, plus `best.keras` (best validation ROC-AUC)
 and `log.csv` in `out_dir`. `keras-medseg train MODEL --data store.h5` calls it.
@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_medseg import zoo
-from keras_medseg.data.wsi import PatchSequence, PatchStore, ThreeStepSampler
+from keras_medseg.data.slides import PatchSequence, PatchStore, ThreeStepSampler
 from keras_medseg.training.checkpointing import (
     AtomicModelCheckpoint,
     ResumableCSVLogger,

@@ -26,11 +26,11 @@ import numpy as np
 
 from keras_medseg import zoo
 from keras_medseg.data.folder import load_folder
-from keras_medseg.data.io import is_patch_store
+from keras_medseg.data.scans.io import is_patch_store
 from keras_medseg.data.labels import standardize_labels
-from keras_medseg.data.qtips import CLASS_NAMES as QTIPS_CLASS_NAME_TUPLE
-from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
-from keras_medseg.data.qtips import qtips
+from keras_medseg.data.synthetic.qtips import CLASS_NAMES as QTIPS_CLASS_NAME_TUPLE
+from keras_medseg.data.synthetic.qtips import NUM_CLASSES as QTIPS_CLASSES
+from keras_medseg.data.synthetic.qtips import qtips
 from keras_medseg.metrics import dice_iou_table, format_table, to_labels
 from keras_medseg.plotting import history_plot, prediction_grid
 from keras_medseg.training.checkpointing import resumable_callbacks
@@ -74,7 +74,7 @@ class EvaluationData:
 
 @dataclasses.dataclass
 class PatchStoreData:
-    """A `--data` value naming an HDF5 patch store (`keras_medseg.data.wsi.PatchStore`)."""
+    """A `--data` value naming an HDF5 patch store (`keras_medseg.data.slides.PatchStore`)."""
 
     path: str
 

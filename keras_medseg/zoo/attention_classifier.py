@@ -14,7 +14,7 @@ the loss. `mask_weight=0` trains without mask supervision. Samples with an empty
 mask (negatives) do not contribute to the attention loss.
 
 Helpers (re-exported here, defined in `keras_medseg.explain.attention` and
-`keras_medseg.data.synthetic_blobs`): `upsample_attention` (maps -> image size,
+`keras_medseg.data.synthetic.blobs`): `upsample_attention` (maps -> image size,
 for display), `attention_mass_inside` (how much attention lies inside a mask)
 and `synthetic_blobs` (a toy data set: a bright blob in the left half = positive).
 
@@ -30,7 +30,7 @@ CPH 100A; localisation as attention): CNN -> `[AttnPool(Z), AttnPool(Z), ...]`
 import keras
 
 # synthetic_blobs (now in data/) and the attention tools (now in explain/) stay importable from here.
-from keras_medseg.data.synthetic_blobs import synthetic_blobs
+from keras_medseg.data.synthetic.blobs import synthetic_blobs
 from keras_medseg.explain.attention import attention_mass_inside, upsample_attention
 from keras_medseg.layers.attention_pool import AttentionPool
 from keras_medseg.losses import AttentionMaskLoss

@@ -218,7 +218,7 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     Example:
 
     >>> model = keras_medseg.zoo.build("imexnet", stages=((2, 16), (2, 32)))
-    >>> images, labels = keras_medseg.data.qtips(32, seed=0, normalize=True)
+    >>> images, labels = keras_medseg.data.synthetic.qtips(32, seed=0, normalize=True)
     >>> history = model.fit(images, labels, epochs=1, verbose=0)
 
     Reference: Haber et al., "IMEXnet: A forward stable deep neural network", ICML 2019.

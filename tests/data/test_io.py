@@ -1,10 +1,10 @@
-"""`keras_medseg.data.io.read_array`: the one image/array reader."""
+"""`keras_medseg.data.scans.io.read_array`: the one image/array reader."""
 
 import numpy as np
 import pytest
 import skimage.io
 
-from keras_medseg.data.io import IMAGE_EXTENSIONS, is_patch_store, read_array
+from keras_medseg.data.scans.io import IMAGE_EXTENSIONS, is_patch_store, read_array
 
 
 def test_read_array_formats(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_medseg.data import read_image, write_image
-from keras_medseg.data.preprocess import (
+from keras_medseg.data.scans.preprocess import (
     crop_to_foreground,
     from_model_space,
     intensity,

@@ -78,7 +78,7 @@ def _example(model, batch_size, seed):
 
 
 def _synthetic(n, image_shape, seed, side):
-    from keras_medseg.data.synthetic_boxes import synthetic_boxes
+    from keras_medseg.data.synthetic.boxes import synthetic_boxes
 
     return synthetic_boxes(n, image_shape=image_shape, size_range=(max(2, side // 5), max(3, side // 3)),
                            seed=seed)

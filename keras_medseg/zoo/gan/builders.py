@@ -40,7 +40,7 @@ def _compile(model, learning_rate, beta_1):
 
 
 def _cgan_example(model, batch_size, seed):
-    from keras_medseg.data.translation import labelled_shapes
+    from keras_medseg.data.synthetic.translation import labelled_shapes
 
     spatial_dims = len(model.image_shape) - 1
     return labelled_shapes(batch_size, image_size=model.image_shape[0], num_classes=model.num_classes,
@@ -48,7 +48,7 @@ def _cgan_example(model, batch_size, seed):
 
 
 def _translation_example(model, batch_size, seed):
-    from keras_medseg.data.translation import paired_shapes
+    from keras_medseg.data.synthetic.translation import paired_shapes
 
     size = 16 if model.spatial_dims == 2 else 8
     size = max(size, model.size_multiple)

@@ -428,7 +428,7 @@ def open_slide(path, cache_bytes=128 << 20):
 
     Example:
 
-    >>> slide = keras_medseg.data.slide.open_slide("slide.tif")
+    >>> slide = keras_medseg.data.slides.slide.open_slide("slide.tif")
     >>> slide.level_dimensions, slide.level_downsamples
     >>> patch = slide.read_region(level=1, origin=(1024, 2048), size=(512, 512))
     >>> thumb, downsample = slide.thumbnail(1024)

@@ -2,7 +2,7 @@
 
 `VolumeDataset` is a `keras.utils.PyDataset`: it reads a case only when a
 batch needs it (`keras_medseg.data.read_image`), brings it to the model's
-frame and voxel size (`keras_medseg.data.preprocess.to_model_space`) and
+frame and voxel size (`keras_medseg.data.scans.preprocess.to_model_space`) and
 intensity preset, keeps preprocessed cases in an LRU cache within a memory
 budget, and samples fixed-size patches: a positive patch is centred on a
 foreground voxel, a negative one anywhere. Cases may all have different
@@ -24,10 +24,10 @@ import os
 import keras
 import numpy as np
 
-from keras_medseg.data.io import image_stem, read_image
+from keras_medseg.data.scans.io import image_stem, read_image
 from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels
-from keras_medseg.data.preprocess import intensity as apply_intensity
-from keras_medseg.data.preprocess import to_model_space
+from keras_medseg.data.scans.preprocess import intensity as apply_intensity
+from keras_medseg.data.scans.preprocess import to_model_space
 
 __all__ = ["VolumeDataset", "find_cases"]
 
@@ -161,7 +161,7 @@ class VolumeDataset(keras.utils.PyDataset):
         spacing: target voxel size in mm (e.g. `(1.5, 1.5, 3.0)`) or None to
             keep each case's grid (default None).
         orientation: target axis code such as "RAS" (3D), or None (default).
-        intensity: preset for `keras_medseg.data.preprocess.intensity`, e.g.
+        intensity: preset for `keras_medseg.data.scans.preprocess.intensity`, e.g.
             `{"preset": "zscore"}` (default), `{"preset": "ct_window",
             "low": -160, "high": 240}`, or None.
         label_values: voxel value of each class (`standardize_labels`); None

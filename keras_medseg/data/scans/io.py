@@ -337,7 +337,7 @@ def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | 
 
     Example:
 
-    >>> x = keras_medseg.data.io.read_array("images/case1.png")  # doctest: +SKIP
+    >>> x = keras_medseg.data.scans.io.read_array("images/case1.png")  # doctest: +SKIP
     """
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -10,7 +10,7 @@ voxel indices to RAS+ millimetres (see `keras_medseg.data.read_image`).
 * `resample(array, affine, spacing, order)` / `resample_to_grid(...)`: change
   the voxel size (linear or cubic for images, nearest for labels) and come
   back to the exact original grid (checked against SimpleITK).
-  (These live in `keras_medseg.data.geometry` and are re-exported here.)
+  (These live in `keras_medseg.data.scans.geometry` and are re-exported here.)
 * `intensity(array, preset)`: CT window in HU, percentile scaling, z-score
   (optionally inside a foreground mask).
 * `crop_to_foreground` / `uncrop`.
@@ -28,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from keras_medseg.data.geometry import (
+from keras_medseg.data.scans.geometry import (
     SpaceChange,
     from_model_space,
     reorient,
@@ -277,7 +277,7 @@ def intensity(array, preset="zscore", mask=None, name="image", **params):
             empty mask (all named).
 
     Example:
-    >>> from keras_medseg.data.preprocess import intensity
+    >>> from keras_medseg.data.scans.preprocess import intensity
     >>> x = intensity(ct, {"preset": "ct_window", "low": -160, "high": 240})  # doctest: +SKIP
     """
     if isinstance(preset, dict):
