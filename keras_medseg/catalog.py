@@ -15,7 +15,7 @@ import functools
 import inspect
 import os
 
-__all__ = ["describe", "list_models", "training_route"]
+__all__ = ["describe", "list_models", "training_route", "untrainable_reason"]
 
 _ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
 
@@ -133,25 +133,43 @@ def _kind(name):
     return "segmentation"
 
 
-def training_route(name, patch_store=False, data=None):
-    """`None` when `keras-medseg train NAME` trains this model on this data, else the one line saying why not.
-
-    Segmentation models train on Q-tips, image/mask folders and volumes;
-    patch classifiers on HDF5 patch stores; GANs with their own `fit`;
-    models without trainable weights (`lse`) are applied by `evaluate`.
-    """
+def untrainable_reason(name):
+    """The one line saying why `keras-medseg train NAME` never fits this model (on any data), else `None`."""
     spec = describe(name)
-    if spec["trainable_with_fit"] is False and _kind(name) == "segmentation":
-        return _NO_TRAINING.format(name=name)
     kind = _kind(name)
+    if spec["trainable_with_fit"] is False and kind == "segmentation":
+        return _NO_TRAINING.format(name=name)
     if kind == "gan":
         return _GAN_ROUTE.format(name=name).strip()
     if kind == "no_training":
         return _NO_TRAINING.format(name=name)
     if kind == "detector":
         return _DETECTOR.format(name=name)
-    if kind == "classifier" and not patch_store:
+    return None
+
+
+_COHORT = ("{data} is a folder of whole slides: cut them into a patch store first (`keras-medseg patches extract "
+           "SLIDE --annotations ... --out patches.h5`), then `keras-medseg train {name} --data patches.h5`")
+
+
+def training_route(name, patch_store=False, data=None, source=None):
+    """`None` when `keras-medseg train NAME` trains this model on this data, else the one line saying why not.
+
+    Segmentation models train on Q-tips, image/mask folders and volumes;
+    patch classifiers on HDF5 patch stores; GANs with their own `fit`;
+    models without trainable weights (`lse`) are applied by `evaluate`.
+    `source` is the typed data source (`keras_medseg.data.sources`); without
+    it, `patch_store` says whether the data is a patch store.
+    """
+    refusal = untrainable_reason(name)
+    if refusal:
+        return refusal
+    kind = _kind(name)
+    source_kind = getattr(source, "kind", "patch_store" if patch_store else None)
+    if source_kind == "cohort_folder":
+        return _COHORT.format(name=name, data=data)
+    if kind == "classifier" and source_kind != "patch_store":
         return _CLASSIFIER.format(name=name)
-    if kind == "segmentation" and patch_store:
+    if kind == "segmentation" and source_kind == "patch_store":
         return _SEGMENTER_ON_STORE.format(name=name, data=data)
     return None

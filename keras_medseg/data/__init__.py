@@ -2,6 +2,10 @@
 
 `from keras_medseg import data`; `data.qtips(n, seed=0)`.
 
+What a data argument is, decided once: `sources.resolve_source` (a typed source). The cases of a
+folder and the one mask rule: `cases` (`find_cases`, `mask_ids`, `standardize_labels`). Arrays of a
+source for fitting and scoring in memory: `arrays` (`load_data`, `load_evaluation_data`, `load_folder`).
+
 Sub-packages, by what they hold:
 
 * `scans/`: medical image files with their geometry (`io`, `geometry`), intensity presets and the
@@ -12,11 +16,11 @@ Sub-packages, by what they hold:
 * `augment/`: augmentation layers (keras.ops, 2D and 3D).
 """
 
-from keras_medseg.data.folder import load_folder
-from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels
+from keras_medseg.data.arrays import EvaluationData, SegmentationData, load_data, load_evaluation_data, load_folder
+from keras_medseg.data.cases import IGNORE_INDEX, find_cases, find_scans, mask_ids, standardize_labels
 from keras_medseg.data.scans.io import ImageRecord, read_array, read_image, write_image
 from keras_medseg.data.scans.preprocess import load_preprocessing, save_preprocessing
-from keras_medseg.data.scans.volume_dataset import VolumeDataset, find_cases
+from keras_medseg.data.scans.volume_dataset import VolumeDataset
 from keras_medseg.data.slides import (
     PatchSequence,
     PatchSet,
@@ -33,6 +37,7 @@ from keras_medseg.data.slides import (
     recover_patch_store,
     tissue_mask,
 )
+from keras_medseg.data.sources import resolve_source
 from keras_medseg.data.synthetic import (
     QtipsDataset,
     normalize_qtips,
@@ -44,20 +49,26 @@ from keras_medseg.data.synthetic import (
 
 __all__ = [
     "IGNORE_INDEX",
+    "EvaluationData",
     "ImageRecord",
     "PatchSequence",
     "PatchSet",
     "PatchStore",
     "QtipsDataset",
+    "SegmentationData",
     "ThreeStepSampler",
     "VolumeDataset",
     "augment_patches",
     "extract_patches",
     "extract_slide",
     "find_cases",
+    "find_scans",
+    "load_data",
+    "load_evaluation_data",
     "load_folder",
     "load_patch_dataset",
     "load_preprocessing",
+    "mask_ids",
     "merge_stores",
     "normalize_qtips",
     "open_slide",
@@ -68,6 +79,7 @@ __all__ = [
     "read_image",
     "read_annotations",
     "recover_patch_store",
+    "resolve_source",
     "save_preprocessing",
     "standardize_labels",
     "synthetic_blobs",

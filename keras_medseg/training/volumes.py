@@ -53,15 +53,15 @@ class VolumeTrainResult:
     split: dict
 
 
-def _class_names(source, cases):
+def _class_names(json_path, cases):
     """Class names from dataset.json's `labels`, else `class_0..class_{max label}` over the label files."""
-    json_path = source if str(source).endswith(".json") else os.path.join(str(source), "dataset.json")
-    if os.path.isfile(json_path):
+    if json_path is not None:
         with open(json_path) as f:
             labels = json.load(f).get("labels")
         if isinstance(labels, dict) and labels:
             return [str(labels[k]) for k in sorted(labels, key=lambda k: int(k))]
-    from keras_medseg.data import read_image
+    from keras_medseg.data.scans.io import read_image
+
     top = 1
     for case in cases:
         top = max(top, int(np.max(read_image(case["label"]).array)))
@@ -76,8 +76,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
 
     Args:
         model_name: zoo name, e.g. "unet".
-        data: folder with `images/` + `labels/`, or an MSD `dataset.json` (or
-            its folder).
+        data: a typed source (`keras_medseg.data.sources`) or a data argument
+            it decides on: a folder with `images/` + `labels/` (or `masks/`),
+            an MSD `dataset.json` (or its folder); or a list of
+            `(image_path, label_path)` pairs.
         out_dir: run folder: `best.keras` (with the preprocessing spec),
             `log.csv`, `backup/` (default "runs/train").
         spatial_dims: 3 for 3D patches, 2 for 2D slices of the volumes (default 3).
@@ -111,7 +113,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     ...                                         spacing=(1.5, 1.5, 2.0), epochs=100)  # doctest: +SKIP
     """
     from keras_medseg import zoo
-    from keras_medseg.data import VolumeDataset, find_cases, save_preprocessing
+    from keras_medseg.data.cases import find_cases
+    from keras_medseg.data.scans.preprocess import save_preprocessing
+    from keras_medseg.data.scans.volume_dataset import VolumeDataset
+    from keras_medseg.data.sources import resolve_source
     from keras_medseg.training.checkpointing import resumable_callbacks
     from keras_medseg.utils.model_io import load_model
     from keras_medseg.utils.validation import check_positive_int
@@ -120,13 +125,17 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction!r}")
     keras.utils.set_random_seed(seed)
-    cases = find_cases(data)
+    if isinstance(data, (list, tuple)):  # (image, label) path pairs
+        cases, json_path = find_cases(data), None
+    else:
+        source = resolve_source(data, spatial_dims)
+        cases, json_path = find_cases(source), getattr(source, "dataset_json", None)
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = 0 if len(cases) < 2 or val_fraction == 0 else max(1, round(val_fraction * len(cases)))
     val_cases = [cases[i] for i in sorted(order[:n_val])]
     train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
-    class_names = _class_names(data, cases)
+    class_names = _class_names(json_path, cases)
     if augment is True:
         augment = default_augmentation(spatial_dims, seed=seed)
     elif augment is False:

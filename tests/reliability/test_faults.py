@@ -31,7 +31,8 @@ from keras_medseg.inference import sliding_window
 from keras_medseg.kernels.spectral import identify
 from keras_medseg.training import train
 from keras_medseg.training.checkpointing import ResumableCSVLogger, atomic_save_model
-from keras_medseg.training.segmentation import evaluate_model, load_data
+from keras_medseg.data import load_data
+from keras_medseg.training.segmentation import evaluate_model
 from keras_medseg.utils import atomic_io
 from keras_medseg.utils.errors import DiskFullError
 from keras_medseg.utils.input_layout import check_model_input

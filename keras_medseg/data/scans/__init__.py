@@ -6,9 +6,6 @@ model's), `preprocess` (intensity presets and the preprocessing spec saved with 
 `volume_dataset` (`VolumeDataset`: positive/negative patches sampled lazily from the cases).
 """
 
-from keras_medseg.data.scans.io import ImageRecord, read_array, read_image, write_image
-from keras_medseg.data.scans.preprocess import load_preprocessing, save_preprocessing
-from keras_medseg.data.scans.volume_dataset import VolumeDataset
-
-__all__ = ["ImageRecord", "VolumeDataset", "load_preprocessing", "read_array", "read_image", "save_preprocessing",
-           "write_image"]
+# Nothing is re-exported here (the modules import each other and `keras_medseg.data.cases`): import the modules
+# themselves, or the public names from `keras_medseg.data`.
+__all__: list[str] = []
