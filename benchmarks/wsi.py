@@ -180,7 +180,7 @@ def _child(mode, cfg, slide, ann, work, workers):
     elif mode in ("predict", "model_only"):
         import keras
 
-        from keras_medseg.slide_inference import predict_slide
+        from keras_medseg.predict.slides import predict_slide
 
         model = keras.saving.load_model(os.path.join(work, "cnn.keras"))
         model.predict_on_batch(np.zeros((cfg["batch"], size, size, 3), np.float32))  # trace once

@@ -1,4 +1,4 @@
-"""Slide heatmaps, slide scores and lesion-level FROC (`keras_medseg.slide_inference`)."""
+"""Slide heatmaps, slide scores and lesion-level FROC (`keras_medseg.predict.slides`)."""
 
 import json
 
@@ -9,7 +9,7 @@ import tifffile
 
 from keras_medseg.data.slides.annotations import write_geojson
 from keras_medseg.evaluation import froc_score
-from keras_medseg.slide_inference import (
+from keras_medseg.predict.slides import (
     froc_from_predictions,
     predict_slide,
     write_slide_prediction,

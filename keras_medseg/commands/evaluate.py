@@ -49,7 +49,7 @@ def _print_froc(report):
 
 def run(args):
     if args.predictions:
-        from keras_medseg.slide_inference import froc_from_predictions
+        from keras_medseg.predict.slides import froc_from_predictions
 
         report = froc_from_predictions(args.predictions, plot=args.plot, progress=not args.quiet)
         _print_froc(report)
@@ -81,7 +81,7 @@ def run(args):
 
 
 def _evaluate_scans(args, source):
-    from keras_medseg.scans import evaluate_scans, format_summary
+    from keras_medseg.predict.scans import evaluate_scans, format_summary
 
     res = evaluate_scans(args.checkpoint, source, csv_path=args.csv, include_training=args.include_training,
                          tolerance=args.tolerance, overlap=args.overlap, batch_size=args.window_batch,

@@ -8,7 +8,10 @@ and prints the validation Dice/IoU table. Builder arguments go through
 `--data`, a patch classifier is trained
 (`keras_medseg.training.train_patch_classifier`). Other zoo models (GANs,
 detectors, the untrained `lse`) are refused with one line naming their
-entry point (`keras_medseg.catalog.training_route`). With `--patch-size` (or a
+entry point (`keras_medseg.commands._catalog.training_route`, from the task
+each model declares). `--data` is decided once
+(`keras_medseg.data.sources.resolve_source`) and the typed source is passed
+down. With `--patch-size` (or a
 `dataset.json` as `--data`), volumes are trained on lazily sampled patches
 with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
 the preprocessing is saved in the checkpoint for `predict`:
@@ -99,7 +102,7 @@ def check(args):
     Whether the model fits the data (a patch classifier needs a patch store) is decided in `run`, once the
     data argument has been resolved.
     """
-    from keras_medseg.catalog import untrainable_reason
+    from keras_medseg.commands._catalog import untrainable_reason
 
     parse_model_args(args.arg)
     refusal = untrainable_reason(args.model)
@@ -110,7 +113,7 @@ def check(args):
 def run(args):
     import os
 
-    from keras_medseg.catalog import training_route
+    from keras_medseg.commands._catalog import training_route
     from keras_medseg.data.sources import PatchStoreSource, resolve_source
     from keras_medseg.metrics import format_table
     from keras_medseg.training import train

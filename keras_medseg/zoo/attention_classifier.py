@@ -50,6 +50,7 @@ _DEFAULT_SIZE = {2: 128, 3: 64}
 @register_model(
     "attention_classifier",
     spatial_dims=(2, 3),
+    task="classification",
     tiny={"input_size": 16, "filters": (4, 8), "convs_per_stage": 1, "heads": 2, "dense_units": 8},
     example=lambda model, batch_size, seed: attention_classifier_example(model, batch_size, seed),
 )

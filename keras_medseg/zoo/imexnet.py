@@ -169,6 +169,7 @@ _TINY = {"input_size": 16, "stages": ((1, 4), (1, 8)), "num_classes": 4}
     "imexnet",
     description="IMEXnet: stages of implicit-explicit (IMEX) blocks with an FFT solve, softmax segmentation head",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny=_TINY,
     example=_example,
 )
@@ -233,6 +234,7 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     "resnet_seg",
     description="ResNet segmenter: the explicit (forward Euler) twin of imexnet, same geometry without L",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny=_TINY,
     example=_example,
 )

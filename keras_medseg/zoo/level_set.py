@@ -186,6 +186,7 @@ def _compile(model, learning_rate):
     description="Classical level-set evolution (balloon + curvature + convection, upwind, forward Euler), "
     "kernels frozen at the finite-difference stencils; inputs [image, initial level set].",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"steps": 3, "input_size": 16},
     example=_example,
     trainable_with_fit=False,
@@ -272,6 +273,7 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
     description="Level Set Network: unrolled forward-Euler level-set steps with learned kernels and "
     "alpha/beta/gamma, optional learned initialisation; output sigmoid(-u/tau).",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"steps": 2, "input_size": 16, "init_filters": 4},
     example=_example,
 )

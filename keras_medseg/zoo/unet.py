@@ -160,6 +160,7 @@ def _example(model, batch_size, seed):
     "unet",
     description="2D/3D UNet: conv encoder, transposed-conv decoder, skip concatenation, sigmoid/softmax head",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"depth": 2, "filters": 4},
     example=_example,
 )

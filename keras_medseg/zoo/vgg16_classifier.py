@@ -154,6 +154,7 @@ def __getattr__(name):
     "vgg16_classifier",
     description="VGG16 conv base + global max pooling + one sigmoid unit: patch cancer probability.",
     spatial_dims=(2,),
+    task="classification",
     tiny={"input_shape": (32, 32, 3)},
     example=_example,
 )

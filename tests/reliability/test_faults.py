@@ -23,7 +23,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_medseg import catalog, zoo
+from keras_medseg import zoo
+from keras_medseg.commands import _catalog as catalog
 from keras_medseg.cli import main
 from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 from keras_medseg.data.slides import PatchStore

@@ -84,7 +84,7 @@ def _synthetic(n, image_shape, seed, side):
                            seed=seed)
 
 
-@register_model("fpn_detector", spatial_dims=(2, 3),
+@register_model("fpn_detector", spatial_dims=(2, 3), task="detection",
                 tiny={"filters": 4, "pyramid_filters": 8, "strides": (4, 8)},
                 example=_example)
 def fpn_detector(spatial_dims=2, image_shape=None, in_channels=1, filters=16, pyramid_filters=32,

@@ -29,6 +29,8 @@ from keras_medseg.data.slides.annotations import Annotations, read_annotations
 from keras_medseg.data.slides.slide import Slide, open_slide
 from keras_medseg.data.slides.streaming import patch_grid
 
+__all__ = ["SlideHeatmap", "froc_from_predictions", "predict_slide", "predict_slide_to_dir", "write_slide_prediction"]
+
 SlideHeatmap = collections.namedtuple(
     "SlideHeatmap", ["heatmap", "scores", "coords", "tumor_ids", "slide_score", "grid", "slide_id", "num_tumors"])
 SlideHeatmap.__doc__ = """Result of `predict_slide`.
@@ -82,7 +84,7 @@ def predict_slide(model, slide, level=0, size=None, inner_size=None, stride=None
 
     Example:
 
-    >>> result = keras_medseg.slide_inference.predict_slide("best.keras", "slide.tif", level=1)
+    >>> result = keras_medseg.predict.slides.predict_slide("best.keras", "slide.tif", level=1)
     >>> result.slide_score, result.heatmap.shape
 
     Reference: the lecture "Convolutional networks - theory" (slide positive iff its best patch is).

@@ -91,7 +91,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
     Example:
     >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
-    >>> labels = keras_medseg.scans.predict_scan(model, rec)  # doctest: +SKIP
+    >>> labels = keras_medseg.predict.scans.predict_scan(model, rec)  # doctest: +SKIP
     >>> keras_medseg.data.write_image("ct_seg.nii.gz", labels, rec)  # doctest: +SKIP
     """
     if not isinstance(record, ImageRecord):
