@@ -89,7 +89,8 @@ def _run_patch_store(args, source, model_kwargs):
 
     r = train_patch_classifier(args.model, source.path, epochs=args.epochs, batch_size=args.batch_size,
                                n_train=args.n_train, n_val=args.n_val, seed=args.seed, out_dir=args.out,
-                               model_kwargs=model_kwargs, verbose=0 if args.quiet else 1)
+                               model_kwargs=model_kwargs, verbose=0 if args.quiet else 1,
+                               backup_every=args.backup_every)
     print(f"\nbest validation ROC-AUC {r.best_roc_auc:.4f} (epoch {r.best_epoch} of {r.num_epochs}, "
           f"{r.num_val} validation patches)")
     print(f"checkpoint  {r.checkpoint}\nlog         {r.log}")

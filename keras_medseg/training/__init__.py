@@ -2,11 +2,14 @@
 
 Modules:
 
+* `runner`: the one fit runner (`fit`): run folder, lock, backups, resume, log, best checkpoint; every
+  entry point below fits through it.
 * `segmentation`: fit / score segmentation models on arrays (`train`, `evaluate`).
 * `volumes`: `train_volumes` on folders of volumes / `dataset.json` (lazy patches, augmentation, Dice + CE).
 * `patch_classifier`: `train_patch_classifier` on an HDF5 patch store.
 * `recipes`: optimizer, loss and callbacks of a zoo model (`vgg16_recipe`).
 * `callbacks`: LR halving, ROC-AUC early stopping, GAN sample grids.
+* `demo`: IMEXnet vs ResNet on Q-tips (`keras-medseg demo`).
 * `checkpointing`: atomic best checkpoint, resumable CSV log, backups.
 * `distribute`: multi-device training scopes.
 

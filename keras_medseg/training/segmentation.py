@@ -1,11 +1,11 @@
 """Training and evaluation helpers behind `keras-medseg train/evaluate/demo`.
 
-`train(model_or_name, data, epochs, out_dir)` fits a segmentation model with
-the Keras progress bar, logs every epoch to `out_dir/log.csv`, keeps the best
-model by validation loss as `out_dir/best.keras` (written atomically) and backs
-the training state up to `out_dir/backup/` (`CrashSafeBackup`, every file written atomically),
-so running the same command again after a crash resumes where it stopped (see
-`keras_medseg.training.checkpointing`). It then reloads the best model with
+`train(model_or_name, data, epochs, out_dir)` fits a segmentation model through
+the one fit runner (`keras_medseg.training.runner.fit`): Keras progress bar,
+every epoch logged to `out_dir/log.csv`, the best model by validation loss kept
+as `out_dir/best.keras` (written atomically), the training state backed up to
+`out_dir/backup/`, so running the same command again after a crash resumes
+where it stopped (see `keras_medseg.training.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
 predictions over the validation images. `distribute=` trains on several
 devices through `keras_medseg.training.distribute`.
@@ -31,7 +31,7 @@ from keras_medseg.data.arrays import SegmentationData, load_data, load_evaluatio
 from keras_medseg.data.sources import DataSource
 from keras_medseg.metrics import dice_iou_table, to_labels
 from keras_medseg.plotting import history_plot, prediction_grid
-from keras_medseg.training.checkpointing import resumable_callbacks
+from keras_medseg.training import runner
 from keras_medseg.training.distribute import distribution_scope
 from keras_medseg.utils.model_io import load_model
 
@@ -184,16 +184,9 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
         model = model_or_name
     else:
         raise TypeError(f"`model_or_name` must be a keras.Model or a zoo name. Received: {model_or_name!r}")
-    os.makedirs(out_dir, exist_ok=True)
-    # User callbacks first (e.g. ROCAUCEarlyStopping adds keys the CSV log must see),
-    # then the crash-safe log / best checkpoint / backup trio.
     # Folder images were z-scored by load_folder: stored in best.keras so predict and explain repeat it.
     spec = None if data.source in ("qtips", "arrays") else {"intensity": {"preset": "zscore"},
                                                             "spatial_dims": data.spatial_dims}
-    cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor="val_loss", backup_every=backup_every,
-                                                      preprocessing=spec)
-    checkpoint = os.path.join(out_dir, "best.keras")
-    log = os.path.join(out_dir, "log.csv")
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
@@ -202,11 +195,11 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
     sample_weight = _ignore_weights(data.y_train, sample_weight)
     val_weight = _ignore_weights(data.y_val)
     validation = (data.x_val, _fit_targets(model, data.y_val)) + ((val_weight,) if val_weight is not None else ())
-    history = model.fit(
-        data.x_train, _fit_targets(model, data.y_train), validation_data=validation,
-        epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,
-        sample_weight=sample_weight,
-    )
+    run = runner.fit(model, data.x_train, _fit_targets(model, data.y_train), out_dir=out_dir, epochs=epochs,
+                     validation_data=validation, monitor="val_loss", backup_every=backup_every, preprocessing=spec,
+                     callbacks=callbacks, verbose=verbose, batch_size=batch_size, shuffle=True,
+                     sample_weight=sample_weight)
+    history, checkpoint, log = run.history, run.checkpoint, run.log
     best = load_model(checkpoint)
     table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
@@ -215,10 +208,10 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
     y_show = np.maximum(data.y_val, 0)  # ignored voxels (-1) drawn as background
     prediction_grid(data.x_val, y_show if best.outputs[0].shape[-1] != 1 else (y_show > 0),
                     {best.name: pred}, path=plot, num_classes=shown, class_names=names)
-    if history.history:  # empty when a finished run is started again (nothing left to train)
-        history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
-                     metrics=[m for m in ("loss", "mean_iou") if m in history.history])
-    return TrainResult(best, history.history, table, checkpoint, log, plot, pred, data.class_names)
+    if history:  # empty when a finished run is started again (nothing left to train)
+        history_plot({best.name: history}, path=os.path.join(out_dir, "history.png"),
+                     metrics=[m for m in ("loss", "mean_iou") if m in history])
+    return TrainResult(best, history, table, checkpoint, log, plot, pred, data.class_names)
 
 
 def evaluate(checkpoint: str, data: str | tuple | DataSource = "qtips", batch_size: int = 16, n: int = 64,

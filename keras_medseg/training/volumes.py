@@ -6,15 +6,15 @@ validation by name (seeded), patches are sampled by
 `keras_medseg.data.VolumeDataset` (1:1 positive/negative, the default
 augmentation on the training side), the zoo model is built for the data
 (classes, channels, spatial dims) with its compile default (Dice + CE for
-`unet`, `imexnet`, `resnet_seg`), `fit` is resumable (rerun the same call after
-a crash), and the preprocessing spec (spacing, orientation, intensity preset,
+`unet`, `imexnet`, `resnet_seg`), it is fitted by the one fit runner
+(`keras_medseg.training.runner.fit`: resumable, rerun the same call after a
+crash), and the preprocessing spec (spacing, orientation, intensity preset,
 class names, patch size, the split) is saved inside the best checkpoint so
 `keras-medseg predict` repeats it.
 """
 
 import dataclasses
 import json
-import os
 
 import keras
 import numpy as np
@@ -114,10 +114,9 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     """
     from keras_medseg import zoo
     from keras_medseg.data.cases import find_cases
-    from keras_medseg.data.scans.preprocess import save_preprocessing
     from keras_medseg.data.scans.volume_dataset import VolumeDataset
     from keras_medseg.data.sources import resolve_source
-    from keras_medseg.training.checkpointing import resumable_callbacks
+    from keras_medseg.training import runner
     from keras_medseg.utils.model_io import load_model
     from keras_medseg.utils.validation import check_positive_int
 
@@ -153,14 +152,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     kwargs = {"spatial_dims": spatial_dims, "num_classes": len(class_names), "in_channels": int(x.shape[-1])}
     kwargs.update(model_kwargs or {})
     model = zoo.build(model_name, **kwargs)
-    os.makedirs(out_dir, exist_ok=True)
     monitor = "val_loss" if val_ds is not None else "loss"
     spec = train_ds.spec(class_names)
     spec["split"] = split
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
-    callbacks = resumable_callbacks(out_dir, monitor=monitor, backup_every=backup_every, preprocessing=spec)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    checkpoint = os.path.join(out_dir, "best.keras")
-    save_preprocessing(checkpoint, spec)  # also when a finished run is started again (no new best written)
-    return VolumeTrainResult(load_model(checkpoint), history.history, checkpoint, os.path.join(out_dir, "log.csv"),
-                             spec, split)
+    run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
+                     backup_every=backup_every, preprocessing=spec, verbose=verbose)
+    return VolumeTrainResult(load_model(run.checkpoint), run.history, run.checkpoint, run.log, spec, split)
