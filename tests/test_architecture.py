@@ -57,21 +57,13 @@ TIERS = {
     "zoo": 5,
     "": 5,
     "training": 6,
-    "callbacks": 6,
-    "gan_callbacks": 6,
-    "checkpointing": 6,
-    "distribute": 6,
     "predict": 6,
     "commands": 7,
     "cli": 7,
     "__main__": 7,
 }
 #: `(module, imported module)`: upward imports kept on purpose, each one a lazy re-export of an old public path.
-KEPT_OLD_PATHS = {
-    ("keras_medseg.zoo.vgg16_classifier", "keras_medseg.training.recipes"):
-        "`keras_medseg.zoo.vgg16_classifier.recipe` (old path) resolves lazily, in a module `__getattr__`, to "
-        "`keras_medseg.training.recipes`; importing the zoo never imports training",
-}
+KEPT_OLD_PATHS = {}
 TIER_NAMES = {
     0: "utils/version",
     1: "ops",

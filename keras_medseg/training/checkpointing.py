@@ -120,9 +120,9 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         self.best = None
         self.preprocessing = preprocessing
         if preprocessing is not None:
-            from keras_medseg.data.scans.preprocess import _check_spec
+            from keras_medseg.data.scans.preprocess import check_spec
 
-            _check_spec(preprocessing)  # a bad spec fails before training, not at the first save
+            check_spec(preprocessing)  # a bad spec fails before training, not at the first save
 
     def _greater_is_better(self, key):
         if self.mode != "auto":

@@ -1,5 +1,5 @@
-"""The training package after the layout moves: data loaded from one source decision, old import paths, the lazy
-VGG16 recipe."""
+"""The training package after the layout moves: data loaded from one source decision; the zoo never imports
+training."""
 
 import subprocess
 import sys
@@ -24,20 +24,6 @@ def test_load_data_for_training_and_evaluation():
         load_data((x, y))
     with pytest.raises(ValueError, match="patch store"):
         load_data("slides.h5")
-
-
-def test_old_import_paths_are_the_new_objects():
-    from keras_medseg import callbacks, checkpointing, distribute, gan_callbacks, training
-    from keras_medseg.training import callbacks as new_callbacks
-    from keras_medseg.training import checkpointing as new_checkpointing
-    from keras_medseg.training import distribute as new_distribute
-    from keras_medseg.zoo import vgg16_classifier
-
-    assert callbacks.ROCAUCEarlyStopping is new_callbacks.ROCAUCEarlyStopping
-    assert gan_callbacks.GANSampleGrid is new_callbacks.GANSampleGrid
-    assert checkpointing.atomic_save_model is new_checkpointing.atomic_save_model
-    assert distribute.distribution_scope is new_distribute.distribution_scope
-    assert vgg16_classifier.recipe is training.vgg16_recipe
 
 
 @pytest.mark.slow  # a fresh interpreter imports keras

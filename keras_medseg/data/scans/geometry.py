@@ -164,7 +164,7 @@ def resample(array, affine, spacing, order=1, shape=None):
         ValueError: `spacing` does not have one positive value per spatial axis.
 
     Example:
-    >>> from keras_medseg.data.scans.preprocess import resample
+    >>> from keras_medseg.data.scans.geometry import resample
     >>> iso, iso_affine = resample(rec.array, rec.affine, (1.0, 1.0, 1.0))  # doctest: +SKIP
     """
     affine = np.asarray(affine, dtype=float)

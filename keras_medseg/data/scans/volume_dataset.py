@@ -2,7 +2,7 @@
 
 `VolumeDataset` is a `keras.utils.PyDataset`: it reads a case only when a
 batch needs it (`keras_medseg.data.read_image`), brings it to the model's
-frame and voxel size (`keras_medseg.data.scans.preprocess.to_model_space`) and
+frame and voxel size (`keras_medseg.data.scans.geometry.to_model_space`) and
 intensity preset, keeps preprocessed cases in an LRU cache within a memory
 budget, and samples fixed-size patches: a positive patch is centred on a
 foreground voxel, a negative one anywhere. Cases may all have different
@@ -25,8 +25,8 @@ import numpy as np
 
 from keras_medseg.data.cases import IGNORE_INDEX, find_cases, standardize_labels
 from keras_medseg.data.scans.io import read_image
+from keras_medseg.data.scans.geometry import to_model_space
 from keras_medseg.data.scans.preprocess import intensity as apply_intensity
-from keras_medseg.data.scans.preprocess import to_model_space
 
 __all__ = ["VolumeDataset"]
 
