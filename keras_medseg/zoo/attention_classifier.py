@@ -33,6 +33,7 @@ import keras
 from keras_medseg.data.synthetic.blobs import synthetic_blobs
 from keras_medseg.explain.attention import attention_mass_inside, upsample_attention
 from keras_medseg.layers.attention_pool import AttentionPool
+from keras_medseg.layers.factories import layers_for, normalization
 from keras_medseg.losses import AttentionMaskLoss
 from keras_medseg.utils.validation import (
     check_positive,
@@ -42,8 +43,6 @@ from keras_medseg.utils.validation import (
 )
 from keras_medseg.zoo.registry import register_model
 
-_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-_POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _DEFAULT_SIZE = {2: 128, 3: 64}
 
 
@@ -136,14 +135,14 @@ def attention_classifier(
     x = inputs
     for i, width in enumerate(filters):
         for j in range(1, convs_per_stage + 1):
-            x = _CONV[spatial_dims](
+            x = layers_for(spatial_dims).conv(
                 width, 3, padding="same", use_bias=not batch_norm, name=f"{name}_stage{i}_conv{j}"
             )(x)
             if batch_norm:
-                x = keras.layers.BatchNormalization(name=f"{name}_stage{i}_bn{j}")(x)
+                x = normalization("batch", f"{name}_stage{i}_bn{j}")(x)
             x = keras.layers.Activation("relu", name=f"{name}_stage{i}_relu{j}")(x)
         if i < len(filters) - 1:
-            x = _POOL[spatial_dims](2, name=f"{name}_stage{i}_pool")(x)
+            x = layers_for(spatial_dims).max_pool(2, name=f"{name}_stage{i}_pool")(x)
     pooled, attention = AttentionPool(heads=heads, return_attention=True, name=f"{name}_attention_pool")(x)
     h = pooled
     if dense_units:
