@@ -63,12 +63,13 @@ def _read(path):
     return io.read_array(path)
 
 
-def load_folder(directory: str | os.PathLike, spatial_dims: int = 2, normalize: bool = True,
-                ignore_value: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSource, spatial_dims: int = 2,
+                normalize: bool = True, ignore_value: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load the cases of `DIR/images` + `DIR/masks` (or `DIR/labels`) into `(images, masks)` arrays.
 
     Args:
-        directory: the data folder (see the module docstring for the layout).
+        directory: the data folder (see the module docstring for the layout),
+            or its typed source (`ImageFolderSource` / `ScanFolderSource`).
         spatial_dims: 2 for images, 3 for volumes (default 2).
         normalize: scale each image to zero mean and unit standard deviation
             (default True).
@@ -92,10 +93,9 @@ def load_folder(directory: str | os.PathLike, spatial_dims: int = 2, normalize: 
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
-    directory = os.fspath(directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"Data folder not found: {directory!r}")
-    cases = find_cases(resolve_source(directory, spatial_dims))
+    source = resolve_source(directory, spatial_dims)  # a typed source is used as it is
+    cases = find_cases(source)
+    directory = source.path
     xs, ys, names, ref_shape = [], [], [], None
     for case in cases:
         image, mask = case["image"], case["label"]
@@ -235,7 +235,7 @@ def load_data(data="qtips", n_train: int = 1024, n_val: int = 64, size: int = 64
         raise _refuse(source, "training") if not isinstance(source, ScanFolderSource) else ValueError(
             f"A dataset.json trains on patches: give a patch size (`--patch-size`, "
             f"`keras_medseg.training.train_volumes`). Received: data={source.dataset_json!r}")
-    x, y, _ = load_folder(source.path, spatial_dims=source.spatial_dims)
+    x, y, _ = load_folder(source, spatial_dims=source.spatial_dims)
     if len(x) < 2:
         raise ValueError(f"Data folder {source.path!r} needs at least 2 cases (train + validation); found {len(x)}.")
     order = np.random.default_rng(seed).permutation(len(x))
@@ -285,5 +285,5 @@ def load_evaluation_data(data="qtips", n: int = 64, size: int = 64, seed: int = 
         raise _refuse(source, "evaluation") if not isinstance(source, ScanFolderSource) else ValueError(
             f"A dataset.json is scored scan by scan (`keras-medseg evaluate`, "
             f"`keras_medseg.predict.evaluate_scans`). Received: data={source.dataset_json!r}")
-    x, y, _ = load_folder(source.path, spatial_dims=source.spatial_dims)
+    x, y, _ = load_folder(source, spatial_dims=source.spatial_dims)
     return _check_finite(EvaluationData(x, y, max(int(y.max()) + 1, 2), None, source.path), source.path)

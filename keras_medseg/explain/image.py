@@ -125,7 +125,10 @@ def explain_image(model, x, method="gradcam", class_index=None, layer=None, samp
     """
     import keras
 
-    from keras_medseg import explain
+    from keras_medseg.explain.gradcam import gradcam
+    from keras_medseg.explain.lime import lime
+    from keras_medseg.explain.occlusion import occlusion
+    from keras_medseg.explain.saliency import saliency, smoothgrad
     from keras_medseg.utils.finite import check_finite
 
     check_finite(x, "`x`")
@@ -143,15 +146,15 @@ def explain_image(model, x, method="gradcam", class_index=None, layer=None, samp
         raise ValueError(f"`class_index` {class_index} does not exist for this model: {what}.")
     label = "foreground probability" if outputs == 1 else f"class {class_index}"
     if method == "saliency":
-        heat = explain.saliency(model, x, class_index)
+        heat = saliency(model, x, class_index)
     elif method == "smoothgrad":
-        heat = explain.smoothgrad(model, x, class_index, samples=samples)
+        heat = smoothgrad(model, x, class_index, samples=samples)
     elif method == "gradcam":
-        heat = explain.gradcam(model, x, class_index, layer=layer)
+        heat = gradcam(model, x, class_index, layer=layer)
     elif method == "occlusion":
-        heat = explain.occlusion(model, x, class_index, patch=patch, stride=stride, progress=progress)
+        heat = occlusion(model, x, class_index, patch=patch, stride=stride, progress=progress)
     else:
-        heat = explain.lime(model, x, class_index, samples=max(samples, 2), progress=progress).maps
+        heat = lime(model, x, class_index, samples=max(samples, 2), progress=progress).maps
     return ImageExplanation(heat=np.asarray(heat[0]), x=x, class_index=class_index, label=label)
 
 
