@@ -160,8 +160,8 @@ def _child(mode, cfg, slide, ann, work, workers):
         out = {"seconds": time.perf_counter() - t0, "patches": n}
         os.remove(store)
     elif mode == "anchor":
-        from keras_medseg.data.slides.annotations import read_annotations
         from keras_medseg.data.slides import PatchStore
+        from keras_medseg.data.slides.annotations import read_annotations
 
         cy, cx, ry, rx = cfg["regions"][0]
         r0 = max(0, (cy - ry - size) // inner * inner)

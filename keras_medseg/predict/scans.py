@@ -22,8 +22,8 @@ import os
 import numpy as np
 
 from keras_medseg.data.cases import find_cases, find_scans, standardize_labels
-from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
 from keras_medseg.data.scans.geometry import from_model_space, to_model_space
+from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
 from keras_medseg.data.scans.preprocess import intensity, resolve_preprocessing
 from keras_medseg.data.sources import resolve_source
 from keras_medseg.evaluation.surface import (

@@ -32,7 +32,6 @@ from keras_medseg.layers.imex_block import NORMALIZATIONS, IMEXBlock, Multiscale
 from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
 
-
 PAPER_STAGES = ((4, 64), (4, 128), (4, 256))
 L_INITS = ("glorot_uniform", "multiscale")
 

@@ -58,7 +58,6 @@ from keras_medseg.utils.validation import (
 from keras_medseg.zoo.registry import register_model
 
 
-
 def signed_distance_to_sphere(shape, centre, radius):
     """Signed distance (negative inside) to a circle/sphere on a grid of `shape` (unit spacing)."""
     grids = np.meshgrid(*[np.arange(s, dtype="float64") for s in shape], indexing="ij")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from keras_medseg.data.slides import PatchStore
 from keras_medseg.data.slides.annotations import read_annotations, write_geojson
 from keras_medseg.data.slides.slide import TiffSlide, open_slide
 from keras_medseg.data.slides.streaming import (
@@ -17,7 +18,6 @@ from keras_medseg.data.slides.streaming import (
     patch_grid,
     tissue_mask_from_thumbnail,
 )
-from keras_medseg.data.slides import PatchStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

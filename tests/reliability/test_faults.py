@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 
 from keras_medseg import zoo
-from keras_medseg.commands import _catalog as catalog
 from keras_medseg.cli import main
-from keras_medseg.data.slides.hdf5_check import check_hdf5_file
+from keras_medseg.commands import _catalog as catalog
+from keras_medseg.data import load_data
 from keras_medseg.data.slides import PatchStore
+from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 from keras_medseg.inference import sliding_window
 from keras_medseg.kernels.spectral import identify
 from keras_medseg.training import train
 from keras_medseg.training.checkpointing import ResumableCSVLogger, atomic_save_model
-from keras_medseg.data import load_data
 from keras_medseg.training.segmentation import evaluate_model
 from keras_medseg.utils import atomic_io
 from keras_medseg.utils.errors import DiskFullError

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 
 from keras_medseg.data.cases import IGNORE_INDEX, find_cases, standardize_labels
-from keras_medseg.data.scans.io import read_image
 from keras_medseg.data.scans.geometry import to_model_space
+from keras_medseg.data.scans.io import read_image
 from keras_medseg.data.scans.preprocess import intensity as apply_intensity
 
 __all__ = ["VolumeDataset"]

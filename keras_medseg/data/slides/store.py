@@ -7,8 +7,8 @@ import warnings
 import h5py
 import numpy as np
 
-from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 from keras_medseg.data.slides.extract import iter_patches
+from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 from keras_medseg.data.slides.recovery import _corrupt, _unclean, fcntl, recover_patch_store
 from keras_medseg.utils.validation import check_choice, check_positive_int
 

@@ -19,7 +19,6 @@ from keras_medseg.zoo.fpn_detector.coder import BoxCoder, _check_geometry
 from keras_medseg.zoo.registry import register_model
 
 
-
 def box_coder(model):
     """The `BoxCoder` matching a model built by `zoo.build("fpn_detector", ...)` (also after loading)."""
     for layer in model.layers:
