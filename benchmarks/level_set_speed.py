@@ -51,7 +51,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-
 from _common import benchmark_main, dice, markdown_table  # noqa: E402
 
 ALPHA, BETA, GAMMA = -0.5, 0.2, 1.0

@@ -72,7 +72,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-
 from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
 
 NAME = "lse_lsn_unet"

@@ -122,7 +122,6 @@ def prepare_image(spec, pad=0):
     (negative inside) to the disk `centre`/`radius` given in pixels of the resampled, cropped image.
     """
     import numpy as np
-
     from skimage.transform import rescale
 
     from keras_medseg.zoo.level_set import signed_distance_to_sphere

@@ -1,4 +1,4 @@
-"""Peak memory of whole-scan prediction: `keras_medseg.scans.predict_files` on a 512 x 512 x 300 CT.
+"""Peak memory of whole-scan prediction: `keras_medseg.predict.scans.predict_files` on a 512 x 512 x 300 CT.
 
     python benchmarks/predict_memory.py                  # 512x512x300 int16 NIfTI, 96^3 window, 2 repeats
     python benchmarks/predict_memory.py --preset smoke   # 64x64x40, 32^3 window (seconds)
@@ -58,7 +58,7 @@ def _child(kind, cfg):
     """Run one measurement in this (fresh) process and print a JSON line."""
     start = time.perf_counter()
     if kind == "keras_medseg":
-        from keras_medseg.scans import predict_files
+        from keras_medseg.predict.scans import predict_files
 
         predict_files(
             cfg["model"],
@@ -143,7 +143,7 @@ def run(preset="cpu", out_dir=None, progress=True):
     import numpy as np
 
     from keras_medseg import zoo
-    from keras_medseg.data.preprocess import save_preprocessing
+    from keras_medseg.data.scans.preprocess import save_preprocessing
 
     if preset not in PRESETS:
         raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. Received: preset={preset!r}")

@@ -8,7 +8,7 @@ Both networks come from the same builder (`keras_medseg.zoo.imex_segmenter`)
 with the same settings; the only difference is the block: IMEX step
 `Y+ = Y + h (I + hL)^-1 f(Y)` (`imexnet`) vs forward Euler `Y+ = Y + h f(Y)`
 (`resnet_seg`), so the parameter counts differ only by the depthwise `L`
-kernels. Data: `keras_medseg.data.qtips`, 1024 training / 64 validation
+kernels. Data: `keras_medseg.data.synthetic.qtips`, 1024 training / 64 validation
 images of 64x64 (different seeds), as in the paper.
 
 What the talk reported (Haber, Lensink, Ruthotto, Treister, "Semi-Implicit

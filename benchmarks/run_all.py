@@ -40,15 +40,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _common import (  # noqa: E402
-    README as BENCH_README,
-    RESULTS_DIR,
-    machine_info,
-    markdown_table,
-    replace_block,
-    write_json,
-    write_results,
-)
+from _common import README as BENCH_README  # noqa: E402
+from _common import RESULTS_DIR, machine_info, markdown_table, replace_block, write_json, write_results  # noqa: E402
 
 REPO = os.path.dirname(HERE)
 TOP_README = os.path.join(REPO, "README.md")

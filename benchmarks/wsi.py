@@ -101,7 +101,7 @@ def write_slide(path, side, levels, tile, regions):
 
 def write_annotations(path, regions):
     """One tumour polygon (an ellipse a third of the region's size, 48 vertices) inside each tissue region."""
-    from keras_medseg.data.annotations import write_geojson
+    from keras_medseg.data.slides.annotations import write_geojson
 
     t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     polys = [np.stack([cx + rx / 3 * np.cos(t) + 0.37, cy + ry / 3 * np.sin(t) + 0.21], 1)
@@ -114,8 +114,8 @@ def write_annotations(path, regions):
 
 def _child(mode, cfg, slide, ann, work, workers):
     """One measurement in this (fresh) process; prints a JSON line."""
-    from keras_medseg.data.slide import open_slide
-    from keras_medseg.data.wsi.streaming import extract_slide, patch_grid
+    from keras_medseg.data.slides.slide import open_slide
+    from keras_medseg.data.slides.streaming import extract_slide, patch_grid
 
     size, inner = cfg["size"], cfg["inner"]
     out = {}
@@ -144,7 +144,7 @@ def _child(mode, cfg, slide, ann, work, workers):
                 sl._segment(0, index)
             out = {"seconds": time.perf_counter() - t0, "patches": int(grid.coords.shape[0]), "tiles": len(need)}
     elif mode == "write":
-        from keras_medseg.data.wsi import PatchStore
+        from keras_medseg.data.slides import PatchStore
 
         with open_slide(slide) as sl:
             grid = patch_grid(sl, 0, size, inner, annotations=ann, min_tissue=0.1, thumbnail_size=cfg["thumb"])
@@ -160,8 +160,8 @@ def _child(mode, cfg, slide, ann, work, workers):
         out = {"seconds": time.perf_counter() - t0, "patches": n}
         os.remove(store)
     elif mode == "anchor":
-        from keras_medseg.data.annotations import read_annotations
-        from keras_medseg.data.wsi import PatchStore
+        from keras_medseg.data.slides import PatchStore
+        from keras_medseg.data.slides.annotations import read_annotations
 
         cy, cx, ry, rx = cfg["regions"][0]
         r0 = max(0, (cy - ry - size) // inner * inner)
@@ -180,7 +180,7 @@ def _child(mode, cfg, slide, ann, work, workers):
     elif mode in ("predict", "model_only"):
         import keras
 
-        from keras_medseg.slide_inference import predict_slide
+        from keras_medseg.predict.slides import predict_slide
 
         model = keras.saving.load_model(os.path.join(work, "cnn.keras"))
         model.predict_on_batch(np.zeros((cfg["batch"], size, size, 3), np.float32))  # trace once

@@ -1,7 +1,7 @@
 """Axis-aligned box utilities for 2D and 3D detection (one adapter module).
 
 Conventions (used by the whole package: `keras_medseg.zoo.fpn_detector`,
-`keras_medseg.evaluation.detection`, `keras_medseg.data.synthetic_boxes`):
+`keras_medseg.evaluation.detection`, `keras_medseg.data.synthetic.boxes`):
 
 * Coordinates are continuous pixel/voxel coordinates: the voxel with array
   index `i` covers `[i, i + 1)` along its axis, so an image of width `W`

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from keras_medseg.callbacks import ROCAUCEarlyStopping, lr_halving_on_plateau
+from keras_medseg.training.callbacks import ROCAUCEarlyStopping, lr_halving_on_plateau
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keras_medseg.cli import main
-from keras_medseg.data.wsi import PatchStore
+from keras_medseg.data.slides import PatchStore
 
 KERAS_BAR = "/step"  # what every Keras progress bar line ends with
 

@@ -1,4 +1,4 @@
-"""Slide heatmaps, slide scores and lesion-level FROC (`keras_medseg.slide_inference`)."""
+"""Slide heatmaps, slide scores and lesion-level FROC (`keras_medseg.predict.slides`)."""
 
 import json
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from keras_medseg.data.annotations import write_geojson
+from keras_medseg.data.slides.annotations import write_geojson
 from keras_medseg.evaluation import froc_score
-from keras_medseg.slide_inference import (
+from keras_medseg.predict.slides import (
     froc_from_predictions,
     predict_slide,
     write_slide_prediction,
@@ -103,7 +103,7 @@ def test_tissue_grid_heatmap_and_lesion_froc(tmp_path):
 @pytest.mark.slow  # three slides through the command line (about 15 s, more on a loaded machine)
 def test_cli_extract_merge_predict_and_froc(tmp_path, capsys):
     from keras_medseg.cli import main
-    from keras_medseg.data.wsi import PatchStore
+    from keras_medseg.data.slides import PatchStore
     from tests.data.test_wsi_streaming import make_slide
 
     tumour, ann, _, _ = make_slide(tmp_path, "t")

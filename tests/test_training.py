@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from keras_medseg import zoo
-from keras_medseg.training import (build_for_data, class_balance_weights, evaluate, load_data, train)
+from keras_medseg.data import load_data
+from keras_medseg.training import build_for_data, class_balance_weights, evaluate, train
 
 
 def test_class_balance_weights():

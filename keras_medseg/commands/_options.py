@@ -26,9 +26,10 @@ def parse_model_args(items):
 
 
 def add_data_options(p, n_default=1024):
-    p.add_argument("--data", default="qtips", help="'qtips' (synthetic, default) or a folder DIR with "
-                   "DIR/images/<name>.<ext> and DIR/masks/<name>.<ext> (PNG, TIFF, .npy, NIfTI), or an HDF5 "
-                   "patch store FILE.h5 (`keras-medseg patches extract`) for patch classifiers")
+    p.add_argument("--data", default="qtips", help="'qtips' (synthetic, default), a folder DIR with "
+                   "DIR/images/<name>.<ext> and DIR/masks/<name>.<ext> or DIR/labels/ (PNG, TIFF, .npy, NIfTI, "
+                   "DICOM series), a dataset.json, or an HDF5 patch store FILE.h5 (`keras-medseg patches extract`) "
+                   "for patch classifiers (decided by keras_medseg.data.sources.resolve_source)")
     p.add_argument("--size", type=int, default=64, help="Q-tips image size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--spatial-dims", type=int, default=2, choices=(2, 3),

@@ -48,10 +48,8 @@ def _print_froc(report):
 
 
 def run(args):
-    from keras_medseg.data.io import is_patch_store
-
     if args.predictions:
-        from keras_medseg.slide_inference import froc_from_predictions
+        from keras_medseg.predict.slides import froc_from_predictions
 
         report = froc_from_predictions(args.predictions, plot=args.plot, progress=not args.quiet)
         _print_froc(report)
@@ -60,33 +58,32 @@ def run(args):
         return 0
     if args.checkpoint is None:
         raise ValueError("`evaluate` needs a CHECKPOINT (or --froc --predictions DIR ...). Received: none")
+    from keras_medseg.data.sources import PatchStoreSource, ScanFolderSource, resolve_source
 
-    if args.froc or is_patch_store(args.data):  # WSI patch store: FROC / slide-level report
+    source = resolve_source(args.data, spatial_dims=args.spatial_dims)  # the one decision of what --data is
+    if args.froc or isinstance(source, PatchStoreSource):  # WSI patch store: FROC / slide-level report
         from keras_medseg.evaluation import evaluate_patch_store
 
-        _print_froc(evaluate_patch_store(args.checkpoint, args.data, batch_size=args.batch_size, plot=args.plot,
+        _print_froc(evaluate_patch_store(args.checkpoint, source, batch_size=args.batch_size, plot=args.plot,
                                          verbose=0 if args.quiet else 1))
         return 0
-    from keras_medseg.scans import is_scan_folder
-
-    if is_scan_folder(args.data):  # whole scans: per-case Dice/HD95/ASSD in mm, held-out cases by default
-        return _evaluate_scans(args)
+    if isinstance(source, ScanFolderSource):  # whole scans: per-case Dice/HD95/ASSD in mm, held-out cases by default
+        return _evaluate_scans(args, source)
     from keras_medseg.metrics import format_table
     from keras_medseg.training import evaluate
 
-    table, names = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, n=args.n, size=args.size,
-                            seed=args.seed, spatial_dims=args.spatial_dims, plot=args.plot,
-                            verbose=0 if args.quiet else 1)
+    table, names = evaluate(args.checkpoint, source, batch_size=args.batch_size, n=args.n, size=args.size,
+                            seed=args.seed, plot=args.plot, verbose=0 if args.quiet else 1)
     print(format_table(table, class_names=names))
     if args.plot:
         print(f"\npredictions {args.plot}")
     return 0
 
 
-def _evaluate_scans(args):
-    from keras_medseg.scans import evaluate_scans, format_summary
+def _evaluate_scans(args, source):
+    from keras_medseg.predict.scans import evaluate_scans, format_summary
 
-    res = evaluate_scans(args.checkpoint, args.data, csv_path=args.csv, include_training=args.include_training,
+    res = evaluate_scans(args.checkpoint, source, csv_path=args.csv, include_training=args.include_training,
                          tolerance=args.tolerance, overlap=args.overlap, batch_size=args.window_batch,
                          allow_padding=args.pad, progress=not args.quiet)
     print(format_summary(res))

@@ -4,16 +4,6 @@ import os
 
 # Kept equal to `keras_medseg.explain.image.METHODS` (tested); spelled out here so that `--help` needs no backend.
 METHODS = ("saliency", "smoothgrad", "gradcam", "occlusion", "lime")
-_MOVED = ("load_checkpoint", "load_image", "prepare_input")
-
-
-def __getattr__(name):
-    """The IO helpers moved to `keras_medseg.explain.image`; the old import path still works, lazily."""
-    if name in _MOVED:
-        from keras_medseg.explain import image
-
-        return getattr(image, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_parser(subparsers):

@@ -54,7 +54,7 @@ def _devices(backend):
 
 
 def run(args):
-    from keras_medseg import catalog
+    from keras_medseg.commands import _catalog as catalog
     from keras_medseg.version import __version__
 
     backend = _configured_backend()

@@ -1,4 +1,7 @@
-"""`keras-medseg kernels CHECKPOINT --out DIR`: kernel clusters and spectral labels per layer."""
+"""`keras-medseg kernels CHECKPOINT --out DIR`: kernel clusters and spectral labels per layer.
+
+The labels are `keras_medseg.kernels.identify_model`'s; the clusters `keras_medseg.kernels.cluster_kernels`'.
+"""
 
 import os
 
@@ -21,7 +24,6 @@ def run(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from tqdm.auto import tqdm
 
     from keras_medseg import kernels
     from keras_medseg.utils.model_io import load_model
@@ -31,29 +33,20 @@ def run(args):
     layers = kernels.extract_kernels(model)
     if not layers:
         raise ValueError(f"CHECKPOINT {args.checkpoint!r} has no convolution kernels of size >= 2.")
-    records = []
-    rng = np.random.default_rng(0)
-    for lk in tqdm(layers, desc="kernels", unit="layer"):
-        k = lk.kernel_size
-        if len(set(k)) != 1 or k[0] % 2 == 0 or k[0] < 3:
-            continue
-        d = len(k)
-        labels, _, deviation, families = kernels.identify_many(lk.kernels, (args.grid,) * d,
-                                                               tolerance=args.tolerance)
-        rec = {"layer": lk.layer, "layer_type": lk.layer_type, "kernel_size": "x".join(map(str, k)),
-               "n_kernels": len(labels), "median_deviation": float(np.median(deviation))}
-        for fam in list(families) + [kernels.INDETERMINATE]:
-            rec[fam] = int(np.sum(labels == fam))
-        records.append(rec)
-        stack = lk.kernels
-        if len(stack) > args.max_cluster_kernels:
-            stack = stack[rng.choice(len(stack), args.max_cluster_kernels, replace=False)]
-        if len(stack) >= 2:
-            res = kernels.cluster_kernels(stack, n_clusters=args.clusters, title=lk.layer)
-            res.figure.savefig(os.path.join(args.out, f"clusters_{lk.layer}.png"), dpi=100, bbox_inches="tight")
-            plt.close(res.figure)
+    records = kernels.identify_model(model, grid_shape=args.grid, tolerance=args.tolerance, progress=True)
     if not records:
         raise ValueError(f"CHECKPOINT {args.checkpoint!r} has no odd square kernels (3x3, 5x5, ...) to identify.")
+    identified = {r["layer"] for r in records}
+    rng = np.random.default_rng(0)
+    for lk in layers:
+        stack = lk.kernels
+        if lk.layer not in identified or len(stack) < 2:
+            continue
+        if len(stack) > args.max_cluster_kernels:
+            stack = stack[rng.choice(len(stack), args.max_cluster_kernels, replace=False)]
+        res = kernels.cluster_kernels(stack, n_clusters=args.clusters, title=lk.layer)
+        res.figure.savefig(os.path.join(args.out, f"clusters_{lk.layer}.png"), dpi=100, bbox_inches="tight")
+        plt.close(res.figure)
     csv_path = kernels.write_csv(records, os.path.join(args.out, "kernels.csv"))
     ax = kernels.plot_label_counts(records)
     ax.figure.savefig(os.path.join(args.out, "labels.png"), dpi=100, bbox_inches="tight")

@@ -8,12 +8,13 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_medseg import catalog
+    from keras_medseg.commands import _catalog as catalog
 
     if args.model:
         info = catalog.describe(args.model)
         print(f"{info['name']}: {info['description']}")
         print(f"spatial_dims: {', '.join(str(d) for d in info['spatial_dims'])}")
+        print(f"task: {info['task']}")
         print("arguments:")
         for arg, default in info["arguments"].items():
             print(f"  {arg:24s} = {default!r}")

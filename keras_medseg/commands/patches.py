@@ -8,10 +8,11 @@
 
 `extract` appends to an existing store (same patch size) or creates it.
 Without a MASK image the slide is streamed tile by tile
-(`keras_medseg.data.wsi.extract_slide`): tissue grid from a thumbnail,
+(`keras_medseg.data.slides.extract_slide`): tissue grid from a thumbnail,
 polygon annotations (ASAP XML / GeoJSON; none = a normal slide), several
 worker processes, a progress bar, and resumable after an interruption. With
-a MASK image (same height/width, non-zero = tumour) the image is read whole
+a MASK image (same height/width, non-zero = tumour, read by the one mask rule of
+`keras_medseg.data.cases`: an RGB drawing's colours are tumours alike) the image is read whole
 (`PatchStore.add_slide`), for small images.
 """
 
@@ -59,26 +60,19 @@ def add_parser(subparsers):
     return p
 
 
-def _mask_from_image(mask):
-    import numpy as np
-
-    if mask.ndim == 3:  # an RGB(A) drawing: any non-black pixel is tumour
-        return mask[..., :3].max(axis=-1) > 0
-    if mask.dtype == bool or np.isin(mask, (0, 1)).all():
-        return mask.astype(bool)
-    if np.issubdtype(mask.dtype, np.integer) and np.unique(mask).size <= 2:
-        return mask > 0  # a binary 0/255 mask
-    return mask  # an integer label map: one id per tumour
-
-
 def _extract_mask(args):
-    from keras_medseg.data.io import read_array
-    from keras_medseg.data.wsi import PatchStore
+    from keras_medseg.data.cases import mask_ids, standardize_labels
+    from keras_medseg.data.scans.io import read_array
+    from keras_medseg.data.slides import PatchStore
 
     image = read_array(args.image, "image file")
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]  # drop alpha
-    mask = _mask_from_image(read_array(args.mask, "mask file"))
+    # The one mask rule: an RGB(A) drawing becomes one id per colour, a 0/255 editor mask 0/1 (then split into
+    # connected tumours by the store), any other ids one tumour each; no limit on the number of tumours.
+    name = repr(args.mask)
+    mask, _ = standardize_labels(mask_ids(read_array(args.mask, "mask file"), 2, name=name), names=name,
+                                 max_classes=None)
     slide_id = args.slide_id or os.path.splitext(os.path.basename(args.image))[0]
     compression = None if args.compression == "none" else args.compression
     channels = 1 if image.ndim == 2 else image.shape[-1]
@@ -98,7 +92,7 @@ def _extract_mask(args):
 def _extract(args):
     if args.mask:
         return _extract_mask(args)
-    from keras_medseg.data.wsi import PatchStore, extract_slide
+    from keras_medseg.data.slides import PatchStore, extract_slide
 
     min_tissue = 0.1 if args.min_tissue is None else (None if args.min_tissue == 0 else args.min_tissue)
     threshold = args.tissue_threshold if args.tissue_threshold == "otsu" else float(args.tissue_threshold)
@@ -116,7 +110,7 @@ def _extract(args):
 
 
 def _merge(args):
-    from keras_medseg.data.wsi import merge_stores
+    from keras_medseg.data.slides import merge_stores
 
     n = merge_stores(args.sources, args.out, compression=None if args.compression == "none" else args.compression,
                      progress=not args.quiet)
@@ -125,7 +119,7 @@ def _merge(args):
 
 
 def _info(args):
-    from keras_medseg.data.wsi import PatchStore
+    from keras_medseg.data.slides import PatchStore
 
     with PatchStore(args.file) as store:
         info = store.info()

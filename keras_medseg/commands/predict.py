@@ -20,7 +20,7 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_medseg.scans import predict_files
+    from keras_medseg.predict.scans import predict_files
 
     written = predict_files(args.model, args.input, args.output, overlap=args.overlap, batch_size=args.window_batch,
                             progress=not args.quiet, allow_padding=args.pad)

@@ -5,7 +5,7 @@
 
 Writes `heatmap.npy`, `heatmap.png` (overlay on the thumbnail),
 `predictions.npz` and `summary.json` into DIR
-(`keras_medseg.slide_inference.predict_slide_to_dir`).
+(`keras_medseg.predict.slides.predict_slide_to_dir`).
 """
 
 
@@ -35,7 +35,7 @@ def run(args):
     if args.slide_command != "predict":
         print("usage: keras-medseg slide predict MODEL SLIDE --out DIR (see keras-medseg slide --help)")
         return 2
-    from keras_medseg.slide_inference import predict_slide_to_dir
+    from keras_medseg.predict.slides import predict_slide_to_dir
 
     result, paths = predict_slide_to_dir(
         args.model, args.slide, args.out, thumbnail_size=args.thumbnail_size, level=args.level, size=args.size,

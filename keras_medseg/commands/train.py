@@ -8,7 +8,10 @@ and prints the validation Dice/IoU table. Builder arguments go through
 `--data`, a patch classifier is trained
 (`keras_medseg.training.train_patch_classifier`). Other zoo models (GANs,
 detectors, the untrained `lse`) are refused with one line naming their
-entry point (`keras_medseg.catalog.training_route`). With `--patch-size` (or a
+entry point (`keras_medseg.commands._catalog.training_route`, from the task
+each model declares). `--data` is decided once
+(`keras_medseg.data.sources.resolve_source`) and the typed source is passed
+down. With `--patch-size` (or a
 `dataset.json` as `--data`), volumes are trained on lazily sampled patches
 with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
 the preprocessing is saved in the checkpoint for `predict`:
@@ -63,13 +66,13 @@ def _intensity(text):
     return {"preset": preset}
 
 
-def _run_volumes(args, model_kwargs):
+def _run_volumes(args, source, model_kwargs):
     import os
 
     from keras_medseg.training import train_volumes
 
     patch = args.patch_size[0] if args.patch_size and len(args.patch_size) == 1 else tuple(args.patch_size or (96,))
-    r = train_volumes(args.model, args.data, out_dir=args.out or os.path.join("runs", args.model),
+    r = train_volumes(args.model, source, out_dir=args.out or os.path.join("runs", args.model),
                       spatial_dims=args.spatial_dims, patch_size=patch, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, spacing=args.spacing,
                       orientation=args.orientation, intensity=_intensity(args.intensity),
@@ -81,12 +84,13 @@ def _run_volumes(args, model_kwargs):
     return 0
 
 
-def _run_patch_store(args, model_kwargs):
+def _run_patch_store(args, source, model_kwargs):
     from keras_medseg.training import train_patch_classifier
 
-    r = train_patch_classifier(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size,
+    r = train_patch_classifier(args.model, source.path, epochs=args.epochs, batch_size=args.batch_size,
                                n_train=args.n_train, n_val=args.n_val, seed=args.seed, out_dir=args.out,
-                               model_kwargs=model_kwargs, verbose=0 if args.quiet else 1)
+                               model_kwargs=model_kwargs, verbose=0 if args.quiet else 1,
+                               backup_every=args.backup_every)
     print(f"\nbest validation ROC-AUC {r.best_roc_auc:.4f} (epoch {r.best_epoch} of {r.num_epochs}, "
           f"{r.num_val} validation patches)")
     print(f"checkpoint  {r.checkpoint}\nlog         {r.log}")
@@ -94,12 +98,15 @@ def _run_patch_store(args, model_kwargs):
 
 
 def check(args):
-    """Refuse, before the backend is imported, a model that `train` cannot fit on this data (one line)."""
-    from keras_medseg.catalog import training_route
+    """Refuse, before the backend is imported, a model that `train` never fits (GANs, detectors, `lse`): one line.
+
+    Whether the model fits the data (a patch classifier needs a patch store) is decided in `run`, once the
+    data argument has been resolved.
+    """
+    from keras_medseg.commands._catalog import untrainable_reason
 
     parse_model_args(args.arg)
-    is_store = isinstance(args.data, str) and args.data.lower().endswith((".h5", ".hdf5"))
-    refusal = training_route(args.model, patch_store=is_store, data=args.data)
+    refusal = untrainable_reason(args.model)
     if refusal:
         raise ValueError(refusal)
 
@@ -107,23 +114,27 @@ def check(args):
 def run(args):
     import os
 
+    from keras_medseg.commands._catalog import training_route
+    from keras_medseg.data.sources import PatchStoreSource, resolve_source
     from keras_medseg.metrics import format_table
-    from keras_medseg.training import PatchStoreData, resolve_data, train
+    from keras_medseg.training import train
 
     check(args)
     model_kwargs = parse_model_args(args.arg)
-    if args.patch_size is not None or str(args.data).endswith(".json"):
-        return _run_volumes(args, model_kwargs)
-    data = resolve_data(args.data, "train", n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed,
-                        spatial_dims=args.spatial_dims)
-    if isinstance(data, PatchStoreData):  # WSI patch store (.h5): three-step sampler + the VGG16 recipe
-        return _run_patch_store(args, model_kwargs)
+    source = resolve_source(args.data, spatial_dims=args.spatial_dims)  # the one decision of what --data is
+    refusal = training_route(args.model, source=source, data=args.data)
+    if refusal:
+        raise ValueError(refusal)
+    if isinstance(source, PatchStoreSource):  # WSI patch store (.h5): three-step sampler + the VGG16 recipe
+        return _run_patch_store(args, source, model_kwargs)
+    if args.patch_size is not None or getattr(source, "dataset_json", None):
+        return _run_volumes(args, source, model_kwargs)
     out = args.out or os.path.join("runs", args.model)
-    result = train(args.model, data, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,
+    result = train(args.model, source, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,
                    model_kwargs=model_kwargs, verbose=0 if args.quiet else 1, seed=args.seed,
-                   class_balance=args.class_balance, distribute=args.distribute,
-                   backup_every=args.backup_every)
-    print(f"\nValidation Dice/IoU of the best checkpoint ({len(data.y_val)} cases):")
-    print(format_table({args.model: result.table}, class_names=data.class_names))
+                   n_train=args.n_train, n_val=args.n_val, size=args.size, class_balance=args.class_balance,
+                   distribute=args.distribute, backup_every=args.backup_every)
+    print(f"\nValidation Dice/IoU of the best checkpoint ({len(result.predictions)} cases):")
+    print(format_table({args.model: result.table}, class_names=result.class_names))
     print(f"\ncheckpoint  {result.checkpoint}\nlog         {result.log}\npredictions {result.plot}")
     return 0

@@ -1,40 +1,74 @@
-"""Data: synthetic Q-tips, image/mask folders and (from other modules) WSI patches and medical IO.
+"""Data: what a data argument is, the cases it holds, and the readers, datasets and generators behind them.
 
 `from keras_medseg import data`; `data.qtips(n, seed=0)`.
+
+What a data argument is, decided once: `sources.resolve_source` (a typed source). The cases of a
+folder and the one mask rule: `cases` (`find_cases`, `mask_ids`, `standardize_labels`). Arrays of a
+source for fitting and scoring in memory: `arrays` (`load_data`, `load_evaluation_data`, `load_folder`).
+
+Sub-packages, by what they hold:
+
+* `scans/`: medical image files with their geometry (`io`, `geometry`), intensity presets and the
+  preprocessing spec (`preprocess`), the lazy patch dataset of volumes (`volume_dataset`).
+* `slides/`: whole slides (`slide`, `annotations`), the HDF5 patch store and its extraction,
+  streaming and sampling.
+* `synthetic/`: data sets made on the fly (Q-tips, blobs, boxes, translation pairs).
+* `augment/`: augmentation layers (keras.ops, 2D and 3D).
 """
 
-from keras_medseg.data.qtips import QtipsDataset, normalize_qtips, qtips, qtips_dataset
-from keras_medseg.data.folder import load_folder
-
-# -- add new data modules below, one import line each --
-from keras_medseg.data.synthetic_boxes import synthetic_boxes
-from keras_medseg.data.synthetic_blobs import synthetic_blobs
-from keras_medseg.data.wsi import PatchSequence, PatchSet, PatchStore, ThreeStepSampler, augment_patches, extract_patches, load_patch_dataset, recover_patch_store, tissue_mask  # noqa: E501
-from keras_medseg.data import translation  # noqa: F401
-from keras_medseg.data.io import ImageRecord, read_array, read_image, write_image  # noqa: F401
-from keras_medseg.data.preprocess import load_preprocessing, save_preprocessing  # noqa: F401
-from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels  # noqa: F401
-from keras_medseg.data.slide import open_slide  # noqa: F401
-from keras_medseg.data.annotations import read_annotations  # noqa: F401
-from keras_medseg.data.wsi import extract_slide, merge_stores, patch_grid  # noqa: F401
-from keras_medseg.data.volume_dataset import VolumeDataset, find_cases  # noqa: F401
+from keras_medseg.data.arrays import EvaluationData, SegmentationData, load_data, load_evaluation_data, load_folder
+from keras_medseg.data.cases import IGNORE_INDEX, find_cases, find_scans, mask_ids, standardize_labels
+from keras_medseg.data.scans.io import ImageRecord, read_array, read_image, write_image
+from keras_medseg.data.scans.preprocess import load_preprocessing, save_preprocessing
+from keras_medseg.data.scans.volume_dataset import VolumeDataset
+from keras_medseg.data.slides import (
+    PatchSequence,
+    PatchSet,
+    PatchStore,
+    ThreeStepSampler,
+    augment_patches,
+    extract_patches,
+    extract_slide,
+    load_patch_dataset,
+    merge_stores,
+    open_slide,
+    patch_grid,
+    read_annotations,
+    recover_patch_store,
+    tissue_mask,
+)
+from keras_medseg.data.sources import resolve_source
+from keras_medseg.data.synthetic import (
+    QtipsDataset,
+    normalize_qtips,
+    qtips,
+    qtips_dataset,
+    synthetic_blobs,
+    synthetic_boxes,
+)
 
 __all__ = [
     "IGNORE_INDEX",
+    "EvaluationData",
     "ImageRecord",
     "PatchSequence",
     "PatchSet",
     "PatchStore",
     "QtipsDataset",
+    "SegmentationData",
     "ThreeStepSampler",
     "VolumeDataset",
     "augment_patches",
     "extract_patches",
     "extract_slide",
     "find_cases",
+    "find_scans",
+    "load_data",
+    "load_evaluation_data",
     "load_folder",
     "load_patch_dataset",
     "load_preprocessing",
+    "mask_ids",
     "merge_stores",
     "normalize_qtips",
     "open_slide",
@@ -45,11 +79,11 @@ __all__ = [
     "read_image",
     "read_annotations",
     "recover_patch_store",
+    "resolve_source",
     "save_preprocessing",
     "standardize_labels",
     "synthetic_blobs",
     "synthetic_boxes",
     "tissue_mask",
-    "translation",
     "write_image",
 ]

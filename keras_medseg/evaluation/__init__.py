@@ -6,6 +6,7 @@ best patch is), `froc_report` (both as one dict), and the plots
 `plot_froc`, `plot_heatmap`, `probability_map`.
 """
 
+from keras_medseg.evaluation.detection import detection_froc  # noqa: F401
 from keras_medseg.evaluation.froc import (  # noqa: F401
     DEFAULT_FP_RATES,
     FROCCurve,
@@ -13,6 +14,7 @@ from keras_medseg.evaluation.froc import (  # noqa: F401
     froc_score,
     sensitivity_at,
 )
+from keras_medseg.evaluation.patch_store import evaluate_patch_store  # noqa: F401
 from keras_medseg.evaluation.plots import plot_froc, plot_heatmap, probability_map  # noqa: F401
 from keras_medseg.evaluation.slide import (  # noqa: F401
     SlidePrediction,
@@ -21,9 +23,6 @@ from keras_medseg.evaluation.slide import (  # noqa: F401
     slide_roc_auc,
     slide_scores,
 )
-# -- other evaluation modules below, one import line each --
-from keras_medseg.evaluation.detection import detection_froc  # noqa: F401
-from keras_medseg.evaluation.patch_store import evaluate_patch_store  # noqa: F401
 from keras_medseg.evaluation.surface import segmentation_metrics, summarize_metrics  # noqa: F401
 
 __all__ = [

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.io import is_patch_store
+from keras_medseg.data.sources import PatchStoreSource, resolve_source
 from keras_medseg.evaluation.froc import froc_curve
 from keras_medseg.evaluation.plots import plot_froc
 from keras_medseg.evaluation.slide import froc_report
@@ -29,7 +29,7 @@ def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None, verbose=0)
 
     Args:
         checkpoint: str, a `.keras` patch classifier.
-        store: str, an HDF5 patch store (`*.h5` / `*.hdf5`).
+        store: str or `PatchStoreSource`, an HDF5 patch store (`*.h5` / `*.hdf5`).
         batch_size: int, prediction batch size (default 16).
         plot: str or None, PNG path for the FROC curve, written when the FROC
             is defined (default None).
@@ -50,11 +50,12 @@ def evaluate_patch_store(checkpoint, store, batch_size=16, plot=None, verbose=0)
     >>> report = evaluate_patch_store("runs/vgg/best.keras", "patches.h5")  # doctest: +SKIP
     >>> report["froc"], report["slide_roc_auc"]  # doctest: +SKIP
     """
-    from keras_medseg.data.wsi import PatchSequence, PatchStore
+    from keras_medseg.data.slides import PatchSequence, PatchStore
 
-    if not is_patch_store(store):
+    source = resolve_source(store)
+    if not isinstance(source, PatchStoreSource):
         raise ValueError(f"--froc needs an HDF5 patch store as --data. Received: --data {store!r}")
-    store = os.fspath(store)
+    store = source.path
     if not os.path.isfile(store):
         raise FileNotFoundError(f"Patch store not found: --data {store!r}")
     model = load_model(checkpoint)

@@ -19,7 +19,7 @@ def probability_map(scores, coords, patch_size, shape=None, inner_size=None, red
         shape: `(H, W)` of the output; default just covers every patch.
         inner_size: if given, paint only the centred inner square of this
             side (the part of the patch the label refers to, see
-            `keras_medseg.data.wsi.extract_patches`); default the whole patch.
+            `keras_medseg.data.slides.extract_patches`); default the whole patch.
         reduce: `"max"` (default) or `"mean"` where patches overlap.
 
     Returns:

@@ -2,17 +2,17 @@
 
 `explain_file(checkpoint, image_path, method="gradcam")` loads the model
 (`keras_medseg.utils.model_io.load_model`, `safe_mode=True`), reads the image
-(`keras_medseg.data.io.read_array`: NaN/Inf refused with the file named),
+(`keras_medseg.data.scans.io.read_array`: NaN/Inf refused with the file named),
 applies the intensity normalisation the model was trained with, brings it to
 the model's input layout (`prepare_input`) and runs one explainer. A model
 with one sigmoid output is explained as binary: its only output is the
 foreground probability, so there is no "class 1" to ask for.
 
 Normalisation: the preprocessing spec stored with the model
-(`keras_medseg.data.preprocess.load_preprocessing`, written by training and
+(`keras_medseg.data.scans.preprocess.load_preprocessing`, written by training and
 read by `keras-medseg predict`) gives the intensity preset (z-score, CT
 window, percentile); the image is normalised with the same function predict
-uses (`keras_medseg.data.preprocess.intensity`, over the whole image once it
+uses (`keras_medseg.data.scans.preprocess.intensity`, over the whole image once it
 is on the model's grid, as predict does after resampling), so the explained
 input is the one the model saw in training. A model saved without a spec is explained on the image
 as given (`spec=None`); pass `spec=` to override. Spacing and orientation in
@@ -51,15 +51,15 @@ def load_checkpoint(path):
 
 
 def load_image(path):
-    """Read one image/volume (`keras_medseg.data.io.read_array`): .npy, .npz, NIfTI, PNG/JPEG/TIFF."""
-    from keras_medseg.data.io import read_array
+    """Read one image/volume (`keras_medseg.data.scans.io.read_array`): .npy, .npz, NIfTI, PNG/JPEG/TIFF."""
+    from keras_medseg.data.scans.io import read_array
 
     return read_array(path, "IMAGE file")  # refuses NaN/Inf, naming the file
 
 
 def load_spec(checkpoint):
     """The preprocessing spec stored with a saved model (`load_preprocessing`), or None when it has none."""
-    from keras_medseg.data.preprocess import load_preprocessing
+    from keras_medseg.data.scans.preprocess import load_preprocessing
 
     return load_preprocessing(checkpoint)
 
@@ -71,7 +71,7 @@ def prepare_input(image, model, spec=None, name="IMAGE"):
         image: array `(*S)` or `(*S, C)`; RGB(A) is averaged to one channel for a one-channel model.
         model: a Keras model with one image input `(N, *S, C)`.
         spec: None (default: the image as given) or a preprocessing spec (`load_spec(checkpoint)`); its
-            `intensity` preset is applied with `keras_medseg.data.preprocess.intensity`, the function
+            `intensity` preset is applied with `keras_medseg.data.scans.preprocess.intensity`, the function
             `keras-medseg predict` uses, to the whole image once it is on the model's grid (after the resize),
             as predict normalises a scan after resampling it.
         name: str, how errors name the image (default "IMAGE").
@@ -109,7 +109,7 @@ def prepare_input(image, model, spec=None, name="IMAGE"):
     if img.shape[:-1] != target:
         img = resize(img, target + (img.shape[-1],), order=1, preserve_range=True).astype("float32")
     if spec is not None:  # on the model's grid, as predict normalises a scan after resampling it
-        from keras_medseg.data.preprocess import intensity
+        from keras_medseg.data.scans.preprocess import intensity
 
         img = intensity(img, spec.get("intensity") or {"preset": "none"}, name=name)
     return img[None]
@@ -125,7 +125,10 @@ def explain_image(model, x, method="gradcam", class_index=None, layer=None, samp
     """
     import keras
 
-    from keras_medseg import explain
+    from keras_medseg.explain.gradcam import gradcam
+    from keras_medseg.explain.lime import lime
+    from keras_medseg.explain.occlusion import occlusion
+    from keras_medseg.explain.saliency import saliency, smoothgrad
     from keras_medseg.utils.finite import check_finite
 
     check_finite(x, "`x`")
@@ -143,15 +146,15 @@ def explain_image(model, x, method="gradcam", class_index=None, layer=None, samp
         raise ValueError(f"`class_index` {class_index} does not exist for this model: {what}.")
     label = "foreground probability" if outputs == 1 else f"class {class_index}"
     if method == "saliency":
-        heat = explain.saliency(model, x, class_index)
+        heat = saliency(model, x, class_index)
     elif method == "smoothgrad":
-        heat = explain.smoothgrad(model, x, class_index, samples=samples)
+        heat = smoothgrad(model, x, class_index, samples=samples)
     elif method == "gradcam":
-        heat = explain.gradcam(model, x, class_index, layer=layer)
+        heat = gradcam(model, x, class_index, layer=layer)
     elif method == "occlusion":
-        heat = explain.occlusion(model, x, class_index, patch=patch, stride=stride, progress=progress)
+        heat = occlusion(model, x, class_index, patch=patch, stride=stride, progress=progress)
     else:
-        heat = explain.lime(model, x, class_index, samples=max(samples, 2), progress=progress).maps
+        heat = lime(model, x, class_index, samples=max(samples, 2), progress=progress).maps
     return ImageExplanation(heat=np.asarray(heat[0]), x=x, class_index=class_index, label=label)
 
 

@@ -244,7 +244,8 @@ def identify_model(model, grid_shape=None, tolerance=0.1, references=None, progr
 
     Args:
         model: a Keras model.
-        grid_shape: operator grid; default `(8,) * d`.
+        grid_shape: operator grid: a tuple, or an int for that many cells per
+            axis of each layer's kernels (2D and 3D alike); default `(8,) * d`.
         tolerance: float, see `identify`. Defaults to 0.1.
         references: optional dict name -> kernel (for one kernel size).
         progress: bool, tqdm progress bar over layers. Defaults to False.
@@ -278,7 +279,8 @@ def identify_model(model, grid_shape=None, tolerance=0.1, references=None, progr
         k = lk.kernel_size
         if references is None and (len(set(k)) != 1 or k[0] % 2 == 0 or k[0] < 3):
             continue
-        labels, dist, deviation, families = identify_many(lk.kernels, grid_shape, references, tolerance)
+        grid = (grid_shape,) * len(k) if isinstance(grid_shape, (int, np.integer)) else grid_shape
+        labels, dist, deviation, families = identify_many(lk.kernels, grid, references, tolerance)
         rec = {
             "layer": lk.layer,
             "layer_type": lk.layer_type,

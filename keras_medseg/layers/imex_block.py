@@ -6,22 +6,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_medseg.layers.factories import normalization as norm_layer
 from keras_medseg.ops.implicit import implicit_conv_solve
 from keras_medseg.ops.implicit_cache import TransferCache
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank, standardize_kernel_size
 
 NORMALIZATIONS = ("batch", "instance", "layer", None)
-
-
-def _make_normalization(kind, name, dtype):
-    if kind == "batch":
-        return keras.layers.BatchNormalization(axis=-1, name=name, dtype=dtype)
-    if kind == "instance":
-        return keras.layers.GroupNormalization(groups=-1, axis=-1, name=name, dtype=dtype)
-    if kind == "layer":
-        return keras.layers.LayerNormalization(axis=-1, name=name, dtype=dtype)
-    return None
 
 
 @register
@@ -187,7 +178,7 @@ class IMEXBlock(keras.layers.Layer):
         self.implicit_initializer = keras.initializers.get(implicit_initializer)
         self.cache_transfer = bool(cache_transfer)
         self.transfer_cache = TransferCache()
-        self.norm = _make_normalization(normalization, "norm", self.dtype_policy)
+        self.norm = None if normalization is None else norm_layer(normalization, "norm", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         rank = len(input_shape) - 2

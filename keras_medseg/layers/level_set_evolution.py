@@ -9,8 +9,15 @@ from keras import ops
 from keras_medseg.layers.level_set_step import LevelSetStep
 from keras_medseg.ops.level_set import _working_dtype, check_finite, reinitialize
 from keras_medseg.ops.level_set_stencils import compiled_function
-from keras_medseg.ops.level_set_window import (choose_window, crop_windows, front_bounds, paste_windows,
-                                               speed_bound, window_ladder, window_start)
+from keras_medseg.ops.level_set_window import (
+    choose_window,
+    crop_windows,
+    front_bounds,
+    paste_windows,
+    speed_bound,
+    window_ladder,
+    window_start,
+)
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int
 

@@ -9,7 +9,6 @@
 
 from keras_medseg.losses.attention import (
     AttentionMaskLoss,
-    _attention_mask_to_grid,  # noqa: F401  (former private name, kept as an alias)
     attention_mask_loss,
     attention_mask_to_grid,
 )

@@ -55,9 +55,6 @@ def attention_mask_to_grid(y_true, y_pred):
     return y_true
 
 
-_attention_mask_to_grid = attention_mask_to_grid  # former private name, kept as an alias
-
-
 def attention_mask_loss(y_true, y_pred, eps=1e-7, skip_empty_masks=True):
     """Per-sample attention-mask loss `mean_heads -log(sum_positions alpha * A + eps)`.
 

@@ -36,7 +36,6 @@ import math
 import numpy as np
 from keras import ops
 
-
 #: window edge lengths in voxels, smallest first (each axis is capped at the image's own size)
 WINDOW_SIZES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 

@@ -74,7 +74,7 @@ def atomic_save_model(model, path, preprocessing=None):
     Args:
         model: the Keras model.
         path: destination `.keras` file.
-        preprocessing: optional preprocessing spec (`keras_medseg.data.preprocess.save_preprocessing`'s
+        preprocessing: optional preprocessing spec (`keras_medseg.data.scans.preprocess.save_preprocessing`'s
             format) written into the archive before it is moved into place, so the model file never exists
             without the normalisation it was trained with (what `predict` and `explain` repeat).
     """
@@ -85,7 +85,7 @@ def atomic_save_model(model, path, preprocessing=None):
     with atomic_path(path, estimate_bytes=max(previous, _model_bytes(model))) as tmp:
         model.save(tmp)
         if preprocessing is not None:
-            from keras_medseg.data.preprocess import save_preprocessing
+            from keras_medseg.data.scans.preprocess import save_preprocessing
 
             save_preprocessing(tmp, preprocessing)
 
@@ -120,9 +120,9 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         self.best = None
         self.preprocessing = preprocessing
         if preprocessing is not None:
-            from keras_medseg.data.preprocess import _check_spec
+            from keras_medseg.data.scans.preprocess import check_spec
 
-            _check_spec(preprocessing)  # a bad spec fails before training, not at the first save
+            check_spec(preprocessing)  # a bad spec fails before training, not at the first save
 
     def _greater_is_better(self, key):
         if self.mode != "auto":
@@ -385,7 +385,8 @@ class RunFolderLock(keras.callbacks.Callback):
         super().__init__()
         self.path = os.path.join(os.fspath(out_dir), ".lock")
 
-    def on_train_begin(self, logs=None):
+    def acquire(self):
+        """Take the lock (what `on_train_begin` does); also `with RunFolderLock(out_dir): ...`."""
         try:
             import fcntl
         except ImportError:  # not POSIX
@@ -410,14 +411,29 @@ class RunFolderLock(keras.callbacks.Callback):
         # were replacing are intact), so a resumed run leaves no `.best.<pid>.tmp.keras` behind.
         remove_stale_temporaries(os.path.dirname(self.path))
 
-    def on_train_end(self, logs=None):
+    def release(self):
+        """Give the lock back (what `on_train_end` does)."""
         fd = _HELD_LOCKS.pop(os.path.abspath(self.path), None)
         if fd is not None:
             os.close(fd)  # releases the lock
 
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def on_train_begin(self, logs=None):
+        self.acquire()
+
+    def on_train_end(self, logs=None):
+        self.release()
+
 
 def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=None,
-                        checkpoint_name="best.keras", log_name="log.csv", preprocessing=None):
+                        checkpoint_name="best.keras", log_name="log.csv", preprocessing=None, lock=True):
     """The callbacks that make `fit` resumable after a crash or a full disk.
 
     Args:
@@ -428,14 +444,16 @@ def resumable_callbacks(out_dir, monitor="val_loss", mode="auto", backup_every=N
             up every that many batches as well.
         preprocessing: optional preprocessing spec stored inside `best.keras`
             each time it is written (what `predict` and `explain` read back).
+        lock: include the `RunFolderLock` callback (default True; the fit
+            runner, `keras_medseg.training.runner.fit`, holds the lock itself).
 
     Returns:
         list of callbacks, in the order to pass to `fit`.
     """
     os.makedirs(out_dir, exist_ok=True)
     backup_dir = os.path.join(out_dir, "backup")
-    return [
-        RunFolderLock(out_dir),
+    callbacks = [RunFolderLock(out_dir)] if lock else []
+    return callbacks + [
         AtomicModelCheckpoint(os.path.join(out_dir, checkpoint_name), monitor=monitor, mode=mode,
                               preprocessing=preprocessing),
         CrashSafeBackup(backup_dir, backup_every=backup_every),

@@ -59,7 +59,11 @@ def qtips_demo(out_dir=os.path.join("runs", "demo"), seed=0, fast=False, epochs=
 
     Args:
         out_dir: output folder (created): `predictions.png` (with a colour
-            key), `history.png`, `imexnet.keras`, `resnet_seg.keras`.
+            key), `history.png`, `imexnet.keras`, `resnet_seg.keras` (the
+            trained models), and one run folder per model (`imexnet/`,
+            `resnet_seg/`: `log.csv`, `best.keras` by validation loss,
+            `backup/`) from the fit runner (`keras_medseg.training.runner`),
+            started afresh each time.
         seed: seed of the data (training set `seed`, validation set
             `seed + 1000`), the weights and the shuffling (default 0).
         fast: tiny sizes for tests (default False).
@@ -81,9 +85,10 @@ def qtips_demo(out_dir=os.path.join("runs", "demo"), seed=0, fast=False, epochs=
     """
     import keras
 
-    from keras_medseg.data.qtips import CLASS_NAMES, NUM_CLASSES, qtips
+    from keras_medseg.data.synthetic.qtips import CLASS_NAMES, NUM_CLASSES, qtips
     from keras_medseg.metrics import dice_iou_table
     from keras_medseg.plotting import history_plot, prediction_grid
+    from keras_medseg.training import runner
     from keras_medseg.training.segmentation import class_balance_weights
     from keras_medseg.zoo.imexnet import imex_segmenter
 
@@ -109,14 +114,16 @@ def qtips_demo(out_dir=os.path.join("runs", "demo"), seed=0, fast=False, epochs=
                                name=name, **kwargs)
         keras.utils.set_random_seed(seed)
         t0, c0 = time.perf_counter(), time.process_time()
-        hist = model.fit(x_train, y_train, sample_weight=weights, validation_data=(x_val, y_val),
-                         batch_size=fit_kw["batch_size"], epochs=fit_kw["epochs"], shuffle=True, verbose=verbose)
+        # A fresh run each time (resume=False): the demo compares two whole trainings and their times.
+        run = runner.fit(model, x_train, y_train, out_dir=os.path.join(out_dir, name), epochs=fit_kw["epochs"],
+                         validation_data=(x_val, y_val), sample_weight=weights, batch_size=fit_kw["batch_size"],
+                         shuffle=True, verbose=verbose, resume=False)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         pred = np.argmax(model.predict(x_val, batch_size=fit_kw["batch_size"], verbose=0), axis=-1)
         table = dice_iou_table(y_val, pred, num_classes=NUM_CLASSES)
         checkpoint = os.path.join(out_dir, f"{name}.keras")
         model.save(checkpoint)
-        histories[name] = hist.history
+        histories[name] = run.history
         predictions[name] = pred.astype(np.int32)
         nets[name] = {"table": table, "mean_iou_rods": float(np.nanmean(np.asarray(table["iou"])[1:])),
                       "params": int(model.count_params()), "seconds": float(seconds), "cpu_seconds": float(cpu),

@@ -5,8 +5,7 @@ workflow: the numbers live with the model as data
 (`keras_medseg.zoo.vgg16_classifier.RECIPE`, so the zoo never imports
 training) and this module turns them into Keras objects. It is used by the
 patch-classifier training (`keras_medseg.training.patch_classifier`), the zoo
-builder's compile step (same optimizer and loss) and the tutorials; the old
-name `keras_medseg.zoo.vgg16_classifier.recipe` is a lazy re-export of it.
+builder's compile step (same optimizer and loss) and the tutorials.
 
 Reference: Simonyan & Zisserman, "Very deep convolutional networks for
 large-scale image recognition", ICLR 2015 (VGG16); the RMSprop settings,

@@ -1,188 +1,39 @@
 """Training and evaluation helpers behind `keras-medseg train/evaluate/demo`.
 
-`train(model_or_name, data, epochs, out_dir)` fits a segmentation model with
-the Keras progress bar, logs every epoch to `out_dir/log.csv`, keeps the best
-model by validation loss as `out_dir/best.keras` (written atomically) and backs
-the training state up to `out_dir/backup/` (`CrashSafeBackup`, every file written atomically),
-so running the same command again after a crash resumes where it stopped (see
-`keras_medseg.training.checkpointing`). It then reloads the best model with
+`train(model_or_name, data, epochs, out_dir)` fits a segmentation model through
+the one fit runner (`keras_medseg.training.runner.fit`): Keras progress bar,
+every epoch logged to `out_dir/log.csv`, the best model by validation loss kept
+as `out_dir/best.keras` (written atomically), the training state backed up to
+`out_dir/backup/`, so running the same command again after a crash resumes
+where it stopped (see `keras_medseg.training.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
 predictions over the validation images. `distribute=` trains on several
 devices through `keras_medseg.training.distribute`.
 
-Data are given as `"qtips"` (the synthetic Q-tips set), a folder path
-(`DIR/images` + `DIR/masks`, see `keras_medseg.data.folder`) or arrays
-`((x_train, y_train), (x_val, y_val))`.
+Data are given as a typed source (`keras_medseg.data.sources`, what the
+command line passes: the `--data` value is decided once, there) or as what
+`keras_medseg.data.sources.resolve_source` decides on: `"qtips"` (the synthetic
+Q-tips set), a folder path (`DIR/images` + `DIR/masks`) or arrays
+`((x_train, y_train), (x_val, y_val))`; `keras_medseg.data.load_data` loads
+the arrays.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
 
 import keras
 import numpy as np
 
 from keras_medseg import zoo
-from keras_medseg.data.folder import load_folder
-from keras_medseg.data.io import is_patch_store
-from keras_medseg.data.labels import standardize_labels
-from keras_medseg.data.qtips import CLASS_NAMES as QTIPS_CLASS_NAME_TUPLE
-from keras_medseg.data.qtips import NUM_CLASSES as QTIPS_CLASSES
-from keras_medseg.data.qtips import qtips
-from keras_medseg.metrics import dice_iou_table, format_table, to_labels
+from keras_medseg.data.arrays import SegmentationData, load_data, load_evaluation_data
+from keras_medseg.data.sources import DataSource
+from keras_medseg.metrics import dice_iou_table, to_labels
 from keras_medseg.plotting import history_plot, prediction_grid
-from keras_medseg.training.checkpointing import resumable_callbacks
+from keras_medseg.training import runner
 from keras_medseg.training.distribute import distribution_scope
 from keras_medseg.utils.model_io import load_model
-
-QTIPS_CLASS_NAMES = list(QTIPS_CLASS_NAME_TUPLE)  # named by the rod's end markers
-
-
-@dataclasses.dataclass
-class SegmentationData:
-    """Train/validation arrays plus what a model builder needs to know."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    num_classes: int
-    class_names: Optional[list] = None
-    source: str = "arrays"
-
-    @property
-    def spatial_dims(self):
-        return self.x_train.ndim - 2
-
-    @property
-    def in_channels(self):
-        return self.x_train.shape[-1]
-
-
-@dataclasses.dataclass
-class EvaluationData:
-    """Evaluation arrays: every case of a folder, a fresh Q-tips set or given `(x, y)`."""
-
-    x: np.ndarray
-    y: np.ndarray
-    num_classes: Optional[int] = None
-    class_names: Optional[list] = None
-    source: str = "arrays"
-
-
-@dataclasses.dataclass
-class PatchStoreData:
-    """A `--data` value naming an HDF5 patch store (`keras_medseg.data.wsi.PatchStore`)."""
-
-    path: str
-
-
-def resolve_data(data: str | tuple = "qtips", purpose: str = "train", n_train: int = 1024, n_val: int = 64,
-                 n: int = 64, size: int = 64, seed: int = 0, spatial_dims: int = 2,
-                 val_fraction: float = 0.2) -> SegmentationData | EvaluationData | PatchStoreData:
-    """Resolve a `--data` value for training or evaluation: the one place that interprets it.
-
-    Args:
-        data: `"qtips"` (synthetic Q-tips), a folder path (`DIR/images` +
-            `DIR/masks`, see `keras_medseg.data.folder`), an HDF5 patch store
-            (`*.h5` / `*.hdf5`), or arrays: `((x, y), (x_val, y_val))` for
-            training, `(x, y)` for evaluation. Default "qtips".
-        purpose: "train" (a train/validation split) or "evaluate" (one set).
-        n_train, n_val: Q-tips training/validation sizes (default 1024 and
-            64, as in the IMEXnet paper); the validation set uses seed `seed + 1`.
-        n: Q-tips evaluation images (default 64, drawn with `seed`).
-        size: Q-tips canvas size in pixels (default 64).
-        seed: Q-tips seed / folder split seed (default 0).
-        spatial_dims: 2 or 3 for folders of volumes (default 2).
-        val_fraction: share of a folder kept for validation when training
-            (default 0.2, at least one case).
-
-    Returns:
-        `PatchStoreData` for a patch store; otherwise `SegmentationData`
-        (purpose "train") or `EvaluationData` (purpose "evaluate").
-
-    Raises:
-        FileNotFoundError: a missing data folder (named).
-        ValueError: a bad folder/file (named), a bad `purpose`, or a `data`
-            that is none of the above.
-
-    Example:
-
-    >>> d = resolve_data("qtips", n_train=8, n_val=4, size=16)
-    >>> d.x_train.shape
-    (8, 16, 16, 1)
-    """
-    if is_patch_store(data):
-        return PatchStoreData(os.fspath(data))
-    if purpose == "train":
-        return _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction)
-    if purpose == "evaluate":
-        return _evaluation_data(data, n, size, seed, spatial_dims)
-    raise ValueError(f"`purpose` must be 'train' or 'evaluate'. Received: purpose={purpose!r}")
-
-
-def load_data(data: str | tuple = "qtips", n_train: int = 1024, n_val: int = 64, size: int = 64, seed: int = 0,
-              spatial_dims: int = 2, val_fraction: float = 0.2) -> SegmentationData:
-    """Resolve a data argument into `SegmentationData` (`resolve_data` with purpose "train", no patch stores).
-
-    Args: see `resolve_data`.
-
-    Returns:
-        `SegmentationData`.
-
-    Raises:
-        FileNotFoundError / ValueError: missing or bad folder/file (named), or
-            a `data` that is none of the above.
-    """
-    if is_patch_store(data):
-        raise ValueError(f"`data` is an HDF5 patch store; train patch classifiers with "
-                         f"`keras_medseg.training.train_patch_classifier`. Received: data={data!r}")
-    out = resolve_data(data, "train", n_train=n_train, n_val=n_val, size=size, seed=seed,
-                       spatial_dims=spatial_dims, val_fraction=val_fraction)
-    _check_finite_data(out, data)
-    return out
-
-
-def _check_finite_data(d, data):
-    """NaN/Inf in training, validation or evaluation arrays -> one ValueError naming them (once, at entry)."""
-    from keras_medseg.utils.finite import check_finite
-
-    source = data if isinstance(data, (str, os.PathLike)) else getattr(d, "source", "arrays")
-    for attr in ("x_train", "x_val", "x", "y_train", "y_val", "y"):
-        if getattr(d, attr, None) is not None:
-            check_finite(getattr(d, attr), f"`{attr}` of data {os.fspath(source)!r}")
-
-
-def _training_data(data, n_train, n_val, size, seed, spatial_dims, val_fraction):
-    if isinstance(data, SegmentationData):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        (x, y), (xv, yv) = data
-        x, xv = np.asarray(x), np.asarray(xv)
-        # The one mask rule (0/255 -> 0/1, non-contiguous ids compacted, 255 next to other ids refused).
-        (y, yv), values = standardize_labels([np.asarray(y), np.asarray(yv)], names=["y_train", "y_val"])
-        return SegmentationData(x.astype("float32"), y, xv.astype("float32"), yv, max(len(values), 2))
-    if isinstance(data, str) and data.lower() == "qtips":
-        x, y = qtips(n_train, size=size, seed=seed, normalize=True)
-        xv, yv = qtips(n_val, size=size, seed=seed + 1, normalize=True)
-        return SegmentationData(x, y, xv, yv, QTIPS_CLASSES, QTIPS_CLASS_NAMES, "qtips")
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(
-                f"`--data` must be 'qtips' or an existing folder with images/ and masks/. Received: data={path!r}"
-            )
-        x, y, names = load_folder(path, spatial_dims=spatial_dims)
-        if len(x) < 2:
-            raise ValueError(f"Data folder {path!r} needs at least 2 cases (train + validation); found {len(x)}.")
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_val_cases = max(1, int(round(val_fraction * len(x))))
-        val, train = order[:n_val_cases], order[n_val_cases:]
-        k = max(int(y.max()) + 1, 2)
-        return SegmentationData(x[train], y[train], x[val], y[val], k, None, path)
-    raise ValueError(f"`data` must be 'qtips', a folder path or ((x, y), (x_val, y_val)). Received: data={data!r}")
 
 
 def build_for_data(name, data, **model_kwargs):
@@ -249,6 +100,7 @@ class TrainResult:
     log: str
     plot: str
     predictions: np.ndarray
+    class_names: list | None = None
 
 
 def evaluate_model(model, x, y, num_classes=None, batch_size=16, verbose=0):
@@ -268,18 +120,20 @@ def evaluate_model(model, x, y, num_classes=None, batch_size=16, verbose=0):
     return dice_iou_table(y_eval, pred, num_classes=k), pred
 
 
-def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData = "qtips", epochs: int = 5,
-          out_dir: str = "runs/train", batch_size: int = 16, model_kwargs: dict | None = None, verbose: int = 1,
-          seed: int = 0, n_train: int = 1024, n_val: int = 64, size: int = 64, callbacks: list | None = None,
-          class_balance: bool = False, distribute: str | None = None,
-          backup_every: int | None = None) -> TrainResult:
+def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | SegmentationData = "qtips",
+          epochs: int = 5, out_dir: str = "runs/train", batch_size: int = 16, model_kwargs: dict | None = None,
+          verbose: int = 1, seed: int = 0, n_train: int = 1024, n_val: int = 64, size: int = 64,
+          callbacks: list | None = None, class_balance: bool = False, distribute: str | None = None,
+          backup_every: int | None = None, spatial_dims: int = 2) -> TrainResult:
     """Fit a segmentation model with progress bar, CSV log, best checkpoint and a PNG of predictions.
 
     Args:
         model_or_name: a compiled `keras.Model` or a zoo name (built with
             `build_for_data`, i.e. `num_classes`/`in_channels`/`spatial_dims`
             from the data).
-        data: see `load_data` (default "qtips").
+        data: a data argument, a typed source (`keras_medseg.data.sources`) or
+            loaded `SegmentationData`; see `keras_medseg.data.load_data`
+            (default "qtips").
         epochs: training epochs (default 5).
         out_dir: output folder (created): `log.csv`, `best.keras`,
             `predictions.png`, `history.png` (default "runs/train").
@@ -287,7 +141,7 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
         model_kwargs: extra builder arguments for a zoo name (default None).
         verbose: Keras verbosity, 1 = progress bar (default 1).
         seed: Keras/NumPy seed for weights and data (default 0).
-        n_train, n_val, size: Q-tips sizes (see `load_data`).
+        n_train, n_val, size: Q-tips sizes (see `keras_medseg.data.load_data`).
         callbacks: extra Keras callbacks (default None).
         class_balance: weight every training pixel by `class_balance_weights`
             (damped inverse class frequency) so thin structures are not
@@ -305,7 +159,7 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
 
     Raises:
         ValueError: bad `epochs`/`batch_size`, unknown model name or argument,
-            bad data (see `load_data`).
+            bad data (see `keras_medseg.data.load_data`).
 
     Example:
 
@@ -317,7 +171,7 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     keras.utils.set_random_seed(seed)
-    data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed)
+    data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed, spatial_dims=spatial_dims)
     if isinstance(model_or_name, str):
         with distribution_scope(distribute):
             model = build_for_data(model_or_name, data, **(model_kwargs or {}))
@@ -330,16 +184,9 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
         model = model_or_name
     else:
         raise TypeError(f"`model_or_name` must be a keras.Model or a zoo name. Received: {model_or_name!r}")
-    os.makedirs(out_dir, exist_ok=True)
-    # User callbacks first (e.g. ROCAUCEarlyStopping adds keys the CSV log must see),
-    # then the crash-safe log / best checkpoint / backup trio.
     # Folder images were z-scored by load_folder: stored in best.keras so predict and explain repeat it.
     spec = None if data.source in ("qtips", "arrays") else {"intensity": {"preset": "zscore"},
                                                             "spatial_dims": data.spatial_dims}
-    cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor="val_loss", backup_every=backup_every,
-                                                      preprocessing=spec)
-    checkpoint = os.path.join(out_dir, "best.keras")
-    log = os.path.join(out_dir, "log.csv")
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
@@ -348,11 +195,11 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
     sample_weight = _ignore_weights(data.y_train, sample_weight)
     val_weight = _ignore_weights(data.y_val)
     validation = (data.x_val, _fit_targets(model, data.y_val)) + ((val_weight,) if val_weight is not None else ())
-    history = model.fit(
-        data.x_train, _fit_targets(model, data.y_train), validation_data=validation,
-        epochs=epochs, batch_size=batch_size, callbacks=cbs, verbose=verbose, shuffle=True,
-        sample_weight=sample_weight,
-    )
+    run = runner.fit(model, data.x_train, _fit_targets(model, data.y_train), out_dir=out_dir, epochs=epochs,
+                     validation_data=validation, monitor="val_loss", backup_every=backup_every, preprocessing=spec,
+                     callbacks=callbacks, verbose=verbose, batch_size=batch_size, shuffle=True,
+                     sample_weight=sample_weight)
+    history, checkpoint, log = run.history, run.checkpoint, run.log
     best = load_model(checkpoint)
     table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
@@ -361,21 +208,23 @@ def train(model_or_name: str | keras.Model, data: str | tuple | SegmentationData
     y_show = np.maximum(data.y_val, 0)  # ignored voxels (-1) drawn as background
     prediction_grid(data.x_val, y_show if best.outputs[0].shape[-1] != 1 else (y_show > 0),
                     {best.name: pred}, path=plot, num_classes=shown, class_names=names)
-    if history.history:  # empty when a finished run is started again (nothing left to train)
-        history_plot({best.name: history.history}, path=os.path.join(out_dir, "history.png"),
-                     metrics=[m for m in ("loss", "mean_iou") if m in history.history])
-    return TrainResult(best, history.history, table, checkpoint, log, plot, pred)
+    if history:  # empty when a finished run is started again (nothing left to train)
+        history_plot({best.name: history}, path=os.path.join(out_dir, "history.png"),
+                     metrics=[m for m in ("loss", "mean_iou") if m in history])
+    return TrainResult(best, history, table, checkpoint, log, plot, pred, data.class_names)
 
 
-def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16, n: int = 64, size: int = 64,
-             seed: int = 1, spatial_dims: int = 2, plot: str | None = None,
+def evaluate(checkpoint: str, data: str | tuple | DataSource = "qtips", batch_size: int = 16, n: int = 64,
+             size: int = 64, seed: int = 1, spatial_dims: int = 2, plot: str | None = None,
              verbose: int = 0) -> tuple[dict, list | None]:
     """Load a `.keras` checkpoint (`safe_mode=True`) and score it: per-class Dice/IoU.
 
     Args:
         checkpoint: path to a `.keras` file.
-        data: "qtips" (a fresh set of `n` images with `seed`), a folder
-            (every case is evaluated) or arrays `(x, y)`.
+        data: a data argument or typed source (see
+            `keras_medseg.data.load_evaluation_data`): "qtips" (a fresh set of
+            `n` images with `seed`), a folder (every case is evaluated) or
+            arrays `(x, y)`.
         batch_size: prediction batch size (default 16).
         n, size, seed: Q-tips evaluation set (default 64 images, 64 px, seed 1).
         spatial_dims: for folders of volumes (default 2).
@@ -391,11 +240,7 @@ def evaluate(checkpoint: str, data: str | tuple = "qtips", batch_size: int = 16,
         ValueError: a file that is not a loadable `.keras` model (named).
     """
     model = load_model(checkpoint)
-    ev = resolve_data(data, "evaluate", n=n, size=size, seed=seed, spatial_dims=spatial_dims)
-    if isinstance(ev, PatchStoreData):
-        raise ValueError(f"`data` is an HDF5 patch store; score patch classifiers with "
-                         f"`keras_medseg.evaluation.evaluate_patch_store`. Received: data={data!r}")
-    _check_finite_data(ev, data)
+    ev = load_evaluation_data(data, n=n, size=size, seed=seed, spatial_dims=spatial_dims)
     x, y, num_classes, class_names = ev.x, ev.y, ev.num_classes, ev.class_names
     _warn_class_mismatch(model, num_classes if num_classes is not None else max(int(np.max(y)) + 1, 2), len(x), data)
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:
@@ -417,40 +262,19 @@ def _warn_class_mismatch(model, num_classes, num_cases, data):
     k_model = 2 if channels == 1 else channels
     if num_classes is None or k_model == num_classes:
         return
-    source = data if isinstance(data, (str, os.PathLike)) else "the arrays"
+    source = getattr(data, "path", data) if isinstance(data, (str, os.PathLike)) or hasattr(data, "path") \
+        else "the arrays"
     what = ("label > 0 as foreground against background" if channels == 1
             else f"classes 0..{max(k_model, num_classes) - 1}")
     warnings.warn(f"The model predicts {k_model} classes{' (one sigmoid channel)' if channels == 1 else ''} and "
                   f"the data {source!s} has {num_classes}: scoring {what} in all {num_cases} cases.", stacklevel=3)
 
 
-def _evaluation_data(data, n, size, seed, spatial_dims):
-    if isinstance(data, str) and data.lower() == "qtips":
-        x, y = qtips(n, size=size, seed=seed, normalize=True)
-        return EvaluationData(x, y, QTIPS_CLASSES, QTIPS_CLASS_NAMES, "qtips")
-    if isinstance(data, (tuple, list)):
-        x, y = (np.asarray(a) for a in data)
-        y, _ = standardize_labels(y, names="y")
-        return EvaluationData(x, y)
-    path = os.fspath(data)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"`data` must be 'qtips' or an existing folder. Received: data={path!r}")
-    x, y, _ = load_folder(path, spatial_dims=spatial_dims)
-    return EvaluationData(x, y, max(int(y.max()) + 1, 2), None, path)
-
-
 __all__ = [
-    "QTIPS_CLASS_NAMES",
-    "EvaluationData",
-    "PatchStoreData",
-    "SegmentationData",
     "TrainResult",
     "build_for_data",
     "class_balance_weights",
     "evaluate",
     "evaluate_model",
-    "format_table",
-    "load_data",
-    "resolve_data",
     "train",
 ]

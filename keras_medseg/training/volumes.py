@@ -6,15 +6,15 @@ validation by name (seeded), patches are sampled by
 `keras_medseg.data.VolumeDataset` (1:1 positive/negative, the default
 augmentation on the training side), the zoo model is built for the data
 (classes, channels, spatial dims) with its compile default (Dice + CE for
-`unet`, `imexnet`, `resnet_seg`), `fit` is resumable (rerun the same call after
-a crash), and the preprocessing spec (spacing, orientation, intensity preset,
+`unet`, `imexnet`, `resnet_seg`), it is fitted by the one fit runner
+(`keras_medseg.training.runner.fit`: resumable, rerun the same call after a
+crash), and the preprocessing spec (spacing, orientation, intensity preset,
 class names, patch size, the split) is saved inside the best checkpoint so
 `keras-medseg predict` repeats it.
 """
 
 import dataclasses
 import json
-import os
 
 import keras
 import numpy as np
@@ -53,15 +53,15 @@ class VolumeTrainResult:
     split: dict
 
 
-def _class_names(source, cases):
+def _class_names(json_path, cases):
     """Class names from dataset.json's `labels`, else `class_0..class_{max label}` over the label files."""
-    json_path = source if str(source).endswith(".json") else os.path.join(str(source), "dataset.json")
-    if os.path.isfile(json_path):
+    if json_path is not None:
         with open(json_path) as f:
             labels = json.load(f).get("labels")
         if isinstance(labels, dict) and labels:
             return [str(labels[k]) for k in sorted(labels, key=lambda k: int(k))]
-    from keras_medseg.data import read_image
+    from keras_medseg.data.scans.io import read_image
+
     top = 1
     for case in cases:
         top = max(top, int(np.max(read_image(case["label"]).array)))
@@ -76,8 +76,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
 
     Args:
         model_name: zoo name, e.g. "unet".
-        data: folder with `images/` + `labels/`, or an MSD `dataset.json` (or
-            its folder).
+        data: a typed source (`keras_medseg.data.sources`) or a data argument
+            it decides on: a folder with `images/` + `labels/` (or `masks/`),
+            an MSD `dataset.json` (or its folder); or a list of
+            `(image_path, label_path)` pairs.
         out_dir: run folder: `best.keras` (with the preprocessing spec),
             `log.csv`, `backup/` (default "runs/train").
         spatial_dims: 3 for 3D patches, 2 for 2D slices of the volumes (default 3).
@@ -111,8 +113,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     ...                                         spacing=(1.5, 1.5, 2.0), epochs=100)  # doctest: +SKIP
     """
     from keras_medseg import zoo
-    from keras_medseg.data import VolumeDataset, find_cases, save_preprocessing
-    from keras_medseg.training.checkpointing import resumable_callbacks
+    from keras_medseg.data.cases import find_cases
+    from keras_medseg.data.scans.volume_dataset import VolumeDataset
+    from keras_medseg.data.sources import resolve_source
+    from keras_medseg.training import runner
     from keras_medseg.utils.model_io import load_model
     from keras_medseg.utils.validation import check_positive_int
 
@@ -120,13 +124,17 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction!r}")
     keras.utils.set_random_seed(seed)
-    cases = find_cases(data)
+    if isinstance(data, (list, tuple)):  # (image, label) path pairs
+        cases, json_path = find_cases(data), None
+    else:
+        source = resolve_source(data, spatial_dims)
+        cases, json_path = find_cases(source), getattr(source, "dataset_json", None)
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = 0 if len(cases) < 2 or val_fraction == 0 else max(1, round(val_fraction * len(cases)))
     val_cases = [cases[i] for i in sorted(order[:n_val])]
     train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
-    class_names = _class_names(data, cases)
+    class_names = _class_names(json_path, cases)
     if augment is True:
         augment = default_augmentation(spatial_dims, seed=seed)
     elif augment is False:
@@ -144,14 +152,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     kwargs = {"spatial_dims": spatial_dims, "num_classes": len(class_names), "in_channels": int(x.shape[-1])}
     kwargs.update(model_kwargs or {})
     model = zoo.build(model_name, **kwargs)
-    os.makedirs(out_dir, exist_ok=True)
     monitor = "val_loss" if val_ds is not None else "loss"
     spec = train_ds.spec(class_names)
     spec["split"] = split
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
-    callbacks = resumable_callbacks(out_dir, monitor=monitor, backup_every=backup_every, preprocessing=spec)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
-    checkpoint = os.path.join(out_dir, "best.keras")
-    save_preprocessing(checkpoint, spec)  # also when a finished run is started again (no new best written)
-    return VolumeTrainResult(load_model(checkpoint), history.history, checkpoint, os.path.join(out_dir, "log.csv"),
-                             spec, split)
+    run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
+                     backup_every=backup_every, preprocessing=spec, verbose=verbose)
+    return VolumeTrainResult(load_model(run.checkpoint), run.history, run.checkpoint, run.log, spec, split)

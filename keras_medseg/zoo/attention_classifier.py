@@ -14,7 +14,7 @@ the loss. `mask_weight=0` trains without mask supervision. Samples with an empty
 mask (negatives) do not contribute to the attention loss.
 
 Helpers (re-exported here, defined in `keras_medseg.explain.attention` and
-`keras_medseg.data.synthetic_blobs`): `upsample_attention` (maps -> image size,
+`keras_medseg.data.synthetic.blobs`): `upsample_attention` (maps -> image size,
 for display), `attention_mass_inside` (how much attention lies inside a mask)
 and `synthetic_blobs` (a toy data set: a bright blob in the left half = positive).
 
@@ -30,9 +30,10 @@ CPH 100A; localisation as attention): CNN -> `[AttnPool(Z), AttnPool(Z), ...]`
 import keras
 
 # synthetic_blobs (now in data/) and the attention tools (now in explain/) stay importable from here.
-from keras_medseg.data.synthetic_blobs import synthetic_blobs
+from keras_medseg.data.synthetic.blobs import synthetic_blobs
 from keras_medseg.explain.attention import attention_mass_inside, upsample_attention
 from keras_medseg.layers.attention_pool import AttentionPool
+from keras_medseg.layers.factories import layers_for, normalization
 from keras_medseg.losses import AttentionMaskLoss
 from keras_medseg.utils.validation import (
     check_positive,
@@ -42,14 +43,13 @@ from keras_medseg.utils.validation import (
 )
 from keras_medseg.zoo.registry import register_model
 
-_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-_POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _DEFAULT_SIZE = {2: 128, 3: 64}
 
 
 @register_model(
     "attention_classifier",
     spatial_dims=(2, 3),
+    task="classification",
     tiny={"input_size": 16, "filters": (4, 8), "convs_per_stage": 1, "heads": 2, "dense_units": 8},
     example=lambda model, batch_size, seed: attention_classifier_example(model, batch_size, seed),
 )
@@ -135,14 +135,14 @@ def attention_classifier(
     x = inputs
     for i, width in enumerate(filters):
         for j in range(1, convs_per_stage + 1):
-            x = _CONV[spatial_dims](
+            x = layers_for(spatial_dims).conv(
                 width, 3, padding="same", use_bias=not batch_norm, name=f"{name}_stage{i}_conv{j}"
             )(x)
             if batch_norm:
-                x = keras.layers.BatchNormalization(name=f"{name}_stage{i}_bn{j}")(x)
+                x = normalization("batch", f"{name}_stage{i}_bn{j}")(x)
             x = keras.layers.Activation("relu", name=f"{name}_stage{i}_relu{j}")(x)
         if i < len(filters) - 1:
-            x = _POOL[spatial_dims](2, name=f"{name}_stage{i}_pool")(x)
+            x = layers_for(spatial_dims).max_pool(2, name=f"{name}_stage{i}_pool")(x)
     pooled, attention = AttentionPool(heads=heads, return_attention=True, name=f"{name}_attention_pool")(x)
     h = pooled
     if dense_units:

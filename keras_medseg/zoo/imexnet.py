@@ -26,13 +26,11 @@ import numbers
 import keras
 import numpy as np
 
+from keras_medseg.layers.factories import layers_for
+from keras_medseg.layers.factories import normalization as norm_layer
 from keras_medseg.layers.imex_block import NORMALIZATIONS, IMEXBlock, MultiscaleLaplacian
 from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
-
-_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-_POOL = {2: keras.layers.AveragePooling2D, 3: keras.layers.AveragePooling3D}
-_UP = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
 
 PAPER_STAGES = ((4, 64), (4, 128), (4, 256))
 L_INITS = ("glorot_uniform", "multiscale")
@@ -51,16 +49,6 @@ def _check_stages(stages):
             f"e.g. ((4, 64), (4, 128)). Received: stages={stages!r}"
         )
     return tuple((int(b), int(w)) for b, w in stages)
-
-
-def _normalization(kind, spatial_dims, name):
-    if kind == "batch":
-        return keras.layers.BatchNormalization(name=name)
-    if kind == "instance":
-        return keras.layers.GroupNormalization(groups=-1, name=name)
-    if kind == "layer":
-        return keras.layers.LayerNormalization(name=name)
-    return keras.layers.Identity(name=name)
 
 
 def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, num_classes=4,
@@ -101,27 +89,28 @@ def imex_segmenter(implicit=True, spatial_dims=2, input_size=64, in_channels=1, 
                 f"with {len(stages)} stages). Received: kernel_size={kernel_size!r}"
             )
 
-    conv = _CONV[spatial_dims]
+    L = layers_for(spatial_dims)
+    conv = L.conv
     inputs = keras.Input(shape=(*spatial, in_channels), name=f"{name}_input")
     x = conv(stages[0][1], kernel_size, padding="same", use_bias=normalization is None,
              name=f"{name}_stem_conv")(inputs)
-    x = _normalization(normalization, spatial_dims, f"{name}_stem_norm")(x)
+    x = norm_layer(normalization, f"{name}_stem_norm")(x)
     x = keras.layers.Activation("relu", name=f"{name}_stem_act")(x)
     grid = max(spatial) if all(s is not None for s in spatial) else None
     for i, (blocks, width) in enumerate(stages):
         if i > 0:
             if coarsen:
-                x = _POOL[spatial_dims](2, name=f"{name}_stage{i}_pool")(x)
+                x = L.average_pool(2, name=f"{name}_stage{i}_pool")(x)
                 grid = grid // 2 if grid is not None else None
             x = conv(width, 1, use_bias=normalization is None, name=f"{name}_stage{i}_conv")(x)
-            x = _normalization(normalization, spatial_dims, f"{name}_stage{i}_norm")(x)
+            x = norm_layer(normalization, f"{name}_stage{i}_norm")(x)
             x = keras.layers.Activation("relu", name=f"{name}_stage{i}_act")(x)
         init = MultiscaleLaplacian(grid, h=h) if implicit and l_init == "multiscale" else "glorot_uniform"
         for j in range(blocks):
             x = IMEXBlock(width, kernel_size=kernel_size, implicit=implicit, h=h, normalization=normalization,
                           implicit_initializer=init, name=f"{name}_stage{i}_block{j}")(x)
     if factor > 1:
-        x = _UP[spatial_dims](factor, name=f"{name}_upsample")(x)
+        x = L.upsampling(factor, name=f"{name}_upsample")(x)
     x = conv(num_classes, 1, name=f"{name}_head")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name=f"{name}_output")(x)
     model = keras.Model(inputs, outputs, name=name)
@@ -169,6 +158,7 @@ _TINY = {"input_size": 16, "stages": ((1, 4), (1, 8)), "num_classes": 4}
     "imexnet",
     description="IMEXnet: stages of implicit-explicit (IMEX) blocks with an FFT solve, softmax segmentation head",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny=_TINY,
     example=_example,
 )
@@ -218,7 +208,7 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     Example:
 
     >>> model = keras_medseg.zoo.build("imexnet", stages=((2, 16), (2, 32)))
-    >>> images, labels = keras_medseg.data.qtips(32, seed=0, normalize=True)
+    >>> images, labels = keras_medseg.data.synthetic.qtips(32, seed=0, normalize=True)
     >>> history = model.fit(images, labels, epochs=1, verbose=0)
 
     Reference: Haber et al., "IMEXnet: A forward stable deep neural network", ICML 2019.
@@ -233,6 +223,7 @@ def imexnet(spatial_dims=2, input_size=64, in_channels=1, num_classes=4, stages=
     "resnet_seg",
     description="ResNet segmenter: the explicit (forward Euler) twin of imexnet, same geometry without L",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny=_TINY,
     example=_example,
 )

@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from keras_medseg.layers.edge_indicator import EdgeIndicator
+from keras_medseg.layers.factories import layers_for
 from keras_medseg.layers.level_set_evolution import LevelSetEvolution
 from keras_medseg.ops.finite_differences import check_kernel_size_arg
 from keras_medseg.utils.validation import (
@@ -55,8 +56,6 @@ from keras_medseg.utils.validation import (
     spatial_shape,
 )
 from keras_medseg.zoo.registry import register_model
-
-_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 
 
 def signed_distance_to_sphere(shape, centre, radius):
@@ -154,8 +153,8 @@ def _level_set_network(*, name, spatial_dims, channels, input_size, alpha, beta,
     else:
         x = image
         for i in range(2):
-            x = _CONV[d](init_filters, 3, padding="same", activation="relu", name=f"{name}_init_conv{i}")(x)
-        u = _CONV[d](1, 3, padding="same", name=f"{name}_init_out")(x)
+            x = layers_for(d).conv(init_filters, 3, padding="same", activation="relu", name=f"{name}_init_conv{i}")(x)
+        u = layers_for(d).conv(1, 3, padding="same", name=f"{name}_init_out")(x)
         if init_scale is not None:
             # bounded initial level set: init_scale * tanh(.), a signed-distance-like band of +-init_scale voxels
             u = keras.layers.Activation("tanh", name=f"{name}_init_tanh")(u)
@@ -186,6 +185,7 @@ def _compile(model, learning_rate):
     description="Classical level-set evolution (balloon + curvature + convection, upwind, forward Euler), "
     "kernels frozen at the finite-difference stencils; inputs [image, initial level set].",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"steps": 3, "input_size": 16},
     example=_example,
     trainable_with_fit=False,
@@ -272,6 +272,7 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
     description="Level Set Network: unrolled forward-Euler level-set steps with learned kernels and "
     "alpha/beta/gamma, optional learned initialisation; output sigmoid(-u/tau).",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"steps": 2, "input_size": 16, "init_filters": 4},
     example=_example,
 )

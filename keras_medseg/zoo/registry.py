@@ -27,6 +27,10 @@ from keras_medseg.utils.cpu_speed import warn_if_slow_conv3d_gradients
 
 _REGISTRY = {}
 
+#: What a model does, declared by each model in `@register_model(task=...)`; the command line routes on it
+#: (`keras-medseg train` fits segmentation models and patch classifiers, and says where the others train).
+TASKS = ("segmentation", "classification", "detection", "generation")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -38,11 +42,12 @@ class ModelSpec:
     tiny: dict = dataclasses.field(default_factory=dict)
     example: Optional[Callable] = None
     trainable_with_fit: bool = True
+    task: str = "segmentation"
 
 
 def register_model(name: str | None = None, *, description: str | None = None, spatial_dims: tuple = (2,),
                    tiny: dict | None = None, example: Callable | None = None,
-                   trainable_with_fit: bool = True) -> Callable[[Callable], Callable]:
+                   trainable_with_fit: bool = True, task: str = "segmentation") -> Callable[[Callable], Callable]:
     """Decorator that adds a builder function to the zoo.
 
     Args:
@@ -54,7 +59,18 @@ def register_model(name: str | None = None, *, description: str | None = None, s
             training batch; the default draws random arrays shaped like the
             model's inputs and outputs.
         trainable_with_fit: whether `model.fit(x, y)` is the training path.
+        task: what the model does, one of `TASKS`: "segmentation" (default;
+            per-voxel classes), "classification" (one probability per image
+            or patch), "detection" (boxes) or "generation" (GANs). Every zoo
+            model states it (checked by the tests); `keras-medseg train` and
+            `list` read it.
+
+    Raises:
+        ValueError: an unknown `task`, a name registered twice.
+        TypeError: a builder argument without a default.
     """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
 
     def decorator(fn):
         reg_name = name or fn.__name__
@@ -79,6 +95,7 @@ def register_model(name: str | None = None, *, description: str | None = None, s
             tiny=dict(tiny or {}),
             example=example,
             trainable_with_fit=trainable_with_fit,
+            task=task,
         )
         return fn
 
@@ -177,14 +194,16 @@ def describe(name: str) -> dict[str, Any]:
     """Arguments and defaults of one model.
 
     Returns:
-        dict with keys `name`, `description`, `spatial_dims` and `arguments`
-        (an ordered `{argument: default}` dict).
+        dict with keys `name`, `description`, `spatial_dims`, `task`,
+        `trainable_with_fit` and `arguments` (an ordered `{argument: default}` dict).
     """
     spec = get_spec(name)
     return {
         "name": spec.name,
         "description": spec.description,
         "spatial_dims": spec.spatial_dims,
+        "task": spec.task,
+        "trainable_with_fit": spec.trainable_with_fit,
         "arguments": dict(spec.defaults),
     }
 

@@ -24,18 +24,13 @@ segmentation baseline).
 """
 
 
-import math
-
 import keras
 import numpy as np
 
+from keras_medseg.layers.factories import layers_for
+from keras_medseg.layers.factories import normalization as norm_layer
 from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo.registry import register_model
-
-_CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-_CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
-_POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
-
 
 NORMALIZATIONS = ("instance", "group", "batch", None)
 
@@ -53,17 +48,16 @@ def _resolve_normalization(normalization, batch_norm):
 
 
 def _norm_layer(kind, filters, prefix, j):
-    if kind == "batch":
-        return keras.layers.BatchNormalization(name=f"{prefix}_bn{j}")
     # instance norm = one group per channel; group norm = up to 8 groups (Wu and He, ECCV 2018)
-    groups = -1 if kind == "instance" else math.gcd(8, filters)
-    return keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name=f"{prefix}_norm{j}")
+    if kind == "batch":
+        return norm_layer("batch", f"{prefix}_bn{j}")
+    return norm_layer(kind, f"{prefix}_norm{j}", channels=filters, epsilon=1e-5)
 
 
 def _conv_block(x, filters, spatial_dims, normalization, prefix):
     for j in (1, 2):
-        x = _CONV[spatial_dims](filters, 3, padding="same", use_bias=normalization is None,
-                                name=f"{prefix}_conv{j}")(x)
+        x = layers_for(spatial_dims).conv(filters, 3, padding="same", use_bias=normalization is None,
+                                          name=f"{prefix}_conv{j}")(x)
         if normalization is not None:
             x = _norm_layer(normalization, filters, prefix, j)(x)
         x = keras.layers.Activation("relu", name=f"{prefix}_relu{j}")(x)
@@ -130,13 +124,14 @@ def unet_backbone(spatial_dims=2, input_size=None, in_channels=1, out_channels=1
     for i in range(depth):
         x = _conv_block(x, filters * 2**i, spatial_dims, normalization, f"{name}_enc{i}")
         skips.append(x)
-        x = _POOL[spatial_dims](2, name=f"{name}_enc{i}_pool")(x)
+        x = layers_for(spatial_dims).max_pool(2, name=f"{name}_enc{i}_pool")(x)
     x = _conv_block(x, filters * 2**depth, spatial_dims, normalization, f"{name}_bottleneck")
     for i in reversed(range(depth)):
-        x = _CONV_T[spatial_dims](filters * 2**i, 2, strides=2, padding="same", name=f"{name}_dec{i}_up")(x)
+        x = layers_for(spatial_dims).conv_transpose(filters * 2**i, 2, strides=2, padding="same",
+                                                    name=f"{name}_dec{i}_up")(x)
         x = keras.layers.Concatenate(axis=-1, name=f"{name}_dec{i}_concat")([skips[i], x])
         x = _conv_block(x, filters * 2**i, spatial_dims, normalization, f"{name}_dec{i}")
-    x = _CONV[spatial_dims](out_channels, 1, name=f"{name}_head")(x)
+    x = layers_for(spatial_dims).conv(out_channels, 1, name=f"{name}_head")(x)
     outputs = keras.layers.Activation(output_activation, dtype="float32", name=f"{name}_output")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -160,6 +155,7 @@ def _example(model, batch_size, seed):
     "unet",
     description="2D/3D UNet: conv encoder, transposed-conv decoder, skip concatenation, sigmoid/softmax head",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"depth": 2, "filters": 4},
     example=_example,
 )

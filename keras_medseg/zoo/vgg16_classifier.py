@@ -140,20 +140,11 @@ def compile_config(learning_rate=RECIPE["learning_rate"]):
     return optimizer, keras.losses.BinaryCrossentropy()
 
 
-def __getattr__(name):
-    # `keras_medseg.zoo.vgg16_classifier.recipe` (old path) is re-exported lazily from
-    # `keras_medseg.training.recipes`, so importing the zoo never imports training.
-    if name == "recipe":
-        from keras_medseg.training.recipes import vgg16_recipe
-
-        return vgg16_recipe
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @register_model(
     "vgg16_classifier",
     description="VGG16 conv base + global max pooling + one sigmoid unit: patch cancer probability.",
     spatial_dims=(2,),
+    task="classification",
     tiny={"input_shape": (32, 32, 3)},
     example=_example,
 )
@@ -178,7 +169,8 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
 
     Returns:
         A `keras.Model` compiled with RMSprop(lr, rho=0.9, momentum=0.9),
-        binary cross-entropy and an `AUC` metric. Use `recipe(val)` for the
+        binary cross-entropy and an `AUC` metric. Use
+        `keras_medseg.training.recipes.vgg16_recipe(val)` for the
         lecture's callbacks.
 
     Raises:
@@ -189,7 +181,7 @@ def vgg16_classifier(input_shape=(512, 512, 3), weights=None, preprocessing="caf
     Example:
 
     >>> model = keras_medseg.zoo.build("vgg16_classifier", input_shape=(64, 64, 3))
-    >>> opt, loss, cbs = keras_medseg.zoo.vgg16_classifier.recipe(validation_data=(xv, yv))
+    >>> opt, loss, cbs = keras_medseg.training.recipes.vgg16_recipe(validation_data=(xv, yv))
     >>> model.fit(x, y, validation_data=(xv, yv), epochs=50, callbacks=cbs)
 
     Reference: the lecture "Convolutional networks - theory"; Simonyan & Zisserman, ICLR 2015.

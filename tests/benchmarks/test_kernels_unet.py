@@ -3,10 +3,9 @@
 import json
 import os
 
+import kernels_unet
 import numpy as np
 import pytest
-
-import kernels_unet
 
 
 @pytest.fixture

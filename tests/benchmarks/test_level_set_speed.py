@@ -1,9 +1,8 @@
 """benchmarks/level_set_speed.py: inputs, the three solvers on a disk, the table."""
 
+import level_set_speed
 import numpy as np
 import pytest
-
-import level_set_speed
 
 pytest.importorskip("itk")
 

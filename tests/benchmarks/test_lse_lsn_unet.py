@@ -3,10 +3,9 @@
 import json
 import os
 
+import lse_lsn_unet
 import numpy as np
 import pytest
-
-import lse_lsn_unet
 
 
 @pytest.mark.slow

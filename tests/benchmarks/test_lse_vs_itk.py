@@ -2,10 +2,9 @@
 
 import json
 
+import lse_vs_itk
 import numpy as np
 import pytest
-
-import lse_vs_itk
 
 itk = pytest.importorskip("itk")
 

@@ -1,8 +1,7 @@
 """benchmarks/predict_memory.py: the smoke preset measures real child processes and reports the ratios."""
 
-import pytest
-
 import predict_memory
+import pytest
 
 
 @pytest.mark.slow

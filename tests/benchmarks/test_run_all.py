@@ -11,7 +11,6 @@ import sys
 import types
 
 import pytest
-
 import run_all
 
 

@@ -1,7 +1,6 @@
 """benchmarks/volume_pipeline.py: the smoke preset runs both pipelines on the same volumes."""
 
 import pytest
-
 import volume_pipeline
 
 pytest.importorskip("monai")

@@ -3,8 +3,8 @@
 import numpy as np
 import wsi
 
-from keras_medseg.data.annotations import read_annotations
-from keras_medseg.data.slide import open_slide
+from keras_medseg.data.slides.annotations import read_annotations
+from keras_medseg.data.slides.slide import open_slide
 
 
 def test_synthetic_slide_is_a_consistent_pyramid(tmp_path):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_medseg.data.annotations import (
+from keras_medseg.data.slides.annotations import (
     read_annotations,
     write_asap_xml,
     write_geojson,

@@ -5,7 +5,7 @@ import pytest
 import skimage.io
 
 from keras_medseg.data import load_folder
-from keras_medseg.data.folder import read_array
+from keras_medseg.data.scans.io import read_array
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -4,7 +4,7 @@ import nibabel
 import numpy as np
 import pytest
 
-from keras_medseg.data.io import ImageRecord, read_image, write_image
+from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
 from tests.data.scan_factory import oblique_affine, write_dicom_series, write_nifti
 
 
@@ -35,7 +35,7 @@ def test_lps_conversion_agrees_with_nibabel(tmp_path):
     path = write_nifti(tmp_path / "a.nii", vol, aff)
     import SimpleITK as sitk
 
-    from keras_medseg.data.io import _record_from_sitk
+    from keras_medseg.data.scans.io import _record_from_sitk
 
     via_itk = _record_from_sitk(sitk.ReadImage(path), path, "itk")
     np.testing.assert_allclose(via_itk.affine, aff, atol=1e-4)

@@ -1,10 +1,11 @@
-"""`keras_medseg.data.io.read_array`: the one image/array reader."""
+"""`keras_medseg.data.scans.io.read_array`: the one image/array reader."""
 
 import numpy as np
 import pytest
 import skimage.io
 
-from keras_medseg.data.io import IMAGE_EXTENSIONS, is_patch_store, read_array
+from keras_medseg.data.scans.io import SCAN_EXTENSIONS, read_array
+from keras_medseg.data.sources import PatchStoreSource, resolve_source
 
 
 def test_read_array_formats(tmp_path):
@@ -21,8 +22,8 @@ def test_read_array_errors_name_the_file(tmp_path):
         read_array(str(tmp_path / "nope.png"), "mask file")
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(ValueError, match="Unsupported file type .*x.txt"):
-        read_array(str(tmp_path / "x.txt"), extensions=IMAGE_EXTENSIONS)
+        read_array(str(tmp_path / "x.txt"), extensions=SCAN_EXTENSIONS)
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="Cannot read image .*bad.png"):
         read_array(str(tmp_path / "bad.png"), "image file")
-    assert is_patch_store("s.hdf5") and not is_patch_store("dir") and not is_patch_store(3)
+    assert isinstance(resolve_source("s.hdf5"), PatchStoreSource)

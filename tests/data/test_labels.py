@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels
+from keras_medseg.data.cases import IGNORE_INDEX, standardize_labels
 
 
 def test_editor_binary_masks():

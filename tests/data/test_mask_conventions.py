@@ -8,8 +8,8 @@ import pytest
 import skimage.io
 
 from keras_medseg import zoo
-from keras_medseg.data import IGNORE_INDEX, load_folder, standardize_labels
-from keras_medseg.training import load_data, train
+from keras_medseg.data import IGNORE_INDEX, load_data, load_folder, standardize_labels
+from keras_medseg.training import train
 from tests.data.scan_factory import oblique_affine, write_nifti
 
 

@@ -5,17 +5,15 @@ import numpy as np
 import pytest
 
 from keras_medseg.data import read_image, write_image
-from keras_medseg.data.preprocess import (
-    crop_to_foreground,
+from keras_medseg.data.scans.geometry import (
     from_model_space,
-    intensity,
     reorient,
     resample,
     resample_to_grid,
     to_model_space,
-    uncrop,
     undo_reorient,
 )
+from keras_medseg.data.scans.preprocess import crop_to_foreground, intensity, uncrop
 from tests.data.scan_factory import ball, oblique_affine, write_nifti
 
 

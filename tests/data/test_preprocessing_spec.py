@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_medseg.data.preprocess import (
+from keras_medseg.data.scans.preprocess import (
     PREPROCESSING_FILENAME,
     default_preprocessing,
     load_preprocessing,

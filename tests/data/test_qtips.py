@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_medseg.data import QtipsDataset, normalize_qtips, qtips, qtips_dataset
-from keras_medseg.data.qtips import BACKGROUND, BRIGHT, DARK, ROD
+from keras_medseg.data.synthetic.qtips import BACKGROUND, BRIGHT, DARK, ROD
 
 pytestmark = pytest.mark.backend_agnostic
 

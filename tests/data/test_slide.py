@@ -1,10 +1,10 @@
-"""Tiled slide reading (`keras_medseg.data.slide`) against the pixels tifffile wrote."""
+"""Tiled slide reading (`keras_medseg.data.slides.slide`) against the pixels tifffile wrote."""
 
 import numpy as np
 import pytest
 import tifffile
 
-from keras_medseg.data.slide import ArraySlide, TiffSlide, open_slide
+from keras_medseg.data.slides.slide import ArraySlide, TiffSlide, open_slide
 
 
 def _image(h, w, seed=0):

@@ -1,11 +1,11 @@
-"""Tests of the GAN demo sets in `keras_medseg.data.translation` (NumPy only)."""
+"""Tests of the GAN demo sets in `keras_medseg.data.synthetic.translation` (NumPy only)."""
 
 import numpy as np
 import pytest
 from skimage import data as skdata
 from skimage.color import rgb2hed
 
-from keras_medseg.data import translation as T
+from keras_medseg.data.synthetic import translation as T
 
 pytestmark = pytest.mark.backend_agnostic
 

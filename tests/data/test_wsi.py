@@ -134,7 +134,7 @@ def test_store_add_slide_chunks(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from keras_medseg.data.wsi import PatchStore
+    from keras_medseg.data.slides import PatchStore
     path = sys.argv[1]
     store = PatchStore(path, "a", patch_size=16)
     rng = np.random.default_rng(0)

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from keras_medseg.data.annotations import read_annotations, write_geojson
-from keras_medseg.data.slide import TiffSlide, open_slide
-from keras_medseg.data.wsi.streaming import (
+from keras_medseg.data.slides import PatchStore
+from keras_medseg.data.slides.annotations import read_annotations, write_geojson
+from keras_medseg.data.slides.slide import TiffSlide, open_slide
+from keras_medseg.data.slides.streaming import (
     extract_slide,
     merge_stores,
     patch_grid,
     tissue_mask_from_thumbnail,
 )
-from keras_medseg.data.wsi import PatchStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -151,7 +151,7 @@ def test_sigkill_half_way_then_rerun_equals_one_run(tmp_path):
     extract_slide(path, tmp_path / "whole.h5", **kw)
     script = textwrap.dedent(f"""
         import os, signal
-        from keras_medseg.data.wsi.streaming import extract_slide
+        from keras_medseg.data.slides.streaming import extract_slide
         def kill(done, total):
             if done >= 12:  # three commits, then die without any clean-up
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -202,7 +202,7 @@ def test_merge_stores_and_bad_input(tmp_path):
 
 
 def test_append_precompressed_patches(tmp_path):
-    from keras_medseg.data.wsi.store import compress_patch
+    from keras_medseg.data.slides.store import compress_patch
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)

@@ -8,7 +8,7 @@ import sys
 import keras
 import pytest
 
-from keras_medseg.distribute import distribution_scope
+from keras_medseg.training.distribute import distribution_scope
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "_run_distributed.py")
 

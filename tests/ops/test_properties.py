@@ -12,8 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
 
-from keras_medseg.ops import (attention_pool, curvature, edge_indicator, implicit_conv_solve,
-                              upwind_advection, upwind_grad_norm)
+from keras_medseg.ops import (
+    attention_pool,
+    curvature,
+    edge_indicator,
+    implicit_conv_solve,
+    upwind_advection,
+    upwind_grad_norm,
+)
 
 pytestmark = pytest.mark.backend_agnostic
 

@@ -23,15 +23,17 @@ import keras
 import numpy as np
 import pytest
 
-from keras_medseg import catalog, zoo
+from keras_medseg import zoo
 from keras_medseg.cli import main
-from keras_medseg.data.hdf5_check import check_hdf5_file
-from keras_medseg.data.wsi import PatchStore
+from keras_medseg.commands import _catalog as catalog
+from keras_medseg.data import load_data
+from keras_medseg.data.slides import PatchStore
+from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 from keras_medseg.inference import sliding_window
 from keras_medseg.kernels.spectral import identify
 from keras_medseg.training import train
 from keras_medseg.training.checkpointing import ResumableCSVLogger, atomic_save_model
-from keras_medseg.training.segmentation import evaluate_model, load_data
+from keras_medseg.training.segmentation import evaluate_model
 from keras_medseg.utils import atomic_io
 from keras_medseg.utils.errors import DiskFullError
 from keras_medseg.utils.input_layout import check_model_input
@@ -206,7 +208,7 @@ def _disk_full_save(tmp):
 
 
 def _merge_over_existing(tmp):
-    from keras_medseg.data.wsi import merge_stores
+    from keras_medseg.data.slides import merge_stores
 
     keep = _store(tmp / "keep.h5", n=6)
     before = open(keep, "rb").read()

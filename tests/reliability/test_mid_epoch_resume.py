@@ -177,7 +177,7 @@ def test_sigkill_mid_epoch_with_backup_every(tmp_path):
 def test_best_model_carries_its_preprocessing_spec(tmp_path):
     """`resumable_callbacks(preprocessing=spec)`: every best.keras is written with the spec inside (atomically),
     so a run killed before its end leaves a model that predict/explain normalise correctly."""
-    from keras_medseg.data.preprocess import load_preprocessing
+    from keras_medseg.data.scans.preprocess import load_preprocessing
 
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Dense(1)(inp))

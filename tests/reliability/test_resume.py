@@ -10,7 +10,7 @@ import time
 import keras
 import pytest
 
-from keras_medseg.checkpointing import AtomicModelCheckpoint, ResumableCSVLogger, atomic_save_model
+from keras_medseg.training.checkpointing import AtomicModelCheckpoint, ResumableCSVLogger, atomic_save_model
 
 
 def _epochs_in_log(path):

@@ -1,4 +1,5 @@
-"""The training package after the layout move: resolve_data, old import paths, the lazy VGG16 recipe."""
+"""The training package after the layout moves: data loaded from one source decision; the zoo never imports
+training."""
 
 import subprocess
 import sys
@@ -6,36 +7,23 @@ import sys
 import numpy as np
 import pytest
 
-from keras_medseg.training import EvaluationData, PatchStoreData, SegmentationData, load_data, resolve_data
+from keras_medseg.data import EvaluationData, SegmentationData, load_data, load_evaluation_data
+from keras_medseg.data.sources import PatchStoreSource, SyntheticSource, resolve_source
 
 
-def test_resolve_data_for_training_and_evaluation():
-    d = resolve_data("qtips", "train", n_train=4, n_val=2, size=16)
+def test_load_data_for_training_and_evaluation():
+    d = load_data("qtips", n_train=4, n_val=2, size=16)
     assert isinstance(d, SegmentationData) and d.x_train.shape == (4, 16, 16, 1) and d.x_val.shape[0] == 2
-    np.testing.assert_array_equal(d.x_train, load_data("qtips", n_train=4, n_val=2, size=16).x_train)
-    e = resolve_data("qtips", "evaluate", n=3, size=16, seed=1)
+    np.testing.assert_array_equal(d.x_train, load_data(SyntheticSource("qtips"), n_train=4, n_val=2, size=16).x_train)
+    e = load_evaluation_data("qtips", n=3, size=16, seed=1)
     assert isinstance(e, EvaluationData) and e.x.shape == (3, 16, 16, 1) and e.num_classes == 4
     x, y = np.zeros((2, 8, 8, 1)), np.zeros((2, 8, 8), "int32")
-    assert resolve_data((x, y), "evaluate").num_classes is None
-    assert resolve_data("slides.H5") == PatchStoreData("slides.H5")
-    with pytest.raises(ValueError, match="purpose"):
-        resolve_data("qtips", "predict")
+    assert load_evaluation_data((x, y)).num_classes is None
+    assert resolve_source("slides.H5") == PatchStoreSource("slides.H5")
+    with pytest.raises(ValueError, match="training"):
+        load_data((x, y))
     with pytest.raises(ValueError, match="patch store"):
         load_data("slides.h5")
-
-
-def test_old_import_paths_are_the_new_objects():
-    from keras_medseg import callbacks, checkpointing, distribute, gan_callbacks, training
-    from keras_medseg.training import callbacks as new_callbacks
-    from keras_medseg.training import checkpointing as new_checkpointing
-    from keras_medseg.training import distribute as new_distribute
-    from keras_medseg.zoo import vgg16_classifier
-
-    assert callbacks.ROCAUCEarlyStopping is new_callbacks.ROCAUCEarlyStopping
-    assert gan_callbacks.GANSampleGrid is new_callbacks.GANSampleGrid
-    assert checkpointing.atomic_save_model is new_checkpointing.atomic_save_model
-    assert distribute.distribution_scope is new_distribute.distribution_scope
-    assert vgg16_classifier.recipe is training.vgg16_recipe
 
 
 @pytest.mark.slow  # a fresh interpreter imports keras

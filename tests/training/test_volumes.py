@@ -11,7 +11,7 @@ import pytest
 from keras_medseg.cli import main
 from keras_medseg.data import load_preprocessing, read_image
 from keras_medseg.evaluation import segmentation_metrics
-from keras_medseg.scans import predict_scan
+from keras_medseg.predict.scans import predict_scan
 from keras_medseg.training import default_augmentation, train_volumes
 from tests.data.test_volume_dataset import write_cases
 

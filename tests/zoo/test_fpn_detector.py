@@ -6,7 +6,7 @@ import pytest
 
 from keras_medseg import boxes as B
 from keras_medseg import zoo
-from keras_medseg.data.synthetic_boxes import synthetic_boxes
+from keras_medseg.data.synthetic.boxes import synthetic_boxes
 from keras_medseg.losses import BoxLoss, box_loss
 from keras_medseg.zoo import fpn_detector as F
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from keras_medseg import zoo
-from keras_medseg.data import translation as T
-from keras_medseg.gan_callbacks import GANSampleGrid, make_grid, sample_rows
+from keras_medseg.data.synthetic import translation as T
+from keras_medseg.training.callbacks import GANSampleGrid, make_grid, sample_rows
 from keras_medseg.zoo import gan
 
 TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow",

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from keras_medseg import zoo
-from keras_medseg.callbacks import ROCAUCEarlyStopping
-from keras_medseg.zoo.vgg16_classifier import WEIGHTS_FILE, VGG16Preprocessing, recipe
+from keras_medseg.training.callbacks import ROCAUCEarlyStopping
+from keras_medseg.training.recipes import vgg16_recipe as recipe
+from keras_medseg.zoo.vgg16_classifier import WEIGHTS_FILE, VGG16Preprocessing
 
 
 def _write_legacy_weights(model, path):

@@ -40,22 +40,7 @@ Reference:
     CVPR 2017; Redmon et al., "YOLO" (per-cell heads).
 """
 
-# Re-exports: every name importable from the former single module `zoo/fpn_detector.py`.
-# ruff: noqa: F401
-from keras_medseg.zoo.fpn_detector.coder import (
-    BoxCoder,
-    _check_geometry,
-    decode,
-    encode_targets,
-)
-from keras_medseg.zoo.fpn_detector.model import (
-    _CONV,
-    _UP,
-    CellPredictions,
-    _example,
-    _synthetic,
-    box_coder,
-    fpn_detector,
-)
+from keras_medseg.zoo.fpn_detector.coder import BoxCoder, decode, encode_targets
+from keras_medseg.zoo.fpn_detector.model import CellPredictions, box_coder, fpn_detector
 
 __all__ = ["BoxCoder", "CellPredictions", "box_coder", "decode", "encode_targets", "fpn_detector"]

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from keras_medseg.layers.factories import layers_for, normalization
 from keras_medseg.losses import BoxLoss
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import (
@@ -16,9 +17,6 @@ from keras_medseg.utils.validation import (
 )
 from keras_medseg.zoo.fpn_detector.coder import BoxCoder, _check_geometry
 from keras_medseg.zoo.registry import register_model
-
-_CONV = {2: layers.Conv2D, 3: layers.Conv3D}
-_UP = {2: layers.UpSampling2D, 3: layers.UpSampling3D}
 
 
 def box_coder(model):
@@ -78,13 +76,13 @@ def _example(model, batch_size, seed):
 
 
 def _synthetic(n, image_shape, seed, side):
-    from keras_medseg.data.synthetic_boxes import synthetic_boxes
+    from keras_medseg.data.synthetic.boxes import synthetic_boxes
 
     return synthetic_boxes(n, image_shape=image_shape, size_range=(max(2, side // 5), max(3, side // 3)),
                            seed=seed)
 
 
-@register_model("fpn_detector", spatial_dims=(2, 3),
+@register_model("fpn_detector", spatial_dims=(2, 3), task="detection",
                 tiny={"filters": 4, "pyramid_filters": 8, "strides": (4, 8)},
                 example=_example)
 def fpn_detector(spatial_dims=2, image_shape=None, in_channels=1, filters=16, pyramid_filters=32,
@@ -146,14 +144,14 @@ def fpn_detector(spatial_dims=2, image_shape=None, in_channels=1, filters=16, py
     if not 0.0 < prior_probability < 1.0:
         raise ValueError(f"`prior_probability` must be in (0, 1). Received: prior_probability={prior_probability}")
     check_positive(learning_rate, "learning_rate")
-    conv, up = _CONV[d], _UP[d]
+    conv, up = layers_for(d).conv, layers_for(d).upsampling
     levels = [int(round(math.log2(s))) for s in strides]
 
     # backbone: stem at stride 1, stage l at stride 2**l
     def conv_block(t, f, lname, stride=1):
         t = conv(f, 3, strides=stride, padding="same", use_bias=not batch_norm, name=lname)(t)
         if batch_norm:
-            t = layers.BatchNormalization(name=f"{lname}_bn")(t)
+            t = normalization("batch", f"{lname}_bn")(t)
         return layers.ReLU(name=f"{lname}_relu")(t)
 
     inputs = keras.Input((*image_shape, in_channels), name=f"{name}_input")

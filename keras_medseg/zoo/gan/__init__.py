@@ -41,46 +41,16 @@ Osindero 2014 (cGAN); Radford et al. 2016 (DCGAN); Isola et al. 2017
 (pix2pix); Zhu et al. 2017 (CycleGAN).
 """
 
-# Re-exports: every name importable from the former single module `zoo/gan.py`.
-# ruff: noqa: F401
-from keras_medseg.zoo.gan.builders import (
-    _cgan_example,
-    _check_common,
-    _compile,
-    _make_generator,
-    _translation_example,
-    cgan,
-    cyclegan,
-    pix2pix,
-)
-from keras_medseg.zoo.gan.losses import (
-    ADVERSARIAL_LOSSES,
-    DIRECTIONS,
-    NORMS,
-    _accuracy,
-    _default_optimizer,
-    _l1,
-    discriminator_loss,
-    generator_loss,
-)
-from keras_medseg.zoo.gan.models import (
-    ConditionalGAN,
-    CycleGAN,
-    Pix2Pix,
-    _translation_shapes,
-)
+from keras_medseg.zoo.gan.builders import cgan, cyclegan, pix2pix
+from keras_medseg.zoo.gan.losses import discriminator_loss, generator_loss
+from keras_medseg.zoo.gan.models import ConditionalGAN, CycleGAN, Pix2Pix
 from keras_medseg.zoo.gan.networks import (
-    _INIT,
-    _conv,
-    _conv_transpose,
-    _norm,
     cgan_discriminator,
     cgan_generator,
     patchgan_discriminator,
     resnet_generator,
     unet_generator,
 )
-from keras_medseg.zoo.gan.trainer import _check_image_batch, _GANBase
 
 __all__ = [
     "ConditionalGAN",

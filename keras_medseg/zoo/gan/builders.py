@@ -40,7 +40,7 @@ def _compile(model, learning_rate, beta_1):
 
 
 def _cgan_example(model, batch_size, seed):
-    from keras_medseg.data.translation import labelled_shapes
+    from keras_medseg.data.synthetic.translation import labelled_shapes
 
     spatial_dims = len(model.image_shape) - 1
     return labelled_shapes(batch_size, image_size=model.image_shape[0], num_classes=model.num_classes,
@@ -48,7 +48,7 @@ def _cgan_example(model, batch_size, seed):
 
 
 def _translation_example(model, batch_size, seed):
-    from keras_medseg.data.translation import paired_shapes
+    from keras_medseg.data.synthetic.translation import paired_shapes
 
     size = 16 if model.spatial_dims == 2 else 8
     size = max(size, model.size_multiple)
@@ -62,6 +62,7 @@ def _translation_example(model, batch_size, seed):
     "cgan",
     description="Class-conditional DCGAN (generator G(z|y) + discriminator D(x|y)), trained by fit(images, labels)",
     spatial_dims=(2, 3),
+    task="generation",
     tiny=dict(image_size=8, filters=4, latent_dim=8, num_classes=3),
     example=_cgan_example,
     trainable_with_fit=True,
@@ -112,6 +113,7 @@ def _make_generator(kind, in_channels, out_channels, filters, depth, num_residua
     "pix2pix",
     description="Paired image-to-image GAN: generator + PatchGAN on (input, output) pairs, adversarial + 100 L1",
     spatial_dims=(2, 3),
+    task="generation",
     tiny=dict(filters=4, depth=2, num_residual_blocks=1, discriminator_filters=4, discriminator_layers=2),
     example=_translation_example,
     trainable_with_fit=True,
@@ -167,6 +169,7 @@ def pix2pix(in_channels=1, out_channels=1, filters=32, depth=3, generator="unet"
     "cyclegan",
     description="Unpaired translation: two generators, two PatchGANs, adversarial + 10 cycle (+ identity) losses",
     spatial_dims=(2, 3),
+    task="generation",
     tiny=dict(filters=4, num_residual_blocks=1, discriminator_filters=4, discriminator_layers=2),
     example=_translation_example,
     trainable_with_fit=True,

@@ -48,7 +48,7 @@ class ConditionalGAN(_GANBase):
     Example:
     ```python
     model = keras_medseg.zoo.build("cgan", image_size=16, num_classes=3)
-    x, y = keras_medseg.data.translation.labelled_shapes(64, image_size=16, num_classes=3)
+    x, y = keras_medseg.data.synthetic.translation.labelled_shapes(64, image_size=16, num_classes=3)
     model.fit(x, y, batch_size=16, epochs=1)
     samples = model.generate([0, 1, 2])
     ```
@@ -185,7 +185,7 @@ class Pix2Pix(_GANBase):
     Example:
     ```python
     model = keras_medseg.zoo.build("pix2pix", filters=8, depth=2)
-    src, tgt = keras_medseg.data.translation.paired_stains(32, patch_size=32)
+    src, tgt = keras_medseg.data.synthetic.translation.paired_stains(32, patch_size=32)
     model.fit(src, tgt, batch_size=8, epochs=1)
     fake = model.translate(src[:4])
     ```
@@ -288,7 +288,7 @@ class CycleGAN(_GANBase):
     Example:
     ```python
     model = keras_medseg.zoo.build("cyclegan", filters=8, num_residual_blocks=1)
-    a, b = keras_medseg.data.translation.unpaired_stains(32, patch_size=32)
+    a, b = keras_medseg.data.synthetic.translation.unpaired_stains(32, patch_size=32)
     model.fit(a, b, batch_size=8, epochs=1)
     fake_b = model.translate(a[:4], direction="a2b")
     ```

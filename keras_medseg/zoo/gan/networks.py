@@ -1,4 +1,4 @@
-"""N-D conv/norm helpers and the five GAN sub-networks (plain functional models).
+"""The five GAN sub-networks (plain functional models), 2D and 3D through `keras_medseg.layers.layers_for`.
 
 Reference: Radford et al. 2016 (DCGAN); Isola et al. 2017 (pix2pix, PatchGAN);
 Zhu et al. 2017 (CycleGAN ResNet generator); Ronneberger et al. 2015 (U-Net).
@@ -8,24 +8,17 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_medseg.layers.factories import layers_for, normalization
+
 # --------------------------------------------------------------------------
 
 
-def _conv(spatial_dims, *args, **kwargs):
-    return (layers.Conv2D if spatial_dims == 2 else layers.Conv3D)(*args, **kwargs)
-
-
-def _conv_transpose(spatial_dims, *args, **kwargs):
-    return (layers.Conv2DTranspose if spatial_dims == 2 else layers.Conv3DTranspose)(*args, **kwargs)
+# The GANs' "none" is the factory's None (an Identity layer, so the layer names stay the same).
+_NORM_KIND = {"batch": "batch", "instance": "instance", "none": None}
 
 
 def _norm(norm, name):
-    if norm == "batch":
-        return layers.BatchNormalization(name=name)
-    if norm == "instance":
-        # one group per channel = instance normalisation
-        return layers.GroupNormalization(groups=-1, name=name)
-    return layers.Identity(name=name)
+    return normalization(_NORM_KIND.get(norm), name)
 
 
 # Keras default initialiser: the DCGAN N(0, 0.02) makes small networks output ~1e-4.
@@ -43,6 +36,7 @@ def cgan_generator(image_size=28, channels=1, num_classes=10, latent_dim=64, fil
     Inputs: `z` `(batch, latent_dim)` and `label` `(batch, 1)` int.
     Output: `(batch, S, S, channels)` (2D) or `(batch, S, S, S, channels)` (3D).
     """
+    L = layers_for(spatial_dims)
     base = image_size // 4
     z = keras.Input((latent_dim,), name=f"{name}_z")
     label = keras.Input((1,), dtype="int32", name=f"{name}_label")
@@ -51,15 +45,15 @@ def cgan_generator(image_size=28, channels=1, num_classes=10, latent_dim=64, fil
     h = layers.Concatenate(name=f"{name}_concat")([z, emb])
     h = layers.Dense(base ** spatial_dims * 2 * filters, use_bias=False, kernel_initializer=_INIT,
                      name=f"{name}_project")(h)
-    h = layers.BatchNormalization(name=f"{name}_project_norm")(h)
+    h = normalization("batch", f"{name}_project_norm")(h)
     h = layers.LeakyReLU(0.2, name=f"{name}_project_act")(h)
     h = layers.Reshape((base,) * spatial_dims + (2 * filters,), name=f"{name}_reshape")(h)
-    h = _conv_transpose(spatial_dims, filters, 4, strides=2, padding="same", use_bias=False,
-                        kernel_initializer=_INIT, name=f"{name}_stage1_conv")(h)
-    h = layers.BatchNormalization(name=f"{name}_stage1_norm")(h)
+    h = L.conv_transpose(filters, 4, strides=2, padding="same", use_bias=False,
+                         kernel_initializer=_INIT, name=f"{name}_stage1_conv")(h)
+    h = normalization("batch", f"{name}_stage1_norm")(h)
     h = layers.LeakyReLU(0.2, name=f"{name}_stage1_act")(h)
-    h = _conv_transpose(spatial_dims, channels, 4, strides=2, padding="same",
-                        kernel_initializer=_INIT, name=f"{name}_stage2_conv")(h)
+    h = L.conv_transpose(channels, 4, strides=2, padding="same",
+                         kernel_initializer=_INIT, name=f"{name}_stage2_conv")(h)
     out = layers.Activation("tanh", dtype="float32", name=f"{name}_output")(h)
     return keras.Model([z, label], out, name=name)
 
@@ -74,6 +68,7 @@ def cgan_discriminator(image_size=28, channels=1, num_classes=10, filters=64, sp
     Inputs: `image` `(batch, S, S[, S], channels)` and `label` `(batch, 1)` int.
     Output: `(batch, 1)` logits.
     """
+    L = layers_for(spatial_dims)
     spatial = (image_size,) * spatial_dims
     image = keras.Input(spatial + (channels,), name=f"{name}_image")
     label = keras.Input((1,), dtype="int32", name=f"{name}_label")
@@ -81,8 +76,8 @@ def cgan_discriminator(image_size=28, channels=1, num_classes=10, filters=64, sp
     emb = layers.Reshape(spatial + (1,), name=f"{name}_label_map")(emb)
     h = layers.Concatenate(name=f"{name}_concat")([image, emb])
     for i, f in enumerate((filters, 2 * filters), start=1):
-        h = _conv(spatial_dims, f, 4, strides=2, padding="same", kernel_initializer=_INIT,
-                  name=f"{name}_stage{i}_conv")(h)
+        h = L.conv(f, 4, strides=2, padding="same", kernel_initializer=_INIT,
+                   name=f"{name}_stage{i}_conv")(h)
         h = layers.LeakyReLU(0.2, name=f"{name}_stage{i}_act")(h)
         h = layers.Dropout(0.3, name=f"{name}_stage{i}_dropout")(h)
     h = layers.Flatten(name=f"{name}_flatten")(h)
@@ -101,22 +96,23 @@ def patchgan_discriminator(channels=2, filters=64, num_layers=3, norm="batch", s
     Input: `(batch, H, W, channels)` or `(batch, D, H, W, channels)`, any
     spatial size. Output: `(batch, H / 2^L, W / 2^L, 1)` logits (3D alike).
     """
+    L = layers_for(spatial_dims)
     inp = keras.Input((None,) * spatial_dims + (channels,), name=f"{name}_input")
     h = inp
     for i in range(num_layers):
         f = filters * 2 ** min(i, 3)
-        h = _conv(spatial_dims, f, 4, strides=2, padding="same", use_bias=(i == 0),
-                  kernel_initializer=_INIT, name=f"{name}_stage{i + 1}_conv")(h)
+        h = L.conv(f, 4, strides=2, padding="same", use_bias=(i == 0),
+                   kernel_initializer=_INIT, name=f"{name}_stage{i + 1}_conv")(h)
         if i > 0:
             h = _norm(norm, f"{name}_stage{i + 1}_norm")(h)
         h = layers.LeakyReLU(0.2, name=f"{name}_stage{i + 1}_act")(h)
     f = filters * 2 ** min(num_layers, 3)
-    h = _conv(spatial_dims, f, 4, padding="same", use_bias=False, kernel_initializer=_INIT,
-              name=f"{name}_stage{num_layers + 1}_conv")(h)
+    h = L.conv(f, 4, padding="same", use_bias=False, kernel_initializer=_INIT,
+               name=f"{name}_stage{num_layers + 1}_conv")(h)
     h = _norm(norm, f"{name}_stage{num_layers + 1}_norm")(h)
     h = layers.LeakyReLU(0.2, name=f"{name}_stage{num_layers + 1}_act")(h)
-    out = _conv(spatial_dims, 1, 4, padding="same", dtype="float32", kernel_initializer=_INIT,
-                name=f"{name}_logits")(h)
+    out = L.conv(1, 4, padding="same", dtype="float32", kernel_initializer=_INIT,
+                 name=f"{name}_logits")(h)
     return keras.Model(inp, out, name=name)
 
 
@@ -130,12 +126,13 @@ def resnet_generator(in_channels=1, out_channels=1, filters=32, num_residual_blo
     Input: `(batch, H, W, in_channels)` or `(batch, D, H, W, in_channels)`,
     spatial sizes divisible by 4. Output: same spatial size, `out_channels`.
     """
+    L = layers_for(spatial_dims)
     inp = keras.Input((None,) * spatial_dims + (in_channels,), name=f"{name}_input")
 
     def conv_norm_act(h, f, k, stride, tag, transpose=False, act=True):
-        make = _conv_transpose if transpose else _conv
-        h = make(spatial_dims, f, k, strides=stride, padding="same", use_bias=False,
-                 kernel_initializer=_INIT, name=f"{tag}_conv")(h)
+        make = L.conv_transpose if transpose else L.conv
+        h = make(f, k, strides=stride, padding="same", use_bias=False, kernel_initializer=_INIT,
+                 name=f"{tag}_conv")(h)
         h = _norm(norm, f"{tag}_norm")(h)
         return layers.ReLU(name=f"{tag}_act")(h) if act else h
 
@@ -148,8 +145,8 @@ def resnet_generator(in_channels=1, out_channels=1, filters=32, num_residual_blo
         h = layers.Add(name=f"{name}_stage{i + 1}_add")([h, r])
     h = conv_norm_act(h, 2 * filters, 3, 2, f"{name}_up1", transpose=True)
     h = conv_norm_act(h, filters, 3, 2, f"{name}_up2", transpose=True)
-    h = _conv(spatial_dims, out_channels, 7, padding="same", kernel_initializer=_INIT,
-              name=f"{name}_head_conv")(h)
+    h = L.conv(out_channels, 7, padding="same", kernel_initializer=_INIT,
+               name=f"{name}_head_conv")(h)
     out = layers.Activation("tanh", dtype="float32", name=f"{name}_output")(h)
     return keras.Model(inp, out, name=name)
 

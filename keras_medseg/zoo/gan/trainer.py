@@ -13,10 +13,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_medseg.zoo.gan._data import _as_tensor, _batches, _num_batches
 from keras_medseg.utils.validation import (
     check_choice,
 )
+from keras_medseg.zoo.gan._data import _as_tensor, _batches, _num_batches
 from keras_medseg.zoo.gan.losses import (
     ADVERSARIAL_LOSSES,
     _default_optimizer,

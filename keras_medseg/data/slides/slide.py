@@ -40,7 +40,8 @@ import numpy as np
 
 # Images without tiles/strips bigger than this are refused instead of read whole.
 _MAX_IN_MEMORY_PIXELS = 1 << 28
-_TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff")
+#: Whole-slide file types (pyramidal TIFF and the TIFF-based vendor formats); a folder of them is a cohort.
+SLIDE_EXTENSIONS = (".tif", ".tiff", ".svs", ".ndpi", ".btf", ".tf2", ".tf8", ".scn", ".bif", ".qptiff")
 
 
 def _slide_error(path, what):
@@ -428,7 +429,7 @@ def open_slide(path, cache_bytes=128 << 20):
 
     Example:
 
-    >>> slide = keras_medseg.data.slide.open_slide("slide.tif")
+    >>> slide = keras_medseg.data.slides.slide.open_slide("slide.tif")
     >>> slide.level_dimensions, slide.level_downsamples
     >>> patch = slide.read_region(level=1, origin=(1024, 2048), size=(512, 512))
     >>> thumb, downsample = slide.thumbnail(1024)
@@ -441,7 +442,7 @@ def open_slide(path, cache_bytes=128 << 20):
         raise FileNotFoundError(f"Slide file not found: {path!r}")
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic[:2] in (b"II", b"MM") or path.lower().endswith(_TIFF_SUFFIXES):
+    if magic[:2] in (b"II", b"MM") or path.lower().endswith(SLIDE_EXTENSIONS):
         return TiffSlide(path, cache_bytes)
     try:
         from PIL import Image

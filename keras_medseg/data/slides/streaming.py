@@ -33,9 +33,9 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.annotations import Annotations, read_annotations
-from keras_medseg.data.slide import Slide, open_slide
-from keras_medseg.data.wsi.store import PatchStore, compress_patch
+from keras_medseg.data.slides.annotations import Annotations, read_annotations
+from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.store import PatchStore, compress_patch
 
 PatchGrid = collections.namedtuple(
     "PatchGrid",
@@ -59,7 +59,7 @@ def tissue_mask_from_thumbnail(thumbnail, threshold="otsu"):
         thumbnail: `(h, w, 3)` RGB or `(h, w)` / `(h, w, 1)` grey array (uint8 or float in [0, 1]).
         threshold: `"otsu"` (default: Otsu's threshold of the saturation /
             intensity histogram) or a float in [0, 1] (0.07 = the
-            saturation rule of `keras_medseg.data.wsi.tissue_mask`).
+            saturation rule of `keras_medseg.data.slides.tissue_mask`).
 
     Returns:
         `(h, w)` bool array.
@@ -146,7 +146,7 @@ def patch_grid(slide, level=0, size=512, inner_size=None, stride=None, annotatio
 
     Example:
 
-    >>> grid = keras_medseg.data.wsi.streaming.patch_grid("slide.tif", level=1, size=256, annotations="a.xml")
+    >>> grid = keras_medseg.data.slides.streaming.patch_grid("slide.tif", level=1, size=256, annotations="a.xml")
     >>> grid.coords.shape, (grid.tumor_ids >= 0).sum()
     """
     own = not isinstance(slide, Slide)
@@ -304,7 +304,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
 
     Example:
 
-    >>> keras_medseg.data.wsi.streaming.extract_slide(
+    >>> keras_medseg.data.slides.streaming.extract_slide(
     ...     "tumor_001.tif", "patches.h5", annotations="tumor_001.xml", level=0, size=512, inner_size=128,
     ...     workers=2)
 

@@ -10,7 +10,7 @@ voxel indices to RAS+ millimetres (see `keras_medseg.data.read_image`).
 * `resample(array, affine, spacing, order)` / `resample_to_grid(...)`: change
   the voxel size (linear or cubic for images, nearest for labels) and come
   back to the exact original grid (checked against SimpleITK).
-  (These live in `keras_medseg.data.geometry` and are re-exported here.)
+  (These live in `keras_medseg.data.scans.geometry`.)
 * `intensity(array, preset)`: CT window in HU, percentile scaling, z-score
   (optionally inside a foreground mask).
 * `crop_to_foreground` / `uncrop`.
@@ -28,32 +28,16 @@ import zipfile
 
 import numpy as np
 
-from keras_medseg.data.geometry import (
-    SpaceChange,
-    from_model_space,
-    reorient,
-    resample,
-    resample_to_grid,
-    to_model_space,
-    undo_reorient,
-)
-
 __all__ = [
     "PREPROCESSING_FILENAME",
-    "SpaceChange",
+    "check_spec",
     "crop_to_foreground",
     "default_preprocessing",
-    "from_model_space",
     "intensity",
     "load_preprocessing",
-    "reorient",
-    "resample",
-    "resample_to_grid",
     "resolve_preprocessing",
     "save_preprocessing",
-    "to_model_space",
     "uncrop",
-    "undo_reorient",
 ]
 
 # Name of the spec inside a `.keras` archive (and suffix of the side-car file otherwise).
@@ -83,7 +67,13 @@ def default_preprocessing():
     }
 
 
-def _check_spec(spec):
+def check_spec(spec):
+    """A preprocessing spec completed with the defaults and checked (`save_preprocessing`'s format).
+
+    Raises:
+        TypeError: `spec` is not a dict.
+        ValueError: unknown keys or bad values (named).
+    """
     if not isinstance(spec, dict):
         raise TypeError(f"`spec` must be a dict. Received: spec={spec!r}")
     unknown = sorted(set(spec) - set(_SPEC_KEYS))
@@ -172,7 +162,7 @@ def save_preprocessing(model_path, spec):
     model_path = os.fspath(model_path)
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"Cannot save preprocessing: model file not found. Received: model_path={model_path!r}")
-    payload = json.dumps(_check_spec(spec), indent=2, sort_keys=True).encode()
+    payload = json.dumps(check_spec(spec), indent=2, sort_keys=True).encode()
     folder = os.path.dirname(os.path.abspath(model_path))
     if _is_zip(model_path):
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -227,7 +217,7 @@ def load_preprocessing(model_path):
         spec = json.load(io.BytesIO(raw))
     except ValueError as exc:
         raise ValueError(f"The preprocessing spec stored with {model_path!r} is not valid JSON: {exc}") from exc
-    return _check_spec(spec)
+    return check_spec(spec)
 
 
 def resolve_preprocessing(model_path, model=None):
@@ -277,7 +267,7 @@ def intensity(array, preset="zscore", mask=None, name="image", **params):
             empty mask (all named).
 
     Example:
-    >>> from keras_medseg.data.preprocess import intensity
+    >>> from keras_medseg.data.scans.preprocess import intensity
     >>> x = intensity(ct, {"preset": "ct_window", "low": -160, "high": 240})  # doctest: +SKIP
     """
     if isinstance(preset, dict):

@@ -1,12 +1,16 @@
-"""The zoo's catalogue read from source, without importing Keras (for `keras-medseg list` and `--help`).
+"""The zoo's catalogue read from source, without importing Keras (for `keras-medseg list`, `info` and `train`).
 
 `keras_medseg.zoo.list()` / `describe()` need every model family imported, which
 imports Keras and its backend (seconds to tens of seconds). The command line
-only needs names, descriptions, spatial dims and argument defaults, and those
-are all written in the `@register_model(...)` decorators and builder
+only needs names, descriptions, spatial dims, tasks and argument defaults, and
+those are all written in the `@register_model(...)` decorators and builder
 signatures, so this module reads them with `ast` from the files under
-`keras_medseg/zoo/`. `tests/test_faults.py` checks it against the live
-registry, so the two cannot drift apart.
+`keras_medseg/zoo/`. `tests/reliability/test_faults.py` checks it against the
+live registry, so the two cannot drift apart. The task is what each model
+declares (`@register_model(task=...)`, `keras_medseg.zoo.registry.TASKS`);
+nothing here guesses it from a name.
+
+Private to the commands (`list`, `info`, `train` import it).
 """
 
 import ast
@@ -15,9 +19,10 @@ import functools
 import inspect
 import os
 
-__all__ = ["describe", "list_models", "training_route"]
+__all__ = ["describe", "list_models", "training_route", "untrainable_reason"]
 
-_ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo")
+_ZOO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
+_DEFAULT_TASK = "segmentation"  # `register_model`'s default
 
 
 class _Unparsed:
@@ -63,8 +68,9 @@ def _spec(fn, dec):
         if d is not None:
             defaults[a.arg] = _value(d)
     fit = _value(kw["trainable_with_fit"]) if "trainable_with_fit" in kw else True
-    return {"name": name, "description": desc, "spatial_dims": tuple(dims), "arguments": defaults,
-            "trainable_with_fit": fit}
+    task = _value(kw["task"]) if "task" in kw else _DEFAULT_TASK
+    return {"name": name, "description": desc, "spatial_dims": tuple(dims), "task": task,
+            "trainable_with_fit": fit, "arguments": defaults, "declares_task": "task" in kw}
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,7 +97,9 @@ def list_models():
 
 
 def describe(name):
-    """Name, description, spatial dims and `{argument: default}` of one model (no Keras import).
+    """Name, description, spatial dims, task, `trainable_with_fit` and `{argument: default}` of one model.
+
+    Read from source (no Keras import); `declares_task` says whether the decorator states the task.
 
     Raises:
         ValueError: unknown model name (with the closest names).
@@ -104,7 +112,7 @@ def describe(name):
     return dict(cat[name])
 
 
-# What `keras-medseg train` does with each kind of model: None = it trains it, else the line that says where to go.
+# What `keras-medseg train` does with each task: None = it trains it, else the line that says where to go.
 _GAN_ROUTE = ("{name} is a GAN: `train` fits segmentation models and patch classifiers only. Train it with its own "
               "`fit` (`model = keras_medseg.zoo.build({name!r}); model.compile(); model.fit(...)`), as in "
               "tutorials/03_gans.ipynb")
@@ -121,37 +129,40 @@ _SEGMENTER_ON_STORE = ("{name} is a segmentation model and {data} is a patch sto
                        "{name} on an image/mask folder or Q-tips")
 
 
-def _kind(name):
-    if "gan" in name or name in ("pix2pix",):
-        return "gan"
-    if name.startswith("lse") or "level_set" in name:
-        return "no_training"
-    if "detector" in name:
-        return "detector"
-    if "classifier" in name:
-        return "classifier"
-    return "segmentation"
+def untrainable_reason(name):
+    """The one line saying why `keras-medseg train NAME` never fits this model (on any data), else `None`."""
+    spec = describe(name)
+    if spec["task"] == "generation":
+        return _GAN_ROUTE.format(name=name).strip()
+    if spec["task"] == "detection":
+        return _DETECTOR.format(name=name)
+    if spec["trainable_with_fit"] is False:
+        return _NO_TRAINING.format(name=name)
+    return None
 
 
-def training_route(name, patch_store=False, data=None):
+_COHORT = ("{data} is a folder of whole slides: cut them into a patch store first (`keras-medseg patches extract "
+           "SLIDE --annotations ... --out patches.h5`), then `keras-medseg train {name} --data patches.h5`")
+
+
+def training_route(name, patch_store=False, data=None, source=None):
     """`None` when `keras-medseg train NAME` trains this model on this data, else the one line saying why not.
 
     Segmentation models train on Q-tips, image/mask folders and volumes;
     patch classifiers on HDF5 patch stores; GANs with their own `fit`;
     models without trainable weights (`lse`) are applied by `evaluate`.
+    `source` is the typed data source (`keras_medseg.data.sources`); without
+    it, `patch_store` says whether the data is a patch store.
     """
-    spec = describe(name)
-    if spec["trainable_with_fit"] is False and _kind(name) == "segmentation":
-        return _NO_TRAINING.format(name=name)
-    kind = _kind(name)
-    if kind == "gan":
-        return _GAN_ROUTE.format(name=name).strip()
-    if kind == "no_training":
-        return _NO_TRAINING.format(name=name)
-    if kind == "detector":
-        return _DETECTOR.format(name=name)
-    if kind == "classifier" and not patch_store:
+    refusal = untrainable_reason(name)
+    if refusal:
+        return refusal
+    task = describe(name)["task"]
+    source_kind = getattr(source, "kind", "patch_store" if patch_store else None)
+    if source_kind == "cohort_folder":
+        return _COHORT.format(name=name, data=data)
+    if task == "classification" and source_kind != "patch_store":
         return _CLASSIFIER.format(name=name)
-    if kind == "segmentation" and patch_store:
+    if task == "segmentation" and source_kind == "patch_store":
         return _SEGMENTER_ON_STORE.format(name=name, data=data)
     return None

@@ -1,7 +1,7 @@
 """Whole-slide inference: a patch classifier over a slide's tissue grid, heatmaps, slide scores, lesion FROC.
 
 `predict_slide(model, slide)` selects the patch grid on the tissue (see
-`keras_medseg.data.wsi.streaming.patch_grid`), reads the patches tile by tile
+`keras_medseg.data.slides.streaming.patch_grid`), reads the patches tile by tile
 in a background thread while the model scores the previous batch (compiled
 forward: `model.predict_on_batch` on fixed-size batches, so the graph is
 traced once), and returns a `SlideHeatmap`: the probability of every grid
@@ -25,9 +25,11 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.annotations import Annotations, read_annotations
-from keras_medseg.data.slide import Slide, open_slide
-from keras_medseg.data.wsi.streaming import patch_grid
+from keras_medseg.data.slides.annotations import Annotations, read_annotations
+from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.streaming import patch_grid
+
+__all__ = ["SlideHeatmap", "froc_from_predictions", "predict_slide", "predict_slide_to_dir", "write_slide_prediction"]
 
 SlideHeatmap = collections.namedtuple(
     "SlideHeatmap", ["heatmap", "scores", "coords", "tumor_ids", "slide_score", "grid", "slide_id", "num_tumors"])
@@ -61,7 +63,7 @@ def predict_slide(model, slide, level=0, size=None, inner_size=None, stride=None
         level: pyramid level the patches are read at, default 0.
         size: patch side, default the model's input size.
         inner_size, stride, min_tissue, tissue_threshold, thumbnail_size:
-            see `keras_medseg.data.wsi.streaming.patch_grid` (`min_tissue=None`
+            see `keras_medseg.data.slides.streaming.patch_grid` (`min_tissue=None`
             scores every grid position).
         annotations: optional XML / GeoJSON path or `Annotations`, to attach
             tumour ids to the patches (needed for FROC).
@@ -82,7 +84,7 @@ def predict_slide(model, slide, level=0, size=None, inner_size=None, stride=None
 
     Example:
 
-    >>> result = keras_medseg.slide_inference.predict_slide("best.keras", "slide.tif", level=1)
+    >>> result = keras_medseg.predict.slides.predict_slide("best.keras", "slide.tif", level=1)
     >>> result.slide_score, result.heatmap.shape
 
     Reference: the lecture "Convolutional networks - theory" (slide positive iff its best patch is).

@@ -44,7 +44,7 @@ def recover_patch_store(path, _locked=False):
             lock.close()
             raise RuntimeError(f"Patch store {path!r} is being written by another process.") from None
     try:
-        from keras_medseg.data.hdf5_check import check_hdf5_file
+        from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 
         check_hdf5_file(path, "Patch store")
         try:

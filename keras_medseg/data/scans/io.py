@@ -6,9 +6,8 @@
 * `write_image(path, labels, reference)`: a label map with the reference's
   geometry (NIfTI, NRRD/MHA, or plain PNG/TIFF/`.npy`).
 * `read_array(path)`: just the array, through the same reader; the
-  data-folder loader (`keras_medseg.data.folder`), `patches extract` and
+  data-folder loader (`keras_medseg.data.arrays`), `patches extract` and
   `explain` read with it.
-* `is_patch_store(path)`: whether a `--data` value names an HDF5 patch store.
 
 Readers: NIfTI (`.nii`, `.nii.gz`) through nibabel; DICOM series (a folder of
 slices) through SimpleITK's GDCM series reader: slices sorted by position,
@@ -38,12 +37,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "SCAN_EXTENSIONS",
     "ImageRecord",
     "file_extension",
     "image_stem",
-    "is_patch_store",
     "read_array",
     "read_image",
     "write_image",
@@ -52,8 +49,6 @@ __all__ = [
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
 PLAIN_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".npz", ".jpg", ".jpeg")
-# the file types of a data folder (`keras_medseg.data.folder`)
-IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
 # every file type `read_image` reads (plus DICOM series folders)
 SCAN_EXTENSIONS = PLAIN_EXTENSIONS + NIFTI_EXTENSIONS + ITK_EXTENSIONS
 _KNOWN = SCAN_EXTENSIONS
@@ -117,11 +112,6 @@ def file_extension(filename, extensions=_KNOWN):
         if lower.endswith(ext):
             return filename[: -len(ext)], ext
     return None, None
-
-
-def is_patch_store(data):
-    """Whether a `--data` value names an HDF5 patch store (by its `.h5` / `.hdf5` extension)."""
-    return isinstance(data, (str, os.PathLike)) and os.fspath(data).lower().endswith((".h5", ".hdf5"))
 
 
 def _affine_from(spacing, origin, direction):
@@ -337,7 +327,7 @@ def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | 
 
     Example:
 
-    >>> x = keras_medseg.data.io.read_array("images/case1.png")  # doctest: +SKIP
+    >>> x = keras_medseg.data.scans.io.read_array("images/case1.png")  # doctest: +SKIP
     """
     path = os.fspath(path)
     if not os.path.isfile(path):

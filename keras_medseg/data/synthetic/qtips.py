@@ -111,7 +111,7 @@ def qtips(n: int, size: int = 64, seed: int | None = None, length_range: tuple[i
 
     Example:
 
-    >>> images, labels = keras_medseg.data.qtips(8, seed=0)
+    >>> images, labels = keras_medseg.data.synthetic.qtips(8, seed=0)
     >>> images.shape, labels.shape
     ((8, 64, 64, 1), (8, 64, 64))
 

@@ -110,7 +110,7 @@ def labelled_shapes(n, image_size=28, num_classes=10, channels=1, spatial_dims=2
 
     Example:
     ```python
-    x, y = keras_medseg.data.translation.labelled_shapes(100, image_size=16, num_classes=4)
+    x, y = keras_medseg.data.synthetic.translation.labelled_shapes(100, image_size=16, num_classes=4)
     ```
     """
     spatial_dims = _check_common(n, image_size, spatial_dims)
@@ -171,7 +171,7 @@ def paired_shapes(n, image_size=32, spatial_dims=2, seed=0):
 
     Example:
     ```python
-    a, b = keras_medseg.data.translation.paired_shapes(64, image_size=32)
+    a, b = keras_medseg.data.synthetic.translation.paired_shapes(64, image_size=32)
     ```
     """
     spatial_dims = _check_common(n, image_size, spatial_dims, min_size=8)
@@ -268,7 +268,7 @@ def paired_stains(n, patch_size=64, seed=0):
 
     Example:
     ```python
-    a, b = keras_medseg.data.translation.paired_stains(32, patch_size=64)
+    a, b = keras_medseg.data.synthetic.translation.paired_stains(32, patch_size=64)
     ```
     """
     return _stain_patches(n, patch_size, seed, paired=True)

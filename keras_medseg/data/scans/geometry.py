@@ -5,7 +5,7 @@ index to RAS+ mm (see `keras_medseg.data.read_image`). Reorientation is exact
 (nibabel's orientation algebra); resampling uses scipy.ndimage and is checked
 against SimpleITK in the tests. `to_model_space` / `from_model_space` chain
 both for one scan and undo them onto the exact original grid. The public names
-are re-exported by `keras_medseg.data.preprocess`.
+are re-exported by `keras_medseg.data.scans.preprocess`.
 """
 
 import dataclasses
@@ -52,7 +52,7 @@ def reorient(array, affine, orientation="RAS"):
         ValueError: `array` has fewer than 3 axes, or a bad `orientation`.
 
     Example:
-    >>> ras, ras_affine, ornt = keras_medseg.data.geometry.reorient(rec.array, rec.affine)  # doctest: +SKIP
+    >>> ras, ras_affine, ornt = keras_medseg.data.scans.geometry.reorient(rec.array, rec.affine)  # doctest: +SKIP
 
     Reference: nibabel.orientations (io_orientation, ornt_transform).
     """
@@ -164,7 +164,7 @@ def resample(array, affine, spacing, order=1, shape=None):
         ValueError: `spacing` does not have one positive value per spatial axis.
 
     Example:
-    >>> from keras_medseg.data.preprocess import resample
+    >>> from keras_medseg.data.scans.geometry import resample
     >>> iso, iso_affine = resample(rec.array, rec.affine, (1.0, 1.0, 1.0))  # doctest: +SKIP
     """
     affine = np.asarray(affine, dtype=float)

@@ -10,7 +10,7 @@
   default.
 
 The preprocessing comes from the spec saved with the model
-(`keras_medseg.data.preprocess.load_preprocessing`); models saved without one
+(`keras_medseg.data.scans.preprocess.load_preprocessing`); models saved without one
 get `default_preprocessing()` (own voxel grid, per-scan z-score).
 """
 
@@ -21,19 +21,11 @@ import os
 
 import numpy as np
 
-from keras_medseg.data.io import (
-    SCAN_EXTENSIONS,
-    ImageRecord,
-    image_stem,
-    read_image,
-    write_image,
-)
-from keras_medseg.data.preprocess import (
-    from_model_space,
-    intensity,
-    resolve_preprocessing,
-    to_model_space,
-)
+from keras_medseg.data.cases import find_cases, find_scans, standardize_labels
+from keras_medseg.data.scans.geometry import from_model_space, to_model_space
+from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
+from keras_medseg.data.scans.preprocess import intensity, resolve_preprocessing
+from keras_medseg.data.sources import resolve_source
 from keras_medseg.evaluation.surface import (
     METRIC_NAMES,
     segmentation_metrics,
@@ -44,9 +36,7 @@ from keras_medseg.inference import sliding_window
 __all__ = [
     "ScanEvaluation",
     "evaluate_scans",
-    "find_scans",
     "format_summary",
-    "is_scan_folder",
     "predict_files",
     "predict_scan",
 ]
@@ -97,7 +87,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
     Example:
     >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
-    >>> labels = keras_medseg.scans.predict_scan(model, rec)  # doctest: +SKIP
+    >>> labels = keras_medseg.predict.scans.predict_scan(model, rec)  # doctest: +SKIP
     >>> keras_medseg.data.write_image("ct_seg.nii.gz", labels, rec)  # doctest: +SKIP
     """
     if not isinstance(record, ImageRecord):
@@ -142,7 +132,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
 def resolve_preprocessing_from_model(model):
     """`default_preprocessing()` filled in from a model's input and output shapes."""
-    from keras_medseg.data.preprocess import default_preprocessing
+    from keras_medseg.data.scans.preprocess import default_preprocessing
 
     spec = default_preprocessing()
     spec["spatial_dims"] = len(model.inputs[0].shape) - 2
@@ -150,51 +140,6 @@ def resolve_preprocessing_from_model(model):
     channels = int(model.outputs[0].shape[-1])
     spec["class_names"] = [f"class_{i}" for i in range(max(channels, 2))]
     return spec
-
-
-def _is_dicom_folder(path):
-    files = [f for f in os.listdir(path) if not f.startswith(".")]
-    if not files:
-        return False
-    if any(f.lower().endswith(".dcm") for f in files):
-        return True
-    return all(os.path.isfile(os.path.join(path, f)) and image_stem(f)[0] is None for f in files)
-
-
-def find_scans(path):
-    """The scans under `path`: `[(name, path)]`, sorted by name.
-
-    A file with a known image extension is one scan; a folder is one DICOM
-    series when it holds `.dcm` files (or only files without an image
-    extension); otherwise every image file and every DICOM sub-folder in it
-    is a scan.
-
-    Raises:
-        FileNotFoundError: `path` does not exist or holds no scans (named).
-    """
-    path = os.fspath(path)
-    if os.path.isfile(path):
-        stem, _ = image_stem(os.path.basename(path))
-        return [(stem or os.path.basename(path), path)]
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"Input not found: {path!r}")
-    if _is_dicom_folder(path):
-        return [(os.path.basename(os.path.normpath(path)), path)]
-    scans = []
-    for f in sorted(os.listdir(path)):
-        full = os.path.join(path, f)
-        stem, _ = image_stem(f)
-        if f.startswith("."):
-            continue
-        if os.path.isfile(full) and stem is not None:
-            scans.append((stem, full))
-        elif os.path.isdir(full) and _is_dicom_folder(full):
-            scans.append((f, full))
-    if not scans:
-        raise FileNotFoundError(
-            f"No scans in {path!r}: expected image files ({', '.join(SCAN_EXTENSIONS)}) or DICOM series folders."
-        )
-    return scans
 
 
 def _load(model_path):
@@ -210,7 +155,7 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
 
     Args:
         model_path: str, a `.keras` model (its saved preprocessing spec is
-            repeated; see `keras_medseg.data.preprocess`).
+            repeated; see `keras_medseg.data.scans.preprocess`).
         inputs: str, a scan file, a DICOM series folder, or a folder of them.
         output_dir: str, where `<name>.nii.gz` label maps are written (2D
             inputs: `<name>.png`).
@@ -270,10 +215,12 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
 
     Args:
         model_path: str, a `.keras` model with (or without) a saved spec.
-        data_dir: str, `DIR/images/<name>.<ext>` (files or DICOM folders) and
-            `DIR/masks/<name>.<ext>` (or `DIR/labels/`, the layout that
-            `keras-medseg train --patch-size` reads) label maps on the same grids.
-        csv_path: str or None; default `DIR/evaluation.csv`. One row per case
+        data_dir: a scan folder, as a typed source (`keras_medseg.data.sources`)
+            or a path it decides on: `DIR/images/<name>.<ext>` (files or DICOM
+            folders) and `DIR/masks/<name>.<ext>` (or `DIR/labels/`) label maps on
+            the same grids, or a `dataset.json`; the cases are those of
+            `keras_medseg.data.cases.find_cases`.
+        csv_path: str or None; default `DIR/evaluation.csv` (the folder of a `dataset.json`). One row per case
             and class (`case, role, class, dice, iou, hd95, assd,
             surface_dice`).
         include_training: bool (default False). When the model's spec
@@ -294,20 +241,14 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     """
     model, spec = _load(model_path)
     d = spec["spatial_dims"]
-    data_dir = os.fspath(data_dir)
-    images = dict(find_scans(os.path.join(data_dir, "images")))
-    # label maps in `masks/` (image/mask folders) or `labels/` (the volume layout `train --patch-size` reads)
-    masks_dir = next((os.path.join(data_dir, sub) for sub in ("masks", "labels")
-                      if os.path.isdir(os.path.join(data_dir, sub))), os.path.join(data_dir, "masks"))
-    masks = dict(find_scans(masks_dir)) if os.path.isdir(masks_dir) else {}
-    missing = sorted(set(images) - set(masks))
-    if missing:
-        raise FileNotFoundError(f"Scans without a label map in {masks_dir!r}: {missing}")
+    source = resolve_source(data_dir)
+    cases = {c["name"]: c for c in find_cases(source)}  # refuses a source without cases
+    data_dir = source.path
     split = spec.get("split")
     train = set(split.get("train", [])) if split else set()
     val = set(split.get("validation", [])) if split else set()
     roles, skipped = {}, []
-    for name in sorted(images):
+    for name in sorted(cases):
         if not split:
             roles[name] = "unknown"
         elif name in train:
@@ -318,12 +259,10 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
         else:
             roles[name] = "validation" if name in val else "unseen"
     class_names = spec.get("class_names") or []
-    from keras_medseg.data.labels import standardize_labels
-
     per_case = {}
     for name in roles:
-        image = read_image(images[name], spatial_dims=d)
-        mask = read_image(masks[name], spatial_dims=d)
+        image = read_image(cases[name]["image"], spatial_dims=d)
+        mask = read_image(cases[name]["label"], spatial_dims=d)
         _check_same_geometry(image, mask)
         # The one mask rule, but class ids are kept as they are within a case (a case may
         # lack a class): editor binary masks (0/255, 0/65535) become 0/1, other ids stay.
@@ -358,23 +297,6 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
                 + (f", {counts['train']} TRAINING" if counts["train"] else "")
                 + f"); skipped {len(skipped)} training cases")
     return ScanEvaluation(per_case, summarize_metrics(per_case), roles, csv_path, skipped, note)
-
-
-def is_scan_folder(path):
-    """Whether `path` is a data folder whose `images/` holds volumes (NIfTI, NRRD, MHA) or DICOM series folders."""
-    if not isinstance(path, (str, os.PathLike)):
-        return False
-    images = os.path.join(os.fspath(path), "images")
-    if not os.path.isdir(images):
-        return False
-    for f in os.listdir(images):
-        full = os.path.join(images, f)
-        _, ext = image_stem(f)
-        if ext in (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"):
-            return True
-        if os.path.isdir(full) and _is_dicom_folder(full):
-            return True
-    return False
 
 
 def format_summary(result):

@@ -1,4 +1,10 @@
-"""Whole-slide-image patches: HDF5 patch store, patch extraction, three-step sampler, augmentation.
+"""Whole slides: slide reading, annotations, HDF5 patch store, patch extraction, streaming, sampling.
+
+Modules: `slide` (tiled pyramid reading, `open_slide`), `annotations` (ASAP XML / GeoJSON polygons),
+`extract` (patch grid, inner-square labels, tissue mask), `store` (the HDF5 `PatchStore`), `recovery`
+(crash recovery of a store), `hdf5_check` (truncated-file check), `streaming` (tile-by-tile extraction
+of a whole slide, merging stores), `sampling` (`ThreeStepSampler`, `PatchSequence`), `patch_augment`
+(flips and colour perturbation).
 
 The workflow of the lecture "Convolutional networks - theory" (cancer detection in
 whole-slide images):
@@ -36,44 +42,14 @@ step sampling", "random vertical and horizontal flips, random color
 perturbations").
 """
 
-# Re-exports: every name importable from the former single module `data/wsi.py`.
-# ruff: noqa: F401
-from keras_medseg.data.wsi.augment import (
-    _RGB_TO_YIQ,
-    _YIQ_TO_RGB,
-    _colour_matrices,
-    augment_patches,
-)
-from keras_medseg.data.wsi.extract import (
-    PatchSet,
-    _check_extract_args,
-    _grid,
-    _patch_set,
-    _tumor_labels,
-    extract_patches,
-    iter_patches,
-    tissue_mask,
-)
-from keras_medseg.data.wsi.recovery import (
-    _corrupt,
-    _unclean,
-    fcntl,
-    recover_patch_store,
-)
-from keras_medseg.data.wsi.sampling import (
-    PatchSequence,
-    ThreeStepSampler,
-    _StoreDataset,
-    load_patch_dataset,
-)
-from keras_medseg.data.wsi.store import (
-    _META,
-    FORMAT,
-    FORMAT_VERSION,
-    SLIDE_NAME_BYTES,
-    PatchStore,
-)
-from keras_medseg.data.wsi.streaming import (
+from keras_medseg.data.slides.annotations import Annotations, read_annotations
+from keras_medseg.data.slides.extract import PatchSet, extract_patches, iter_patches, tissue_mask
+from keras_medseg.data.slides.patch_augment import augment_patches
+from keras_medseg.data.slides.recovery import recover_patch_store
+from keras_medseg.data.slides.sampling import PatchSequence, ThreeStepSampler, load_patch_dataset
+from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.store import FORMAT, FORMAT_VERSION, SLIDE_NAME_BYTES, PatchStore
+from keras_medseg.data.slides.streaming import (
     PatchGrid,
     extract_slide,
     merge_stores,
@@ -85,10 +61,12 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "SLIDE_NAME_BYTES",
+    "Annotations",
     "PatchGrid",
     "PatchSequence",
     "PatchSet",
     "PatchStore",
+    "Slide",
     "ThreeStepSampler",
     "augment_patches",
     "extract_patches",
@@ -96,7 +74,9 @@ __all__ = [
     "iter_patches",
     "load_patch_dataset",
     "merge_stores",
+    "open_slide",
     "patch_grid",
+    "read_annotations",
     "recover_patch_store",
     "tissue_mask",
     "tissue_mask_from_thumbnail",

@@ -62,7 +62,7 @@ def synthetic_boxes(n: int, image_shape: tuple = (32, 32, 32), num_objects: int 
     Example:
 
     ```python
-    x, boxes = keras_medseg.data.synthetic_boxes(4, image_shape=(32, 32, 32))
+    x, boxes = keras_medseg.data.synthetic.boxes(4, image_shape=(32, 32, 32))
     x.shape, boxes[0]  # (4, 32, 32, 32, 1), [[cx, cy, cz, w, h, d]]
     ```
     """

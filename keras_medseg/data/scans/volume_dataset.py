@@ -2,7 +2,7 @@
 
 `VolumeDataset` is a `keras.utils.PyDataset`: it reads a case only when a
 batch needs it (`keras_medseg.data.read_image`), brings it to the model's
-frame and voxel size (`keras_medseg.data.preprocess.to_model_space`) and
+frame and voxel size (`keras_medseg.data.scans.geometry.to_model_space`) and
 intensity preset, keeps preprocessed cases in an LRU cache within a memory
 budget, and samples fixed-size patches: a positive patch is centred on a
 foreground voxel, a negative one anywhere. Cases may all have different
@@ -10,107 +10,25 @@ shapes. Draws depend only on `(seed, epoch, batch index)`, so a run is
 reproducible with any number of workers. An augmentation layer (e.g.
 `keras_medseg.data.augment.Compose`) can be applied to every batch.
 
-Sources: a folder with `images/` and `labels/` (files matched by name, any
+Sources: whatever `keras_medseg.data.cases.find_cases` lists cases of: a
+folder with `images/` and `masks/` or `labels/` (files matched by name, any
 extension `read_image` knows), a Medical Segmentation Decathlon
 `dataset.json` (its `training` list of `imagesTr`/`labelsTr` pairs) or a
 folder that holds one, or a list of `(image_path, label_path)` pairs.
 """
 
 import collections
-import json
 import math
-import os
 
 import keras
 import numpy as np
 
-from keras_medseg.data.io import image_stem, read_image
-from keras_medseg.data.labels import IGNORE_INDEX, standardize_labels
-from keras_medseg.data.preprocess import intensity as apply_intensity
-from keras_medseg.data.preprocess import to_model_space
+from keras_medseg.data.cases import IGNORE_INDEX, find_cases, standardize_labels
+from keras_medseg.data.scans.geometry import to_model_space
+from keras_medseg.data.scans.io import read_image
+from keras_medseg.data.scans.preprocess import intensity as apply_intensity
 
-__all__ = ["VolumeDataset", "find_cases"]
-
-
-def _files_by_stem(folder):
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        if name.startswith("."):
-            continue
-        stem, _ = image_stem(name)
-        if stem is not None:
-            out[stem] = os.path.join(folder, name)
-    return out
-
-
-def _from_msd(json_path):
-    with open(json_path) as f:
-        try:
-            meta = json.load(f)
-        except ValueError as exc:
-            raise ValueError(f"`source` is not a valid dataset.json: {exc}. Received: source={json_path!r}") from exc
-    training = meta.get("training")
-    if not isinstance(training, list) or not training:
-        raise ValueError(f"dataset.json needs a non-empty 'training' list of {{'image', 'label'}} pairs. "
-                         f"Received: source={json_path!r}")
-    root = os.path.dirname(os.path.abspath(json_path))
-    cases = []
-    for item in training:
-        image, label = (os.path.normpath(os.path.join(root, item[k])) for k in ("image", "label"))
-        cases.append({"name": image_stem(os.path.basename(image))[0] or os.path.basename(image),
-                      "image": image, "label": label})
-    return cases
-
-
-def find_cases(source):
-    """The `[{"name", "image", "label"}]` cases of a folder, a `dataset.json` or a list of path pairs.
-
-    Args:
-        source: a folder with `images/` and `labels/` (matched by file name
-            without extension), a `dataset.json` (Medical Segmentation
-            Decathlon layout) or a folder containing one, or a list of
-            `(image_path, label_path)` pairs.
-
-    Returns:
-        list of dicts, sorted by name for folders, in file order for `dataset.json`.
-
-    Raises:
-        FileNotFoundError: `source` or a listed file does not exist.
-        ValueError: no cases, or images without labels (names them).
-
-    Example:
-
-    >>> cases = keras_medseg.data.find_cases("Task09_Spleen/dataset.json")  # doctest: +SKIP
-    """
-    if isinstance(source, (list, tuple)):
-        cases = [{"name": image_stem(os.path.basename(str(i)))[0] or os.path.basename(str(i)),
-                  "image": os.fspath(i), "label": os.fspath(lab)} for i, lab in source]
-    else:
-        source = os.fspath(source)
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"Data source not found. Received: source={source!r}")
-        if os.path.isdir(source) and os.path.isfile(os.path.join(source, "dataset.json")):
-            source = os.path.join(source, "dataset.json")
-        if os.path.isfile(source):
-            cases = _from_msd(source)
-        else:
-            image_dir, label_dir = os.path.join(source, "images"), os.path.join(source, "labels")
-            if not (os.path.isdir(image_dir) and os.path.isdir(label_dir)):
-                raise ValueError("A data folder needs `images/` and `labels/` subfolders or a dataset.json. "
-                                 f"Received: source={source!r}")
-            images, labels = _files_by_stem(image_dir), _files_by_stem(label_dir)
-            missing = sorted(set(images) - set(labels))
-            if missing:
-                raise ValueError(f"Images without a label file in {label_dir!r}: {missing[:5]}. "
-                                 f"Received: source={source!r}")
-            cases = [{"name": s, "image": images[s], "label": labels[s]} for s in sorted(images)]
-    if not cases:
-        raise ValueError(f"No cases found. Received: source={source!r}")
-    for case in cases:
-        for key in ("image", "label"):
-            if not os.path.exists(case[key]):
-                raise FileNotFoundError(f"Case {case['name']!r}: {key} file not found: {case[key]!r}")
-    return cases
+__all__ = ["VolumeDataset"]
 
 
 def _crop(array, start, size, fill):
@@ -147,7 +65,7 @@ class VolumeDataset(keras.utils.PyDataset):
     labels: 0).
 
     Args:
-        source: folder (`images/` + `labels/`), `dataset.json`, or a list of
+        source: folder (`images/` + `masks/` or `labels/`), `dataset.json`, or a list of
             `(image_path, label_path)` pairs (see `find_cases`).
         patch_size: int or tuple, voxels per spatial axis of a patch.
         batch_size: patches per batch (default 2).
@@ -161,7 +79,7 @@ class VolumeDataset(keras.utils.PyDataset):
         spacing: target voxel size in mm (e.g. `(1.5, 1.5, 3.0)`) or None to
             keep each case's grid (default None).
         orientation: target axis code such as "RAS" (3D), or None (default).
-        intensity: preset for `keras_medseg.data.preprocess.intensity`, e.g.
+        intensity: preset for `keras_medseg.data.scans.preprocess.intensity`, e.g.
             `{"preset": "zscore"}` (default), `{"preset": "ct_window",
             "low": -160, "high": 240}`, or None.
         label_values: voxel value of each class (`standardize_labels`); None

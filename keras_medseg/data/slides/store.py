@@ -7,9 +7,9 @@ import warnings
 import h5py
 import numpy as np
 
-from keras_medseg.data.hdf5_check import check_hdf5_file
-from keras_medseg.data.wsi.extract import iter_patches
-from keras_medseg.data.wsi.recovery import _corrupt, _unclean, fcntl, recover_patch_store
+from keras_medseg.data.slides.extract import iter_patches
+from keras_medseg.data.slides.hdf5_check import check_hdf5_file
+from keras_medseg.data.slides.recovery import _corrupt, _unclean, fcntl, recover_patch_store
 from keras_medseg.utils.validation import check_choice, check_positive_int
 
 FORMAT = "keras-medseg-patch-store"
@@ -139,7 +139,7 @@ class PatchStore:
             if fcntl is None:  # pragma: no cover - cannot tell a dead writer from a live one
                 raise RuntimeError(
                     f"Patch store {self.path!r} was not closed cleanly; run "
-                    "keras_medseg.data.wsi.recover_patch_store(path) once no writer is running."
+                    "keras_medseg.data.slides.recover_patch_store(path) once no writer is running."
                 ) from None
             warnings.warn(
                 f"Patch store {self.path!r} was not closed cleanly (writer interrupted); "

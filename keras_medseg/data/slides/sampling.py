@@ -5,8 +5,8 @@ import os
 import keras
 import numpy as np
 
-from keras_medseg.data.wsi.augment import augment_patches
-from keras_medseg.data.wsi.store import PatchStore
+from keras_medseg.data.slides.patch_augment import augment_patches
+from keras_medseg.data.slides.store import PatchStore
 from keras_medseg.utils.validation import check_choice, check_positive_int
 
 

@@ -250,7 +250,7 @@ def read_annotations(path):
 
     Example:
 
-    >>> ann = keras_medseg.data.annotations.read_annotations("tumor_001.xml")
+    >>> ann = keras_medseg.data.slides.annotations.read_annotations("tumor_001.xml")
     >>> ann.num_tumors, ann.label_window(downsample=4, origin=(0, 0), size=512).max()
 
     Reference: CAMELYON16 ASAP XML; RFC 7946 GeoJSON as written by QuPath.

@@ -1,0 +1,11 @@
+"""Scans: medical image files with their geometry, resampling, intensity presets, lazy patch datasets.
+
+Modules: `io` (NIfTI, NRRD/MHA, DICOM series, PNG/TIFF/NumPy with their affine: `read_image`,
+`write_image`), `geometry` (reorientation and resampling between a scan's voxel grid and the
+model's), `preprocess` (intensity presets and the preprocessing spec saved with a model) and
+`volume_dataset` (`VolumeDataset`: positive/negative patches sampled lazily from the cases).
+"""
+
+# Nothing is re-exported here (the modules import each other and `keras_medseg.data.cases`): import the modules
+# themselves, or the public names from `keras_medseg.data`.
+__all__: list[str] = []

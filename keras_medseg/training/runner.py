@@ -1,0 +1,150 @@
+"""The one fit runner: run folder, lock, backups, resume, CSV log, best checkpoint, then the caller's callbacks.
+
+Every training entry point of the package fits through `fit(model, ...)`:
+`keras_medseg.training.train` (segmentation arrays), `train_volumes` (lazy
+volume patches), `train_patch_classifier` (HDF5 patch stores) and the Q-tips
+demo. A run folder `out_dir` holds:
+
+* `.lock`: one training process per folder (`RunFolderLock`, held for the
+  whole call; a second process is refused in one line, the lock dies with its
+  process);
+* `best.keras`: the best model by `monitor`, written atomically, with the
+  preprocessing spec inside when one is given (`AtomicModelCheckpoint`);
+* `backup/`: the training state at every epoch end and, with
+  `backup_every=N`, every N batches (`CrashSafeBackup`);
+* `log.csv`: one row per epoch across restarts (`ResumableCSVLogger`).
+
+Calling `fit` again with the same folder resumes: the weights, optimizer state
+and epoch counter come back from `backup/` and training goes on to `epochs`
+(a finished run trains nothing more). A folder without a backup starts
+afresh: a best score left there by an earlier run is forgotten, so the new run
+writes its own `best.keras`. `resume=False` always starts afresh (the backup
+is deleted once the lock is held). The details of a kill mid-epoch are in
+`keras_medseg.training.checkpointing`.
+
+The caller's callbacks run before the checkpoint, backup and log (so a
+callback that adds a log key, e.g. `ROCAUCEarlyStopping`'s `val_roc_auc`, is
+seen by all three).
+
+Example:
+
+>>> run = keras_medseg.training.runner.fit(model, x, y, out_dir="runs/u", epochs=3,
+...                                        validation_data=(xv, yv), backup_every=50)  # doctest: +SKIP
+>>> run.checkpoint, len(run.rows)  # doctest: +SKIP
+('runs/u/best.keras', 3)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import shutil
+
+from keras_medseg.training.checkpointing import CrashSafeBackup, RunFolderLock, resumable_callbacks
+from keras_medseg.utils.validation import check_positive_int
+
+__all__ = ["RunResult", "fit"]
+
+CHECKPOINT_NAME = "best.keras"
+LOG_NAME = "log.csv"
+BACKUP_NAME = "backup"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `fit` returns.
+
+    Attributes:
+        history: `History.history` of this call (empty when a finished run is started again).
+        rows: every epoch logged in `log.csv` so far, resumed runs included (list of dicts of strings).
+        checkpoint: path of `best.keras` (absent when no epoch ended with a finite `monitor`).
+        log: path of `log.csv`.
+        out_dir: the run folder.
+        initial_epoch: the epoch this call started from (0 for a fresh run).
+    """
+
+    history: dict
+    rows: list
+    checkpoint: str
+    log: str
+    out_dir: str
+    initial_epoch: int = 0
+
+
+def _forget_best(checkpoint):
+    """A run without a backup is a new run: an old best score must not stop it writing its own `best.keras`."""
+    state = checkpoint + ".best.json"
+    if os.path.exists(state):
+        os.remove(state)
+
+
+def read_log(path):
+    """The rows of a run's `log.csv` as dicts (empty list when there is none)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor="val_loss", mode="auto",
+        backup_every=None, preprocessing=None, callbacks=None, verbose=1, resume=True, **fit_kwargs) -> RunResult:
+    """Fit `model` in a run folder: locked, backed up, resumable, logged, best checkpoint kept.
+
+    Args:
+        model: a compiled `keras.Model`.
+        x, y: training data as for `keras.Model.fit` (arrays, or a dataset /
+            `keras.utils.PyDataset` as `x` with `y=None`).
+        out_dir: str, the run folder (created).
+        epochs: int, the total number of epochs of the run (a resumed run
+            trains the remaining ones).
+        validation_data: as for `keras.Model.fit` (default None).
+        monitor: log key that decides `best.keras` (default "val_loss"; the
+            training key when there is no validation data).
+        mode: "auto" (default), "min" or "max" for `monitor`.
+        backup_every: None (default: back up at every epoch end) or an int:
+            also every that many batches.
+        preprocessing: optional preprocessing spec stored inside `best.keras`
+            (`keras_medseg.data.scans.preprocess.save_preprocessing` format),
+            also when a finished run is started again.
+        callbacks: the caller's Keras callbacks, run before the checkpoint,
+            backup and log (default None).
+        verbose: Keras verbosity (default 1, a progress bar).
+        resume: True (default) resumes from `out_dir/backup`; False starts afresh.
+        **fit_kwargs: other `keras.Model.fit` arguments (`batch_size`,
+            `shuffle`, `sample_weight`, `steps_per_epoch`, ...).
+
+    Returns:
+        `RunResult`.
+
+    Raises:
+        ValueError: bad `epochs` or `backup_every`, an unreadable backup (named).
+        RuntimeError: another process is training into `out_dir`.
+        keras_medseg.utils.errors.DiskFullError: no space for a checkpoint
+            or backup (the previous state is intact; rerun to resume).
+    """
+    epochs = check_positive_int(epochs, "epochs")
+    if "initial_epoch" in fit_kwargs:
+        raise ValueError("`initial_epoch` comes from the run folder's backup; pass resume=False to start afresh. "
+                         f"Received: initial_epoch={fit_kwargs['initial_epoch']!r}")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
+    log = os.path.join(out_dir, LOG_NAME)
+    backup_dir = os.path.join(out_dir, BACKUP_NAME)
+    with RunFolderLock(out_dir):
+        if not resume and os.path.isdir(backup_dir):
+            shutil.rmtree(backup_dir)
+        start = CrashSafeBackup.resume_epoch(backup_dir) if os.path.isdir(backup_dir) else 0
+        if start == 0 and not os.path.exists(os.path.join(backup_dir, "latest.weights.h5")):
+            _forget_best(checkpoint)
+        cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor=monitor, mode=mode,
+                                                          backup_every=backup_every, checkpoint_name=CHECKPOINT_NAME,
+                                                          log_name=LOG_NAME, preprocessing=preprocessing, lock=False)
+        history = model.fit(x, y, validation_data=validation_data, epochs=epochs, callbacks=cbs, verbose=verbose,
+                            **fit_kwargs)
+        if preprocessing is not None and os.path.exists(checkpoint):
+            from keras_medseg.data.scans.preprocess import save_preprocessing
+
+            save_preprocessing(checkpoint, preprocessing)  # also when a finished run is started again
+    return RunResult(history.history, read_log(log), checkpoint, log, out_dir, start)
