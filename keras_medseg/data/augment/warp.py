@@ -1,0 +1,256 @@
+"""The fused warp: consecutive geometric transforms composed into one sampling grid per sample.
+
+A geometric transform maps every output point to the input point it reads
+(`map_points`); a chain `T1, T2, ..., Tk` (applied in that order) reads the
+input at `T1(T2(...Tk(o)))`, so the chain needs one interpolation of the
+input instead of k, and only at the voxels of the output. Each transform
+still draws its parameters from its own seed generator, in the same order as
+when it is called alone (`draw`, then the per-sample coin of `probability`),
+so a pipeline stays reproducible from its seeds; a sample whose coin says no
+keeps the point unchanged (`where`).
+
+The output may be smaller than the input (`output_size`): the output frame
+is then centred in the input, the transforms act about the output's centre,
+and the input only has to hold the points the chain can reach, a margin that
+`group_margin` bounds from the transforms' ranges (`bound`). Sampling a
+crop with that margin equals sampling the whole volume (tested).
+
+Eager calls of a `Compose` on TensorFlow and JAX run as one compiled program
+per input signature (`run_compiled`): `jax.jit` over a stateless call (the
+seed generators' states go in and come out) or `tf.function(jit_compile=True)`.
+On torch, `torch.compile` of the whole call recompiles at every call (the seed
+states are Python-visible), so with `jit_compile=True` only the pure part of
+the fused warp (maps and sampling, after the draws) is compiled.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_medseg.ops.sampling import map_image_and_labels
+
+
+def plan(transforms):
+    """Split a list of layers into `("group", [fused transforms])` and `("layer", layer)` steps.
+
+    A group is a run of consecutive fusable transforms that holds at least one
+    warp (affine or elastic); a run of flips and 90-degree turns alone stays a
+    sequence of exact array operations.
+    """
+    steps, run = [], []
+
+    def flush():
+        if any(t.warps for t in run):
+            steps.append(("group", list(run)))
+        else:
+            steps.extend(("layer", t) for t in run)
+        run.clear()
+
+    for t in transforms:
+        if getattr(t, "fusable", False):
+            run.append(t)
+        else:
+            flush()
+            steps.append(("layer", t))
+    flush()
+    return steps
+
+
+def identity_points(frame):
+    """`(1, d, prod(frame))` float32 voxel coordinates of the frame's grid, axis-major."""
+    ranges = [ops.arange(s, dtype="float32") for s in frame]
+    grid = ops.stack(ops.meshgrid(*ranges, indexing="ij"), axis=0)
+    return ops.reshape(grid, (1, len(frame), -1))
+
+
+def draw_group(transforms, batch_size, frame):
+    """Every transform's draw and per-sample coin, in order: `[(transform, params, apply (N,) bool)]`."""
+    draws = []
+    for t in transforms:
+        if t.probability == 0.0:  # as a lone call: no draw at all
+            continue
+        params = t.draw(batch_size, frame)
+        apply = t.uniform((batch_size,), 0.0, 1.0) < t.probability
+        draws.append((t, params, apply))
+    return draws
+
+
+def compose_points(transforms, draws, batch_size, frame):
+    """Chain the maps of drawn transforms: `(N, d, *frame)` input points of the frame's voxels (frame coordinates).
+
+    Args:
+        transforms: the drawn transforms, in the order they apply.
+        draws: `[(params, apply)]`, one per transform.
+        batch_size: N.
+        frame: the output's spatial shape; the transforms act about its centre.
+    """
+    points = None
+    grid = identity_points(frame)
+    for t, (params, apply) in reversed(list(zip(transforms, draws))):  # the last transform reads the output grid
+        if points is None:
+            mapped, base = t.map_grid(params, frame), grid
+        else:
+            mapped, base = t.map_points(params, points, frame), points
+        points = ops.where(ops.reshape(apply, (-1, 1, 1)), mapped, base)
+    if points is None:
+        points = ops.broadcast_to(grid, (batch_size,) + tuple(grid.shape[1:]))
+    return ops.reshape(points, (-1, len(frame)) + tuple(frame))
+
+
+def group_coordinates(transforms, batch_size, frame):
+    """Draw every transform of a group and compose their maps: `(N, d, *frame)` points in frame coordinates."""
+    draws = draw_group(transforms, batch_size, frame)
+    return compose_points([t for t, _, _ in draws], [(p, a) for _, p, a in draws], batch_size, frame)
+
+
+def _apply_group(transforms, draws, image, labels, frame, padding_mode, fill_value):
+    """The pure part of `warp_group` (no random draws): compose the maps, sample image and labels once."""
+    spatial = tuple(image.shape[1:-1])
+    points = compose_points(transforms, draws, ops.shape(image)[0], frame)
+    offset = [(s - f) // 2 for s, f in zip(spatial, frame)]
+    if any(offset):
+        points = points + ops.reshape(ops.convert_to_tensor(offset, "float32"), (1, -1) + (1,) * len(frame))
+    dtype = image.dtype
+    out, out_labels = map_image_and_labels(ops.cast(image, "float32"), labels, points,
+                                           padding_mode=padding_mode, fill_value=fill_value)
+    return ops.cast(out, dtype), out_labels
+
+
+def warp_group(transforms, image, labels, frame, cache=None):
+    """Apply a group of geometric transforms with one sampling: `(image, labels)` of spatial shape `frame`.
+
+    Args:
+        transforms: fusable transforms in the order they apply (at least one warp).
+        image: `(N, *S, C)` tensor; `S >= frame` per axis.
+        labels: `(N, *S, K)` tensor or None.
+        frame: the output's spatial shape, centred in `S`.
+        cache: a dict for `torch.compile`d programs of the pure part (torch with `jit_compile=True`), or None.
+    """
+    spatial = tuple(image.shape[1:-1])
+    draws = draw_group(transforms, ops.shape(image)[0], frame)
+    first = next(t for t in transforms if t.warps)
+    padding_mode, fill_value = first.padding_mode, first.fill_value
+    margin = group_margin(transforms, frame)
+    if all(s >= f + 2 * m for s, f, m in zip(spatial, frame, margin)):
+        padding_mode = "nearest"  # no point can leave the input: clamping is exact and saves padding a copy
+    active, params = [t for t, _, _ in draws], [(p, a) for _, p, a in draws]
+    if cache is not None:
+        import torch
+
+        key = ("torch", tuple(id(t) for t in active), _signature(image), _signature(labels), tuple(frame),
+               padding_mode)
+        if key not in cache:
+            cache[key] = torch.compile(lambda p, x, y: _apply_group(active, p, x, y, frame, padding_mode, fill_value),
+                                       dynamic=False)
+        return cache[key](params, image, labels)
+    return _apply_group(active, params, image, labels, frame, padding_mode, fill_value)
+
+
+def group_margin(transforms, patch_size):
+    """Voxels of input each side of a `patch_size` output needs, for any draw of the group's transforms.
+
+    Propagates the half-widths of the output box about its centre through
+    the transforms' `bound`s, from the last to the first; a transform that
+    may not apply (probability < 1) also keeps the box it got.
+    """
+    size = np.asarray(patch_size, dtype=float)
+    centre = (size - 1.0) / 2.0
+    half = centre.copy()
+    for t in reversed(transforms):
+        if t.probability > 0.0:
+            half = np.maximum(half, t.bound(half))
+    return tuple(int(max(0, math.ceil(h - c - 1e-6))) for h, c in zip(half, centre))
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled eager calls
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_array(inputs):
+    if isinstance(inputs, dict):
+        return inputs.get("image")
+    if isinstance(inputs, (tuple, list)):
+        return inputs[0] if inputs else None
+    return inputs
+
+
+def compile_now(setting, inputs):
+    """How a call runs: "program" (the whole call compiled: TensorFlow, JAX), "warp" (torch: the fused warp
+    through `torch.compile`) or None (as it comes: eager, or traced inside someone else's compiled function)."""
+    if setting is False:
+        return None
+    backend = keras.backend.backend()
+    image = _first_array(inputs)
+    if image is None or isinstance(image, keras.KerasTensor):
+        return None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "program" if tf.executing_eagerly() else None
+    if backend == "jax":
+        import jax
+
+        return None if isinstance(image, jax.core.Tracer) else "program"
+    if backend == "torch" and setting is True:
+        import torch
+
+        return None if torch.compiler.is_compiling() else "warp"
+    return None
+
+
+def _signature(x):
+    return None if x is None else (tuple(x.shape), keras.backend.standardize_dtype(x.dtype))
+
+
+def _structure(image, labels):
+    return image if labels is None else {"image": image, "labels": labels}
+
+
+def _unstructure(out):
+    return (out["image"], out["labels"]) if isinstance(out, dict) else (out, None)
+
+
+def _build(layer, output_size):
+    """One compiled `(image, labels) -> (image, labels)` program of `layer._run` for the active backend."""
+    backend = keras.backend.backend()
+
+    def body(image, labels):
+        return _unstructure(layer._run(_structure(image, labels), True, output_size))
+
+    if backend == "jax":
+        import jax
+
+        variables = list(layer.variables)
+
+        def pure(state, image, labels):
+            with keras.StatelessScope(state_mapping=list(zip(variables, state))) as scope:
+                out = body(image, labels)
+                new_state = [scope.get_current_value(v) for v in variables]
+            return out, new_state
+
+        jitted = jax.jit(pure)
+
+        def run(image, labels):
+            out, new_state = jitted([v.value for v in variables], image, labels)
+            for v, value in zip(variables, new_state):
+                v.assign(value)
+            return out
+        return run
+    import tensorflow as tf
+
+    return tf.function(body, jit_compile=True)
+
+
+def run_compiled(layer, image, labels, output_size):
+    """Run `layer._run` on `(image, labels)` as a compiled program, built once per input signature."""
+    image = ops.convert_to_tensor(image)
+    labels = None if labels is None else ops.convert_to_tensor(labels)
+    key = (_signature(image), _signature(labels), output_size if not isinstance(output_size, list)
+           else tuple(output_size))
+    fn = layer._compiled.get(key)
+    if fn is None:
+        fn = layer._compiled[key] = _build(layer, output_size)
+    return fn(image, labels)
