@@ -173,7 +173,10 @@ class VolumeDataset(keras.utils.PyDataset):
         augment: optional layer applied to `{"image", "labels"}` batches
             (default None); its seed generators are reset from `(seed, epoch,
             batch index)` before each batch, so batches are reproducible
-            (with `workers=1`, the default).
+            (with `workers=1`, the default). A layer with a `margin(patch_size)`
+            method (`augment.Compose`, a warp) gets patches cropped that
+            much wider and returns `patch_size` (`output_size`): its warp
+            reads the scan around the patch, not padding.
         steps_per_epoch: batches per epoch (default: enough for every case
             once, `ceil(cases / batch_size)`).
         seed: int seed of all draws (default 0).

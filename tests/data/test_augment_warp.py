@@ -39,6 +39,20 @@ def _pipeline(d, jit_compile=JIT, seed=0, magnitude=1.0, padding_mode="constant"
                       A.RandomIntensityScaleShift(0.0, 0.0, seed=seed + 4)], jit_compile=jit_compile)
 
 
+def _coordinates(transforms, batch_size, frame):
+    """`warp.group_coordinates` from the transforms' current seed states (jitted on JAX, for speed)."""
+    if keras.backend.backend() != "jax":
+        return _np(warp.group_coordinates(transforms, batch_size, frame))
+    import jax
+
+    variables = [t.seed_generator.state for t in transforms]
+
+    def pure(state):
+        with keras.StatelessScope(state_mapping=list(zip(variables, state))):
+            return warp.group_coordinates(transforms, batch_size, frame)
+    return _np(jax.jit(pure)([v.value for v in variables]))
+
+
 def _reseed(layer, value):
     for k, t in enumerate(layer.transforms):
         t.seed_generator.state.assign(np.array([value, k], dtype=keras.backend.standardize_dtype(
@@ -93,7 +107,7 @@ def test_compose_samples_once_on_the_composed_grid(d):
     _reseed(pipe, 11)
     out = pipe({"image": x, "labels": y})
     _reseed(pipe, 11)
-    coords = _np(warp.group_coordinates(pipe.transforms[:3], 2, spatial))
+    coords = _coordinates(pipe.transforms[:3], 2, spatial)
     np.testing.assert_allclose(_np(out["image"]), _scipy(x, coords, 1, "constant"), atol=1e-4)
     np.testing.assert_array_equal(_np(out["labels"]), _scipy(y[..., None], coords, 0, "constant")[..., 0])
     # the coordinates are the maps chained: flip(affine(elastic(o))) read from the input
@@ -159,7 +173,7 @@ def test_crop_with_margin_equals_whole_volume_with_elastic_at_any_position():
         _reseed(pipe, 5)
         out = pipe({"image": big[(slice(None),) + sl], "labels": big_lab[(slice(None),) + sl]}, output_size=patch)
         _reseed(pipe, 5)
-        coords = _np(warp.group_coordinates(pipe.transforms[:3], 1, patch)) + np.reshape(start, (1, 3, 1, 1, 1))
+        coords = _coordinates(pipe.transforms[:3], 1, patch) + np.reshape(start, (1, 3, 1, 1, 1))
         np.testing.assert_allclose(_np(out["image"]), _scipy(vol, coords, 1, "constant"), atol=1e-4)
         np.testing.assert_array_equal(_np(out["labels"]), _scipy(lab, coords, 0, "constant").astype(np.int32))
 
@@ -172,7 +186,7 @@ def test_margin_holds_every_draw(d):
                   A.RandomElastic(magnitude=(1.0, 2.0), spacing=3, seed=3), A.RandomFlip(seed=4)]
     pipe = A.Compose(transforms)
     margin = np.array(pipe.margin(patch))
-    coords = _np(warp.group_coordinates(transforms, 64, patch)).reshape(64, d, -1)
+    coords = _coordinates(transforms, 64, patch).reshape(64, d, -1)
     low, high = coords.min(axis=(0, 2)), coords.max(axis=(0, 2))
     assert np.all(low >= -margin - 1e-4) and np.all(high <= np.array(patch) - 1 + margin + 1e-4)
     assert A.Compose([A.RandomGamma()]).margin(patch) == (0,) * d

@@ -304,6 +304,7 @@ class Compose(keras.layers.Layer):
         self.jit_compile = jit_compile
         self._compiled = {}
         self._allow_non_tensor_positional_args = True
+        self._convert_input_args = False  # `call` moves arrays itself (`warp.to_tensor`)
         self.built = True
 
     def margin(self, patch_size):
@@ -323,11 +324,11 @@ class Compose(keras.layers.Layer):
 
     def call(self, inputs, training=True, output_size=None):
         mode = warp.compile_now(self.jit_compile, inputs) if training else None
+        image, labels, pack = split_inputs(inputs)
+        image, labels = warp.to_tensor(image, self.compute_dtype), warp.to_tensor(labels, self.compute_dtype)
         if mode == "program":
-            image, labels, pack = split_inputs(inputs)
-            image, labels = warp.run_compiled(self, image, labels, output_size)
-            return pack(image, labels)
-        return self._run(inputs, training, output_size, cache=self._compiled if mode == "warp" else None)
+            return pack(*warp.run_compiled(self, image, labels, output_size))
+        return self._run(pack(image, labels), training, output_size, cache=self._compiled if mode == "warp" else None)
 
     def _run(self, inputs, training, output_size, cache=None):
         if not training and output_size is None:

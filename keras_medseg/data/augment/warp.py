@@ -23,6 +23,8 @@ states are Python-visible), so with `jit_compile=True` only the pure part of
 the fused warp (maps and sampling, after the draws) is compiled.
 """
 
+import collections
+import json
 import math
 
 import keras
@@ -201,6 +203,29 @@ def compile_now(setting, inputs):
     return None
 
 
+def to_tensor(x, float_dtype):
+    """A backend tensor of `x` (NumPy arrays moved with the backend's cheapest copy; torch shares their memory);
+    floating arrays are cast to `float_dtype`, as Keras does with a layer's inputs."""
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray):
+        backend = keras.backend.backend()
+        if backend == "jax":
+            import jax
+
+            x = jax.device_put(x)  # about half the time of jnp.asarray for a large array
+        elif backend == "torch":
+            import torch
+
+            x = torch.as_tensor(x)
+    if not (ops.is_tensor(x) or isinstance(x, keras.KerasTensor)):
+        x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if "float" in dtype and dtype != float_dtype:
+        x = ops.cast(x, float_dtype)
+    return x
+
+
 def _signature(x):
     return None if x is None else (tuple(x.shape), keras.backend.standardize_dtype(x.dtype))
 
@@ -214,43 +239,58 @@ def _unstructure(out):
 
 
 def _build(layer, output_size):
-    """One compiled `(image, labels) -> (image, labels)` program of `layer._run` for the active backend."""
-    backend = keras.backend.backend()
+    """A compiled pure program `(state, image, labels) -> ((image, labels), new state)` of `layer._run`.
 
-    def body(image, labels):
-        return _unstructure(layer._run(_structure(image, labels), True, output_size))
+    `state` are the values of `layer.variables` (the seed generators' states),
+    so the program serves any layer with the same configuration.
+    """
+    variables = list(layer.variables)
 
-    if backend == "jax":
+    def pure(state, image, labels):
+        with keras.StatelessScope(state_mapping=list(zip(variables, state))) as scope:
+            out = _unstructure(layer._run(_structure(image, labels), True, output_size))
+            new_state = [scope.get_current_value(v) for v in variables]
+        return out, new_state
+
+    if keras.backend.backend() == "jax":
         import jax
 
-        variables = list(layer.variables)
-
-        def pure(state, image, labels):
-            with keras.StatelessScope(state_mapping=list(zip(variables, state))) as scope:
-                out = body(image, labels)
-                new_state = [scope.get_current_value(v) for v in variables]
-            return out, new_state
-
-        jitted = jax.jit(pure)
-
-        def run(image, labels):
-            out, new_state = jitted([v.value for v in variables], image, labels)
-            for v, value in zip(variables, new_state):
-                v.assign(value)
-            return out
-        return run
+        return jax.jit(pure)
     import tensorflow as tf
 
-    return tf.function(body, jit_compile=True)
+    return tf.function(pure, jit_compile=True)
+
+
+def _without_names(config):
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, (list, tuple)):
+        return [_without_names(v) for v in config]
+    return config
+
+
+_PROGRAMS = collections.OrderedDict()  # shared by layers with the same configuration (most recent 32)
 
 
 def run_compiled(layer, image, labels, output_size):
-    """Run `layer._run` on `(image, labels)` as a compiled program, built once per input signature."""
-    image = ops.convert_to_tensor(image)
-    labels = None if labels is None else ops.convert_to_tensor(labels)
-    key = (_signature(image), _signature(labels), output_size if not isinstance(output_size, list)
-           else tuple(output_size))
-    fn = layer._compiled.get(key)
-    if fn is None:
-        fn = layer._compiled[key] = _build(layer, output_size)
-    return fn(image, labels)
+    """Run `layer._run` on `(image, labels)` as a compiled program, one per configuration and input signature.
+
+    Layers with the same configuration (names aside) share the program: two
+    datasets built with equal pipelines compile once.
+    """
+    if not hasattr(layer, "_program_config"):
+        layer._program_config = json.dumps(_without_names(keras.saving.serialize_keras_object(layer)),
+                                           sort_keys=True, default=str)
+    key = (keras.backend.backend(), layer._program_config, _signature(image), _signature(labels),
+           None if output_size is None else tuple(np.broadcast_to(output_size, len(image.shape) - 2).tolist()))
+    program = _PROGRAMS.get(key)
+    if program is None:
+        program = _PROGRAMS[key] = _build(layer, output_size)
+        while len(_PROGRAMS) > 32:
+            _PROGRAMS.popitem(last=False)
+    _PROGRAMS.move_to_end(key)
+    variables = layer.variables
+    out, new_state = program([v.value for v in variables], image, labels)
+    for v, value in zip(variables, new_state):
+        v.assign(value)
+    return out
