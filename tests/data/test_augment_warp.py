@@ -12,8 +12,9 @@ from keras_medseg.data import augment as A
 from keras_medseg.data.augment import warp
 from keras_medseg.ops import map_coordinates, map_image_and_labels
 
-pytestmark = pytest.mark.backend_agnostic
-
+# The sampler, the fused grid, alignment and the compiled paths run on every backend; margins, the crop path and
+# the dict keys are the same keras.ops code on each, so they run on TensorFlow only (the suite's time budget).
+agnostic = pytest.mark.backend_agnostic
 SCIPY_MODE = {"constant": "grid-constant", "nearest": "nearest"}
 # Eager JAX compiles every operation for every new shape: one jitted program is quicker, even for one call.
 # TensorFlow and torch run eagerly in the tests that are not about compiling (their first call is quicker).
@@ -46,11 +47,17 @@ def _coordinates(transforms, batch_size, frame):
     import jax
 
     variables = [t.seed_generator.state for t in transforms]
+    key = (tuple(id(t) for t in transforms), batch_size, tuple(frame))
+    if key not in _JITTED:
 
-    def pure(state):
-        with keras.StatelessScope(state_mapping=list(zip(variables, state))):
-            return warp.group_coordinates(transforms, batch_size, frame)
-    return _np(jax.jit(pure)([v.value for v in variables]))
+        def pure(state):
+            with keras.StatelessScope(state_mapping=list(zip(variables, state))):
+                return warp.group_coordinates(transforms, batch_size, frame)
+        _JITTED[key] = jax.jit(pure)
+    return _np(_JITTED[key]([v.value for v in variables]))
+
+
+_JITTED = {}
 
 
 def _reseed(layer, value):
@@ -59,6 +66,7 @@ def _reseed(layer, value):
             t.seed_generator.state.dtype)))
 
 
+@agnostic
 @pytest.mark.parametrize("d", [2, 3])
 def test_sampler_matches_scipy_map_coordinates(d):
     rng = np.random.default_rng(d)
@@ -83,6 +91,7 @@ def test_sampler_matches_scipy_map_coordinates(d):
     np.testing.assert_array_equal(_np(map_coordinates(vol, grid.astype("float32"))), vol)
 
 
+@agnostic
 def test_sampler_errors_name_the_argument():
     vol = np.zeros((1, 4, 4, 1), "float32")
     with pytest.raises(ValueError, match="coords"):
@@ -95,6 +104,7 @@ def test_sampler_errors_name_the_argument():
         map_coordinates(np.zeros((4, 4), "float32"), np.zeros((1, 2, 2, 2), "float32"))
 
 
+@agnostic
 @pytest.mark.parametrize("d", [2, 3])
 def test_compose_samples_once_on_the_composed_grid(d):
     """Flip + affine + elastic: one sampling, equal to scipy's map_coordinates on the composed coordinates."""
@@ -114,6 +124,7 @@ def test_compose_samples_once_on_the_composed_grid(d):
     assert not np.allclose(coords, np.stack(np.meshgrid(*[np.arange(s) for s in spatial], indexing="ij")))
 
 
+@agnostic
 def test_image_and_labels_stay_aligned():
     """The one-hot image of a label map, warped linearly, agrees with the label map warped by nearest."""
     rng = np.random.default_rng(1)
@@ -216,6 +227,7 @@ def test_label_key_alias_and_unknown_keys():
         A.Compose([A.RandomAffine(rotation=0.1)])({"image": x, "labels": y}, output_size=(14, 8))
 
 
+@agnostic
 def test_compiled_call_equals_eager_and_stays_seeded():
     x = np.random.default_rng(5).normal(size=(2, 10, 12, 1)).astype("float32")
     y = (x[..., 0] > 0).astype("int32")
@@ -237,6 +249,7 @@ def test_compiled_call_equals_eager_and_stays_seeded():
                                   _np(a["image"]))
 
 
+@agnostic
 def test_runs_inside_a_compiled_training_step():
     """Augmentation on the device: the fused warp inside a model trained with the backend's compiler."""
     inputs = keras.Input((12, 12, 1))

@@ -11,14 +11,13 @@ map reaches from the frame's centre. `keras_medseg.data.augment.warp` chains
 these maps so that a `Compose` of them samples the input once.
 """
 
-import functools
 import math
 
 import numpy as np
 from keras import ops
 
 from keras_medseg.data.augment.base import RandomTransform, check_range
-from keras_medseg.data.augment.warp import identity_points
+from keras_medseg.data.augment.warp import identity_points, rotation_reach
 from keras_medseg.ops.sampling import PADDING_MODES as _PADDING
 from keras_medseg.ops.sampling import map_coordinates
 from keras_medseg.utils.serialization import register
@@ -227,35 +226,6 @@ def _rotation(angle, i, j, d):
     return ops.stack(rows, axis=-2)
 
 
-@functools.lru_cache(maxsize=64)
-def _rotation_reach(planes, angles, half, points=33):
-    """`max_R sum_j |R_ij| half_j` over the rotations `R = R_1 R_2 ...` with `|angle_k| <= angles[k]`.
-
-    The maximum over a grid of `points` angles per plane, plus the most the
-    function can rise between grid points (it is Lipschitz in each angle with
-    constant `||half||_2`, a row of a rotation's derivative having norm <= 1),
-    capped by the entrywise bound (`|cos| <= 1`, `|sin| <= sin(angle)`). A
-    certified bound within about 2% of the true maximum for 15-degree ranges.
-    """
-    d = len(half)
-    w = np.asarray(half, dtype=float)
-    grids = [np.linspace(-a, a, points) if a > 0 else np.zeros(1) for a in angles]
-    mesh = np.meshgrid(*grids, indexing="ij")
-    total = np.broadcast_to(np.eye(d), mesh[0].shape + (d, d))
-    entrywise = np.eye(d)
-    for (i, j), a, theta in zip(planes, angles, mesh):
-        rot = np.broadcast_to(np.eye(d), theta.shape + (d, d)).copy()
-        rot[..., i, i] = rot[..., j, j] = np.cos(theta)
-        rot[..., i, j], rot[..., j, i] = -np.sin(theta), np.sin(theta)
-        total = total @ rot
-        step = np.eye(d)
-        step[i, j] = step[j, i] = math.sin(min(a, math.pi / 2))
-        entrywise = entrywise @ step
-    grid_max = (np.abs(total) @ w).reshape(-1, d).max(axis=0)
-    slack = np.linalg.norm(w) * sum(a / (points - 1) for a in angles if a > 0)  # half a grid step per angle
-    return np.minimum(grid_max + slack, entrywise @ w)
-
-
 def _planes(d):
     return [(0, 1)] if d == 2 else [(1, 2), (0, 2), (0, 1)]
 
@@ -355,7 +325,7 @@ class RandomAffine(RandomTransform):
     def bound(self, half):
         """Half-widths reached from a box of half-widths `half`: `max |M| half + t` over the drawable `M`."""
         planes, angles = self._angles(len(half))
-        reach = _rotation_reach(tuple(planes), tuple(float(a) for a in angles), tuple(float(h) for h in half))
+        reach = rotation_reach(tuple(planes), tuple(float(a) for a in angles), tuple(float(h) for h in half))
         return reach / self._scale_range[0] + self.translation
 
     def coordinates(self, params, spatial):
