@@ -1,27 +1,51 @@
-"""Patches per second of a 3D training pipeline: keras-medseg vs MONAI, side by side.
+"""Patches per second of a 3D training pipeline on TensorFlow, JAX and torch: against MONAI and two limits.
 
-    python benchmarks/volume_pipeline.py                  # cpu preset
-    python benchmarks/volume_pipeline.py --preset smoke   # seconds, no README update
+    python benchmarks/volume_pipeline.py                          # cpu preset, the three backends in turn
+    python benchmarks/volume_pipeline.py --backends jax torch     # some backends
+    python benchmarks/volume_pipeline.py --preset smoke           # seconds, no README update
 
-Both pipelines start from the same NIfTI volumes (different shapes, written by
-the script) and do the same work per patch: cached, z-scored volume ->
+Every pipeline starts from the same NIfTI volumes (different shapes, written
+by the script) and does the same work per patch: cached, z-scored volume ->
 positive/negative crop (1:1, a positive centred on a foreground voxel) ->
 random affine (rotation, scaling; linear image, nearest labels) -> elastic
-deformation -> intensity scale and shift. keras-medseg: `VolumeDataset` with
-`augment.Compose([RandomAffine, RandomElastic, RandomIntensityScaleShift])`
-(keras.ops on the active Keras backend). MONAI (the anchor, CPU torch):
-`CacheDataset` + `RandCropByPosNegLabeld` + `RandAffined` + `Rand3DElasticd`
-+ `RandScaleIntensityd` + `RandShiftIntensityd`. The physical limit is the
-crop alone (cached volume -> patch copy, no augmentation): no augmenting
-pipeline can beat it. Repeats are interleaved (ours, MONAI, limit) and the
-min and median time per repeat are reported. Both run with the same number of torch threads (`--threads`, default 1:
-one core per data-loading worker, as in a multi-worker loader). The elastic warps differ in
-construction (ours: linear interpolation of random control-point offsets;
-MONAI: Gaussian-smoothed dense noise on a coarse grid), so the comparison is
-of pipelines that do the same job, not of identical arithmetic.
+deformation -> intensity scale and shift.
+
+* keras-medseg: `VolumeDataset` with `augment.Compose([RandomAffine,
+  RandomElastic, RandomIntensityScaleShift])`: the crop takes the margin the
+  warp needs (`Compose.margin`), the affine and elastic warps are one
+  sampling of that crop at the patch's voxels only, and the eager call runs
+  as one compiled program (`jit_compile="auto"`: XLA on TensorFlow,
+  `jax.jit` on JAX, eager torch). The other setting is measured beside it
+  (TensorFlow and JAX uncompiled; torch with `torch.compile` of the warp),
+  which says whether compiling helps.
+* MONAI (the anchor, CPU torch): `CacheDataset` + `RandCropByPosNegLabeld` +
+  `RandAffined` + `Rand3DElasticd` + `RandScaleIntensityd` +
+  `RandShiftIntensityd`.
+* Floor: the crop alone (`VolumeDataset` without augmentation): no pipeline
+  that crops can be faster.
+* Warp limit: a bare compiled trilinear gather (`keras_medseg.ops.map_coordinates`
+  under XLA / `jax.jit` / `torch.compile`) of one patch, at precomputed
+  coordinates (one draw of the same affine + elastic warp) from an array of
+  the size keras-medseg crops: the interpolation alone, without crop, draws,
+  coordinates, labels or intensity. Goals: keras-medseg >= 0.5x this limit,
+  >= 10x MONAI.
+* scipy: `scipy.ndimage.map_coordinates` of the image (order 1) and labels
+  (order 0) at the same coordinates, single-threaded, for scale.
+
+Each backend runs in its own process (Keras fixes the backend per process),
+one data-loading worker with one thread for every pipeline (`--threads`,
+torch's intra-op threads and the backends' thread pools). Within a process
+the repeats are interleaved (every pipeline once per repeat) and the min and
+median time per repeat are reported; each process records the load average
+(the machine may be shared). The elastic warps differ in construction (ours:
+linear interpolation of random control-point offsets; MONAI: Gaussian-smoothed
+dense noise on a coarse grid), so the comparison is of pipelines that do the
+same job, not of identical arithmetic.
 """
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,14 +57,17 @@ from _common import benchmark_main, markdown_table
 
 NAME = "volume_pipeline"
 PRESETS = {
-    "smoke": {"shapes": [(40, 44, 36), (48, 40, 32)], "patch": 24, "patches": 4, "repeats": 1},
+    "smoke": {"shapes": [(40, 44, 36), (48, 40, 32)], "patch": 24, "patches": 4, "repeats": 2},
     "cpu": {"shapes": [(128, 128, 80), (144, 112, 72), (112, 136, 96), (128, 120, 64)], "patch": 64,
             "patches": 16, "repeats": 5},
 }
+BACKENDS = ("tensorflow", "jax", "torch")
 ROTATION = 0.26  # radians (15 degrees) about every axis
 SCALING = 0.1
 ELASTIC_SPACING = 16  # voxels between control points (ours); MONAI's magnitude/sigma below
+ELASTIC_MAGNITUDE = (2.0, 4.0)
 SCALE, SHIFT = 0.1, 0.1
+GOAL_LIMIT, GOAL_MONAI = 0.5, 10.0
 
 
 def write_volumes(root, shapes, seed=0):
@@ -66,34 +93,128 @@ def write_volumes(root, shapes, seed=0):
     return pairs
 
 
-def ours(root, patch, patches):
-    from keras_medseg.data import VolumeDataset
+def augmentation(jit_compile):
     from keras_medseg.data import augment as A
-    pipeline = A.Compose([
+    return A.Compose([
         A.RandomAffine(rotation=ROTATION, scaling=SCALING, seed=1),
-        A.RandomElastic(magnitude=(2.0, 4.0), spacing=ELASTIC_SPACING, seed=2),
+        A.RandomElastic(magnitude=ELASTIC_MAGNITUDE, spacing=ELASTIC_SPACING, seed=2),
         A.RandomIntensityScaleShift(SCALE, SHIFT, seed=3),
-    ])
-    ds = VolumeDataset(root, patch_size=patch, batch_size=1, pos_fraction=0.5, augment=pipeline,
-                       steps_per_epoch=patches, intensity={"preset": "zscore"})
-    plain = VolumeDataset(root, patch_size=patch, batch_size=1, pos_fraction=0.5, steps_per_epoch=patches)
-    for i in range(len(ds.cases)):  # fill both caches (as CacheDataset does at construction)
-        ds.load_case(i)
-        plain.load_case(i)
-    ds[0]  # trace/warm the augmentation once
+    ], jit_compile=jit_compile)
 
-    def run_ours():
+
+def _epoch(ds, patches):
+    def run():
         for i in range(patches):
             x, y = ds[i]
         ds.on_epoch_end()
         return x.shape
+    return run
 
-    def run_limit():
-        for i in range(patches):
-            x, y = plain[i]
-        plain.on_epoch_end()
-        return x.shape
-    return run_ours, run_limit
+
+def ours(root, patch, patches, jit_compile):
+    """keras-medseg's pipeline; returns `(run, seconds of the first batch: tracing and compiling included)`."""
+    from keras_medseg.data import VolumeDataset
+    ds = VolumeDataset(root, patch_size=patch, batch_size=1, pos_fraction=0.5, augment=augmentation(jit_compile),
+                       steps_per_epoch=patches, intensity={"preset": "zscore"})
+    for i in range(len(ds.cases)):  # fill the cache (as CacheDataset does at construction)
+        ds.load_case(i)
+    t0 = time.perf_counter()
+    ds[0]
+    return _epoch(ds, patches), time.perf_counter() - t0
+
+
+def crop_only(root, patch, patches):
+    from keras_medseg.data import VolumeDataset
+    plain = VolumeDataset(root, patch_size=patch, batch_size=1, pos_fraction=0.5, steps_per_epoch=patches)
+    for i in range(len(plain.cases)):
+        plain.load_case(i)
+    plain[0]
+    return _epoch(plain, patches)
+
+
+def crop_with_margin(root, patch, patches, margin):
+    """The floor of the crop-plus-margin design: `VolumeDataset` crops the patch with the margin and moves it
+    to the backend as the pipeline does (no draws, no warp; the centre patch comes back as it went in)."""
+    import keras
+    from keras import ops
+
+    from keras_medseg.data import VolumeDataset
+    from keras_medseg.data.augment.warp import to_tensor
+
+    class CropOnly(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self._convert_input_args = False
+            self._allow_non_tensor_positional_args = True
+            self.built = True
+
+        def margin(self, patch_size):
+            return tuple(margin)
+
+        def call(self, inputs, training=True, output_size=None):
+            for value in inputs.values():  # the move to the backend, finished (JAX copies asynchronously)
+                moved = to_tensor(value, "float32")
+                ops.convert_to_numpy(moved[(0,) * len(moved.shape)])
+            index = (slice(None),) + tuple(slice(m, m + p) for m, p in zip(margin, output_size))
+            return {k: v[index] for k, v in inputs.items()}
+
+    ds = VolumeDataset(root, patch_size=patch, batch_size=1, pos_fraction=0.5, augment=CropOnly(),
+                       steps_per_epoch=patches)
+    for i in range(len(ds.cases)):
+        ds.load_case(i)
+    ds[0]
+    return _epoch(ds, patches)
+
+
+def _compiled(fn):
+    """`fn` compiled by the active backend's compiler: XLA, `jax.jit` or `torch.compile`."""
+    import keras
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn, jit_compile=True)
+    import torch
+    return torch.compile(fn, dynamic=False)
+
+
+def warp_limits(patch, patches):
+    """The bare compiled trilinear gather of one patch and scipy's, at one precomputed draw of the warp.
+
+    Returns `(run_gather, run_scipy, facts)`.
+    """
+    import scipy.ndimage as ndi
+    from keras import ops
+
+    from keras_medseg.data.augment import warp
+    from keras_medseg.ops import map_coordinates
+    pipeline = augmentation(False)
+    size = (patch,) * 3
+    margin = pipeline.margin(size)
+    region = tuple(p + 2 * m for p, m in zip(size, margin))
+    rng = np.random.default_rng(1)
+    volume = rng.normal(size=(1,) + region + (1,)).astype(np.float32)
+    labels = (volume[..., 0] > 1.0).astype(np.int32)
+    coords = ops.convert_to_numpy(warp.group_coordinates(pipeline.transforms[:2], 1, size))
+    coords = (coords + np.reshape(margin, (1, 3, 1, 1, 1))).astype(np.float32)
+    v, c = ops.convert_to_tensor(volume), ops.convert_to_tensor(coords)
+    gather = _compiled(lambda a, b: map_coordinates(a, b, order=1, padding_mode="nearest"))
+    t0 = time.perf_counter()
+    ops.convert_to_numpy(gather(v, c))
+    compile_s = time.perf_counter() - t0
+
+    def run_gather():
+        for _ in range(patches):
+            out = ops.convert_to_numpy(gather(v, c))
+        return out.shape
+
+    def run_scipy():
+        for _ in range(patches):
+            ndi.map_coordinates(volume[0, ..., 0], coords[0], order=1, mode="nearest")
+            ndi.map_coordinates(labels[0], coords[0], order=0, mode="nearest")
+    return run_gather, run_scipy, {"margin": list(margin), "region": list(region), "gather_compile_s": compile_s}
 
 
 def monai_pipeline(pairs, patch, patches):
@@ -125,50 +246,142 @@ def monai_pipeline(pairs, patch, patches):
     return run_monai
 
 
-def run(preset, out_dir=None, progress=True, threads=1):
+def measure(preset, threads=1, progress=True):
+    """One backend (this process's): every pipeline and limit, repeats interleaved."""
     import keras
     import torch
     s = PRESETS[preset]
-    torch.set_num_threads(threads)  # the same for both pipelines (MONAI's transforms and keras-medseg on torch)
+    backend = keras.backend.backend()
+    torch.set_num_threads(threads)  # MONAI's transforms, and keras-medseg on torch
+    load_before = os.getloadavg()
+    other = True if backend == "torch" else False
     with tempfile.TemporaryDirectory() as root:
         pairs = write_volumes(root, s["shapes"])
-        run_ours, run_limit = ours(root, s["patch"], s["patches"])
-        run_monai = monai_pipeline(pairs, s["patch"], s["patches"])
-        times = {"keras_medseg": [], "monai": [], "crop_only": []}
+        runs, first_batch_s = {}, {}
+        runs["keras_medseg"], first_batch_s["keras_medseg"] = ours(root, s["patch"], s["patches"], "auto")
+        runs["keras_medseg_other"], first_batch_s["keras_medseg_other"] = ours(root, s["patch"], s["patches"], other)
+        runs["warp_limit"], runs["scipy_map_coordinates"], facts = warp_limits(s["patch"], s["patches"])
+        runs["crop_only"] = crop_only(root, s["patch"], s["patches"])
+        runs["crop_with_margin"] = crop_with_margin(root, s["patch"], s["patches"], facts["margin"])
+        runs["monai"] = monai_pipeline(pairs, s["patch"], s["patches"])
+        times = {name: [] for name in runs}
+        cpu = {name: [] for name in runs}
         for r in range(s["repeats"]):
-            for name, fn in (("keras_medseg", run_ours), ("monai", run_monai), ("crop_only", run_limit)):
-                t0 = time.perf_counter()
+            for name, fn in runs.items():
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
             if progress:
-                print(f"repeat {r + 1}/{s['repeats']}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
-                      file=sys.stderr)
-    rates = {k: {"min_s": min(v), "median_s": float(np.median(v)),
-                 "patches_per_s_best": s["patches"] / min(v),
-                 "patches_per_s_median": s["patches"] / float(np.median(v))}
-             for k, v in times.items()}
-    return {"preset": preset, "settings": {k: v for k, v in s.items()}, "backend": keras.backend.backend(),
-            "torch_threads": torch.get_num_threads(), "times_s": times, "rates": rates,
-            "ratio_vs_monai_median": (rates["keras_medseg"]["patches_per_s_median"]
-                                      / rates["monai"]["patches_per_s_median"]),
-            "ratio_vs_monai_best": rates["keras_medseg"]["patches_per_s_best"] / rates["monai"]["patches_per_s_best"],
-            "fraction_of_limit_median": rates["keras_medseg"]["patches_per_s_median"]
-            / rates["crop_only"]["patches_per_s_median"]}
+                print(f"{backend} repeat {r + 1}/{s['repeats']}: "
+                      + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), file=sys.stderr)
+    rates = {k: {"min_s": min(v), "median_s": float(np.median(v)), "patches_per_s_best": s["patches"] / min(v),
+                 "patches_per_s_median": s["patches"] / float(np.median(v)),
+                 "cpu_s_median": float(np.median(cpu[k])),
+                 "patches_per_cpu_s_median": s["patches"] / float(np.median(cpu[k]))} for k, v in times.items()}
+
+    def ratio(a, b):
+        return {"median": rates[a]["patches_per_s_median"] / rates[b]["patches_per_s_median"],
+                "best": rates[a]["patches_per_s_best"] / rates[b]["patches_per_s_best"],
+                "cpu_median": rates[a]["patches_per_cpu_s_median"] / rates[b]["patches_per_cpu_s_median"]}
+    return {"backend": backend, "preset": preset, "settings": dict(s), "threads": threads,
+            "other_setting": {"jit_compile": other}, "facts": facts, "first_batch_s": first_batch_s,
+            "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
+            "times_s": times, "cpu_times_s": cpu, "rates": rates,
+            "ratios": {"vs_warp_limit": ratio("keras_medseg", "warp_limit"),
+                       "vs_monai": ratio("keras_medseg", "monai"),
+                       "vs_crop_only": ratio("keras_medseg", "crop_only"),
+                       "vs_crop_with_margin": ratio("keras_medseg", "crop_with_margin"),
+                       "other_vs_monai": ratio("keras_medseg_other", "monai"),
+                       "other_vs_warp_limit": ratio("keras_medseg_other", "warp_limit"),
+                       "warp_limit_vs_scipy": ratio("warp_limit", "scipy_map_coordinates")}}
+
+
+def run(preset, out_dir=None, progress=True, threads=1, backends=BACKENDS):
+    """Each backend in its own process (`measure`), one after the other; their results side by side."""
+    results = {}
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "result.json")
+            env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS=str(threads),
+                       TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1",
+                       XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                  f"intra_op_parallelism_threads={threads}").strip(),
+                       TF_CPP_MIN_LOG_LEVEL="2")
+            command = [sys.executable, os.path.abspath(__file__), "--child", out, "--preset", preset,
+                       "--threads", str(threads)] + ([] if progress else ["--quiet"])
+            subprocess.run(command, env=env, check=True)
+            with open(out) as f:
+                results[backend] = json.load(f)
+    return {"preset": preset, "threads": threads, "backends": results}
 
 
 def markdown(result, fig_prefix=""):
-    s, r = result["settings"], result["rates"]
-    rows = [[name, f"{r[name]['patches_per_s_median']:.2f}", f"{r[name]['patches_per_s_best']:.2f}"]
-            for name in ("keras_medseg", "monai", "crop_only")]
-    table = markdown_table(["pipeline", "patches/s (median)", "patches/s (best)"], rows)
-    return (f"### Volume pipeline: load + pos/neg crop + affine + elastic + intensity ({s['patch']}^3 patches, "
-            f"{len(s['shapes'])} cached volumes, Keras backend {result['backend']}, MONAI on CPU torch)\n\n"
-            f"{table}\n\nkeras-medseg / MONAI: **{result['ratio_vs_monai_median']:.2f}x** (median), "
-            f"{result['ratio_vs_monai_best']:.2f}x (best); keras-medseg reaches "
-            f"{100 * result['fraction_of_limit_median']:.1f}% of the crop-only limit.")
+    rows = []
+    for backend, r in result["backends"].items():
+        rate = {k: v["patches_per_s_median"] for k, v in r["rates"].items()}
+        cpu_ms = {k: 1e3 / v["patches_per_cpu_s_median"] for k, v in r["rates"].items()}
+        other = "torch.compile" if r["other_setting"]["jit_compile"] is True else "uncompiled"
+        q = r["ratios"]
+
+        def goal(name, target):
+            wall, cpu = q[name]["median"], q[name]["cpu_median"]
+            return f"**{wall:.2f}x** / {cpu:.2f}x ({'met' if min(wall, cpu) >= target else 'not met'})"
+        rows.append([backend, f"{rate['keras_medseg']:.1f} ({cpu_ms['keras_medseg']:.0f} ms)",
+                     f"{rate['keras_medseg_other']:.1f} ({other}, {cpu_ms['keras_medseg_other']:.0f} ms)",
+                     f"{rate['monai']:.2f} ({cpu_ms['monai']:.0f} ms)", f"{rate['crop_only']:.0f}",
+                     f"{rate['crop_with_margin']:.1f} ({cpu_ms['crop_with_margin']:.0f} ms)",
+                     f"{rate['warp_limit']:.0f} ({cpu_ms['warp_limit']:.1f} ms)",
+                     f"{rate['scipy_map_coordinates']:.1f}",
+                     goal("vs_warp_limit", GOAL_LIMIT), goal("vs_monai", GOAL_MONAI),
+                     f"{r['first_batch_s']['keras_medseg']:.0f} s",
+                     " / ".join(f"{a:.1f}" for a in r["load_average_before"][:1] + r["load_average_after"][:1])])
+    table = markdown_table(["backend", "keras-medseg", "other setting", "MONAI", "crop (floor)",
+                            "crop + margin (floor here)", "warp limit", "scipy warp",
+                            "vs warp limit, wall / CPU (goal 0.5x)", "vs MONAI, wall / CPU (goal 10x)",
+                            "first batch", "load before / after"], rows)
+    any_r = next(iter(result["backends"].values()))
+    s, facts = any_r["settings"], any_r["facts"]
+    return (f"### Volume pipeline: pos/neg crop + affine + elastic + intensity, one worker, "
+            f"{result['threads']} thread ({s['patch']}^3 patches, {len(s['shapes'])} cached volumes)\n\n"
+            f"Patches per second, median of {s['repeats']} interleaved repeats of {s['patches']} patches (in "
+            "brackets: CPU time per patch, which the other processes on a shared machine do not inflate); each "
+            "backend in its own process, MONAI on CPU torch in each, every pipeline on one thread:\n\n"
+            f"{table}\n\n"
+            f"keras-medseg crops the patch with the margin its warp can reach ({facts['margin']} voxels each side, "
+            f"a {'x'.join(map(str, facts['region']))} crop, {_region_factor(facts, s):.0f}x the patch's voxels) "
+            "and samples that crop once at the patch's voxels. 'crop + margin' is that crop and its move to the "
+            "backend alone (`VolumeDataset` without the warp): the floor of this design. The warp limit is the "
+            "compiled trilinear gather of one patch from an array of the crop's size at precomputed coordinates "
+            "(interpolation only: no crop, draws, coordinates, labels or intensity). 'Other setting': "
+            "jit_compile=False on TensorFlow and JAX, jit_compile=True (torch.compile of the fused warp) on torch. "
+            "'First batch' includes tracing and compiling. 2 workers come with the workers item of issue 34.")
+
+
+def _region_factor(facts, settings):
+    return float(np.prod(facts["region"])) / settings["patch"] ** 3
+
+
+def _child(argv):
+    """`--child OUT.json --preset P --threads T [--quiet]`: `measure` this process's backend into OUT.json."""
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("--child")
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    result = measure(args.preset, threads=args.threads, progress=not args.quiet)
+    with open(args.child, "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    return 0
 
 
 if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(_child(sys.argv[1:]))
     sys.exit(benchmark_main(sys.modules[__name__], extra_arguments=[
         (("--threads",), {"type": int, "default": 1,
-                          "help": "torch intra-op threads for both pipelines (default 1)"})]))
+                          "help": "threads per pipeline: torch intra-op, TF intra-op, XLA (default 1)"}),
+        (("--backends",), {"nargs": "+", "choices": BACKENDS, "default": list(BACKENDS),
+                           "help": "Keras backends to measure, each in its own process (default: all three)"})]))

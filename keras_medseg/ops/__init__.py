@@ -16,6 +16,7 @@ from keras_medseg.ops.level_set import (  # noqa: F401
     upwind_advection,
     upwind_grad_norm,
 )
+from keras_medseg.ops.sampling import map_coordinates, map_image_and_labels  # noqa: F401
 
 __all__ = [
     "attention_pool",
@@ -23,6 +24,8 @@ __all__ = [
     "curvature",
     "edge_indicator",
     "implicit_conv_solve",
+    "map_coordinates",
+    "map_image_and_labels",
     "pad_edge",
     "reinitialize",
     "resize_matrix",

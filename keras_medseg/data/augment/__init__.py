@@ -16,7 +16,7 @@ Example:
 >>> batch = pipeline({"image": x, "labels": y})
 """
 
-from keras_medseg.data.augment.base import Compose, RandomTransform, resample
+from keras_medseg.data.augment.base import Compose, RandomTransform
 from keras_medseg.data.augment.intensity import (
                                                  RandomGamma,
                                                  RandomGaussianBlur,
@@ -45,5 +45,4 @@ __all__ = [
                                                  "RandomRotate90",
                                                  "RandomTransform",
                                                  "gaussian_blur",
-                                                 "resample",
 ]

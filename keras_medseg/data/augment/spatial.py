@@ -3,6 +3,12 @@
 The image is resampled with linear interpolation and the labels with nearest
 neighbour, from the same per-sample draw. See `keras_medseg.data.augment.base`
 for the input structure.
+
+Every transform here is also a map of points (output voxel -> the input point
+it reads, in voxel coordinates of the output frame): `map_points` for any
+points, `map_grid` for the output grid, and `bound`, a bound of how far the
+map reaches from the frame's centre. `keras_medseg.data.augment.warp` chains
+these maps so that a `Compose` of them samples the input once.
 """
 
 import math
@@ -10,15 +16,29 @@ import math
 import numpy as np
 from keras import ops
 
-from keras_medseg.data.augment.base import (
-    RandomTransform,
-    check_range,
-    identity_grid,
-    resample,
-)
+from keras_medseg.data.augment.base import RandomTransform, check_range
+from keras_medseg.data.augment.warp import identity_points, rotation_reach
+from keras_medseg.ops.sampling import PADDING_MODES as _PADDING
+from keras_medseg.ops.sampling import map_coordinates
 from keras_medseg.utils.serialization import register
 
-_PADDING = ("constant", "nearest")
+ELASTIC_TRUNCATION = 3.0  # control-point displacements are clipped at this many standard deviations
+
+
+def _centre(frame):
+    return ops.reshape(ops.convert_to_tensor([(s - 1) / 2.0 for s in frame], "float32"), (1, -1, 1))
+
+
+def _flat_points(coords):
+    """`(N, d, *S)` -> `(N, d, prod(S))`."""
+    return ops.reshape(coords, (ops.shape(coords)[0], coords.shape[1], -1))
+
+
+def _sample_pair(layer, image, labels, coords):
+    """Image (linear) and labels (nearest) at `coords` with the layer's padding."""
+    if image is not None:
+        return map_coordinates(ops.cast(image, "float32"), coords, 1, layer.padding_mode, layer.fill_value)
+    return map_coordinates(labels, coords, 0, layer.padding_mode, 0)
 
 
 def _check_axes(axes, name):
@@ -59,10 +79,25 @@ class RandomFlip(RandomTransform):
     """
 
     geometric = True
+    fusable = True
 
     def __init__(self, axes=None, probability=1.0, seed=None, **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
         self.axes = _check_axes(axes, "axes")
+
+    def map_points(self, params, points, frame):
+        """Mirror the drawn axes: `p_a -> (F_a - 1) - p_a` (`points` `(N, d, K)` in frame voxels)."""
+        coords = [points[:, i] for i in range(len(frame))]
+        for k, a in enumerate(params["axes"]):
+            flag = params["flip"][:, k:k + 1]
+            coords[a] = ops.where(flag, (frame[a] - 1.0) - coords[a], coords[a])
+        return ops.stack(coords, axis=1)
+
+    def map_grid(self, params, frame):
+        return self.map_points(params, identity_points(frame), frame)
+
+    def bound(self, half):
+        return half
 
     def draw(self, batch_size, spatial):
         axes = _spatial_axes(self.axes, spatial, "axes")
@@ -114,6 +149,28 @@ class RandomRotate90(RandomTransform):
         if axes is None or len(axes) != 2 or axes[0] == axes[1]:
             raise ValueError(f"`axes` must be two distinct spatial axes. Received: axes={axes!r}")
         self.axes = axes
+
+    fusable = True
+
+    def map_points(self, params, points, frame):
+        """`k` quarter turns about the frame's centre in the plane `axes` (as `numpy.rot90`)."""
+        a, b = self.axes
+        centre = (frame[a] - 1) / 2.0
+        coords = [points[:, i] for i in range(len(frame))]
+        ua, ub = coords[a] - centre, coords[b] - centre
+        k = params["k"][:, None]
+        coords[a] = centre + ops.where(k == 1, ub, ops.where(k == 2, -ua, -ub))
+        coords[b] = centre + ops.where(k == 1, -ua, ops.where(k == 2, -ub, ua))
+        return ops.stack(coords, axis=1)
+
+    def map_grid(self, params, frame):
+        return self.map_points(params, identity_points(frame), frame)
+
+    def bound(self, half):
+        a, b = self.axes
+        out = np.array(half, dtype=float)
+        out[a] = out[b] = max(half[a], half[b])
+        return out
 
     def draw(self, batch_size, spatial):
         a, b = _spatial_axes(self.axes, spatial, "axes")
@@ -169,13 +226,6 @@ def _rotation(angle, i, j, d):
     return ops.stack(rows, axis=-2)
 
 
-def _cached_coordinates(layer, params, spatial):
-    """The drawn warp's coordinates, computed once per call and shared by image and labels."""
-    if "coords" not in params:
-        params["coords"] = layer.coordinates(params, spatial)
-    return params["coords"]
-
-
 def _planes(d):
     return [(0, 1)] if d == 2 else [(1, 2), (0, 2), (0, 1)]
 
@@ -211,6 +261,8 @@ class RandomAffine(RandomTransform):
     """
 
     geometric = True
+    fusable = True
+    warps = True
 
     def __init__(self, rotation=0.0, scaling=0.0, translation=0.0, isotropic=True, padding_mode="constant",
                  fill_value=0.0, probability=1.0, seed=None, **kwargs):
@@ -240,13 +292,17 @@ class RandomAffine(RandomTransform):
         self.padding_mode = padding_mode
         self.fill_value = float(fill_value)
 
-    def draw(self, batch_size, spatial):
-        d = len(spatial)
+    def _angles(self, d):
         planes = _planes(d)
         angles = self.rotation if isinstance(self.rotation, tuple) else (self.rotation,) * len(planes)
         if len(angles) != len(planes):
             raise ValueError(f"`rotation` needs {len(planes)} angle(s) for a {d}D input. "
                              f"Received: rotation={self.rotation}")
+        return planes, angles
+
+    def draw(self, batch_size, spatial):
+        d = len(spatial)
+        planes, angles = self._angles(d)
         matrix = None
         for (i, j), a in zip(planes, angles):
             r = _rotation(self.uniform((batch_size,), -a, a), i, j, d)
@@ -258,22 +314,29 @@ class RandomAffine(RandomTransform):
         shift = self.uniform((batch_size, d), -self.translation, self.translation)
         return {"matrix": matrix, "shift": shift}
 
+    def map_points(self, params, points, frame):
+        """`M (p - c) + c + t` for `points` `(N, d, K)` in frame voxels (`c` the frame's centre)."""
+        centre = _centre(frame)
+        return ops.matmul(params["matrix"], points - centre) + centre + params["shift"][..., None]
+
+    def map_grid(self, params, frame):
+        return self.map_points(params, identity_points(frame), frame)
+
+    def bound(self, half):
+        """Half-widths reached from a box of half-widths `half`: `max |M| half + t` over the drawable `M`."""
+        planes, angles = self._angles(len(half))
+        reach = rotation_reach(tuple(planes), tuple(float(a) for a in angles), tuple(float(h) for h in half))
+        return reach / self._scale_range[0] + self.translation
+
     def coordinates(self, params, spatial):
         """`(N, d, *S)` input coordinates of every output voxel for drawn `params`."""
-        d = len(spatial)
-        centre = ops.convert_to_tensor([(s - 1) / 2.0 for s in spatial], "float32")
-        grid = ops.reshape(identity_grid(spatial), (d, -1)) - centre[:, None]
-        coords = ops.matmul(params["matrix"], grid) + (centre[None, :] + params["shift"])[..., None]
-        return ops.reshape(coords, (-1, d) + tuple(spatial))
+        return ops.reshape(self.map_grid(params, spatial), (-1, len(spatial)) + tuple(spatial))
 
     def transform_image(self, image, params):
-        coords = _cached_coordinates(self, params, tuple(image.shape[1:-1]))
-        return resample(ops.cast(image, "float32"), coords, order=1, padding_mode=self.padding_mode,
-                        fill_value=self.fill_value)
+        return _sample_pair(self, image, None, self.coordinates(params, tuple(image.shape[1:-1])))
 
     def transform_labels(self, labels, params):
-        coords = _cached_coordinates(self, params, tuple(labels.shape[1:-1]))
-        return resample(labels, coords, order=0, padding_mode=self.padding_mode, fill_value=0)
+        return _sample_pair(self, None, labels, self.coordinates(params, tuple(labels.shape[1:-1])))
 
     def get_config(self):
         config = super().get_config()
@@ -287,9 +350,11 @@ class RandomElastic(RandomTransform):
     """Random elastic deformation: a smooth random displacement field on a coarse control grid.
 
     Control points every `spacing` voxels get Gaussian displacements (voxels,
-    standard deviation drawn per sample in `magnitude`), interpolated linearly
-    to every voxel; the image is resampled linearly and the labels by nearest
-    neighbour at `x + u(x)`.
+    standard deviation drawn per sample in `magnitude`, truncated at 3
+    standard deviations so that a warp reaches a known distance, see
+    `margin`), interpolated linearly to every voxel; the image is resampled
+    linearly and the labels by nearest neighbour at `x + u(x)`. The control
+    grid starts at the output's first voxel.
 
     Args:
         magnitude: standard deviation of the control-point displacements in
@@ -313,6 +378,8 @@ class RandomElastic(RandomTransform):
     """
 
     geometric = True
+    fusable = True
+    warps = True
 
     def __init__(self, magnitude=0.0, spacing=16, padding_mode="nearest", fill_value=0.0, probability=1.0,
                  seed=None, **kwargs):
@@ -330,7 +397,7 @@ class RandomElastic(RandomTransform):
         d = len(spatial)
         coarse = tuple(max(math.ceil((s - 1) / self.spacing) + 1, 2) for s in spatial)
         std = self.uniform((batch_size,), self.magnitude[0], self.magnitude[1] + 1e-12)
-        field = self.normal((batch_size,) + coarse + (d,))
+        field = ops.clip(self.normal((batch_size,) + coarse + (d,)), -ELASTIC_TRUNCATION, ELASTIC_TRUNCATION)
         field = field * ops.reshape(std, (-1,) + (1,) * (d + 1))
         return {"field": field}
 
@@ -349,16 +416,26 @@ class RandomElastic(RandomTransform):
             moved = ops.matmul(moved, ops.convert_to_tensor(weights.T))
             field = ops.moveaxis(moved, -1, axis + 1)
         disp = ops.moveaxis(field, -1, 1)  # (N, d, *S)
-        return identity_grid(spatial)[None] + disp
+        return ops.reshape(identity_points(spatial), (1, len(spatial)) + tuple(spatial)) + disp
+
+    def map_grid(self, params, frame):
+        return _flat_points(self.coordinates(params, frame))
+
+    def map_points(self, params, points, frame):
+        """`p + u(p)`: the control-point displacements interpolated linearly at any points (edge-clamped)."""
+        d = len(frame)
+        at = ops.reshape(points / float(self.spacing), (ops.shape(points)[0], d, -1))
+        disp = map_coordinates(params["field"], at, order=1, padding_mode="nearest")  # (N, K, d)
+        return points + ops.transpose(disp, (0, 2, 1))
+
+    def bound(self, half):
+        return np.asarray(half, dtype=float) + ELASTIC_TRUNCATION * self.magnitude[1]
 
     def transform_image(self, image, params):
-        coords = _cached_coordinates(self, params, tuple(image.shape[1:-1]))
-        return resample(ops.cast(image, "float32"), coords, order=1, padding_mode=self.padding_mode,
-                        fill_value=self.fill_value)
+        return _sample_pair(self, image, None, self.coordinates(params, tuple(image.shape[1:-1])))
 
     def transform_labels(self, labels, params):
-        coords = _cached_coordinates(self, params, tuple(labels.shape[1:-1]))
-        return resample(labels, coords, order=0, padding_mode=self.padding_mode, fill_value=0)
+        return _sample_pair(self, None, labels, self.coordinates(params, tuple(labels.shape[1:-1])))
 
     def get_config(self):
         config = super().get_config()

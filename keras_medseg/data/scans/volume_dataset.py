@@ -91,7 +91,10 @@ class VolumeDataset(keras.utils.PyDataset):
         augment: optional layer applied to `{"image", "labels"}` batches
             (default None); its seed generators are reset from `(seed, epoch,
             batch index)` before each batch, so batches are reproducible
-            (with `workers=1`, the default).
+            (with `workers=1`, the default). A layer with a `margin(patch_size)`
+            method (`augment.Compose`, a warp) gets patches cropped that
+            much wider and returns `patch_size` (`output_size`): its warp
+            reads the scan around the patch, not padding.
         steps_per_epoch: batches per epoch (default: enough for every case
             once, `ceil(cases / batch_size)`).
         seed: int seed of all draws (default 0).
@@ -220,8 +223,8 @@ class VolumeDataset(keras.utils.PyDataset):
         return self._cached_bytes
 
     # -- sampling ------------------------------------------------------------
-    def sample_patch(self, image, labels, fg, fill, rng):
-        """One `(image_patch, label_patch, positive)` drawn with `rng`."""
+    def sample_patch(self, image, labels, fg, fill, rng, margin=None):
+        """One `(image_patch, label_patch, positive)` drawn with `rng`, `margin` voxels wider on each side."""
         shape = labels.shape
         positive = fg.size > 0 and rng.random() < self.pos_fraction
         if positive:
@@ -233,8 +236,10 @@ class VolumeDataset(keras.utils.PyDataset):
             image = np.take(image, centre[axis], axis=axis)
             labels = np.take(labels, centre[axis], axis=axis)
             centre = tuple(c for k, c in enumerate(centre) if k != axis)
-        start = [c - p // 2 for c, p in zip(centre, self.patch_size)]
-        return _crop(image, start, self.patch_size, fill), _crop(labels, start, self.patch_size, 0), positive
+        margin = margin or (0,) * len(self.patch_size)
+        start = [c - p // 2 - m for c, p, m in zip(centre, self.patch_size, margin)]
+        size = [p + 2 * m for p, m in zip(self.patch_size, margin)]
+        return _crop(image, start, size, fill), _crop(labels, start, size, 0), positive
 
     def __len__(self):
         return int(self.steps_per_epoch)
@@ -244,17 +249,20 @@ class VolumeDataset(keras.utils.PyDataset):
             raise IndexError(f"Batch index out of range [0, {len(self)}). Received: index={index}")
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.cases))
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        # A warping augmentation reads around the patch: crop the margin it needs, warp only the patch's voxels.
+        margin = self.augment.margin(self.patch_size) if hasattr(self.augment, "margin") else None
         xs, ys = [], []
         for b in range(self.batch_size):
             case = int(order[(index * self.batch_size + b) % len(self.cases)])
             image, labels, fg, fill = self.load_case(case)
-            x, y, _ = self.sample_patch(image, labels, fg, fill, rng)
+            x, y, _ = self.sample_patch(image, labels, fg, fill, rng, margin)
             xs.append(x)
             ys.append(y)
         x, y = np.stack(xs), np.stack(ys)
         if self.augment is not None:
             _reseed(self.augment, self.seed, self.epoch, index)
-            out = self.augment({"image": x, "labels": y}, training=True)
+            sized = {"output_size": self.patch_size} if margin and any(margin) else {}
+            out = self.augment({"image": x, "labels": y}, training=True, **sized)
             x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
             y = np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.int32)
         return x, y
