@@ -7,13 +7,23 @@ pytest.importorskip("monai")
 
 
 @pytest.mark.slow
-def test_smoke_run_compares_both_pipelines():
-    result = volume_pipeline.run("smoke", progress=False)
+def test_smoke_run_compares_every_pipeline_and_limit():
+    # one backend in this process (the script runs each backend in a child process the same way)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        result = volume_pipeline.measure("smoke", progress=False)
+    finally:
+        torch.set_num_threads(threads)  # measure() sets one thread, as the benchmark runs
     rates = result["rates"]
-    assert set(rates) == {"keras_medseg", "monai", "crop_only"}
-    assert all(r["patches_per_s_median"] > 0 for r in rates.values())
-    assert result["ratio_vs_monai_median"] > 0
-    assert "keras-medseg / MONAI" in volume_pipeline.markdown(result)
+    assert set(rates) == {"keras_medseg", "keras_medseg_other", "warp_limit", "scipy_map_coordinates",
+                          "crop_only", "crop_with_margin", "monai"}
+    assert all(r["patches_per_s_median"] > 0 and r["cpu_s_median"] >= 0 for r in rates.values())
+    assert set(result["ratios"]) >= {"vs_warp_limit", "vs_monai", "vs_crop_with_margin"}
+    assert all(q["median"] > 0 for q in result["ratios"].values())
+    table = volume_pipeline.markdown({"preset": "smoke", "threads": 1, "backends": {result["backend"]: result}})
+    assert "vs MONAI, wall / CPU" in table and result["backend"] in table
 
 
 def test_volumes_have_both_classes(tmp_path):
