@@ -123,7 +123,10 @@ def history_plot(histories, path=None, metrics=("loss", "mean_iou")):
         path: PNG file to write (default None).
         metrics: metric keys to draw; `val_<key>` is drawn dashed when present.
             Histories of up to `MARKER_EPOCHS` epochs get a marker per epoch,
-            so a one-epoch history shows its point.
+            so a one-epoch history shows its point. A history with an
+            `"epoch"` list (0-based, as in `log.csv`; see
+            `keras_medseg.training.runner.RunResult.logged_history`) is drawn at
+            those epochs (plus one), so a resumed run keeps its numbering.
 
     Returns:
         the `matplotlib.figure.Figure`.
@@ -137,10 +140,11 @@ def history_plot(histories, path=None, metrics=("loss", "mean_iou")):
         for name, hist in histories.items():
             if key in hist:
                 marker = "o" if len(hist[key]) <= MARKER_EPOCHS else None
-                line, = ax.plot(np.arange(1, len(hist[key]) + 1), hist[key], marker=marker, markersize=4,
-                                label=f"{name}")
+                epochs = (np.asarray(hist["epoch"]) + 1 if len(hist.get("epoch", ())) == len(hist[key])
+                          else np.arange(1, len(hist[key]) + 1))
+                line, = ax.plot(epochs, hist[key], marker=marker, markersize=4, label=f"{name}")
                 if f"val_{key}" in hist:
-                    ax.plot(np.arange(1, len(hist[f"val_{key}"]) + 1), hist[f"val_{key}"], "--", marker=marker,
+                    ax.plot(epochs[:len(hist[f"val_{key}"])], hist[f"val_{key}"], "--", marker=marker,
                             markersize=4, markerfacecolor="none", color=line.get_color(), label=f"{name} (val)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

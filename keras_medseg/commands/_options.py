@@ -5,7 +5,7 @@ Commands import from here, never from each other.
 
 import ast
 
-__all__ = ["add_data_options", "add_scan_options", "parse_model_args"]
+__all__ = ["add_data_options", "add_resample_option", "add_scan_options", "parse_model_args"]
 
 
 def parse_model_args(items):
@@ -34,6 +34,16 @@ def add_data_options(p, n_default=1024):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--spatial-dims", type=int, default=2, choices=(2, 3),
                    help="2 for images, 3 for volumes in a data folder (default 2)")
+    p.add_argument("--ignore-value", type=int, default=None, metavar="V",
+                   help="mask value to leave out of the loss and the scores, e.g. 255 for an unlabelled border "
+                        "(default: none; 255 next to other class ids is refused without it)")
+
+
+def add_resample_option(p):
+    """`--resample-irregular`: DICOM series with missing slices, uneven gaps, mixed pixel spacing or a tilt."""
+    p.add_argument("--resample-irregular", action="store_true",
+                   help="resample DICOM series with missing slices, uneven gaps, mixed pixel spacing or a tilted "
+                        "stack onto a regular grid from their true slice positions (default: refuse them)")
 
 
 def add_scan_options(p):
@@ -43,3 +53,4 @@ def add_scan_options(p):
                    help="windows per forward pass on whole scans; sets peak memory (default 2)")
     p.add_argument("--pad", action="store_true",
                    help="pad scans smaller than the model's window instead of refusing them")
+    add_resample_option(p)

@@ -73,7 +73,8 @@ def run(args):
     from keras_medseg.training import evaluate
 
     table, names = evaluate(args.checkpoint, source, batch_size=args.batch_size, n=args.n, size=args.size,
-                            seed=args.seed, plot=args.plot, verbose=0 if args.quiet else 1)
+                            seed=args.seed, plot=args.plot, verbose=0 if args.quiet else 1,
+                            ignore_value=args.ignore_value, resample_irregular=args.resample_irregular)
     print(format_table(table, class_names=names))
     if args.plot:
         print(f"\npredictions {args.plot}")
@@ -85,6 +86,7 @@ def _evaluate_scans(args, source):
 
     res = evaluate_scans(args.checkpoint, source, csv_path=args.csv, include_training=args.include_training,
                          tolerance=args.tolerance, overlap=args.overlap, batch_size=args.window_batch,
-                         allow_padding=args.pad, progress=not args.quiet)
+                         allow_padding=args.pad, progress=not args.quiet, ignore_value=args.ignore_value,
+                         resample_irregular=args.resample_irregular)
     print(format_summary(res))
     return 0

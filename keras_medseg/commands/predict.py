@@ -9,11 +9,15 @@ def add_parser(subparsers):
         description="Sliding-window inference on whole scans. Each scan is resampled to the spacing and "
                     "orientation the model was trained with (saved in the .keras file), normalised with the "
                     "saved intensity preset, predicted window by window and brought back to its own voxel grid; "
-                    "the label map is written as OUTPUT/<name>.nii.gz with the scan's header geometry.")
+                    "the label map is written as OUTPUT/<name>.nii.gz (2D images: <name>.png) with the scan's "
+                    "header geometry, atomically (a killed run leaves no truncated file). A label map is never "
+                    "written over an input scan, and scans whose names would give one label map are refused.")
     p.add_argument("model", help="a .keras model file (loaded with safe_mode=True)")
     p.add_argument("--input", required=True,
-                   help="a scan file, a DICOM series folder, or a folder of scans / series folders")
-    p.add_argument("--output", required=True, help="folder for the label maps (created)")
+                   help="a scan file, a DICOM series folder, a single DICOM file (X-ray, one slice), or a folder of "
+                        "scans / series folders")
+    p.add_argument("--output", required=True,
+                   help="folder for the label maps (created); refused when a label map would replace an input")
     add_scan_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -23,7 +27,8 @@ def run(args):
     from keras_medseg.predict.scans import predict_files
 
     written = predict_files(args.model, args.input, args.output, overlap=args.overlap, batch_size=args.window_batch,
-                            progress=not args.quiet, allow_padding=args.pad)
+                            progress=not args.quiet, allow_padding=args.pad,
+                            resample_irregular=args.resample_irregular)
     for name, src, out in written:
         print(f"{name}: {src} -> {out}")
     return 0

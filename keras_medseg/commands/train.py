@@ -18,7 +18,7 @@ the preprocessing is saved in the checkpoint for `predict`:
 `keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`.
 """
 
-from keras_medseg.commands._options import add_data_options, parse_model_args
+from keras_medseg.commands._options import add_data_options, add_resample_option, parse_model_args
 
 
 def add_parser(subparsers):
@@ -45,6 +45,7 @@ def add_parser(subparsers):
     p.add_argument("--backup-every", type=int, default=None, metavar="N",
                    help="also back up the training state every N batches (default: every epoch); "
                         "rerun the same command after a crash to resume")
+    add_resample_option(p)
     v = p.add_argument_group("volumes (folders with images/ + labels/, or a dataset.json)")
     v.add_argument("--patch-size", type=int, nargs="+", default=None, metavar="N",
                    help="patch voxels per axis (one or --spatial-dims values); turns on patch training")
@@ -77,7 +78,8 @@ def _run_volumes(args, source, model_kwargs):
                       steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, spacing=args.spacing,
                       orientation=args.orientation, intensity=_intensity(args.intensity),
                       pos_fraction=args.pos_fraction, augment=not args.no_augment, model_kwargs=model_kwargs,
-                      seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every)
+                      seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every,
+                      ignore_value=args.ignore_value, resample_irregular=args.resample_irregular)
     print(f"\ntrained on {len(r.split['train'])} cases, validated on {len(r.split['validation'])}; "
           f"classes {r.spec['class_names']}")
     print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
@@ -133,7 +135,8 @@ def run(args):
     result = train(args.model, source, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,
                    model_kwargs=model_kwargs, verbose=0 if args.quiet else 1, seed=args.seed,
                    n_train=args.n_train, n_val=args.n_val, size=args.size, class_balance=args.class_balance,
-                   distribute=args.distribute, backup_every=args.backup_every)
+                   distribute=args.distribute, backup_every=args.backup_every, ignore_value=args.ignore_value,
+                   resample_irregular=args.resample_irregular)
     print(f"\nValidation Dice/IoU of the best checkpoint ({len(result.predictions)} cases):")
     print(format_table({args.model: result.table}, class_names=result.class_names))
     print(f"\ncheckpoint  {result.checkpoint}\nlog         {result.log}\npredictions {result.plot}")

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Optional
 
 import numpy as np
 
-from keras_medseg.data.cases import find_cases, mask_ids, standardize_labels
+from keras_medseg.data.cases import find_cases, mask_ids, standardize_labels, warn_compacted
 from keras_medseg.data.scans import io
+from keras_medseg.data.scans.geometry import check_same_grid
 from keras_medseg.data.sources import (
     ArraySource,
     ImageFolderSource,
@@ -56,15 +56,21 @@ __all__ = ["QTIPS_CLASS_NAMES", "EvaluationData", "SegmentationData", "load_data
 QTIPS_CLASS_NAMES = list(QTIPS_CLASS_NAME_TUPLE)  # named by the rod's end markers
 
 
-def _read(path):
-    """One case file as an array: a DICOM series folder through `read_image`, a file through `read_array`."""
-    if os.path.isdir(path):
-        return np.asarray(io.read_image(path).array)
-    return io.read_array(path)
+_GEOMETRY_FORMATS = ("nifti", "dicom", "itk")
+
+
+def _read(path, resample_irregular=False):
+    """One case file as an `ImageRecord` (`read_image`; NaN/Inf refused, naming the file)."""
+    from keras_medseg.utils.finite import check_finite
+
+    record = io.read_image(path, resample_irregular=resample_irregular)
+    check_finite(record.array, f"File {os.fspath(path)!r}")
+    return record
 
 
 def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSource, spatial_dims: int = 2,
-                normalize: bool = True, ignore_value: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                normalize: bool = True, ignore_value: int | None = None, label_values: list | None = None,
+                resample_irregular: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Load the cases of `DIR/images` + `DIR/masks` (or `DIR/labels`) into `(images, masks)` arrays.
 
     Args:
@@ -76,6 +82,12 @@ def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSou
         ignore_value: int or None (default); mask voxels with this value
             become -1 (`keras_medseg.data.IGNORE_INDEX`, left out of training
             losses and of the scores).
+        label_values: list of int or None (default): the mask value of each
+            class (e.g. the values a model was trained with,
+            `load_preprocessing(model)["label_values"]`); None decides them
+            from the masks of the folder.
+        resample_irregular: bool (default False): resample irregular DICOM
+            series from their true slice positions instead of refusing them.
 
     Returns:
         `(images, masks, names)`: float32 `(N, *spatial, C)`, int32
@@ -84,13 +96,20 @@ def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSou
     Raises:
         FileNotFoundError: missing folder or an image without its mask (named).
         ValueError: a mask without an image, a corrupt file, an image whose
-            shape differs from the others or from its mask, a mask the mask
-            rule refuses (named, with the values found).
+            shape differs from the others or from its mask, a mask of a volume
+            off its image's grid (`check_same_grid`), a mask the mask rule
+            refuses (named, with the values found).
 
     Example:
 
     >>> x, y, names = keras_medseg.data.load_folder("my_data")  # doctest: +SKIP
     """
+    return _load_folder(directory, spatial_dims, normalize, ignore_value, label_values, resample_irregular)[:3]
+
+
+def _load_folder(directory, spatial_dims=2, normalize=True, ignore_value=None, label_values=None,
+                 resample_irregular=False):
+    """`load_folder`, also returning the mask value of each class."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
     source = resolve_source(directory, spatial_dims)  # a typed source is used as it is
@@ -99,7 +118,10 @@ def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSou
     xs, ys, names, ref_shape = [], [], [], None
     for case in cases:
         image, mask = case["image"], case["label"]
-        x = _read(image).astype(np.float32)
+        x_rec, y_rec = _read(image, resample_irregular), _read(mask, resample_irregular)
+        if x_rec.format in _GEOMETRY_FORMATS and y_rec.format in _GEOMETRY_FORMATS:
+            check_same_grid(x_rec, y_rec)  # volumes: the label map lies on its image's grid
+        x = np.asarray(x_rec.array).astype(np.float32)
         if x.ndim == spatial_dims:
             x = x[..., None]
         if x.ndim != spatial_dims + 1:
@@ -107,7 +129,7 @@ def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSou
                 f"Image {image!r} has shape {x.shape}; expected {spatial_dims} spatial axes "
                 "plus an optional channel axis."
             )
-        y = mask_ids(_read(mask), spatial_dims, name=repr(mask))
+        y = mask_ids(y_rec.array, spatial_dims, name=repr(mask))
         if y.shape != x.shape[:-1]:
             raise ValueError(
                 f"Mask {mask!r} has shape {y.shape} but its image {image!r} has spatial shape {x.shape[:-1]}."
@@ -124,11 +146,11 @@ def load_folder(directory: str | os.PathLike | ImageFolderSource | ScanFolderSou
         xs.append(x)
         ys.append(y)
         names.append(case["name"])
-    ys, values = standardize_labels(ys, ignore_value=ignore_value, names=[repr(c["label"]) for c in cases])
-    if values != list(range(len(values))):
-        warnings.warn(f"Masks in {directory!r} hold the ids {values}; they are used as classes "
-                      f"{list(range(len(values)))} in that order.", stacklevel=2)
-    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int32), names
+    ys, values = standardize_labels(ys, ignore_value=ignore_value, label_values=label_values,
+                                    names=[repr(c["label"]) for c in cases])
+    if label_values is None:
+        warn_compacted(values, repr(directory))
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int32), names, values
 
 
 @dataclasses.dataclass
@@ -142,6 +164,7 @@ class SegmentationData:
     num_classes: int
     class_names: Optional[list] = None
     source: str = "arrays"
+    label_values: Optional[list] = None  # the mask value of each class (the one mask rule)
 
     @property
     def spatial_dims(self):
@@ -183,7 +206,8 @@ def _refuse(source, purpose):
 
 
 def load_data(data="qtips", n_train: int = 1024, n_val: int = 64, size: int = 64, seed: int = 0,
-              spatial_dims: int = 2, val_fraction: float = 0.2) -> SegmentationData:
+              spatial_dims: int = 2, val_fraction: float = 0.2, ignore_value: int | None = None,
+              resample_irregular: bool = False) -> SegmentationData:
     """Training and validation arrays of a data source (`SegmentationData`).
 
     Args:
@@ -199,6 +223,13 @@ def load_data(data="qtips", n_train: int = 1024, n_val: int = 64, size: int = 64
             read (default 2); a typed source carries its own.
         val_fraction: share of a folder kept for validation (default 0.2, at
             least one case).
+        ignore_value: mask value that becomes -1 (ignored by the losses and
+            the scores) in folders and arrays (default None).
+        resample_irregular: see `load_folder` (default False).
+
+    Masks of folders and arrays follow the one mask rule
+    (`keras_medseg.data.cases.standardize_labels`); `label_values` of the
+    result says which mask value each class is.
 
     Returns:
         `SegmentationData`.
@@ -224,8 +255,11 @@ def load_data(data="qtips", n_train: int = 1024, n_val: int = 64, size: int = 64
         (x, y), (xv, yv) = source.arrays
         x, xv = np.asarray(x), np.asarray(xv)
         # The one mask rule (0/255 -> 0/1, non-contiguous ids compacted, 255 next to other ids refused).
-        (y, yv), values = standardize_labels([np.asarray(y), np.asarray(yv)], names=["y_train", "y_val"])
-        out = SegmentationData(x.astype("float32"), y, xv.astype("float32"), yv, max(len(values), 2))
+        (y, yv), values = standardize_labels([np.asarray(y), np.asarray(yv)], ignore_value=ignore_value,
+                                             names=["y_train", "y_val"])
+        warn_compacted(values, "the arrays")
+        out = SegmentationData(x.astype("float32"), y, xv.astype("float32"), yv, max(len(values), 2),
+                               label_values=values)
         return _check_finite(out, "arrays")
     if isinstance(source, SyntheticSource):
         x, y = qtips(n_train, size=size, seed=seed, normalize=True)
@@ -235,18 +269,21 @@ def load_data(data="qtips", n_train: int = 1024, n_val: int = 64, size: int = 64
         raise _refuse(source, "training") if not isinstance(source, ScanFolderSource) else ValueError(
             f"A dataset.json trains on patches: give a patch size (`--patch-size`, "
             f"`keras_medseg.training.train_volumes`). Received: data={source.dataset_json!r}")
-    x, y, _ = load_folder(source, spatial_dims=source.spatial_dims)
+    x, y, _, values = _load_folder(source, spatial_dims=source.spatial_dims, ignore_value=ignore_value,
+                                   resample_irregular=resample_irregular)
     if len(x) < 2:
         raise ValueError(f"Data folder {source.path!r} needs at least 2 cases (train + validation); found {len(x)}.")
     order = np.random.default_rng(seed).permutation(len(x))
     n_val_cases = max(1, int(round(val_fraction * len(x))))
     val, train = order[:n_val_cases], order[n_val_cases:]
-    k = max(int(y.max()) + 1, 2)
-    return _check_finite(SegmentationData(x[train], y[train], x[val], y[val], k, None, source.path), source.path)
+    k = max(len(values), 2)
+    return _check_finite(SegmentationData(x[train], y[train], x[val], y[val], k, None, source.path,
+                                          label_values=values), source.path)
 
 
-def load_evaluation_data(data="qtips", n: int = 64, size: int = 64, seed: int = 1,
-                         spatial_dims: int = 2) -> EvaluationData:
+def load_evaluation_data(data="qtips", n: int = 64, size: int = 64, seed: int = 1, spatial_dims: int = 2,
+                         ignore_value: int | None = None, label_values: list | None = None,
+                         resample_irregular: bool = False) -> EvaluationData:
     """One set of evaluation arrays of a data source (`EvaluationData`).
 
     Args:
@@ -256,6 +293,11 @@ def load_evaluation_data(data="qtips", n: int = 64, size: int = 64, seed: int = 
         n, size, seed: the Q-tips set (default 64 images of 64 px, seed 1).
         spatial_dims: 2 or 3, how the arrays of a folder given as a path are
             read (default 2); a typed source carries its own.
+        ignore_value: mask value that becomes -1 (left out of the scores; default None).
+        label_values: the mask value of each class, e.g. the ones a model was
+            trained with (its spec's `label_values`); None (default) decides
+            them from the masks by the one mask rule.
+        resample_irregular: see `load_folder` (default False).
 
     Returns:
         `EvaluationData` (`num_classes` None for arrays: the caller decides).
@@ -279,11 +321,15 @@ def load_evaluation_data(data="qtips", n: int = 64, size: int = 64, seed: int = 
         if len(source.arrays) != 2:
             raise ValueError(f"`data` arrays must be (x, y) for evaluation. Received: {len(source.arrays)} items")
         x, y = (np.asarray(a) for a in source.arrays)
-        y, _ = standardize_labels(y, names="y")
-        return _check_finite(EvaluationData(x, y), "arrays")
+        y, values = standardize_labels(y, ignore_value=ignore_value, label_values=label_values, names="y")
+        if label_values is None:
+            warn_compacted(values, "the arrays")
+        return _check_finite(EvaluationData(x, y, None if label_values is None else max(len(label_values), 2)),
+                             "arrays")
     if not isinstance(source, (ImageFolderSource, ScanFolderSource)) or getattr(source, "dataset_json", None):
         raise _refuse(source, "evaluation") if not isinstance(source, ScanFolderSource) else ValueError(
             f"A dataset.json is scored scan by scan (`keras-medseg evaluate`, "
             f"`keras_medseg.predict.evaluate_scans`). Received: data={source.dataset_json!r}")
-    x, y, _ = load_folder(source, spatial_dims=source.spatial_dims)
-    return _check_finite(EvaluationData(x, y, max(int(y.max()) + 1, 2), None, source.path), source.path)
+    x, y, _, values = _load_folder(source, spatial_dims=source.spatial_dims, ignore_value=ignore_value,
+                                   label_values=label_values, resample_irregular=resample_irregular)
+    return _check_finite(EvaluationData(x, y, max(len(values), 2), None, source.path), source.path)

@@ -56,10 +56,11 @@ folder of them) for prediction, with the same entry rule.
 
 import json
 import os
+import warnings
 
 import numpy as np
 
-from keras_medseg.data.scans.io import SCAN_EXTENSIONS, image_stem
+from keras_medseg.data.scans.io import SCAN_EXTENSIONS, image_stem, read_image
 from keras_medseg.data.sources import (
     ImageFolderSource,
     ScanFolderSource,
@@ -67,7 +68,8 @@ from keras_medseg.data.sources import (
     resolve_source,
 )
 
-__all__ = ["IGNORE_INDEX", "find_cases", "find_scans", "mask_ids", "standardize_labels"]
+__all__ = ["IGNORE_INDEX", "dataset_label_values", "find_cases", "find_scans", "mask_ids", "standardize_labels",
+           "warn_compacted"]
 
 IGNORE_INDEX = -1
 _EDITOR_MAX = (255, 65535)
@@ -79,13 +81,24 @@ def _values_str(values, limit=12):
     return f"[{head}{', ...' if len(values) > limit else ''}] ({len(values)} distinct)"
 
 
+def _distinct(mask):
+    """`np.unique(mask)`; a histogram instead of a sort for integer masks of a small range (whole volumes)."""
+    if np.issubdtype(mask.dtype, np.integer) and mask.size:
+        lo, hi = int(mask.min()), int(mask.max())
+        if 0 <= lo and hi < 1 << 16:
+            return np.flatnonzero(np.bincount(mask.ravel())).astype(mask.dtype)
+        if hi - lo < 1 << 16:
+            return (np.flatnonzero(np.bincount(mask.ravel().astype(np.int64) - lo)) + lo).astype(mask.dtype)
+    return np.unique(mask)
+
+
 def _unique(mask, name):
     mask = np.asarray(mask)
     if mask.dtype == bool:
         mask = mask.astype(np.uint8)
     if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
         raise ValueError(f"Mask {name} must hold numeric class ids. Received dtype {mask.dtype}.")
-    values = np.unique(mask)
+    values = _distinct(mask)
     if np.issubdtype(mask.dtype, np.floating):
         if not np.all(np.isfinite(values)):
             raise ValueError(f"Mask {name} holds NaN/inf values; found values {_values_str(values)}.")
@@ -156,7 +169,7 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
         if neg.size:
             raise ValueError(
                 f"Mask {name} has negative class ids {_values_str(neg)}; found values {_values_str(values)}. "
-                "Pass ignore_value=<v> if one of them marks voxels to ignore."
+                "Pass ignore_value=<v> (--ignore-value <v>) if one of them marks voxels to ignore."
             )
         for big in _EDITOR_MAX:
             if (big in values and set(values.tolist()) <= {0, big} and ignore_value != big
@@ -182,7 +195,7 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
             if big in values and others:
                 raise ValueError(
                     f"Mask {found[big]} holds {big} next to other class ids: found values {_values_str(values)}. "
-                    f"{big} is often an 'ignore' border; pass ignore_value={big}, or "
+                    f"{big} is often an 'ignore' border; pass ignore_value={big} (--ignore-value {big}), or "
                     f"label_values={sorted(set([0] + values))} to make it a class."
                 )
         if max_classes is not None and len(values) > max_classes:
@@ -209,6 +222,50 @@ def standardize_labels(masks, ignore_value=None, label_values=None, names=None, 
             y[keep] = np.asarray([lut_index[int(v)] for v in ids[order]], dtype=np.int32)[pos]
         out.append(y)
     return (out[0] if single else out), label_values
+
+
+def warn_compacted(label_values, where):
+    """Warn, in one line, when non-contiguous mask values (`{0, 1, 4}`) are used as classes `0..K-1`."""
+    if list(label_values) != list(range(len(label_values))):
+        warnings.warn(f"Masks in {where} hold the ids {list(label_values)}; they are used as classes "
+                      f"{list(range(len(label_values)))} in that order (label maps written by predict use the "
+                      "original values).", stacklevel=3)
+
+
+def dataset_label_values(label_paths, ignore_value=None, label_values=None, spatial_dims=None, max_classes=64):
+    """The class values of a whole data set's label maps by the one mask rule, reading each file once.
+
+    Volume training cannot hold every label map in memory, so the rule is applied to the distinct values of
+    each map (the rule depends on nothing else): the result is what `standardize_labels` over all the maps
+    at once would return, and every case is then standardised with it, so all cases map alike.
+
+    Args:
+        label_paths: list of label-map files or DICOM folders.
+        ignore_value, label_values, max_classes: as for `standardize_labels`.
+        spatial_dims: 2, 3 or None: how the files are read (`read_image`); an RGB(A) drawing is collapsed by
+            `mask_ids` when 2.
+
+    Returns:
+        list of int, the voxel value of each class.
+
+    Raises:
+        ValueError: a label map the rule refuses (fractional, negative, 255 next to other ids without
+            `ignore_value`, too many values, a value outside `label_values`), naming the file.
+
+    Example:
+
+    >>> keras_medseg.data.cases.dataset_label_values(["labels/p1.nii.gz", "labels/p2.nii.gz"])  # doctest: +SKIP
+    [0, 1, 2]
+    """
+    uniques = []
+    for path in label_paths:
+        array = read_image(path, spatial_dims=spatial_dims).array
+        if spatial_dims == 2:
+            array = mask_ids(array, 2, name=repr(path))
+        uniques.append(np.unique(array))
+    _, values = standardize_labels(uniques, ignore_value=ignore_value, label_values=label_values,
+                                   names=[repr(os.fspath(p)) for p in label_paths], max_classes=max_classes)
+    return values
 
 
 # -- the mask rule, step 1: one mask array -> ids per voxel ------------------------------------------------------

@@ -9,6 +9,7 @@ sum to a region, and any callable `fn(y) -> (N,)` can be passed instead.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Callable
 
@@ -151,6 +152,66 @@ def check_batch(x, name="x"):
     if x.shape[0] == 0:
         raise ValueError(f"`{name}` must hold at least one sample. Received: {name}.shape={x.shape}")
     return x.astype("float32")
+
+
+def _num_outputs(model):
+    try:
+        return int(model.outputs[0].shape[-1])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+
+def check_explain_input(model, x, class_index, name="x"):
+    """The checks every explainer makes before any computation: one line naming the argument on failure.
+
+    `x` must be a finite `(N, *S, C)` batch laid out as the model takes it (the rank, the channel axis and
+    fixed sizes are compared with `model.inputs[0]` by `keras_medseg.utils.input_layout.check_model_input`,
+    without running the model), and an int `class_index` must be one of the model's outputs.
+
+    Returns:
+        `x` as float32.
+
+    Raises:
+        TypeError / ValueError: not an array, wrong rank or channels (channels-first, a volume for a 2D model),
+            NaN/Inf values, a class the model does not output.
+    """
+    from keras_medseg.utils.finite import check_finite
+    from keras_medseg.utils.input_layout import check_model_input
+
+    x = check_batch(x, name)
+    check_finite(x, f"`{name}`")
+    check_model_input(x, model, f"`{name}`", probe=False)
+    if not callable(class_index):
+        class_index = _check_class_index(class_index)
+        outputs = _num_outputs(model)
+        if outputs is not None and class_index >= outputs:
+            raise ValueError(f"`class_index` must be < the number of model outputs ({outputs}). "
+                             f"Received: class_index={class_index}")
+    return x
+
+
+@contextlib.contextmanager
+def one_line_errors(model, x, name="x"):
+    """Turn a failure inside the model (a traced, many-line backend error) into one line about `x`.
+
+    A one-line `ValueError`/`TypeError` passes unchanged. Anything else first asks
+    `check_model_input` (which runs the model once on a zero sample of `x`'s size) whether `x` is the
+    problem (e.g. a 66 x 66 image for a UNet that halves twice: it names the nearest size that works); if
+    not, the last line of the backend's message is raised as one `ValueError`, the original chained (shown
+    with `--debug`).
+    """
+    from keras_medseg.utils.input_layout import check_model_input
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - backend errors come in many types
+        text = str(exc).strip()
+        if isinstance(exc, (ValueError, TypeError)) and "\n" not in text:
+            raise
+        check_model_input(x, model, f"`{name}`", probe=True)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        last = lines[-1] if lines else type(exc).__name__
+        raise ValueError(f"The model failed on `{name}` of shape {tuple(np.shape(x))}: {last}") from exc
 
 
 def model_input_dtype(model):

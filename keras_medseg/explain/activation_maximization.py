@@ -9,7 +9,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_medseg.explain._scores import ensure_built, make_score_fn, model_input_dtype, score_key
+from keras_medseg.explain._scores import (
+    check_explain_input,
+    ensure_built,
+    make_score_fn,
+    model_input_dtype,
+    one_line_errors,
+    score_key,
+)
 from keras_medseg.utils.gradients import compiled_call
 from keras_medseg.utils.validation import check_positive, check_positive_int, spatial_rank
 
@@ -78,6 +85,7 @@ def activation_maximization(model: keras.Model, class_index: int | Callable, ste
         spatial_rank(x, "x0")
         if x.shape[0] != 1:
             raise ValueError(f"`x0` must hold one sample (1, *S, C). Received: x0.shape={x.shape}")
+        x = check_explain_input(model, x, class_index, name="x0")
     else:
         if input_shape is None:
             try:
@@ -92,6 +100,7 @@ def activation_maximization(model: keras.Model, class_index: int | Callable, ste
             )
         rng = np.random.default_rng(seed)
         x = (init_scale * rng.standard_normal((1,) + input_shape)).astype("float32")
+        x = check_explain_input(model, x, class_index, name="input_shape")
     dtype = model_input_dtype(model)
 
     key = ("activation_maximization", score_key(score_fn), float(l2), str(dtype))
@@ -100,7 +109,12 @@ def activation_maximization(model: keras.Model, class_index: int | Callable, ste
         s = ops.sum(ops.cast(score_fn(call(ops.cast(inp, dtype))), "float32"))
         return s - l2 * ops.sum(inp * inp), s
 
-    ensure_built(model, x)
+    with one_line_errors(model, x, "x0" if x0 is not None else "input_shape"):
+        ensure_built(model, x)
+        return _ascend(model, key, objective, x, steps, learning_rate)
+
+
+def _ascend(model, key, objective, x, steps, learning_rate):
     history, objectives = [], []
     beta1, beta2, t = 0.9, 0.999, 0
     m1, m2 = np.zeros_like(x), np.zeros_like(x)

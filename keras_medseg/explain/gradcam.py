@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_medseg.explain._scores import check_batch, ensure_built, make_score_fn, score_key
+from keras_medseg.explain._scores import check_explain_input, ensure_built, make_score_fn, one_line_errors, score_key
 from keras_medseg.utils.gradients import compiled_call
 from keras_medseg.utils.validation import check_positive_int
 
@@ -51,18 +52,68 @@ def find_last_conv_layer(model: keras.Model) -> keras.layers.Layer:
     return last
 
 
+# Normalisations that subtract each channel's (or group's) mean over the positions of every sample: the score
+# does not change when a constant is added to a channel of their input, so `alpha_l = mean d y / d F_l` is 0
+# there for any implementation, and Grad-CAM of the layer before them is an empty (~1e-9) map.
+_MEAN_REMOVING = ("GroupNormalization", "InstanceNormalization")
+_ELEMENTWISE = ("Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax")
+
+
+def _consumers(model, layer):
+    """The layers of `model` (nested ones included) that take `layer`'s output as an input."""
+    out = []
+    for candidate in _walk_layers(model):
+        for node in getattr(candidate, "_inbound_nodes", []):
+            if any(getattr(getattr(t, "_keras_history", None), "operation", None) is layer
+                   for t in getattr(node, "input_tensors", ())):
+                out.append(candidate)
+                break
+    return out
+
+
+def _mean_removing_consumer(model, layer):
+    """The group/instance normalisation that `layer` feeds, or None."""
+    for consumer in _consumers(model, layer):
+        if type(consumer).__name__ in _MEAN_REMOVING:
+            return consumer
+    return None
+
+
+def _block_output(model, layer):
+    """From a convolution that feeds a mean-removing normalisation, the block output: the normalisation, then
+    the element-wise activation that follows it when it is the normalisation's only consumer."""
+    norm = _mean_removing_consumer(model, layer)
+    if norm is None:
+        return layer
+    after = _consumers(model, norm)
+    if len(after) == 1 and type(after[0]).__name__ in _ELEMENTWISE:
+        return after[0]
+    return norm
+
+
 def _get_layer(model, layer):
     if layer is None:
-        return find_last_conv_layer(model)
+        return _block_output(model, find_last_conv_layer(model))
     if isinstance(layer, str):
         for candidate in _walk_layers(model):
             if candidate.name == layer:
-                return candidate
+                return _warn_if_normalised(model, candidate)
         names = [lyr.name for lyr in _walk_layers(model)]
         raise ValueError(f"`layer` must name a layer of the model {names}. Received: layer={layer!r}")
     if hasattr(layer, "call"):
-        return layer
+        return _warn_if_normalised(model, layer)
     raise TypeError(f"`layer` must be None, a layer name or a layer. Received: layer={layer!r}")
+
+
+def _warn_if_normalised(model, layer):
+    norm = _mean_removing_consumer(model, layer)
+    if norm is not None:
+        block = _block_output(model, layer)
+        warnings.warn(
+            f"Grad-CAM of layer {layer.name!r}: it feeds {type(norm).__name__} {norm.name!r}, which removes each "
+            f"channel's mean over the positions, so the mean gradients (alpha) are 0 and the map is empty; "
+            f"pass layer={block.name!r} (the block output) instead.", stacklevel=3)
+    return layer
 
 
 class _FeatureTap:
@@ -137,8 +188,18 @@ def gradcam(model: keras.Model, x: np.ndarray, class_index: int | Callable,
     Returns:
         NumPy float32 `(N, *S)` (or `(N, *S_layer)` with `resize=False`).
 
+    Layer choice: by default the last convolution, or, when it feeds a group or instance normalisation
+    (which removes each channel's mean over the positions, making every `alpha_l` exactly 0 there), the
+    output of that block (the normalisation, or the activation right after it). A `layer` given explicitly
+    that feeds such a normalisation is used as asked, with a warning naming the block output to use.
+
     Raises:
-        ValueError: bad `x`, unknown `layer`, or a model without convolutions.
+        ValueError: bad `x` (not a batch the model takes, NaN/Inf; one line
+            naming it), a class the model does not output, unknown `layer`,
+            or a model without convolutions.
+
+    Warns:
+        UserWarning: the given `layer` feeds a group/instance normalisation.
 
     Example:
 
@@ -150,11 +211,10 @@ def gradcam(model: keras.Model, x: np.ndarray, class_index: int | Callable,
         Methods" (8DM50, class activation maps);
         Selvaraju et al., "Grad-CAM", 2017.
     """
-    x = check_batch(x)
+    x = check_explain_input(model, x, class_index)
     score_fn = make_score_fn(class_index)
     target = _get_layer(model, layer)
     batch_size = check_positive_int(batch_size, "batch_size")
-    maps = []
     try:
         out_shape = tuple(target.output.shape)
     except (AttributeError, TypeError, ValueError):
@@ -165,11 +225,17 @@ def gradcam(model: keras.Model, x: np.ndarray, class_index: int | Callable,
             f"Received output shape {out_shape}."
         )
     channels = out_shape[-1] if out_shape is not None and out_shape[-1] is not None else None
-    ensure_built(model, x)
-    if channels is None:  # unknown width: one forward pass to learn it
-        with _FeatureTap(target) as tap:
-            model(ops.convert_to_tensor(x[:1]), training=False)
-            channels = int(tap.output.shape[-1])
+    with one_line_errors(model, x):
+        ensure_built(model, x)
+        if channels is None:  # unknown width: one forward pass to learn it
+            with _FeatureTap(target) as tap:
+                model(ops.convert_to_tensor(x[:1]), training=False)
+                channels = int(tap.output.shape[-1])
+        return _gradcam_maps(model, x, score_fn, target, int(channels), batch_size, resize)
+
+
+def _gradcam_maps(model, x, score_fn, target, channels, batch_size, resize):
+    maps = []
     d_rank = x.ndim - 2
     key = ("gradcam", target.name, id(target), score_key(score_fn))
 

@@ -9,7 +9,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_medseg.explain._scores import batched_scores, check_batch, make_score_fn
+from keras_medseg.explain._scores import batched_scores, check_explain_input, make_score_fn, one_line_errors
 from keras_medseg.utils.validation import check_choice, check_positive, check_positive_int
 
 
@@ -112,7 +112,7 @@ def lime(model: keras.Model, x: np.ndarray, class_index: int | Callable, segment
     """
     from sklearn.linear_model import Lasso, Ridge
 
-    x = check_batch(x)
+    x = check_explain_input(model, x, class_index)
     samples = check_positive_int(samples, "samples", minimum=2)
     top_k = check_positive_int(top_k, "top_k")
     n_segments = check_positive_int(n_segments, "n_segments")
@@ -163,7 +163,8 @@ def lime(model: keras.Model, x: np.ndarray, class_index: int | Callable, segment
         for start in range(0, samples, batch_size):
             on = z[start:start + batch_size][:, seg][..., None]  # (b, *S, 1)
             copies = x[i][None] * on + fill * (1.0 - on)
-            scores.append(batched_scores(model, copies, score_fn, batch_size, bar))
+            with one_line_errors(model, x):
+                scores.append(batched_scores(model, copies, score_fn, batch_size, bar))
         scores = np.concatenate(scores)
         base_scores[i] = scores[0]  # z[0] is all ones: the unperturbed input, no extra forward pass
         # cosine distance between z and the all-ones vector

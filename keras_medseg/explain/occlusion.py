@@ -9,7 +9,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_medseg.explain._scores import batched_scores, check_batch, make_score_fn
+from keras_medseg.explain._scores import batched_scores, check_explain_input, make_score_fn, one_line_errors
 from keras_medseg.utils.validation import check_positive_int
 
 
@@ -81,7 +81,7 @@ def occlusion(model: keras.Model, x: np.ndarray, class_index: int | Callable, pa
         maps); Zeiler and Fergus,
         "Visualizing and understanding convolutional networks", 2014.
     """
-    x = check_batch(x)
+    x = check_explain_input(model, x, class_index)
     d = x.ndim - 2
     spatial = x.shape[1:-1]
     patch = _as_tuple(patch, d, "patch")
@@ -121,7 +121,8 @@ def occlusion(model: keras.Model, x: np.ndarray, class_index: int | Callable, pa
             # The unoccluded input rides along in every batch: its score comes
             # from the same kernels as the copies', so untouched regions give
             # exactly 0 (batch-size dependent rounding cancels).
-            s = batched_scores(model, np.concatenate([x[n][None], copies]), score_fn, len(copies) + 1, bar)
+            with one_line_errors(model, x):
+                s = batched_scores(model, np.concatenate([x[n][None], copies]), score_fn, len(copies) + 1, bar)
             drops.append(s[0] - s[1:])
         drops = np.concatenate(drops)
         maps[n] = np.tensordot(drops, masks, axes=(0, 0)) / np.maximum(count, 1.0)
@@ -132,7 +133,7 @@ def occlusion(model: keras.Model, x: np.ndarray, class_index: int | Callable, pa
 
 def occlusion_loop(model, x, class_index, patch=8, stride=None, baseline=0.0):
     """Reference occlusion with one forward pass per patch (for tests and benchmarks only)."""
-    x = check_batch(x)
+    x = check_explain_input(model, x, class_index)
     d = x.ndim - 2
     spatial = x.shape[1:-1]
     patch = _as_tuple(patch, d, "patch")

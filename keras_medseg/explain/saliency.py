@@ -7,7 +7,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_medseg.explain._scores import check_batch, input_gradients, make_score_fn
+from keras_medseg.explain._scores import check_explain_input, input_gradients, make_score_fn, one_line_errors
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
 
@@ -33,8 +33,11 @@ def saliency(model: keras.Model, x: np.ndarray, class_index: int | Callable, bat
         NumPy float32 array `(N, H, W)` or `(N, D, H, W)`.
 
     Raises:
-        ValueError: `x` is not a 2D/3D channels-last batch, or `class_index` is
-            out of range. TypeError: `class_index` neither int nor callable.
+        ValueError: `x` is not a 2D/3D channels-last batch the model takes
+            (channels-first, a volume for a 2D model, a size it cannot take),
+            holds NaN/Inf, or `class_index` is not an output of the model; all
+            in one line naming the argument. TypeError: `class_index` neither
+            int nor callable.
 
     Example:
 
@@ -45,9 +48,10 @@ def saliency(model: keras.Model, x: np.ndarray, class_index: int | Callable, bat
         maps); Simonyan, Vedaldi,
         Zisserman, "Deep inside convolutional networks", 2014.
     """
-    x = check_batch(x)
+    x = check_explain_input(model, x, class_index)
     score_fn = make_score_fn(class_index)
-    g = input_gradients(model, x, score_fn, batch_size=batch_size)
+    with one_line_errors(model, x):
+        g = input_gradients(model, x, score_fn, batch_size=batch_size)
     return np.max(np.abs(g), axis=-1)
 
 
@@ -76,7 +80,7 @@ def smoothgrad(model: keras.Model, x: np.ndarray, class_index: int | Callable, s
         NumPy float32 array `(N, *S)`.
 
     Raises:
-        ValueError: bad `x`, `samples < 1` or `noise < 0`.
+        ValueError: bad `x` (as `saliency`), `samples < 1` or `noise < 0`.
 
     Example:
 
@@ -86,7 +90,7 @@ def smoothgrad(model: keras.Model, x: np.ndarray, class_index: int | Callable, s
         The lecture "Convolutional networks - theory" (SmoothGrad); Smilkov et al., "SmoothGrad: removing
         noise by adding noise", 2017.
     """
-    x = check_batch(x)
+    x = check_explain_input(model, x, class_index)
     samples = check_positive_int(samples, "samples")
     noise = check_positive(noise, "noise", allow_zero=True)
     score_fn = make_score_fn(class_index)
@@ -98,6 +102,7 @@ def smoothgrad(model: keras.Model, x: np.ndarray, class_index: int | Callable, s
     # (N, samples, *S, C) -> (N * samples, *S, C): every copy in one stack.
     noisy = x[:, None] + rng.standard_normal((n, samples) + x.shape[1:]).astype("float32") * sigma[:, None]
     noisy = noisy.reshape((n * samples,) + x.shape[1:])
-    g = input_gradients(model, noisy, score_fn, batch_size=batch_size)
+    with one_line_errors(model, x):
+        g = input_gradients(model, noisy, score_fn, batch_size=batch_size)
     maps = np.max(np.abs(g), axis=-1).reshape((n, samples) + x.shape[1:-1])
     return maps.mean(axis=1).astype("float32")

@@ -16,13 +16,14 @@ get `default_preprocessing()` (own voxel grid, per-scan z-score).
 
 import csv
 import dataclasses
+import io
 import logging
 import os
 
 import numpy as np
 
-from keras_medseg.data.cases import find_cases, find_scans, standardize_labels
-from keras_medseg.data.scans.geometry import from_model_space, to_model_space
+from keras_medseg.data.cases import find_cases, find_scans, mask_ids, standardize_labels
+from keras_medseg.data.scans.geometry import check_same_grid, from_model_space, to_model_space
 from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
 from keras_medseg.data.scans.preprocess import intensity, resolve_preprocessing
 from keras_medseg.data.sources import resolve_source
@@ -32,11 +33,14 @@ from keras_medseg.evaluation.surface import (
     summarize_metrics,
 )
 from keras_medseg.inference import sliding_window
+from keras_medseg.utils.atomic_io import atomic_write_text
 
 __all__ = [
     "ScanEvaluation",
     "evaluate_scans",
     "format_summary",
+    "original_label_values",
+    "plan_outputs",
     "predict_files",
     "predict_scan",
 ]
@@ -150,39 +154,109 @@ def _load(model_path):
     return model, resolve_preprocessing(model_path, model)
 
 
-def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=False):
+def plan_outputs(scans, output_dir, extension):
+    """The label-map path of every scan, refusing any that would replace an input or another scan's label map.
+
+    Rules (checked before anything is predicted):
+
+    * a label map is never written over an input of the call: an output path that is the same file as an
+      input (`os.path.samefile`: the same path, a hard link or a symlink to it; e.g. `--output` is the
+      input's folder and the derived name equals an input's) is refused;
+    * two scans whose names differ only in case (`Case.nii`, `case.nii.gz`) would share one label map on a
+      case-insensitive file system: refused (rename one). Same stems within one folder (`case/`, `case.nii`,
+      `case.nii.gz`) are refused by `keras_medseg.data.cases.find_scans`;
+    * an output path that is an existing folder is refused. An existing file that is not an input (a label
+      map of an earlier run) is replaced, atomically.
+
+    Args:
+        scans: `[(name, input_path)]` (`find_scans`).
+        output_dir: str, the output folder.
+        extension: ".nii.gz" or ".png".
+
+    Returns:
+        list of output paths, in the order of `scans`.
+
+    Raises:
+        ValueError: one of the cases above, naming both paths.
+    """
+    outputs, seen = [], {}
+    for name, src in scans:
+        out = os.path.join(output_dir, name + extension)
+        key = os.path.normcase(os.path.abspath(out)).lower()
+        if key in seen:
+            raise ValueError(f"Scans {seen[key]!r} and {src!r} would both get the label map {out!r}: their names "
+                             "differ only in letter case; rename one.")
+        seen[key] = src
+        if os.path.isdir(out):
+            raise ValueError(f"Cannot write the label map of {src!r} to {out!r}: a folder of that name exists.")
+        if os.path.exists(out):
+            for _, other in scans:
+                if os.path.exists(other) and os.path.samefile(out, other):
+                    raise ValueError(
+                        f"Refusing to write the label map of {src!r} to {out!r}: that file is an input scan "
+                        f"({other!r}) and would be replaced. Choose another output folder (--output).")
+        outputs.append(out)
+    return outputs
+
+
+def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=False,
+                  resample_irregular=False):
     """Predict every scan in `inputs` and write NIfTI label maps with each scan's geometry.
+
+    Label maps never replace an input and never collide (`plan_outputs`, checked before the first scan is
+    predicted); each is written to a temporary file and moved into place (`write_image`), so a killed run
+    leaves complete label maps and no truncated one under a final name; files get the umask's mode. When the
+    model's spec records `label_values` (masks with ids such as `{0, 1, 4}`), the label maps hold those
+    original values.
 
     Args:
         model_path: str, a `.keras` model (its saved preprocessing spec is
             repeated; see `keras_medseg.data.scans.preprocess`).
-        inputs: str, a scan file, a DICOM series folder, or a folder of them.
+        inputs: str, a scan file, a DICOM series folder, a single DICOM file, or a folder of them.
         output_dir: str, where `<name>.nii.gz` label maps are written (2D
             inputs: `<name>.png`).
         overlap, batch_size, allow_padding: see `predict_scan`.
         progress: bool, progress bar over each scan's windows (default True).
+        resample_irregular: bool (default False): resample DICOM series with missing slices, uneven gaps,
+            mixed pixel spacing or a tilted stack onto a regular grid instead of refusing them
+            (`keras_medseg.data.scans.dicom`); the label map is written on that grid.
 
     Returns:
         list of `(name, input_path, output_path)`.
 
     Raises:
         FileNotFoundError / ValueError: missing model or input, unreadable
-            scans and bad inputs (each names the file).
+            scans, bad inputs, outputs that would replace an input or collide
+            (each names the file).
     """
     model, spec = _load(model_path)
     d = spec["spatial_dims"]
     written = []
     scans = find_scans(inputs)
+    if os.path.isfile(output_dir):
+        raise ValueError(f"`output_dir` must be a folder; {output_dir!r} is a file.")
+    outputs = plan_outputs(scans, output_dir, ".nii.gz" if d == 3 else ".png")
     os.makedirs(output_dir, exist_ok=True)
-    for i, (name, path) in enumerate(scans):
+    for i, ((name, path), out) in enumerate(zip(scans, outputs)):
         logger.info("predict %d/%d: %s", i + 1, len(scans), path)
-        record = read_image(path, spatial_dims=d)
+        record = read_image(path, spatial_dims=d, resample_irregular=resample_irregular)
         labels = predict_scan(model, record, spec, overlap=overlap, batch_size=batch_size, progress=progress,
                               allow_padding=allow_padding)
-        out = os.path.join(output_dir, name + (".nii.gz" if d == 3 else ".png"))
-        write_image(out, labels, record)
+        write_image(out, original_label_values(labels, spec), record)
         written.append((name, path, out))
     return written
+
+
+def original_label_values(labels, spec):
+    """Class ids -> the voxel values the training masks used (`spec["label_values"]`), when they differ."""
+    values = spec.get("label_values")
+    if not values or list(values) == list(range(len(values))):
+        return labels
+    lut = np.asarray(values, dtype=np.int64)
+    if int(labels.max(initial=0)) >= len(lut):
+        raise ValueError(f"The model predicts class {int(labels.max())} but its spec lists only {len(lut)} label "
+                         f"values {list(values)}.")
+    return lut[labels]
 
 
 @dataclasses.dataclass
@@ -197,20 +271,8 @@ class ScanEvaluation:
     note: str
 
 
-def _check_same_geometry(image, mask, tol=1e-3):
-    if image.shape != mask.shape:
-        raise ValueError(
-            f"Label map {mask.path!r} has shape {mask.shape} but its image {image.path!r} has {image.shape}."
-        )
-    if not np.allclose(image.affine, mask.affine, atol=tol):
-        raise ValueError(
-            f"Label map {mask.path!r} does not lie on its image's grid {image.path!r}: affines differ "
-            f"(max {np.abs(image.affine - mask.affine).max():.3g} mm). Resample the label map onto the image first."
-        )
-
-
 def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, tolerance=1.0, overlap=0.5,
-                   batch_size=2, progress=False, allow_padding=False):
+                   batch_size=2, progress=False, allow_padding=False, ignore_value=None, resample_irregular=False):
     """Per-case, per-class Dice, IoU, HD95, ASSD and surface Dice (mm) of a model on a folder of scans.
 
     Args:
@@ -228,6 +290,14 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
             True (then their rows say `train`).
         tolerance: surface Dice tolerance in mm (default 1.0).
         overlap, batch_size, progress, allow_padding: see `predict_scan`.
+        ignore_value: mask value left out of every score (default None).
+        resample_irregular: see `predict_files`.
+
+    Label maps are read by the one mask rule (`keras_medseg.data.cases`):
+    with the model's saved `label_values` when it has them (so masks with
+    ids `{0, 1, 4}` are scored as the classes the model learnt), else with
+    their ids kept as they are (0/255 editor masks as 0/1). Each must lie on
+    its image's grid (`keras_medseg.data.scans.geometry.check_same_grid`).
 
     Returns:
         `ScanEvaluation` (per-case metrics, summary, each case's role
@@ -244,6 +314,12 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     source = resolve_source(data_dir)
     cases = {c["name"]: c for c in find_cases(source)}  # refuses a source without cases
     data_dir = source.path
+    csv_path = csv_path or os.path.join(data_dir, "evaluation.csv")
+    for case in cases.values():  # before any work: the scores never replace a scan or a label map
+        for key in ("image", "label"):
+            if os.path.isfile(csv_path) and os.path.samefile(csv_path, case[key]):
+                raise ValueError(f"Refusing to write the scores to {csv_path!r}: that file is the {key} of case "
+                                 f"{case['name']!r}. Choose another CSV path (--csv).")
     split = spec.get("split")
     train = set(split.get("train", [])) if split else set()
     val = set(split.get("validation", [])) if split else set()
@@ -261,16 +337,24 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     class_names = spec.get("class_names") or []
     per_case = {}
     for name in roles:
-        image = read_image(cases[name]["image"], spatial_dims=d)
-        mask = read_image(cases[name]["label"], spatial_dims=d)
-        _check_same_geometry(image, mask)
-        # The one mask rule, but class ids are kept as they are within a case (a case may
-        # lack a class): editor binary masks (0/255, 0/65535) become 0/1, other ids stay.
-        truth, values = standardize_labels(mask.array, names=repr(mask.path))
-        if values != list(range(len(values))):
-            truth, _ = standardize_labels(mask.array, names=repr(mask.path), label_values=range(max(values) + 1))
+        image = read_image(cases[name]["image"], spatial_dims=d, resample_irregular=resample_irregular)
+        mask = read_image(cases[name]["label"], spatial_dims=d, resample_irregular=resample_irregular)
+        check_same_grid(image, mask)
+        ids, where = mask_ids(mask.array, d, name=repr(mask.path)), repr(mask.path)
+        if spec.get("label_values"):  # the classes the model learnt, by their mask values
+            truth, _ = standardize_labels(ids, ignore_value=ignore_value, label_values=spec["label_values"],
+                                          names=where)
+        else:
+            # The one mask rule, but class ids are kept as they are within a case (a case may
+            # lack a class): editor binary masks (0/255, 0/65535) become 0/1, other ids stay.
+            truth, values = standardize_labels(ids, ignore_value=ignore_value, names=where)
+            if values != list(range(len(values))):
+                truth, _ = standardize_labels(ids, ignore_value=ignore_value, names=where,
+                                              label_values=range(max(values) + 1))
         pred = predict_scan(model, image, spec, overlap=overlap, batch_size=batch_size, progress=progress,
                             allow_padding=allow_padding)
+        if np.any(truth < 0):  # ignored voxels count in neither map
+            pred, truth = np.where(truth < 0, 0, pred), np.maximum(truth, 0)
         classes = {i: (class_names[i] if i < len(class_names) else str(i))
                    for i in range(1, max(len(class_names), int(truth.max()) + 1, int(pred.max()) + 1))}
         per_case[name] = segmentation_metrics(pred, truth, spacing=image.spacing, classes=classes,
@@ -280,14 +364,13 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
             f"No held-out case to score in {data_dir!r}: all {len(skipped)} cases were training cases of this "
             "model. Pass include_training=True (--include-training) to score them anyway."
         )
-    csv_path = csv_path or os.path.join(data_dir, "evaluation.csv")
-    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["case", "role", "class", *METRIC_NAMES])
-        for name, metrics in per_case.items():
-            for cname, vals in metrics.items():
-                w.writerow([name, roles[name], cname, *(f"{vals[m]:.6g}" for m in METRIC_NAMES)])
+    buffer = io.StringIO()
+    w = csv.writer(buffer, lineterminator="\n")
+    w.writerow(["case", "role", "class", *METRIC_NAMES])
+    for name, metrics in per_case.items():
+        for cname, vals in metrics.items():
+            w.writerow([name, roles[name], cname, *(f"{vals[m]:.6g}" for m in METRIC_NAMES)])
+    atomic_write_text(csv_path, buffer.getvalue())
     counts = {r: sum(1 for v in roles.values() if v == r) for r in ("validation", "unseen", "train", "unknown")}
     if not split:
         note = (f"scored all {len(per_case)} cases; the model records no training split, so some may be "

@@ -71,6 +71,20 @@ class RunResult:
     out_dir: str
     initial_epoch: int = 0
 
+    def logged_history(self):
+        """The whole run's history from `log.csv`: `{"epoch": [0, 1, ...], key: [floats]}` over every epoch
+        logged, the epochs before a resume included (what `history.png` is drawn from; `history` holds only
+        this call's epochs). Empty when nothing was logged; a cell that is not a number becomes NaN."""
+        out = {}
+        for row in self.rows:
+            for key, value in row.items():
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = float("nan")
+                out.setdefault(key, []).append(int(number) if key == "epoch" else number)
+        return out
+
 
 def _forget_best(checkpoint):
     """A run without a backup is a new run: an old best score must not stop it writing its own `best.keras`."""

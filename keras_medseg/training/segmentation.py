@@ -124,7 +124,8 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
           epochs: int = 5, out_dir: str = "runs/train", batch_size: int = 16, model_kwargs: dict | None = None,
           verbose: int = 1, seed: int = 0, n_train: int = 1024, n_val: int = 64, size: int = 64,
           callbacks: list | None = None, class_balance: bool = False, distribute: str | None = None,
-          backup_every: int | None = None, spatial_dims: int = 2) -> TrainResult:
+          backup_every: int | None = None, spatial_dims: int = 2, ignore_value: int | None = None,
+          resample_irregular: bool = False) -> TrainResult:
     """Fit a segmentation model with progress bar, CSV log, best checkpoint and a PNG of predictions.
 
     Args:
@@ -152,6 +153,17 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
             is the global batch.
         backup_every: also back the training state up every that many
             batches (default None: at the end of every epoch only).
+        spatial_dims: how the arrays of a folder given as a path are read (default 2).
+        ignore_value: mask value left out of the loss and the scores (e.g.
+            255 for an unlabelled border; default None).
+        resample_irregular: resample irregular DICOM series from their true
+            slice positions instead of refusing them (default False).
+
+    Masks follow the one mask rule (`keras_medseg.data.cases`); a model
+    trained on a folder stores the mask value of each class (`label_values`)
+    with its preprocessing, so `evaluate` and `predict` read and write the
+    same values. `history.png` is drawn from the whole `log.csv`, so a resumed
+    run's plot shows every epoch with its own number.
 
     Returns:
         `TrainResult` with the best model (reloaded with `safe_mode=True`),
@@ -171,7 +183,8 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     keras.utils.set_random_seed(seed)
-    data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed, spatial_dims=spatial_dims)
+    data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed, spatial_dims=spatial_dims,
+                     ignore_value=ignore_value, resample_irregular=resample_irregular)
     if isinstance(model_or_name, str):
         with distribution_scope(distribute):
             model = build_for_data(model_or_name, data, **(model_kwargs or {}))
@@ -186,7 +199,8 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
         raise TypeError(f"`model_or_name` must be a keras.Model or a zoo name. Received: {model_or_name!r}")
     # Folder images were z-scored by load_folder: stored in best.keras so predict and explain repeat it.
     spec = None if data.source in ("qtips", "arrays") else {"intensity": {"preset": "zscore"},
-                                                            "spatial_dims": data.spatial_dims}
+                                                            "spatial_dims": data.spatial_dims,
+                                                            "label_values": data.label_values}
     sample_weight = None
     if class_balance:
         k = 2 if model.outputs[0].shape[-1] == 1 else data.num_classes
@@ -208,15 +222,17 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
     y_show = np.maximum(data.y_val, 0)  # ignored voxels (-1) drawn as background
     prediction_grid(data.x_val, y_show if best.outputs[0].shape[-1] != 1 else (y_show > 0),
                     {best.name: pred}, path=plot, num_classes=shown, class_names=names)
-    if history:  # empty when a finished run is started again (nothing left to train)
-        history_plot({best.name: history}, path=os.path.join(out_dir, "history.png"),
-                     metrics=[m for m in ("loss", "mean_iou") if m in history])
+    logged = run.logged_history()  # every epoch of the run (resumed ones included), numbered as logged
+    if logged:
+        history_plot({best.name: logged}, path=os.path.join(out_dir, "history.png"),
+                     metrics=[m for m in ("loss", "mean_iou") if m in logged])
     return TrainResult(best, history, table, checkpoint, log, plot, pred, data.class_names)
 
 
 def evaluate(checkpoint: str, data: str | tuple | DataSource = "qtips", batch_size: int = 16, n: int = 64,
              size: int = 64, seed: int = 1, spatial_dims: int = 2, plot: str | None = None,
-             verbose: int = 0) -> tuple[dict, list | None]:
+             verbose: int = 0, ignore_value: int | None = None,
+             resample_irregular: bool = False) -> tuple[dict, list | None]:
     """Load a `.keras` checkpoint (`safe_mode=True`) and score it: per-class Dice/IoU.
 
     Args:
@@ -231,6 +247,12 @@ def evaluate(checkpoint: str, data: str | tuple | DataSource = "qtips", batch_si
         plot: optional PNG path for a prediction grid.
         verbose: Keras verbosity of the prediction (0 silent, default; 1 a
             progress bar over the batches).
+        ignore_value: mask value left out of the scores (default None).
+        resample_irregular: resample irregular DICOM series (default False).
+
+    Masks are read by the one mask rule with the `label_values` saved with
+    the model when it has them (the classes it learnt), so masks with ids
+    `{0, 1, 4}` are scored as the model's classes 0, 1, 2.
 
     Returns:
         `(table, class_names)`: the `dice_iou_table` result and row names.
@@ -239,8 +261,12 @@ def evaluate(checkpoint: str, data: str | tuple | DataSource = "qtips", batch_si
         FileNotFoundError: missing checkpoint or data folder (named).
         ValueError: a file that is not a loadable `.keras` model (named).
     """
+    from keras_medseg.data.scans.preprocess import load_preprocessing
+
     model = load_model(checkpoint)
-    ev = load_evaluation_data(data, n=n, size=size, seed=seed, spatial_dims=spatial_dims)
+    spec = load_preprocessing(checkpoint) or {}
+    ev = load_evaluation_data(data, n=n, size=size, seed=seed, spatial_dims=spatial_dims, ignore_value=ignore_value,
+                              label_values=spec.get("label_values"), resample_irregular=resample_irregular)
     x, y, num_classes, class_names = ev.x, ev.y, ev.num_classes, ev.class_names
     _warn_class_mismatch(model, num_classes if num_classes is not None else max(int(np.max(y)) + 1, 2), len(x), data)
     if model.outputs[0].shape[-1] not in (1, num_classes) and num_classes is not None:

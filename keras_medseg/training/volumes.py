@@ -53,25 +53,25 @@ class VolumeTrainResult:
     split: dict
 
 
-def _class_names(json_path, cases):
-    """Class names from dataset.json's `labels`, else `class_0..class_{max label}` over the label files."""
-    if json_path is not None:
-        with open(json_path) as f:
-            labels = json.load(f).get("labels")
-        if isinstance(labels, dict) and labels:
-            return [str(labels[k]) for k in sorted(labels, key=lambda k: int(k))]
-    from keras_medseg.data.scans.io import read_image
-
-    top = 1
-    for case in cases:
-        top = max(top, int(np.max(read_image(case["label"]).array)))
-    return [f"class_{i}" for i in range(top + 1)]
+def _json_labels(json_path):
+    """`{value: name}` from a dataset.json's `labels` (MSD: `{"0": "background", "1": "spleen"}`), or None."""
+    if json_path is None:
+        return None
+    with open(json_path) as f:
+        labels = json.load(f).get("labels")
+    if not isinstance(labels, dict) or not labels:
+        return None
+    try:
+        return {int(k): str(v) for k, v in labels.items()}
+    except ValueError:
+        raise ValueError(f"dataset.json `labels` must map integer mask values to names. Received: {labels!r} in "
+                         f"{json_path!r}") from None
 
 
 def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_size=96, epochs=5,
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
                   val_fraction=0.2, pos_fraction=0.5, augment=True, cache_bytes=2**30, model_kwargs=None,
-                  seed=0, verbose=1, backup_every=None):
+                  seed=0, verbose=1, backup_every=None, ignore_value=None, resample_irregular=False):
     """Train a zoo segmentation model on a folder of volumes or a `dataset.json`, resumably.
 
     Args:
@@ -99,6 +99,18 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         seed: seed of the split, weights and sampling (default 0).
         verbose: Keras verbosity (default 1).
         backup_every: back up every that many batches too (default None: per epoch).
+        ignore_value: mask value left out of the loss (e.g. 255 for an
+            unlabelled border; default None).
+        resample_irregular: resample irregular DICOM series from their true
+            slice positions instead of refusing them (default False).
+
+    Labels follow the one mask rule (`keras_medseg.data.cases`) over every
+    label map of the data set, decided once before training: 0/255 masks are
+    0/1, ids `{0, 1, 4}` become classes 0, 1, 2 (with a warning; `label_values`
+    is saved in the spec, so `predict` writes 0, 1, 4 again), a 255 border next
+    to other ids needs `ignore_value`, fractional values are refused; a
+    `dataset.json` `labels` table fixes the values and names the classes.
+    Every label map must lie on its image's grid (`check_same_grid`).
 
     Returns:
         `VolumeTrainResult` (best model, history, paths, spec, split).
@@ -113,7 +125,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     ...                                         spacing=(1.5, 1.5, 2.0), epochs=100)  # doctest: +SKIP
     """
     from keras_medseg import zoo
-    from keras_medseg.data.cases import find_cases
+    from keras_medseg.data.cases import dataset_label_values, find_cases, warn_compacted
     from keras_medseg.data.scans.volume_dataset import VolumeDataset
     from keras_medseg.data.sources import resolve_source
     from keras_medseg.training import runner
@@ -134,14 +146,23 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     val_cases = [cases[i] for i in sorted(order[:n_val])]
     train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
-    class_names = _class_names(json_path, cases)
+    names = _json_labels(json_path)
+    values = dataset_label_values([c["label"] for c in cases], ignore_value=ignore_value,
+                                  label_values=sorted(names) if names else None,
+                                  spatial_dims=3 if spatial_dims == 3 or orientation is not None else None)
+    if names:
+        values = sorted(names)
+    else:
+        warn_compacted(values, repr(getattr(data, "path", data)))
+    class_names = [names[v] for v in values] if names else [f"class_{v}" for v in values]
     if augment is True:
         augment = default_augmentation(spatial_dims, seed=seed)
     elif augment is False:
         augment = None
     common = {"patch_size": patch_size, "batch_size": batch_size, "spatial_dims": spatial_dims, "spacing": spacing,
               "orientation": orientation, "intensity": intensity, "pos_fraction": pos_fraction,
-              "cache_bytes": cache_bytes}
+              "cache_bytes": cache_bytes, "label_values": values, "ignore_value": ignore_value,
+              "resample_irregular": resample_irregular}
     train_ds = VolumeDataset([(c["image"], c["label"]) for c in train_cases], augment=augment,
                              steps_per_epoch=steps_per_epoch, seed=seed, **common)
     val_ds = None

@@ -25,8 +25,8 @@ import sys
 
 from keras_medseg.utils.errors import DiskFullError, raise_if_disk_full
 
-__all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "remove_stale_temporaries",
-           "temporary_name"]
+__all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "remove_dead_temporaries",
+           "remove_stale_temporaries", "temporary_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,23 @@ logger = logging.getLogger(__name__)
 _SLACK_BYTES = 256 * 1024
 
 
+# Two-part extensions that readers and writers recognise whole (Keras wants `.weights.h5`, nibabel `.nii.gz`).
+_DOUBLE_EXTENSIONS = (".weights.h5", ".nii.gz")
+
+
 def temporary_name(path):
-    """`dir/.name.<pid>.tmp<ext>` next to `path` (same file system, same extension for format sniffing)."""
+    """`dir/.name.<pid>.tmp<ext>` next to `path` (same file system, same extension for format sniffing).
+
+    Example:
+
+    >>> os.path.basename(temporary_name("out/ct.nii.gz")).endswith(".tmp.nii.gz")
+    True
+    """
     folder, base = os.path.split(os.path.abspath(os.fspath(path)))
     stem, ext = os.path.splitext(base)
-    if stem.endswith(".weights"):  # Keras wants `.weights.h5`
-        stem, ext = stem[: -len(".weights")], ".weights" + ext
+    for double in _DOUBLE_EXTENSIONS:
+        if base.lower().endswith(double) and len(base) > len(double):
+            stem, ext = base[: -len(double)], base[-len(double):]
     return os.path.join(folder, f".{stem}.{os.getpid()}.tmp{ext}")
 
 
@@ -74,6 +85,46 @@ def remove_stale_temporaries(folder, depth=1):
                 pass
         elif depth > 0 and entry.is_dir(follow_symlinks=False):
             removed += remove_stale_temporaries(entry.path, depth - 1)
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_temporaries(path):
+    """Delete the temporaries of `path` (`temporary_name`) whose writer process no longer runs.
+
+    Unlike `remove_stale_temporaries`, this needs no lock: a temporary whose
+    pid is alive (another writer of the same file, now) is left alone. Used
+    by writers without a run folder (label maps of `keras-medseg predict`).
+
+    Returns:
+        list of the removed paths.
+    """
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    pattern = temporary_name(path)
+    head, tail = os.path.basename(pattern).split(f".{os.getpid()}.tmp", 1)
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for entry in os.scandir(folder):
+        name = entry.name
+        if not (name.startswith(head + ".") and name.endswith(".tmp" + tail)):
+            continue
+        pid = name[len(head) + 1: len(name) - len(".tmp" + tail)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and entry.is_file(follow_symlinks=False):
+            try:
+                os.remove(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                pass
     return removed
 
 

@@ -31,7 +31,7 @@ from keras_medseg.data.slides import PatchStore
 from keras_medseg.data.slides.hdf5_check import check_hdf5_file
 from keras_medseg.inference import sliding_window
 from keras_medseg.kernels.spectral import identify
-from keras_medseg.training import train
+from keras_medseg.training import segmentation, train
 from keras_medseg.training.checkpointing import ResumableCSVLogger, atomic_save_model
 from keras_medseg.training.segmentation import evaluate_model
 from keras_medseg.utils import atomic_io
@@ -352,11 +352,19 @@ def test_full_disk_during_train_then_rerun_finishes(how, tmp_path, monkeypatch):
             os.remove(os.path.join(out, "filler"))
         else:
             monkeypatch.undo()
+        assert not os.path.exists(os.path.join(out, "history.png"))  # the first run died before its plots
+        drawn = []
+        plot = segmentation.history_plot
+        monkeypatch.setattr(segmentation, "history_plot", lambda h, **k: drawn.append(h) or plot(h, **k))
         result = train("unet", epochs=3, **kw)
         rows = _epochs(os.path.join(out, "log.csv"))
         assert [e for e, _ in rows] == [0, 1, 2]  # every epoch logged once
         assert rows[0] == first[0]  # epoch 0 neither re-trained nor rewritten
         assert len(result.history["loss"]) == 2
+        # issue 27 item 8: history.png is drawn from the whole log, each epoch with its own number
+        (history,) = drawn[0].values()
+        assert history["epoch"] == [0, 1, 2] and history["loss"] == [float(loss) for _, loss in rows]
+        assert os.path.isfile(os.path.join(out, "history.png"))
         keras.saving.load_model(os.path.join(out, "best.keras"), safe_mode=True)
         assert [f for f in os.listdir(out) if ".tmp" in f] == []
     finally:

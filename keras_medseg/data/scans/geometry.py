@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "SpaceChange",
+    "check_same_grid",
     "from_model_space",
     "reorient",
     "resample",
@@ -21,6 +22,48 @@ __all__ = [
     "to_model_space",
     "undo_reorient",
 ]
+
+# ---------------------------------------------------------------- one grid for an image and its labels
+
+
+def check_same_grid(image, labels, tolerance=0.01):
+    """Refuse a label map that does not lie voxel for voxel on its image's grid (one line naming both files).
+
+    The rule `evaluate`, volume training and the folder loader share: the spatial shapes are equal, and the
+    two affines put every corner voxel of the grid at the same place within `tolerance` voxels (1 % of the
+    smallest voxel size by default). A label map shifted by millimetres, resampled onto another grid, or
+    stored with its axes swapped (even with an affine that says so: the voxels then pair differently) is
+    refused; resample it onto the image first (nearest neighbour), e.g. with
+    `keras_medseg.data.scans.geometry.resample_to_grid(labels, label_affine, image_shape, image_affine, order=0)`.
+
+    Args:
+        image, labels: `ImageRecord`s (`keras_medseg.data.read_image`) with `shape`, `affine`, `spacing`, `path`.
+        tolerance: float, the largest corner distance accepted, as a fraction of the smallest voxel size
+            (default 0.01).
+
+    Raises:
+        ValueError: different spatial shapes, or a corner distance over the tolerance (in mm, named).
+
+    Example:
+
+    >>> img = keras_medseg.data.read_image("images/p1.nii.gz")  # doctest: +SKIP
+    >>> lab = keras_medseg.data.read_image("labels/p1.nii.gz")  # doctest: +SKIP
+    >>> keras_medseg.data.scans.geometry.check_same_grid(img, lab)  # doctest: +SKIP
+    """
+    if tuple(image.shape) != tuple(labels.shape):
+        raise ValueError(f"Label map {labels.path!r} has shape {tuple(labels.shape)} but its image {image.path!r} "
+                         f"has {tuple(image.shape)}; resample the label map onto the image first.")
+    shape = tuple(image.shape)[:3]
+    corners = np.array(np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape], indexing="ij")).reshape(len(shape), -1)
+    corners = np.vstack([corners, np.zeros((3 - len(shape), corners.shape[1])), np.ones(corners.shape[1])])
+    gap = float(np.linalg.norm(((np.asarray(image.affine) - np.asarray(labels.affine)) @ corners)[:3], axis=0).max())
+    limit = tolerance * float(min(image.spacing))
+    if gap > limit:
+        raise ValueError(
+            f"Label map {labels.path!r} does not lie on its image's grid {image.path!r}: a corner voxel is "
+            f"{gap:.3g} mm from the image's (more than {limit:.3g} mm; shifted, resampled or with swapped axes). "
+            "Resample the label map onto the image first (nearest neighbour).")
+
 
 # ---------------------------------------------------------------- orientation
 

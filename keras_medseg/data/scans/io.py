@@ -10,10 +10,25 @@
   `explain` read with it.
 
 Readers: NIfTI (`.nii`, `.nii.gz`) through nibabel; DICOM series (a folder of
-slices) through SimpleITK's GDCM series reader: slices sorted by position,
+slices) through SimpleITK's GDCM series reader after the slice checks of
+`keras_medseg.data.scans.dicom` (missing slices, uneven gaps, mixed pixel
+spacing or orientation, tilted stacks are refused, or resampled from the true
+slice positions with `resample_irregular=True`): slices sorted by position,
 rescale slope/intercept applied (CT in HU), spacing and direction from the
-headers; NRRD (`.nrrd`, `.nhdr`) and MetaImage (`.mha`, `.mhd`) through
-SimpleITK; PNG/JPEG/TIFF through scikit-image.
+headers; single DICOM files (an X-ray, a mammogram, one slice: `.dcm` or the
+`DICM` marker) through SimpleITK, 2D with their pixel spacing (`PixelSpacing`,
+else `ImagerPixelSpacing`) or, with `spatial_dims=3`, a one-slice volume; NRRD
+(`.nrrd`, `.nhdr`) and MetaImage (`.mha`, `.mhd`) through SimpleITK;
+PNG/JPEG/TIFF through scikit-image.
+
+**NIfTI qform and sform.** The affine used is nibabel's (`get_best_affine()`,
+the NIfTI-1 rule): the sform when `sform_code > 0`, else the qform. When both
+are set and place the voxels more than 0.01 mm apart, reading warns, naming the
+file, the distance and the codes (ITK-based tools use the qform when
+`sform_code` is not 1); `write_image` gives label maps a qform and an sform
+both equal to the affine used, and writes every file atomically
+(`keras_medseg.utils.atomic_io`: the previous file or none after a kill, never
+a truncated one; the mode follows the umask).
 
 **Axis order.** `ImageRecord.array` holds the voxels in *voxel index order*
 `(i, j, k)` as stored in the file, the order nibabel uses (for SimpleITK
@@ -32,9 +47,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from typing import Any
 
 import numpy as np
+
+from keras_medseg.data.scans import dicom
+from keras_medseg.utils.atomic_io import atomic_path, remove_dead_temporaries
 
 __all__ = [
     "SCAN_EXTENSIONS",
@@ -49,9 +68,10 @@ __all__ = [
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
 PLAIN_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".npz", ".jpg", ".jpeg")
+DICOM_EXTENSIONS = (".dcm",)
 # every file type `read_image` reads (plus DICOM series folders)
-SCAN_EXTENSIONS = PLAIN_EXTENSIONS + NIFTI_EXTENSIONS + ITK_EXTENSIONS
-_KNOWN = SCAN_EXTENSIONS
+SCAN_EXTENSIONS = PLAIN_EXTENSIONS + NIFTI_EXTENSIONS + ITK_EXTENSIONS + DICOM_EXTENSIONS
+_QFORM_SFORM_TOLERANCE_MM = 0.01
 _LPS = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS flip (its own inverse)
 
 
@@ -93,19 +113,13 @@ class ImageRecord:
 
 def image_stem(filename):
     """`(stem, extension)` of a file name with a known image extension, else `(None, None)`."""
-    lower = filename.lower()
-    for ext in sorted(SCAN_EXTENSIONS, key=len, reverse=True):
-        if lower.endswith(ext):
-            return filename[: -len(ext)], ext
-    return None, None
+    return file_extension(filename, SCAN_EXTENSIONS)
 
-def file_extension(filename, extensions=_KNOWN):
+
+def file_extension(filename, extensions=SCAN_EXTENSIONS):
     """`(stem, extension)` of `filename` for the longest matching extension (case-insensitive), else `(None, None)`.
 
-    Example:
-
-    >>> file_extension("case1.nii.gz")
-    ('case1', '.nii.gz')
+    Example: `file_extension("case1.nii.gz") == ("case1", ".nii.gz")`.
     """
     lower = filename.lower()
     for ext in sorted(extensions, key=len, reverse=True):
@@ -142,16 +156,40 @@ def _plain_record(array, path, fmt, spatial_dims):
                        spatial_dims=spatial_dims)
 
 
+def _grid_distance(a, b, shape):
+    """Largest distance (mm) between where two affines put the corner voxels of a grid of `shape`."""
+    corners = np.array(np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape[:3]], indexing="ij")).reshape(
+        len(shape[:3]), -1)
+    corners = np.vstack([corners, np.zeros((3 - len(shape[:3]), corners.shape[1])), np.ones(corners.shape[1])])
+    return float(np.abs((np.asarray(a) - np.asarray(b)) @ corners)[:3].max())
+
+
 def _read_nifti(path):
     import nibabel
 
     img = nibabel.load(path)
     array = np.asarray(img.dataobj)  # scaled voxel values (scl_slope / scl_inter applied)
-    affine = np.asarray(img.affine, dtype=float)
+    affine = np.asarray(img.affine, dtype=float)  # header.get_best_affine(): sform if sform_code > 0, else qform
+    header = img.header
+    meta = {}
+    if isinstance(header, nibabel.Nifti1Header):
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+        meta = {"qform_code": int(qcode), "sform_code": int(scode),
+                "affine_from": "sform" if sform is not None else ("qform" if qform is not None else "zooms")}
+        if qform is not None and sform is not None:
+            gap = _grid_distance(qform, sform, array.shape)
+            if gap > _QFORM_SFORM_TOLERANCE_MM:
+                meta["qform_sform_distance_mm"] = gap
+                warnings.warn(
+                    f"NIfTI file {path!r}: its qform and sform disagree by up to {gap:.3g} mm (qform_code={qcode}, "
+                    f"sform_code={scode}); using the sform, the NIfTI-1 rule that nibabel follows (ITK-based tools "
+                    "may place this scan at the qform); label maps are written with both set to the sform.",
+                    stacklevel=4)
     spacing, origin, direction = _geometry_from_affine(affine)
     d = max(1, min(3, array.ndim))
     return ImageRecord(array=array, spacing=spacing[:d], origin=origin, direction=direction, affine=affine,
-                       header=img.header.copy(), path=path, format="nifti", spatial_dims=d)
+                       header=header.copy(), path=path, format="nifti", spatial_dims=d, meta=meta)
 
 
 def _record_from_sitk(image, path, fmt, meta=None):
@@ -179,26 +217,19 @@ def _record_from_sitk(image, path, fmt, meta=None):
                        spatial_dims=dim, meta=meta or {})
 
 
-def _read_dicom_series(folder):
-    import SimpleITK as sitk
-
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(folder)
-    if not series:
-        raise ValueError(f"No DICOM series found in folder {folder!r}.")
-    if len(series) > 1:
-        counts = {uid: len(reader.GetGDCMSeriesFileNames(folder, uid)) for uid in series}
-        raise ValueError(
-            f"DICOM folder {folder!r} holds {len(series)} series; expected one. Series UIDs and slice "
-            f"counts: {counts}. Put each series in its own folder."
-        )
-    files = reader.GetGDCMSeriesFileNames(folder, series[0])  # sorted along the slice normal
-    reader.SetFileNames(files)
-    image = reader.Execute()  # applies RescaleSlope / RescaleIntercept
+def _read_dicom_series(folder, resample_irregular=False):
+    image, meta = dicom.read_series(folder, resample_irregular=resample_irregular)
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         image = image[:, :, 0]
-    meta = {"series_uid": series[0], "num_slices": len(files), "files": list(files)}
     return _record_from_sitk(image, folder, "dicom", meta)
+
+
+def _read_dicom_file(path, spatial_dims):
+    """One DICOM file: 2D with its pixel spacing, a one-slice volume with `spatial_dims=3`, or a multi-frame volume."""
+    image, meta = dicom.read_file(path)
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1 and spatial_dims != 3:
+        image = image[:, :, 0]
+    return _record_from_sitk(image, path, "dicom", meta)
 
 
 def _read_file(path, ext, label, spatial_dims):
@@ -216,6 +247,8 @@ def _read_file(path, ext, label, spatial_dims):
             import SimpleITK as sitk
 
             return _record_from_sitk(sitk.ReadImage(path), path, "itk")
+        if ext in DICOM_EXTENSIONS:
+            return _read_dicom_file(path, spatial_dims)
         if ext == ".npy":
             return _plain_record(np.load(path, allow_pickle=False), path, "npy", spatial_dims)
         if ext == ".npz":
@@ -233,17 +266,22 @@ def _read_file(path, ext, label, spatial_dims):
         raise ValueError(f"Cannot read {label}{path!r} (corrupt or not a {ext or 'known image'} file): {exc}") from exc
 
 
-def read_image(path, spatial_dims=None):
+def read_image(path, spatial_dims=None, resample_irregular=False):
     """Read an image, volume or DICOM series with its geometry.
 
     Args:
         path: str, a file (`.nii`, `.nii.gz`, `.nrrd`, `.nhdr`, `.mha`,
-            `.mhd`, `.png`, `.jpg`, `.tif`, `.tiff`, `.npy`, `.npz`) or a
-            folder holding one DICOM series.
+            `.mhd`, `.png`, `.jpg`, `.tif`, `.tiff`, `.npy`, `.npz`, `.dcm`
+            or any file with the DICOM marker) or a folder holding one DICOM
+            series.
         spatial_dims: int or None (default). When 3, the record must be a
-            single-channel 3D volume (a 4D NIfTI is refused); when 2, a 2D
-            image. A 3-axis `.npy` is read as a volume unless
-            `spatial_dims=2` (then `(H, W, C)`).
+            single-channel 3D volume (a 4D NIfTI is refused; a single DICOM
+            slice is a one-slice volume); when 2, a 2D image. A 3-axis `.npy`
+            is read as a volume unless `spatial_dims=2` (then `(H, W, C)`).
+        resample_irregular: bool (default False). A DICOM series with
+            missing slices, uneven gaps, mixed pixel spacing or a tilted stack
+            is refused unless True; then it is resampled onto a regular grid
+            from the true slice positions (`keras_medseg.data.scans.dicom`).
 
     Returns:
         `ImageRecord` with `array` in voxel index order `(i, j, k)` and an
@@ -253,8 +291,12 @@ def read_image(path, spatial_dims=None):
     Raises:
         FileNotFoundError: `path` does not exist.
         ValueError: unknown extension, unreadable file, a folder with no or
-            several DICOM series, or a record whose dimensionality differs
+            several DICOM series, an irregular DICOM series (see
+            `resample_irregular`), or a record whose dimensionality differs
             from `spatial_dims` (all name the file).
+
+    Warns:
+        UserWarning: a NIfTI file whose qform and sform disagree (the sform is used; module docstring).
 
     Example:
     >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
@@ -270,7 +312,7 @@ def read_image(path, spatial_dims=None):
     path = os.fspath(path)
     if os.path.isdir(path):
         try:
-            record = _read_dicom_series(path)
+            record = _read_dicom_series(path, resample_irregular=resample_irregular)
         except ValueError:
             raise
         except Exception as exc:  # GDCM errors come as RuntimeError
@@ -279,6 +321,8 @@ def read_image(path, spatial_dims=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"File not found: {path!r}")
         _, ext = image_stem(os.path.basename(path))
+        if ext is None and dicom.is_dicom_file(path):
+            ext = ".dcm"
         if ext is None:
             raise ValueError(
                 f"Unsupported file type {path!r}; expected one of {', '.join(SCAN_EXTENSIONS)} or a DICOM folder."
@@ -332,7 +376,7 @@ def read_array(path: str | os.PathLike, what: str = "File", extensions: tuple | 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path!r}")
-    _, ext = file_extension(os.path.basename(path), extensions or _KNOWN)
+    _, ext = file_extension(os.path.basename(path), extensions or SCAN_EXTENSIONS)
     if extensions is not None and ext is None:
         raise ValueError(f"Unsupported file type {path!r}; expected one of {', '.join(extensions)}")
     label = "" if what == "File" else f"{what.replace(' file', '')} "
@@ -363,7 +407,12 @@ def write_image(path, labels, reference):
             order, as `read_image` returns). Integer arrays are stored with the
             smallest integer type that holds them; float arrays as float32.
         reference: `ImageRecord` whose affine (and NIfTI header, when it has
-            one) the output takes.
+            one) the output takes; a NIfTI output gets it as both its qform
+            and its sform.
+
+    The file is written to a temporary file next to `path` and moved into
+    place (atomic; mode from the umask), except `.mhd`/`.nhdr`, whose header
+    names a second data file.
 
     Returns:
         The path written.
@@ -392,8 +441,20 @@ def write_image(path, labels, reference):
     else:
         labels = labels.astype(np.float32)
     _, ext = image_stem(os.path.basename(path))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if ext not in NIFTI_EXTENSIONS + ITK_EXTENSIONS + (".npy", ".png", ".tif", ".tiff"):
+        raise ValueError(f"Unsupported output file type {path!r}; expected one of .nii, .nii.gz, "
+                         f"{', '.join(ITK_EXTENSIONS)}, .npy, .png, .tif, .tiff.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if ext in (".mhd", ".nhdr"):  # a header and a data file that names it: written in place, not atomically
+        _write(path, ext, labels, reference)
+        return path
+    remove_dead_temporaries(path)  # left by a killed writer of this file
+    with atomic_path(path, estimate_bytes=labels.nbytes) as tmp:
+        _write(tmp, ext, labels, reference)
+    return path
+
+
+def _write(path, ext, labels, reference):
     if ext in NIFTI_EXTENSIONS:
         import nibabel
 
@@ -404,7 +465,8 @@ def write_image(path, labels, reference):
             header = reference.header.copy()
             header.set_data_dtype(data.dtype)
             img = nibabel.Nifti1Image(data, reference.affine, header=header)
-            # Keep the reference's qform/sform codes; the affine is the one it was read with.
+            # Keep the reference's qform/sform codes; both forms get the affine it was read with (its sform
+            # when it had one), so viewers that prefer either place the label map on the scan.
             img.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
             img.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
             img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
@@ -413,8 +475,7 @@ def write_image(path, labels, reference):
             img.set_qform(reference.affine, code=1)  # scanner coordinates
             img.set_sform(reference.affine, code=1)
         nibabel.save(img, path)
-        return path
-    if ext in ITK_EXTENSIONS:
+    elif ext in ITK_EXTENSIONS:
         import SimpleITK as sitk
 
         d = reference.spatial_dims
@@ -426,13 +487,11 @@ def write_image(path, labels, reference):
         image.SetOrigin([float(v) for v in origin[:d]])
         image.SetDirection([float(v) for v in direction[:d, :d].ravel()])
         sitk.WriteImage(image, path, True)
-        return path
-    if ext == ".npy":
-        np.save(path, labels)
-        return path
-    if ext in (".png", ".tif", ".tiff"):
+    elif ext == ".npy":
+        with open(path, "wb") as f:
+            np.save(f, labels)
+    else:
         import skimage.io
 
         skimage.io.imsave(path, labels, check_contrast=False)
-        return path
-    raise ValueError(f"Unsupported output file type {path!r}; expected one of {', '.join(SCAN_EXTENSIONS)}.")
+

@@ -23,10 +23,11 @@ voxel indices to RAS+ millimetres (see `keras_medseg.data.read_image`).
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from keras_medseg.utils.atomic_io import atomic_path
 
 __all__ = [
     "PREPROCESSING_FILENAME",
@@ -42,7 +43,8 @@ __all__ = [
 
 # Name of the spec inside a `.keras` archive (and suffix of the side-car file otherwise).
 PREPROCESSING_FILENAME = "keras_medseg_preprocessing.json"
-_SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size", "split")
+_SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size", "split",
+              "label_values")
 _PRESETS = ("ct_window", "percentile", "zscore", "none")
 
 
@@ -64,6 +66,7 @@ def default_preprocessing():
         "spatial_dims": None,
         "patch_size": None,
         "split": None,
+        "label_values": None,
     }
 
 
@@ -112,6 +115,13 @@ def check_spec(spec):
         out["spatial_dims"] = int(out["spatial_dims"])
     if out["patch_size"] is not None:
         out["patch_size"] = [int(p) for p in out["patch_size"]]
+    if out["label_values"] is not None:
+        values = out["label_values"]
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, (int, np.integer)) and not isinstance(
+                v, bool) for v in values) or len(set(values)) != len(values):
+            raise ValueError("`spec['label_values']` must be a list of distinct ints (the mask value of each class). "
+                             f"Received: label_values={values!r}")
+        out["label_values"] = [int(v) for v in values]
     if out["split"] is not None:
         if not isinstance(out["split"], dict):
             raise ValueError(
@@ -148,7 +158,10 @@ def save_preprocessing(model_path, spec):
             `{"preset": "zscore"}`, `{"preset": "percentile", "low": 0.5,
             "high": 99.5}`), `class_names` (list of str), `spatial_dims`,
             `patch_size`, and optionally `split` (`{"train": [names],
-            "validation": [names]}`, the case stems). Missing keys take `default_preprocessing()` values.
+            "validation": [names]}`, the case stems) and `label_values` (the
+            mask value of each class, `keras_medseg.data.cases.standardize_labels`;
+            predict writes these values and evaluate reads masks with them).
+            Missing keys take `default_preprocessing()` values.
 
     Raises:
         FileNotFoundError: `model_path` does not exist.
@@ -163,26 +176,18 @@ def save_preprocessing(model_path, spec):
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"Cannot save preprocessing: model file not found. Received: model_path={model_path!r}")
     payload = json.dumps(check_spec(spec), indent=2, sort_keys=True).encode()
-    folder = os.path.dirname(os.path.abspath(model_path))
+    # Through `atomic_path` (a plain `open`): the rewritten file keeps the umask's mode, as every other file a run
+    # writes (a `tempfile.mkstemp` temporary is 0600 and made `best.keras` private).
     if _is_zip(model_path):
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(model_path) as tmp:
             with zipfile.ZipFile(model_path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
                 for item in src.infolist():
                     if item.filename != PREPROCESSING_FILENAME:
                         dst.writestr(item, src.read(item.filename))
                 dst.writestr(PREPROCESSING_FILENAME, payload)
-            os.replace(tmp, model_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return
-    target = _sidecar(model_path)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_path(_sidecar(model_path), estimate_bytes=len(payload)) as tmp, open(tmp, "wb") as f:
         f.write(payload)
-    os.replace(tmp, target)
 
 
 def load_preprocessing(model_path):

@@ -23,8 +23,8 @@ import math
 import keras
 import numpy as np
 
-from keras_medseg.data.cases import IGNORE_INDEX, find_cases, standardize_labels
-from keras_medseg.data.scans.geometry import to_model_space
+from keras_medseg.data.cases import dataset_label_values, find_cases, mask_ids, standardize_labels, warn_compacted
+from keras_medseg.data.scans.geometry import check_same_grid, to_model_space
 from keras_medseg.data.scans.io import read_image
 from keras_medseg.data.scans.preprocess import intensity as apply_intensity
 
@@ -83,9 +83,17 @@ class VolumeDataset(keras.utils.PyDataset):
             `{"preset": "zscore"}` (default), `{"preset": "ct_window",
             "low": -160, "high": 240}`, or None.
         label_values: voxel value of each class (`standardize_labels`); None
-            (default) takes labels as class ids 0..K-1.
-        ignore_value: voxel value mapped to `IGNORE_INDEX` (-1), which the
-            losses skip (default None).
+            (default) surveys every label map once at construction
+            (`keras_medseg.data.cases.dataset_label_values`: the one mask rule
+            over the whole data set: 0/255 masks are 0/1, ids `{0, 1, 4}`
+            classes 0, 1, 2, a 255 border next to other ids, fractional or
+            negative values refused, naming the file).
+        ignore_value: voxel value mapped to `IGNORE_INDEX` (-1) (default
+            None); batches then come as `(x, y, w)` with `y` 0 and `w` 0 on
+            those voxels, so every loss and metric skips them.
+        resample_irregular: bool (default False): DICOM series with missing
+            slices or uneven gaps are resampled from their true slice
+            positions instead of refused (`keras_medseg.data.scans.dicom`).
         cache_bytes: memory budget of the preprocessed-case cache in bytes
             (default 1 GiB); least recently used cases are dropped first.
         augment: optional layer applied to `{"image", "labels"}` batches
@@ -104,12 +112,16 @@ class VolumeDataset(keras.utils.PyDataset):
             `use_multiprocessing`, `max_queue_size`).
 
     Output: `(x, y)` with `x` `(batch_size, *patch_size, C)` float32 and `y`
-    `(batch_size, *patch_size)` int32.
+    `(batch_size, *patch_size)` int32 class ids (plus `w`, float32 like `y`,
+    with an `ignore_value`).
 
     Raises:
         ValueError: bad `patch_size`, `pos_fraction`, `spatial_dims`,
-            `cache_bytes` or source (named); a case whose image and labels
-            differ in shape (names the case).
+            `cache_bytes` or source (named); a label map the mask rule refuses;
+            a label map that does not lie on its image's grid (shape, or an
+            affine more than 1 % of a voxel away: shifted, resampled, swapped
+            axes; `keras_medseg.data.scans.geometry.check_same_grid`), naming
+            both files.
 
     Example:
 
@@ -125,7 +137,7 @@ class VolumeDataset(keras.utils.PyDataset):
     def __init__(self, source, patch_size, batch_size=2, spatial_dims=3, slice_axis=2, pos_fraction=0.5,
                  spacing=None, orientation=None, intensity=None, label_values=None, ignore_value=None,
                  cache_bytes=2**30, augment=None, steps_per_epoch=None, seed=0, foreground_samples=10000,
-                 **kwargs):
+                 resample_irregular=False, **kwargs):
         super().__init__(**kwargs)
         if spatial_dims not in (2, 3):
             raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
@@ -149,8 +161,13 @@ class VolumeDataset(keras.utils.PyDataset):
         self.orientation = orientation
         self.intensity = {"preset": "zscore"} if intensity is None else (
             {"preset": intensity} if isinstance(intensity, str) else dict(intensity))
-        self.label_values = None if label_values is None else [int(v) for v in label_values]
         self.ignore_value = ignore_value
+        self.resample_irregular = bool(resample_irregular)
+        if label_values is None:  # the one mask rule over the whole data set, decided once
+            label_values = dataset_label_values([c["label"] for c in self.cases], ignore_value=ignore_value,
+                                                spatial_dims=self._volume_dims())
+            warn_compacted(label_values, repr(getattr(source, "path", source)))
+        self.label_values = [int(v) for v in label_values]
         self.cache_bytes = int(cache_bytes)
         self.augment = augment
         self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.cases) / batch_size)
@@ -166,32 +183,27 @@ class VolumeDataset(keras.utils.PyDataset):
         """The preprocessing spec to save with a model trained on this dataset (`save_preprocessing`)."""
         return {"spacing": None if self.spacing is None else list(self.spacing), "orientation": self.orientation,
                 "intensity": dict(self.intensity), "class_names": class_names, "spatial_dims": self.spatial_dims,
-                "patch_size": list(self.patch_size)}
+                "patch_size": list(self.patch_size), "label_values": list(self.label_values)}
+
+    def _volume_dims(self):
+        return 3 if self.spatial_dims == 3 or self.orientation is not None else None
 
     def _read(self, i):
         """Read and preprocess case `i`: `(image (*S, C) float32, labels (*S) int32)` in model space."""
         case = self.cases[i]
-        volume_dims = 3 if self.spatial_dims == 3 or self.orientation is not None else None
-        image = read_image(case["image"], spatial_dims=volume_dims)
-        labels = read_image(case["label"], spatial_dims=volume_dims)
+        volume_dims = self._volume_dims()
+        image = read_image(case["image"], spatial_dims=volume_dims, resample_irregular=self.resample_irregular)
+        labels = read_image(case["label"], spatial_dims=volume_dims, resample_irregular=self.resample_irregular)
         d = image.spatial_dims
-        if image.shape != labels.shape:
-            raise ValueError(f"Case {case['name']!r}: image shape {image.shape} and label shape {labels.shape} differ.")
+        check_same_grid(image, labels)  # the rule `evaluate` applies: no label map off its image's grid
+        lab, _ = standardize_labels(mask_ids(labels.array, d, name=repr(case["label"])),
+                                    ignore_value=self.ignore_value, label_values=self.label_values,
+                                    names=repr(case["label"]))
         img, _ = to_model_space(image.array, image.affine, self.spacing, self.orientation, order=1, spatial_dims=d)
-        lab, _ = to_model_space(labels.array, labels.affine, self.spacing, self.orientation, order=0, spatial_dims=d)
+        lab, _ = to_model_space(lab, labels.affine, self.spacing, self.orientation, order=0, spatial_dims=d)
         img = apply_intensity(img, self.intensity, name=case["image"])
         if img.ndim == d:
             img = img[..., None]
-        lab = np.asarray(lab)
-        if lab.ndim == d + 1:
-            lab = lab[..., 0]
-        if self.label_values is not None:
-            lab, _ = standardize_labels(lab, ignore_value=self.ignore_value, label_values=self.label_values,
-                                        names=case["label"])
-        else:
-            lab = np.rint(lab).astype(np.int32)
-            if self.ignore_value is not None:
-                lab[lab == self.ignore_value] = IGNORE_INDEX
         if d == 2 and self.spatial_dims == 3:
             raise ValueError(f"Case {case['name']!r} is 2D but spatial_dims=3. Received: {case['image']!r}")
         return img.astype(np.float32), lab.astype(np.int32)
@@ -265,6 +277,8 @@ class VolumeDataset(keras.utils.PyDataset):
             out = self.augment({"image": x, "labels": y}, training=True, **sized)
             x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
             y = np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.int32)
+        if self.ignore_value is not None:  # ignored voxels: class 0 with weight 0 (the losses take voxel weights)
+            return x, np.maximum(y, 0), (y >= 0).astype(np.float32)
         return x, y
 
     def on_epoch_end(self):

@@ -13,11 +13,31 @@ coordinates. `read_annotations(path)` reads
 
 Every outer polygon is one tumour (lesion) with an id `1, 2, ...` in file
 order. `Annotations.label_window(downsample, origin, size)` rasterises them
-(scikit-image `draw.polygon`: a pixel belongs to a polygon when its centre
-does) into a tumour-id map of one window of a pyramid level, and
-`inner_square_tumor` applies the lecture's rule: a patch is positive iff its
-inner square intersects the annotation; its tumour is the one covering most
-of the inner square.
+into a tumour-id map of one window of a pyramid level (a pixel belongs to a
+polygon when its centre does), and `inner_square_tumor` applies the lecture's
+rule: a patch is positive iff its inner square intersects the annotation; its
+tumour is the one covering most of the inner square.
+
+Rules for what is not a plain polygon (each refusal is one line naming the
+file and the feature or annotation):
+
+* **Self-intersecting rings** (a lasso drawn twice around a tumour, a loop
+  that crosses itself) are filled by the *nonzero winding rule*: a pixel is
+  inside when the ring winds around its centre at least once, in either
+  direction (SVG/PostScript `fill-rule: nonzero`). A lasso drawn twice is
+  then the whole region it encloses, the union of its loops (the even-odd
+  rule of plain ray casting would leave its centre empty); for a simple
+  polygon both rules agree.
+* **Empty geometries** (a feature whose geometry is null, a `Polygon` or
+  `MultiPolygon` without coordinates, an ASAP annotation without
+  coordinates) are refused.
+* **Points and lines** (`Point`, `MultiPoint`, `LineString`, ASAP `Dot` and
+  `PointSet`) are not areas: they are skipped next to polygons, and a file
+  whose features are all of them is refused, so a tumour slide is never read
+  as normal because its only annotation was a point.
+* **An empty file** (0 bytes or only whitespace), a `FeatureCollection` with
+  no features or ASAP XML with no annotations marks a normal slide (no
+  tumours), as the command line says.
 
 Reference: the lecture "Convolutional networks - theory" ("WSI annotated by
 pathologists, not pixel level precise!", "Patch positive iff the inner
@@ -119,8 +139,6 @@ class Annotations:
             pixel centres at integer coordinates), is inside a polygon and
             outside every hole.
         """
-        from skimage.draw import polygon as fill_polygon
-
         dr, dc = (float(downsample),) * 2 if np.ndim(downsample) == 0 else (float(v) for v in downsample)
         r0, c0 = (int(v) for v in origin)
         h, w = (int(size),) * 2 if np.ndim(size) == 0 else (int(v) for v in size)
@@ -132,14 +150,12 @@ class Annotations:
                 b = self._bbox[id(p)]
                 if b[2] < win[0] - dr or b[0] > win[2] + dr or b[3] < win[1] - dc or b[1] > win[3] + dc:
                     continue
-                rr, cc = fill_polygon((p.vertices[:, 1] + 0.5) / dr - 0.5 - r0,
-                                      (p.vertices[:, 0] + 0.5) / dc - 0.5 - c0, shape=(h, w))
+                inside = fill_nonzero((p.vertices[:, 1] + 0.5) / dr - 0.5 - r0,
+                                      (p.vertices[:, 0] + 0.5) / dc - 0.5 - c0, (h, w))
                 if value is None:
-                    out[rr, cc] = p.tumor_id
+                    out[inside] = p.tumor_id
                 else:
-                    if holes is None:
-                        holes = np.zeros((h, w), bool)
-                    holes[rr, cc] = True
+                    holes = inside if holes is None else holes | inside
         if holes is not None:
             out[holes] = 0
         return out
@@ -167,15 +183,58 @@ class Annotations:
         return self.label_window(downsample, (0, 0), shape)
 
 
+def fill_nonzero(rows, cols, shape):
+    """Pixels of a `(height, width)` grid whose centre `(r, c)` a closed ring winds around (nonzero winding rule).
+
+    Args:
+        rows, cols: `(n,)` vertex coordinates of the ring in pixel units (pixel centres at integers); the ring
+            closes from the last vertex back to the first.
+        shape: `(height, width)`.
+
+    Returns:
+        bool array `shape`. For a simple polygon this is the even-odd (ray-casting) fill; where a ring
+        overlaps itself (a lasso drawn twice) the overlap is inside too.
+
+    Reference: the winding number of a closed curve around a point (D. Sunday's crossing and winding number
+    algorithms); SVG's `fill-rule: nonzero`.
+    """
+    h, w = shape
+    ya, xa = np.asarray(rows, np.float64), np.asarray(cols, np.float64)
+    yb, xb = np.roll(ya, -1), np.roll(xa, -1)
+    out = np.zeros((h, w), bool)
+    if ya.size < 3:
+        return out
+    columns = np.arange(w)
+    for r in range(max(0, int(np.ceil(ya.min()))), min(h - 1, int(np.floor(ya.max()))) + 1):
+        crosses = (ya > r) != (yb > r)  # edges crossing the row's centre line (half-open, as ray casting)
+        if not crosses.any():
+            continue
+        y0, x0, y1, x1 = ya[crosses], xa[crosses], yb[crosses], xb[crosses]
+        xint = x0 + (r - y0) * (x1 - x0) / (y1 - y0)
+        direction = np.where(y1 > y0, 1, -1)
+        order = np.argsort(xint, kind="stable")
+        before = np.concatenate([[0], np.cumsum(direction[order])])  # winding of crossings at x <= c
+        winding = before[-1] - before[np.searchsorted(xint[order], columns, side="right")]
+        out[r] = winding != 0
+    return out
+
+
+def _feature_name(k, feat, props):
+    label = props.get("name") or (feat or {}).get("id") or props.get("id")
+    return f"feature {k}" + (f" ({label!r})" if label else "")
+
+
 def _read_asap(path, root):
-    polygons = []
+    polygons, skipped = [], []
     tumor = 0
     for ann in root.iter("Annotation"):
         kind = (ann.get("Type") or "Polygon").lower()
         coords = ann.find("Coordinates")
-        if coords is None:
-            continue
-        pts = sorted(coords.iter("Coordinate"), key=lambda e: float(e.get("Order", 0)))
+        pts = [] if coords is None else list(coords.iter("Coordinate"))
+        if not pts:
+            raise ValueError(f"Annotation file {path!r}: annotation {ann.get('Name')!r} has no coordinates "
+                             "(an empty geometry); delete it or redraw it.")
+        pts = sorted(pts, key=lambda e: float(e.get("Order", 0)))
         try:
             xy = [(float(e.get("X").replace(",", ".")), float(e.get("Y").replace(",", "."))) for e in pts]
         except (AttributeError, ValueError):
@@ -183,6 +242,7 @@ def _read_asap(path, root):
                 f"Annotation file {path!r}: annotation {ann.get('Name')!r} has a coordinate without numeric X/Y."
             ) from None
         if kind in ("dot", "pointset"):
+            skipped.append(f"annotation {ann.get('Name')!r} ({ann.get('Type')})")
             continue
         if kind == "rectangle" and len(xy) == 2:
             (x0, y0), (x1, y1) = xy
@@ -193,7 +253,15 @@ def _read_asap(path, root):
         if not hole:
             tumor += 1
         polygons.append(Polygon(verts, 0 if hole else tumor, group, hole))
+    _refuse_no_area(path, polygons, skipped)
     return polygons
+
+
+def _refuse_no_area(path, polygons, skipped):
+    """A file whose annotations are all points or lines would read as a normal slide: refuse it."""
+    if skipped and not polygons:
+        raise ValueError(f"Annotation file {path!r} has no area: its {len(skipped)} annotation(s) are points or "
+                         f"lines ({skipped[0]}); draw tumours as polygons, or use an empty file for a normal slide.")
 
 
 def _read_geojson(path, data):
@@ -207,7 +275,7 @@ def _read_geojson(path, data):
         features = data
     else:
         raise ValueError(f"Annotation file {path!r} is JSON but not GeoJSON (no FeatureCollection / Feature).")
-    polygons = []
+    polygons, skipped = [], []
     tumor = 0
     for k, feat in enumerate(features):
         geom = (feat or {}).get("geometry") or {}
@@ -216,21 +284,30 @@ def _read_geojson(path, data):
         name = cls.get("name") if isinstance(cls, dict) else cls
         hole_class = _is_hole_group(name)
         kind = geom.get("type")
-        if kind == "Polygon":
-            parts = [geom.get("coordinates") or []]
-        elif kind == "MultiPolygon":
-            parts = geom.get("coordinates") or []
+        what = _feature_name(k, feat, props)
+        coordinates = geom.get("coordinates")
+        if kind in ("Polygon", "MultiPolygon"):
+            parts = [coordinates or []] if kind == "Polygon" else (coordinates or [])
+            if not parts or not any(rings for rings in parts):
+                raise ValueError(f"Annotation file {path!r}: {what} is an empty {kind} (no coordinates); "
+                                 "delete it or redraw it.")
+        elif kind in ("Point", "MultiPoint", "LineString", "MultiLineString"):
+            skipped.append(f"{what} is a {kind}")  # not areas
+            continue
         else:
-            continue  # points, lines: not areas
+            raise ValueError(f"Annotation file {path!r}: {what} has "
+                             + (f"an unsupported geometry {kind!r}" if kind else "no geometry")
+                             + "; expected a Polygon or MultiPolygon.")
         for rings in parts:
             if not rings:
                 continue
-            outer = _ring(rings[0], path, f"feature {k}")
+            outer = _ring(rings[0], path, what)
             if not hole_class:
                 tumor += 1
             polygons.append(Polygon(outer, 0 if hole_class else tumor, name, hole_class))
             for ring in rings[1:]:
-                polygons.append(Polygon(_ring(ring, path, f"a hole of feature {k}"), 0, name, True))
+                polygons.append(Polygon(_ring(ring, path, f"a hole of {what}"), 0, name, True))
+    _refuse_no_area(path, polygons, skipped)
     return polygons
 
 
@@ -241,12 +318,14 @@ def read_annotations(path):
         path: `.xml` (ASAP) or `.json` / `.geojson` file; vertices in level-0 pixels.
 
     Returns:
-        `Annotations`.
+        `Annotations`; without tumours (a normal slide) for an empty file.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: not XML/GeoJSON, a polygon with fewer than 3 vertices, a
-            non-numeric coordinate (the message names the file).
+            non-numeric coordinate, an empty geometry, a file whose
+            annotations are all points or lines (the message names the file
+            and the feature; module docstring).
 
     Example:
 
@@ -261,6 +340,8 @@ def read_annotations(path):
     with open(path, "rb") as fh:
         raw = fh.read()
     text = raw.lstrip()
+    if not text:  # an empty file marks a normal slide
+        return Annotations([], path)
     if text[:1] in (b"{", b"["):
         try:
             data = json.loads(raw.decode("utf-8"))
