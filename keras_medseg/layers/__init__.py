@@ -7,6 +7,7 @@ from keras_medseg.layers.edge_indicator import EdgeIndicator  # noqa: F401
 from keras_medseg.layers.imex_block import IMEXBlock, MultiscaleLaplacian  # noqa: F401
 from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
 from keras_medseg.layers.level_set_evolution import LevelSetEvolution  # noqa: F401
+from keras_medseg.layers.level_set_region import SeedRegionGate  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401
 
@@ -18,5 +19,6 @@ __all__ = [
     "ImplicitFFTConv",
     "LevelSetEvolution",
     "LevelSetStep",
+    "SeedRegionGate",
     "UpwindConv",
 ]
