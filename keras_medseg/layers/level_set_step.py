@@ -21,6 +21,17 @@ from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 
 
+def split_propagation(g):
+    """`g` `(N, *S, 1)` as it is; `(N, *S, 2)` as the pair `(g[..., :1], g[..., 1:])` of dense arrays.
+
+    `LevelSetStep.advance` takes either form; the pair keeps the per-step
+    reads contiguous (see `LevelSetEvolution`).
+    """
+    if g.shape[-1] == 2:
+        return g[..., :1], g[..., 1:]
+    return g
+
+
 @register
 class LevelSetStep(StencilLayer):
     """One explicit step `u + dt * (alpha g |grad u| + beta g kappa |grad u| + gamma grad g . grad u)`.
@@ -132,6 +143,8 @@ class LevelSetStep(StencilLayer):
     def advance(self, u, g, velocity, kernel=None):
         """One step from `u` given `g` and the precomputed `velocity` (see `velocity`); `kernel`: `fused_kernel`.
 
+        `g`: `(N, *S, 1)`, `(N, *S, 2)` or the pair from `split_propagation`.
+
         Learned kernels: all five convolutions of `u` run as one convolution
         with `5d` output channels (the same numbers as the five separate
         layers). Frozen kernels (`trainable_kernels=False`, the textbook
@@ -143,12 +156,14 @@ class LevelSetStep(StencilLayer):
         out_dtype = u.dtype
         work = _working_dtype(u)
         u = ops.cast(u, work)
+        g, propagation = g if isinstance(g, (tuple, list)) else split_propagation(g) if g.shape[-1] == 2 else (g, None)
         g = ops.cast(g, work)
+        propagation = None if propagation is None else ops.cast(propagation, work)
         velocity = ops.cast(velocity, work)
         if not self.trainable_kernels:
             # frozen kernels ARE the stencils: differences of slices of one padded tensor (same numbers)
             step = stencil_step(u, g, velocity, ops.cast(self.alpha_weight, work),
-                                ops.cast(self.beta_weight, work), self.dt, self.eps)
+                                ops.cast(self.beta_weight, work), self.dt, self.eps, propagation)
             return keep_static_shape(ops.cast(step, out_dtype), u)
         kernel = self.fused_kernel(work) if kernel is None else kernel
         d = len(u.shape) - 2
@@ -159,8 +174,8 @@ class LevelSetStep(StencilLayer):
                                         self.eps)
         alpha = ops.cast(self.alpha_weight, work)
         beta = ops.cast(self.beta_weight, work)
-        if g.shape[-1] == 2:
-            speed = alpha * g[..., 1:] + beta * g[..., :1] * kappa
+        if propagation is not None:
+            speed = alpha * propagation + beta * g * kappa
         else:
             speed = g * (alpha + beta * kappa)
         normal_motion = speed * grad_norm_from_differences(gn_plus, gn_minus, -speed)

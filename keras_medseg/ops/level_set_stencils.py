@@ -66,12 +66,11 @@ def central_divergence(components):
     return 0.5 * total
 
 
-def stencil_step(u, g, velocity, alpha, beta, dt, eps):
+def stencil_step(u, g, velocity, alpha, beta, dt, eps, propagation=None):
     """One forward-Euler level-set step with the textbook stencils (same numbers as `LevelSetStep` frozen).
 
     `u + dt * ((alpha P + beta g kappa) |grad u|_upwind + sum_k ReLU(V_k) D_k^+ u - ReLU(-V_k) D_k^- u)`,
-    with `P = g` for a one-channel `g` and `P = g[..., 1]` for a two-channel one
-    (a separate propagation image, see `LevelSetStep`).
+    with `P = g`, or the separate `propagation` image (see `LevelSetStep`).
 
     The single channel is dropped for the arithmetic: arrays `(N, *S)` with
     the spatial axes last are laid out densely in memory, while `(N, *S, 1)`
@@ -80,11 +79,12 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
 
     Args:
         u: level set `(N, *S, 1)`.
-        g: edge indicator `(N, *S, 1)`, or `(N, *S, 2)`: edge indicator and propagation image.
+        g: edge indicator `(N, *S, 1)`.
         velocity: convection velocity `gamma grad g`, `(N, *S, d)`.
         alpha, beta: scalars or 0-d tensors (balloon, curvature).
         dt: time step (float).
         eps: curvature regulariser (float).
+        propagation: None (`P = g`) or the balloon's image `(N, *S, 1)`.
 
     Returns:
         `(N, *S, 1)`, the level set after one step.
@@ -96,8 +96,8 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
     norm = safe_sqrt(sum(ops.square(c) for c in gradient))
     inverse = 1.0 / (norm + ops.convert_to_tensor(eps, dtype=u.dtype))
     kappa = central_divergence([c * inverse for c in gradient])
-    if g.shape[-1] == 2:
-        speed = alpha * g[..., 1] + beta * edge * kappa
+    if propagation is not None:
+        speed = alpha * propagation[..., 0] + beta * edge * kappa
     else:
         speed = edge * (alpha + beta * kappa)
     relu = ops.relu
