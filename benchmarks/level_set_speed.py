@@ -6,14 +6,16 @@
 
 Solvers, all on the SAME inputs (image, edge indicator g, initial level set):
 
-* `lse`: `keras_medseg.zoo.build("lse")` (compiled loop, front window on),
-  its evolution layer called through a compiled Keras model on `[g, u0]`.
+* `lse`: `keras_medseg.zoo.build("lse")` (compiled loop, front window on,
+  balloon gated by the automatic edge threshold and the seeded region test),
+  its evolution layer called through a compiled Keras model on `[g, u0]`
+  (`g`: the edge indicator and the gated balloon image the model computes).
   First call (tracing + compilation) reported apart from the steady state.
 * `lse` dense: the same layer with `front_window=False` (every voxel is
   stepped), to show what the window buys and how far the dense step is from
   the memory floor.
 * ITK `GeodesicActiveContourLevelSetImageFilter` (sparse field, narrow band,
-  its own time step), feature image g, PropagationScaling = -alpha,
+  its own time step), feature image g (the edge indicator channel), PropagationScaling = -alpha,
   CurvatureScaling = beta, AdvectionScaling = gamma (mapping checked in
   `benchmarks/lse_vs_itk.py`). Inputs one by one (a batch = a Python loop).
 * scikit-image `morphological_geodesic_active_contour` (morphological
@@ -29,7 +31,8 @@ to convergence for the single image and the batch (`lse` default stop, at
 most 2000 steps; ITK timed at the fewest iterations that give its converged
 segmentation, `itk_converged`; scikit-image has no stopping rule and is left
 out). The 128^3 volume runs at equal iterations only: on it neither solver
-converges within 2000 iterations (measured once: lse ran all 2000 steps,
+converges within 2000 iterations (measured once, with the defaults before
+issue 32: lse ran all 2000 steps,
 about 48 s, ITK 2000 iterations about 85 s, the two fronts leaking
 differently, Dice 0.58), which would take minutes per repeat and time
 nothing useful. Dice of each result against ITK's on the same input is in
@@ -38,8 +41,8 @@ the table (inside = level set < 0), and Dice of `lse` against `lse` dense.
 Timing: every repeat runs the solvers one after the other (interleaved),
 min and median over repeats. Ratios against ITK (the anchor) and, for the
 dense step, against a floor: the time to stream the arrays a dense explicit
-step must touch at least once (read u and g, write u: 12 bytes per voxel per
-step) at the copy bandwidth NumPy measures in this process, times the number
+step must touch at least once (read u and g, write u: 4 bytes each per voxel
+per step, g with its balloon channel: 16 bytes) at the copy bandwidth NumPy measures in this process, times the number
 of steps.
 """
 
@@ -88,12 +91,23 @@ def brain_case(size=128):
 
 
 # --------------------------------------------------------------------------------------------- solvers
-def lse_solver(shape, steps, tolerance):
-    """`image -> g` model and compiled `[g, u0] -> [u, steps taken]` models of the zoo `lse` (default settings).
+def default_tolerance():
+    """The convergence tolerance of `zoo.build("lse")` (its default argument)."""
+    import inspect
 
-    Returns `(edge, evolution, dense)`: `evolution` is the default (front
-    window on), `dense` the same layer with `front_window=False` (every
-    voxel stepped), for the 'lse dense' column.
+    from keras_medseg.zoo.level_set import lse
+
+    return inspect.signature(lse).parameters["tolerance"].default
+
+
+def lse_solver(shape, steps, tolerance):
+    """`[image, u0] -> g` model and compiled `[g, u0] -> [u, steps taken]` models of the zoo `lse` (defaults).
+
+    `g` is what the evolution receives: the edge indicator and the balloon's
+    propagation image (gated by the automatic edge threshold and the seeded
+    region test), `(N, *S, 2)`. Returns `(edge, evolution, dense)`:
+    `evolution` is the default (front window on), `dense` the same layer with
+    `front_window=False` (every voxel stepped), for the 'lse dense' column.
     """
     import keras
 
@@ -101,13 +115,15 @@ def lse_solver(shape, steps, tolerance):
     from keras_medseg.layers import LevelSetEvolution
 
     model = zoo.build("lse", spatial_dims=len(shape), steps=steps, tolerance=tolerance, input_size=tuple(shape))
-    edge = keras.Model(model.inputs[0], model.get_layer("lse_edge").output)
+    names = [layer.name for layer in model.layers]
+    edge = keras.Model(model.inputs, model.get_layer("lse_region" if "lse_region" in names else "lse_edge").output)
+    channels = int(edge.output.shape[-1])
     layer = model.get_layer("lse_evolution")
     evolutions = []
     for front_window in (layer.front_window, False):
         counting = LevelSetEvolution.from_config({**layer.get_config(), "return_steps": True,
                                                   "front_window": front_window})
-        g_in, u_in = keras.Input(tuple(shape) + (1,)), keras.Input(tuple(shape) + (1,))
+        g_in, u_in = keras.Input(tuple(shape) + (channels,)), keras.Input(tuple(shape) + (1,))
         evolutions.append(keras.Model([g_in, u_in], counting([u_in, g_in])))
         counting.set_weights(layer.get_weights())
     return edge, evolutions[0], evolutions[1]
@@ -185,7 +201,7 @@ def measure(case, image, u0, batch, steps, tolerance, repeats, with_skimage, ban
     edge, evolution, dense = lse_solver(image.shape, steps, tolerance)
     x = np.repeat(image[None, ..., None], batch, axis=0)
     u = np.repeat(u0[None, ..., None], batch, axis=0)
-    g = np.asarray(edge.predict_on_batch(x))
+    g = np.asarray(edge.predict_on_batch([x, u]))
     t0 = time.perf_counter()
     evolution.predict_on_batch([g, u])
     first = time.perf_counter() - t0
@@ -211,7 +227,8 @@ def measure(case, image, u0, batch, steps, tolerance, repeats, with_skimage, ban
     itk_inside = np.stack([o[0] for o in itk_out])
     taken = np.asarray(taken)
     voxels = int(np.prod(image.shape)) * batch
-    floor = float(taken.max()) * 12 * voxels / bandwidth
+    stream = 4 * (2 + g.shape[-1])  # bytes per voxel per step: read u and g (every channel), write u
+    floor = float(taken.max()) * stream * voxels / bandwidth
     row = {
         "case": case, "shape": list(image.shape), "batch": batch,
         "regime": "equal iterations" if tolerance is None else "to convergence",
@@ -220,7 +237,7 @@ def measure(case, image, u0, batch, steps, tolerance, repeats, with_skimage, ban
         "lse_min_s": float(min(times["lse"])), "lse_median_s": float(np.median(times["lse"])),
         "dense_min_s": float(min(times["dense"])), "dense_median_s": float(np.median(times["dense"])),
         "itk_min_s": float(min(times["itk"])), "itk_median_s": float(np.median(times["itk"])),
-        "floor_s": floor,
+        "floor_s": floor, "floor_bytes_per_voxel": stream,
         "dice_lse_vs_itk": float(np.mean([dice(a, b) for a, b in zip(lse_inside, itk_inside)])),
         "dice_lse_vs_dense": float(np.mean([dice(a, b) for a, b in zip(lse_inside, dense_inside)])),
         "lse_voxels_inside": int(lse_inside[0].sum()), "itk_voxels_inside": int(itk_inside[0].sum()),
@@ -250,23 +267,24 @@ def run(preset="cpu", out_dir=None, progress=True, repeats=3):
         run_itk(tiny, tiny - 2.0, 1, 0.0)
         run_skimage(tiny, tiny - 2.0, 1)
     limit = PRESETS[preset]["limit"]
+    tol = default_tolerance()
     plan = [
         ("coins 1 image", coins, coins_u0, 1, steps2, None, True),
-        ("coins 1 image", coins, coins_u0, 1, limit, 2e-3, False),
+        ("coins 1 image", coins, coins_u0, 1, limit, tol, False),
         ("coins batch of 16", coins, coins_u0, 16, steps2, None, True),
-        ("coins batch of 16", coins, coins_u0, 16, limit, 2e-3, False),
+        ("coins batch of 16", coins, coins_u0, 16, limit, tol, False),
         ("MNI152 volume", brain, brain_u0, 1, steps3, None, True),
     ]
     rows = []
     start = time.perf_counter()
-    for case, image, u0, batch, steps, tol, sk in plan:
-        row = measure(case, image, u0, batch, steps, tol,
+    for case, image, u0, batch, steps, stop, sk in plan:
+        row = measure(case, image, u0, batch, steps, stop,
                       max(1, repeats if batch == 1 and image.ndim == 2 else repeats - 1), sk, bandwidth)
         rows.append(row)
         if progress:
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
         keras.backend.clear_session()
-    return {"backend": keras.backend.backend(), "preset": preset, "quick": quick, "repeats": repeats,
+    return {"backend": keras.backend.backend(), "preset": preset, "quick": quick, "repeats": repeats, "tolerance": tol,
             "alpha": ALPHA, "beta": BETA, "gamma": GAMMA, "copy_bandwidth_GBs": bandwidth / 1e9, "rows": rows,
             "load_average_1min": [load_before, os.getloadavg()[0]], "seconds": time.perf_counter() - start}
 
@@ -289,15 +307,21 @@ def markdown(result, fig_prefix=""):
     load = result.get("load_average_1min")
     rms = " / ".join(str(r["itk_rms_stop_iterations"]) for r in rows if r.get("itk_rms_stop_iterations"))
     text = (f"Backend {result['backend']}; alpha {result['alpha']}, beta {result['beta']}, gamma {result['gamma']}, "
-            f"the lse defaults (adaptive edge scale, Gaussian sigma 1, dt 0.2, front window on); the same g and "
-            f"seed for every solver. 'lse' steps only a window around the front (`front_window=True`, the default "
-            f"of `zoo.build('lse')`), 'lse dense' every voxel (`front_window=False`), same steps. 'lse first "
+            f"the lse defaults (adaptive edge scale, Gaussian sigma 1, dt 0.2, front window on, the balloon "
+            f"gated by the automatic edge threshold and the seeded region test); the same edge indicator g and "
+            f"seed for every solver (ITK and scikit-image get g without the lse's gated balloon image: their "
+            f"own equations, so the Dice columns compare two stopping rules, not two solvers of one equation; "
+            f"`benchmarks/lse_vs_itk.py` does that). 'lse' steps only a window around the front "
+            f"(`front_window=True`, the default of `zoo.build('lse')`), 'lse dense' every voxel "
+            f"(`front_window=False`), same steps. 'lse first "
             f"call' includes tracing and compilation (largest first-call overhead over the steady state: "
             f"{first:.1f} s); ITK and scikit-image process a batch one image at a time. To convergence: lse stops "
-            f"by its own rule (side changes near the front, checked every 25 steps), ITK is timed at the fewest "
+            f"by its own rule (the front's mean speed below {result.get('tolerance', 5e-4):g} voxels per step, "
+            f"checked every 25 steps), ITK is timed at the fewest "
             f"iterations of {list(ITK_LADDER)} whose segmentation has Dice >= 0.999 with its 2000-iteration result "
             f"(with its RMS-change stop at 0.002 it ran {rms} iterations). 'lse dense / floor': the dense time "
-            f"over the time to stream 12 bytes per voxel per step at the measured copy bandwidth "
+            f"over the time to stream {rows[0].get('floor_bytes_per_voxel', 12)} bytes per voxel per step (read u "
+            f"and both channels of g, write u) at the measured copy bandwidth "
             f"({result['copy_bandwidth_GBs']:.1f} GB/s). scikit-image's morphological snake is a different "
             f"algorithm (one iteration is not a time step), shown at the same iteration count. Interleaved "
             f"repeats, min / median on 2 CPU cores" + (f" (1-minute load average {load[0]:.1f} before, "

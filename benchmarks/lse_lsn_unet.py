@@ -210,11 +210,15 @@ def _no_jit(model):
 
 
 def _lse_predict(image, u0, alpha, image_scale, s, chunk=32):
-    """Frozen level set (compiled loop), `lse_steps` steps without smoothing or early stop, in chunks."""
+    """Frozen level set (compiled loop), `lse_steps` steps without smoothing or early stop, in chunks.
+
+    The lecture's equation (balloon = g: `edge_threshold=None, region_margin=None`), the one the LSN started
+    from it (`_lsn_from_lse`) reproduces before training.
+    """
     from keras_medseg import zoo
 
     model = zoo.build("lse", alpha=float(alpha), image_scale=float(image_scale), steps=s["lse_steps"],
-                      dt=s["lse_dt"], smoothing_sigma=None, tolerance=None)
+                      dt=s["lse_dt"], smoothing_sigma=None, tolerance=None, edge_threshold=None, region_margin=None)
     out = [np.asarray(model.predict_on_batch([image[i:i + chunk], u0[i:i + chunk]]))
            for i in range(0, len(image), chunk)]
     return np.concatenate(out, axis=0) > 0.5

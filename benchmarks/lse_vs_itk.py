@@ -33,11 +33,19 @@ contour: P = Z = g, A = -grad g, central differences when DerivativeSigma = 0)
 so PropagationScaling = -alpha, CurvatureScaling = beta, AdvectionScaling =
 gamma (checked on a disk: both inflate / shrink at the same rate).
 
+The equation. ITK's filter drives all three terms by its one feature
+image; the `lse` defaults (issue 32) drive the balloon by a second image
+(g cut off at strong edges and gated by a region test around the seed, see
+`benchmarks/level_set_real.py`), which ITK's filter has no input for. So
+this check of the scheme runs the lse with `edge_threshold=None,
+region_margin=None` (the lecture's equation: balloon = g); everything else is
+the default.
+
 Stopping. ITK's sparse-field solver picks its own (CFL) time step per
 iteration, so "the same number of steps" has no meaning; instead both run to
 convergence: the lse model's compiled loop (`lse_evolution`, default
-adaptive edge scale) stops when at most `tolerance` of the voxels in the
-band around its front change side in `chunk` steps, ITK when its RMS change drops below `itk_rms` (or after
+adaptive edge scale) stops when the front's mean speed is at most
+`tolerance` voxels per step over `chunk` steps, ITK when its RMS change drops below `itk_rms` (or after
 `itk_iterations`). This only makes sense for objects the geodesic active
 contour can hold: on objects with open or weak edges (the CT's spinal canal
 or vertebral body, a strongly textured coin) both fronts keep leaking and
@@ -77,9 +85,9 @@ _IMAGES = {
 PRESETS = {
     "smoke": {**_SHARED, "images": {"ct_left_lung": {**_IMAGES["ct_left_lung"], "crop": [0, 0, 40, 40]}},
               "chunk": 4, "max_chunks": 2, "tolerance": 0.002, "itk_iterations": 10, "itk_rms": 0.0},
-    "cpu": {**_SHARED, "images": _IMAGES, "chunk": 25, "max_chunks": 60, "tolerance": 0.002,
+    "cpu": {**_SHARED, "images": _IMAGES, "chunk": 25, "max_chunks": 60, "tolerance": 5e-4,
             "itk_iterations": 3000, "itk_rms": 0.005},
-    "paper": {**_SHARED, "images": _IMAGES, "chunk": 25, "max_chunks": 120, "tolerance": 0.001,
+    "paper": {**_SHARED, "images": _IMAGES, "chunk": 25, "max_chunks": 120, "tolerance": 2.5e-4,
               "itk_iterations": 10000, "itk_rms": 0.002},
 }
 
@@ -170,7 +178,8 @@ def lse_solver(shape, settings, image_scale=None):
     model = zoo.build("lse", alpha=settings["alpha"], beta=settings["beta"], gamma=settings["gamma"],
                       dt=settings["dt"], steps=settings["chunk"] * settings["max_chunks"],
                       smoothing_sigma=settings["smoothing_sigma"], image_scale=image_scale,
-                      tolerance=settings["tolerance"], check_every=settings["chunk"], input_size=tuple(shape))
+                      tolerance=settings["tolerance"], check_every=settings["chunk"], input_size=tuple(shape),
+                      edge_threshold=None, region_margin=None)  # ITK's equation: the balloon is g itself
     edge = keras.Model(model.inputs[0], model.get_layer("lse_edge").output)
     layer = model.get_layer("lse_evolution")
     counting = LevelSetEvolution.from_config({**layer.get_config(), "return_steps": True})
@@ -319,9 +328,11 @@ def markdown(result, fig_prefix=""):
         f"gamma = {s['gamma']}, dt = {s['dt']}, Gaussian pre-smoothing sigma = {s['smoothing_sigma']}; ITK "
         f"PropagationScaling = {-s['alpha']}, CurvatureScaling = {s['beta']}, AdvectionScaling = {s['gamma']}, "
         f"DerivativeSigma = 0. Images are edge-padded by {s['pad']} pixels for both solvers and compared on the "
-        f"original grid. The lse uses the zoo default edge scale (`image_scale=None`: adaptive, from the "
-        f"99.5th percentile of the gradient magnitude) and its compiled loop's convergence stop: at most "
-        f"{100 * s['tolerance']:g}% of the voxels in the band around the front change side in {s['chunk']} steps "
+        f"original grid. The lse runs the lecture's equation (balloon = g, as in ITK's filter: "
+        f"`edge_threshold=None, region_margin=None`; the default stopping terms have no ITK counterpart), the "
+        f"zoo default edge scale (`image_scale=None`: adaptive, from the "
+        f"99.5th percentile of the gradient magnitude) and its compiled loop's convergence stop: the front's "
+        f"mean speed at most {s['tolerance']:g} voxels per step over {s['chunk']} steps "
         f"(at most {s['chunk'] * s['max_chunks']} steps); the column 'Dice default vs hand-tuned' compares it "
         f"with the same run at the hand-tuned `image_scale` of the previous version; ITK until its RMS change is "
         f"below {s['itk_rms']} (at most "

@@ -12,6 +12,7 @@ from keras_medseg.layers.factories import NORMALIZATION_KINDS, SpatialLayers, la
 from keras_medseg.layers.imex_block import IMEXBlock, MultiscaleLaplacian  # noqa: F401
 from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
 from keras_medseg.layers.level_set_evolution import LevelSetEvolution  # noqa: F401
+from keras_medseg.layers.level_set_region import SeedRegionGate  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401
 
@@ -25,6 +26,7 @@ __all__ = [
     "LevelSetStep",
     "NORMALIZATION_KINDS",
     "SpatialLayers",
+    "SeedRegionGate",
     "UpwindConv",
     "layers_for",
     "normalization",

@@ -37,11 +37,12 @@ class StencilLayer(keras.layers.Layer):
             )
         return d
 
-    def _level_set_pair(self, input_shape, second, one_per_axis=False, second_what=""):
+    def _level_set_pair(self, input_shape, second, one_per_axis=False, second_what="", channels=(1,)):
         """Check the shapes of a two-input call `[u, second]` and return `(u_shape, second_shape, d)`.
 
-        `u` must be `(N, *S, 1)`; `second` must have the same rank and one
-        channel, or one channel per spatial axis when `one_per_axis`.
+        `u` must be `(N, *S, 1)`; `second` must have the same rank and a
+        channel count in `channels`, or one channel per spatial axis when
+        `one_per_axis`.
         """
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2 or not isinstance(
             input_shape[0], (list, tuple)
@@ -53,11 +54,11 @@ class StencilLayer(keras.layers.Layer):
         d = self._spatial_dims(u_shape, "u")
         if u_shape[-1] != 1:
             raise ValueError(f"`u` must have exactly one channel. Received: u.shape={u_shape}")
-        want = d if one_per_axis else 1
-        if len(v_shape) != len(u_shape) or v_shape[-1] != want:
+        want = (d,) if one_per_axis else tuple(channels)
+        if len(v_shape) != len(u_shape) or v_shape[-1] not in want:
             raise ValueError(
-                f"`{second}`{second_what} must have shape (N, *spatial, {want}) matching u.shape={u_shape}. "
-                f"Received: {second}.shape={v_shape}"
+                f"`{second}`{second_what} must have shape (N, *spatial, {' or '.join(map(str, want))}) matching "
+                f"u.shape={u_shape}. Received: {second}.shape={v_shape}"
             )
         return u_shape, v_shape, d
 

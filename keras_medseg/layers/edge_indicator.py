@@ -6,7 +6,8 @@ from keras import ops
 from keras_medseg.initializers import CentralDifference
 from keras_medseg.layers._stencil import StencilLayer
 from keras_medseg.ops.finite_differences import conv_edge, gaussian_kernel
-from keras_medseg.ops.level_set import check_finite, edge_indicator
+from keras_medseg.ops.level_set import check_edge_threshold, check_finite, edge_indicator
+from keras_medseg.ops.level_set_stopping import AUTO_THRESHOLD_K
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive, check_positive_int
 
@@ -34,14 +35,24 @@ class EdgeIndicator(StencilLayer):
             99.5th percentile of the response magnitude, see
             `keras_medseg.ops.level_set.auto_edge_scale`; independent of the
             intensity range of the image).
+        threshold: None (default: output `g` only), a float in (0, 1) or
+            `"auto"`: also output the balloon's propagation image
+            `P = max(g - t, 0) / (1 - t)`, 0 on edges stronger than the
+            threshold, as a second channel (`"auto"`: `t` per image from the
+            median and median absolute deviation of the response magnitude,
+            see `keras_medseg.ops.edge_indicator`).
+        threshold_k: deviations above the median for `threshold="auto"`,
+            default 6.0 (`keras_medseg.ops.level_set_stopping.AUTO_THRESHOLD_K`).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape: `(N, H, W, C)` or `(N, D, H, W, C)`.
-    Output shape: `(N, H, W, 1)` or `(N, D, H, W, 1)`, values in (0, 1].
+    Output shape: `(N, H, W, 1)` or `(N, D, H, W, 1)`, values in (0, 1]
+        (2 channels `[g, P]` with a `threshold`).
 
     Raises:
         ValueError: `num_kernels` < 1 or < d, `smoothing_sigma <= 0`, even
-            `kernel_size`, `scale` neither positive nor "auto", input not
+            `kernel_size`, `scale` neither positive nor "auto", `threshold`
+            neither in (0, 1) nor "auto", `threshold_k < 0`, input not
             4D/5D or with unknown channels, an image with NaN/Inf values
             (when the values are known, see `keras_medseg.ops.level_set.check_finite`).
 
@@ -54,8 +65,10 @@ class EdgeIndicator(StencilLayer):
     """
 
     def __init__(self, num_kernels=None, kernel_size=3, smoothing_sigma=None, trainable_kernels=True, scale=1.0,
-                 **kwargs):
+                 threshold=None, threshold_k=AUTO_THRESHOLD_K, **kwargs):
         super().__init__(kernel_size=kernel_size, trainable_kernels=trainable_kernels, **kwargs)
+        self.threshold = check_edge_threshold(threshold)
+        self.threshold_k = float(check_positive(threshold_k, "threshold_k", allow_zero=True))
         if not (isinstance(scale, str) and scale == "auto"):
             if isinstance(scale, (str, bool)) or not isinstance(scale, (int, float)):
                 raise ValueError(f"`scale` must be a positive number or 'auto'. Received: scale={scale!r}")
@@ -96,13 +109,13 @@ class EdgeIndicator(StencilLayer):
         kernel = ops.cast(self.kernel, image.dtype)
         if self.extra_kernel is not None:
             kernel = ops.concatenate([kernel, ops.cast(self.extra_kernel, image.dtype)], axis=-1)
-        return edge_indicator(image, kernel, scale=self.scale)
+        return edge_indicator(image, kernel, scale=self.scale, threshold=self.threshold, threshold_k=self.threshold_k)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (1,)
+        return tuple(input_shape[:-1]) + (1 if self.threshold is None else 2,)
 
     def get_config(self):
         config = super().get_config()
         config.update({"num_kernels": self.num_kernels, "smoothing_sigma": self.smoothing_sigma,
-                       "scale": self.scale})
+                       "scale": self.scale, "threshold": self.threshold, "threshold_k": self.threshold_k})
         return config

@@ -16,9 +16,20 @@ from keras_medseg.ops.level_set import (
     curvature_from_gradient,
     grad_norm_from_differences,
 )
-from keras_medseg.ops.level_set_stencils import stencil_step
+from keras_medseg.ops.level_set_stencils import keep_static_shape, stencil_step
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
+
+
+def split_propagation(g):
+    """`g` `(N, *S, 1)` as it is; `(N, *S, 2)` as the pair `(g[..., :1], g[..., 1:])` of dense arrays.
+
+    `LevelSetStep.advance` takes either form; the pair keeps the per-step
+    reads contiguous (see `LevelSetEvolution`).
+    """
+    if g.shape[-1] == 2:
+        return g[..., :1], g[..., 1:]
+    return g
 
 
 @register
@@ -29,7 +40,10 @@ class LevelSetStep(StencilLayer):
     `u_t = alpha g |grad u| + beta g kappa(u) |grad u| + gamma grad g . grad u`,
     advanced by forward Euler with upwind differences:
 
-    * normal motion: speed `F = g (alpha + beta kappa)` (balloon + curvature),
+    * normal motion: speed `F = alpha P + beta g kappa` (balloon + curvature),
+      with `P = g` (the lecture's equation) or a separate propagation image
+      `P` passed as a second channel of `g` (e.g. `EdgeIndicator(threshold=
+      "auto")`: a balloon that stops at strong edges),
       `|grad u|` is the Osher-Sethian upwind norm for `u_t - F |grad u| = 0`,
       i.e. `UpwindConv("grad_norm")` called with speed `-F`;
     * convection: `UpwindConv("advection")` with velocity `V = gamma grad g`
@@ -55,8 +69,9 @@ class LevelSetStep(StencilLayer):
         trainable_coefficients: learn alpha, beta, gamma (default True).
         **kwargs: base layer arguments.
 
-    Input shape: `[u (N, *S, 1), g (N, *S, 1)]`, `S = (H, W)` or `(D, H, W)`;
-        `g` is the edge indicator (`keras_medseg.layers.EdgeIndicator`).
+    Input shape: `[u (N, *S, 1), g (N, *S, 1 or 2)]`, `S = (H, W)` or `(D, H, W)`;
+        `g` is the edge indicator (`keras_medseg.layers.EdgeIndicator`),
+        optionally with the propagation image `P` as a second channel.
     Output shape: `(N, *S, 1)`, the level set after one step.
 
     Raises:
@@ -92,7 +107,7 @@ class LevelSetStep(StencilLayer):
         self.advection = UpwindConv("advection", name="advection", **common)
 
     def build(self, input_shape):
-        u_shape, _, d = self._level_set_pair(input_shape, "g", second_what=" (edge indicator)")
+        u_shape, _, d = self._level_set_pair(input_shape, "g", second_what=" (edge indicator)", channels=(1, 2))
         self.curvature.build(u_shape)
         self.grad_norm.build([u_shape, u_shape])
         self.advection.build([u_shape, u_shape[:-1] + (d,)])
@@ -111,9 +126,12 @@ class LevelSetStep(StencilLayer):
         return self.advance(u, g, self.velocity(g))
 
     def velocity(self, g):
-        """Convection velocity `gamma grad g` `(N, *S, d)`: constant over the time steps, computed once."""
+        """Convection velocity `gamma grad g` `(N, *S, d)`: constant over the time steps, computed once.
+
+        Only the edge indicator (channel 0 of `g`) moves the front by convection.
+        """
         work = _working_dtype(g)
-        g = ops.cast(g, work)
+        g = ops.cast(g[..., :1], work)
         return ops.cast(self.gamma_weight, work) * conv_edge(g, self.edge_gradient_kernel)
 
     def fused_kernel(self, dtype):
@@ -124,6 +142,8 @@ class LevelSetStep(StencilLayer):
 
     def advance(self, u, g, velocity, kernel=None):
         """One step from `u` given `g` and the precomputed `velocity` (see `velocity`); `kernel`: `fused_kernel`.
+
+        `g`: `(N, *S, 1)`, `(N, *S, 2)` or the pair from `split_propagation`.
 
         Learned kernels: all five convolutions of `u` run as one convolution
         with `5d` output channels (the same numbers as the five separate
@@ -136,13 +156,15 @@ class LevelSetStep(StencilLayer):
         out_dtype = u.dtype
         work = _working_dtype(u)
         u = ops.cast(u, work)
+        g, propagation = g if isinstance(g, (tuple, list)) else split_propagation(g) if g.shape[-1] == 2 else (g, None)
         g = ops.cast(g, work)
+        propagation = None if propagation is None else ops.cast(propagation, work)
         velocity = ops.cast(velocity, work)
         if not self.trainable_kernels:
             # frozen kernels ARE the stencils: differences of slices of one padded tensor (same numbers)
-            u = stencil_step(u, g, velocity, ops.cast(self.alpha_weight, work), ops.cast(self.beta_weight, work),
-                             self.dt, self.eps)
-            return ops.cast(u, out_dtype)
+            step = stencil_step(u, g, velocity, ops.cast(self.alpha_weight, work),
+                                ops.cast(self.beta_weight, work), self.dt, self.eps, propagation)
+            return keep_static_shape(ops.cast(step, out_dtype), u)
         kernel = self.fused_kernel(work) if kernel is None else kernel
         d = len(u.shape) - 2
         diffs = conv_edge(u, kernel)
@@ -152,10 +174,14 @@ class LevelSetStep(StencilLayer):
                                         self.eps)
         alpha = ops.cast(self.alpha_weight, work)
         beta = ops.cast(self.beta_weight, work)
-        speed = g * (alpha + beta * kappa)
+        if propagation is not None:
+            speed = alpha * propagation + beta * g * kappa
+        else:
+            speed = g * (alpha + beta * kappa)
         normal_motion = speed * grad_norm_from_differences(gn_plus, gn_minus, -speed)
         convection = advection_from_differences(ad_plus, ad_minus, velocity)
-        return ops.cast(u + ops.convert_to_tensor(self.dt, dtype=work) * (normal_motion + convection), out_dtype)
+        step = u + ops.convert_to_tensor(self.dt, dtype=work) * (normal_motion + convection)
+        return keep_static_shape(ops.cast(step, out_dtype), u)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

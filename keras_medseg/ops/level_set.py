@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from keras_medseg.ops.finite_differences import conv_edge, safe_sqrt, stencil_kernel
+from keras_medseg.ops.level_set_stopping import AUTO_THRESHOLD_K, robust_edge_level, threshold_propagation
 from keras_medseg.utils.validation import (
     check_positive,
     check_positive_int,
@@ -92,8 +93,8 @@ def _one_sided(u, d, forward_kernels, backward_kernels):
     return conv_edge(u, fwd), conv_edge(u, bwd)
 
 
-def edge_indicator(image, kernels=None, scale=1.0):
-    """Edge indicator `g = 1 / (1 + sum_j (k_j * (s I))^2)`, one channel in (0, 1].
+def edge_indicator(image, kernels=None, scale=1.0, threshold=None, threshold_k=None):
+    """Edge indicator `g = 1 / (1 + sum_j (k_j * (s I))^2)`, one channel in (0, 1] (two with a `threshold`).
 
     With the default kernels (`k_j` = central difference along spatial axis j)
     this is `1 / (1 + |grad (s I)|^2)`. A multi-channel image is summed over its
@@ -104,17 +105,32 @@ def edge_indicator(image, kernels=None, scale=1.0):
     `g = 0.02` on the strongest edges), so that the same settings hold for CT
     in HU, MRI in arbitrary units and photographs in [0, 255].
 
+    With a `threshold` a second channel holds the propagation image of the
+    balloon, `P = max(g - t, 0) / (1 - t)`: 0 on every edge where `g <= t`,
+    so that a balloon cannot push through it
+    (`keras_medseg.ops.level_set_stopping.threshold_propagation`).
+    `threshold="auto"` picks `t` per image as `g` at the gradient level
+    `median + threshold_k * 1.4826 MAD` of the response magnitude
+    (`keras_medseg.ops.level_set_stopping.robust_edge_level`), like
+    scikit-image's `threshold="auto"` for its morphological snake but from
+    robust statistics instead of a fixed percentile.
+
     Args:
         image: `(N, H, W, C)` or `(N, D, H, W, C)`.
         kernels: optional `(*K, C, J)` kernels (odd sizes); default central
             differences `(3, ..., 3, C, d)`.
         scale: positive float (the edge contrast `s`, default 1.0) or `"auto"`.
+        threshold: None (default: one channel), a float in (0, 1) (the level
+            `t` of `g`) or `"auto"`.
+        threshold_k: deviations above the median for `threshold="auto"`,
+            default None (`keras_medseg.ops.level_set_stopping.AUTO_THRESHOLD_K`, 6.0).
 
     Returns:
-        `(N, H, W, 1)` or `(N, D, H, W, 1)`.
+        `(N, H, W, 1)` or `(N, D, H, W, 1)`; with a `threshold` two channels `[g, P]`.
 
     Raises:
         ValueError: `image` not 4D/5D, `scale` neither positive nor `"auto"`,
+            `threshold` neither in (0, 1) nor `"auto"`, `threshold_k < 0`,
             or `kernels` of the wrong rank, with even sizes or with `C_in`
             different from the image channels.
 
@@ -134,13 +150,31 @@ def edge_indicator(image, kernels=None, scale=1.0):
         if isinstance(scale, str) or not isinstance(scale, numbers.Real):
             raise ValueError(f"`scale` must be a positive number or 'auto'. Received: scale={scale!r}")
         check_positive(scale, "scale")
+    check_edge_threshold(threshold)
     _check_kernel(kernels, "kernels", d, c_in=channels)
     responses = conv_edge(image, kernels)
     if isinstance(scale, str):
         responses = responses * ops.cast(auto_edge_scale(responses), responses.dtype)
     elif scale != 1.0:
         responses = responses * ops.convert_to_tensor(scale, dtype=responses.dtype)
-    return 1.0 / (1.0 + ops.sum(ops.square(responses), axis=-1, keepdims=True))
+    square = ops.sum(ops.square(responses), axis=-1, keepdims=True)
+    g = 1.0 / (1.0 + square)
+    if threshold is None:
+        return g
+    if isinstance(threshold, str):
+        k = AUTO_THRESHOLD_K if threshold_k is None else threshold_k
+        level = robust_edge_level(safe_sqrt(square), k)
+        threshold = 1.0 / (1.0 + ops.square(level))
+    return ops.concatenate([g, threshold_propagation(g, threshold)], axis=-1)
+
+
+def check_edge_threshold(threshold):
+    """Refuse an edge `threshold` that is neither None, `"auto"` nor a number in (0, 1); returns it."""
+    if threshold is None or (isinstance(threshold, str) and threshold == "auto"):
+        return threshold
+    if isinstance(threshold, (str, bool)) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
+        raise ValueError(f"`threshold` must be None, 'auto' or a number in (0, 1). Received: threshold={threshold!r}")
+    return float(threshold)
 
 
 def upwind_advection(u, velocity, forward_kernels=None, backward_kernels=None):
@@ -312,7 +346,8 @@ def auto_edge_scale(responses, percentile=AUTO_EDGE_PERCENTILE, target=AUTO_EDGE
         raise ValueError(f"`percentile` must be in (0, 100]. Received: percentile={percentile}")
     check_positive(target, "target")
     magnitude = safe_sqrt(ops.sum(ops.square(responses), axis=-1))
-    flat = ops.reshape(magnitude, (ops.shape(magnitude)[0], -1))
+    batch = magnitude.shape[0] if magnitude.shape[0] is not None else ops.shape(magnitude)[0]
+    flat = ops.reshape(magnitude, (batch, -1))  # a static batch stays static (loops downstream keep their shapes)
     q = ops.quantile(flat, percentile / 100.0, axis=1)
     # a flat image has q = 0 (and zero responses): any finite factor gives g = 1 there
     top = ops.max(flat, axis=1)

@@ -66,10 +66,11 @@ def central_divergence(components):
     return 0.5 * total
 
 
-def stencil_step(u, g, velocity, alpha, beta, dt, eps):
+def stencil_step(u, g, velocity, alpha, beta, dt, eps, propagation=None):
     """One forward-Euler level-set step with the textbook stencils (same numbers as `LevelSetStep` frozen).
 
-    `u + dt * (g (alpha + beta kappa) |grad u|_upwind + sum_k ReLU(V_k) D_k^+ u - ReLU(-V_k) D_k^- u)`.
+    `u + dt * ((alpha P + beta g kappa) |grad u|_upwind + sum_k ReLU(V_k) D_k^+ u - ReLU(-V_k) D_k^- u)`,
+    with `P = g`, or the separate `propagation` image (see `LevelSetStep`).
 
     The single channel is dropped for the arithmetic: arrays `(N, *S)` with
     the spatial axes last are laid out densely in memory, while `(N, *S, 1)`
@@ -83,6 +84,7 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
         alpha, beta: scalars or 0-d tensors (balloon, curvature).
         dt: time step (float).
         eps: curvature regulariser (float).
+        propagation: None (`P = g`) or the balloon's image `(N, *S, 1)`.
 
     Returns:
         `(N, *S, 1)`, the level set after one step.
@@ -94,7 +96,10 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
     norm = safe_sqrt(sum(ops.square(c) for c in gradient))
     inverse = 1.0 / (norm + ops.convert_to_tensor(eps, dtype=u.dtype))
     kappa = central_divergence([c * inverse for c in gradient])
-    speed = edge * (alpha + beta * kappa)
+    if propagation is not None:
+        speed = alpha * propagation[..., 0] + beta * edge * kappa
+    else:
+        speed = edge * (alpha + beta * kappa)
     relu = ops.relu
     # Osher-Sethian upwind |grad u| for u_t - speed |grad u| = 0 (side chosen by the sign of -speed)
     grow = sum(ops.square(relu(b)) + ops.square(relu(-f)) for f, b in zip(forward, backward))
@@ -107,6 +112,22 @@ def stencil_step(u, g, velocity, alpha, beta, dt, eps):
         convection = term if convection is None else convection + term
     step = level + ops.convert_to_tensor(dt, dtype=u.dtype) * (speed * grad_norm + convection)
     return ops.expand_dims(step, -1)
+
+
+def keep_static_shape(x, like):
+    """`x` with the static shape of `like` (the level set it replaces) in a TensorFlow graph; `x` elsewhere.
+
+    A step broadcasts `u` against the edge indicator; when the two carry
+    different partial shapes (`(1, None, None, 1)` and `(None, None, None,
+    1)` after `model.predict` relaxed its input shapes), the result would
+    lose the known dimensions and a `while_loop` refuses a loop variable
+    whose shape changes. JAX and PyTorch shapes are always concrete.
+    """
+    if keras.backend.backend() != "tensorflow" or None not in tuple(x.shape):
+        return x
+    import tensorflow as tf
+
+    return tf.ensure_shape(x, tf.TensorShape(x.shape).merge_with(tf.TensorShape(like.shape)))
 
 
 def _gradient_tape_active():

@@ -159,11 +159,16 @@ def paste_windows(x, windows, starts):
 def speed_bound(g, velocity, alpha, beta, dt):
     """Upper bound of the front's displacement per step in voxels: `dt (|alpha| + d |beta|) max g + dt max |V|_1`.
 
-    The curvature of central differences of unit normals is at most `d` in
+    `g`: `(N, *S, C)` or the pair `(g, P)`. The curvature of central
+    differences of unit normals is at most `d` in
     magnitude; the convection moves the front by at most the sum of the
     velocity's components.
     """
-    d = len(g.shape) - 2
-    gmax = ops.max(ops.abs(g))
+    if isinstance(g, (tuple, list)):  # edge indicator and propagation image (`split_propagation`)
+        d = len(g[0].shape) - 2
+        gmax = ops.maximum(ops.max(ops.abs(g[0])), ops.max(ops.abs(g[1])))
+    else:
+        d = len(g.shape) - 2
+        gmax = ops.max(ops.abs(g))
     vmax = ops.max(ops.sum(ops.abs(velocity), axis=-1))
     return dt * ((ops.abs(alpha) + d * ops.abs(beta)) * gmax + vmax)

@@ -47,7 +47,8 @@ def test_lsn_starts_at_the_tuned_lse():
 
     s = dict(lse_lsn_unet.PRESETS["smoke"], lse_steps=12, lsn_backprop_steps=4)
     images, _, u0 = synthetic_disks(3, size=32, seed=3)
-    lse = zoo.build("lse", alpha=-0.8, image_scale=20.0, steps=12, dt=0.2, smoothing_sigma=None, tolerance=None)
+    lse = zoo.build("lse", alpha=-0.8, image_scale=20.0, steps=12, dt=0.2, smoothing_sigma=None, tolerance=None,
+                    edge_threshold=None, region_margin=None)
     expected = np.asarray(lse.predict([images, u0], verbose=0))
     lsn = lse_lsn_unet._lsn_from_lse(-0.8, 20.0, s)
     got = np.asarray(lsn.predict([images, u0], verbose=0))

@@ -46,6 +46,20 @@ def test_layer_harness(kwargs, shape):
     run_layer_test(EdgeIndicator, kwargs, shape, expected_output_shape=shape[:-1] + (1,))
 
 
+def test_threshold_adds_the_propagation_channel():
+    image = 0.02 * np.random.default_rng(3).standard_normal((1, 20, 20, 1))  # a noisy flat background
+    image[:, 5:15, 5:15] += 1.0
+    image = np.concatenate([image, 250.0 * image - 40.0]).astype("float32")  # other units, same answer
+    layer = EdgeIndicator(trainable_kernels=False, smoothing_sigma=1.0, scale="auto", threshold="auto")
+    out = np.asarray(ops.convert_to_numpy(layer(image)))
+    assert out.shape == (2, 20, 20, 2) and layer.compute_output_shape((None, 20, 20, 1)) == (None, 20, 20, 2)
+    np.testing.assert_allclose(out[0], out[1], atol=1e-4)
+    g, p = out[0, ..., 0], out[0, ..., 1]
+    assert p.max() <= 1.0 and np.all(p <= g + 1e-6) and p[5, 10] == 0.0 and p[10, 10] > 0.9
+    run_layer_test(EdgeIndicator, {"threshold": 0.3, "threshold_k": 2.0}, (2, 7, 5, 1),
+                   expected_output_shape=(2, 7, 5, 2))
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 4, 2), (1, 3, 4, 3, 1)])
 def test_gradients(shape):
     errors = check_layer_gradients(EdgeIndicator, {"num_kernels": len(shape)}, shape, max_entries=8)
@@ -67,3 +81,7 @@ def test_bad_input():
         EdgeIndicator()(np.zeros((1, 3, 3, 3, 3, 1)))
     with pytest.raises(ValueError, match="kernel_size"):
         EdgeIndicator(kernel_size=(3, 3))(np.zeros((1, 4, 4, 4, 1)))
+    with pytest.raises(ValueError, match="threshold"):
+        EdgeIndicator(threshold=1.5)
+    with pytest.raises(ValueError, match="threshold_k"):
+        EdgeIndicator(threshold="auto", threshold_k=-1.0)

@@ -11,10 +11,14 @@ from tests.testing import check_layer_gradients, run_layer_test
 pytestmark = pytest.mark.backend_agnostic
 
 
-def np_level_set_step(u, g, alpha, beta, gamma, dt, eps=1e-8):
-    """u_t = g (alpha + beta kappa) |grad u| + gamma grad g . grad u, upwind, one Euler step. u, g: (N, *S)."""
+def np_level_set_step(u, g, alpha, beta, gamma, dt, eps=1e-8, propagation=None):
+    """u_t = (alpha P + beta g kappa) |grad u| + gamma grad g . grad u, upwind, one Euler step. u, g: (N, *S).
+
+    `P = g` unless a separate `propagation` image is given.
+    """
     fwd, bwd, _ = np_differences(u)
-    speed = g * (alpha + beta * np_curvature(u, eps))
+    prop = g if propagation is None else propagation
+    speed = alpha * prop + beta * g * np_curvature(u, eps)
     # upwind side for u_t - speed |grad u| = 0 (Osher-Sethian with speed -F)
     grow = sum(np.maximum(f, 0) ** 2 + np.minimum(b, 0) ** 2 for f, b in zip(fwd, bwd))
     shrink = sum(np.maximum(b, 0) ** 2 + np.minimum(f, 0) ** 2 for f, b in zip(fwd, bwd))
@@ -35,6 +39,22 @@ def test_frozen_step_equals_numpy(spatial):
     ref = np_level_set_step(u[..., 0], g[..., 0], -0.7, 0.3, 1.5, 0.1)
     np.testing.assert_allclose(out[..., 0], ref, rtol=1e-9, atol=1e-9)
     assert not layer.trainable_weights
+
+
+@pytest.mark.parametrize("trainable_kernels", [False, True])
+def test_two_channel_g_moves_the_balloon_by_its_own_image(trainable_kernels):
+    # g[..., 1] is the propagation image P of the balloon; curvature and convection keep g[..., 0]
+    rng = np.random.default_rng(2)
+    u = rng.standard_normal((2, 8, 7, 1))
+    g = rng.uniform(0.1, 1.0, (2, 8, 7, 1))
+    p = g * rng.uniform(0.0, 1.0, g.shape) * (rng.uniform(size=g.shape) > 0.3)
+    layer = LevelSetStep(alpha=-0.7, beta=0.3, gamma=1.5, dt=0.1, trainable_kernels=trainable_kernels,
+                         dtype="float64")
+    out = np.asarray(ops.convert_to_numpy(layer([u, np.concatenate([g, p], -1)])))
+    ref = np_level_set_step(u[..., 0], g[..., 0], -0.7, 0.3, 1.5, 0.1, propagation=p[..., 0])
+    np.testing.assert_allclose(out[..., 0], ref, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="1 or 2"):
+        LevelSetStep()([u, np.concatenate([g, g, g], -1)])
 
 
 def test_trainable_weights():
@@ -90,7 +110,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="kernel_size"):
         LevelSetStep(kernel_size=2)
     with pytest.raises(ValueError, match="g"):
-        LevelSetStep()([u, np.zeros((1, 4, 4, 2))])
+        LevelSetStep()([u, np.zeros((1, 4, 4, 3))])
     with pytest.raises(ValueError, match="u"):
         LevelSetStep()([np.zeros((1, 4, 4, 2)), u])
     with pytest.raises(ValueError, match="two inputs"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_medseg import zoo
-from keras_medseg.zoo.level_set import synthetic_disks
+from keras_medseg.zoo.level_set import signed_distance_to_sphere, synthetic_disks
 from tests.layers.test_level_set_step import np_level_set_step
 from tests.ops.test_level_set import np_edge_indicator
 
@@ -25,7 +25,8 @@ def test_lse_equals_numpy_forward_euler(spatial_dims, size):
     images, _, init = synthetic_disks(2, size=size, spatial_dims=spatial_dims, seed=3)
     kwargs = {"alpha": -0.8, "beta": 0.3, "gamma": 1.2, "dt": 0.15, "steps": 4, "tau": 0.5, "image_scale": 3.0}
     keras.config.set_dtype_policy("float64")
-    model = zoo.build("lse", spatial_dims=spatial_dims, smoothing_sigma=None, tolerance=None, **kwargs)
+    model = zoo.build("lse", spatial_dims=spatial_dims, smoothing_sigma=None, tolerance=None, edge_threshold=None,
+                      region_margin=None, **kwargs)
     prob = np.asarray(model.predict([images.astype("float64"), init.astype("float64")], verbose=0))
     keras.config.set_dtype_policy("float32")
     assert not model.trainable_weights
@@ -98,3 +99,25 @@ def test_bad_arguments():
         zoo.build("lse", input_size=(16, 16, 16))
     with pytest.raises(ValueError, match="image_scale"):
         zoo.build("lsn", image_scale=-1.0)
+
+
+def test_predict_on_three_sizes_twice():
+    # issue 32: `model.predict` on a second image size failed on TensorFlow (the while loop's level set lost its
+    # static batch size once Keras relaxed the input shapes); sizes and batch sizes in any order, twice
+    model = zoo.build("lse", steps=8, check_every=4)
+    rng = np.random.default_rng(0)
+    inputs, first = {}, {}
+    for shape, batch in [((20, 24), 1), ((31, 17), 2), ((16, 16), 1)]:
+        images = rng.random((batch,) + shape + (1,)).astype("float32")
+        images[:, shape[0] // 4: 3 * shape[0] // 4, shape[1] // 4: 3 * shape[1] // 4] += 2.0
+        seed = signed_distance_to_sphere(shape, (shape[0] / 2, shape[1] / 2), 2.0).astype("float32")
+        inputs[shape] = (images, np.repeat(seed[None, ..., None], batch, axis=0))
+    for shape, (images, u0) in list(inputs.items()) * 2:
+        prob = model.predict([images, u0], verbose=0)
+        assert prob.shape == images.shape
+        assert (prob > 0.5).sum() > (u0 < 0).sum()  # the front moved
+        if shape in first:
+            np.testing.assert_allclose(prob, first[shape], atol=1e-5)
+        first.setdefault(shape, prob)
+    images, u0 = inputs[(31, 17)]
+    np.testing.assert_allclose(np.asarray(model([images, u0])), first[(31, 17)], atol=1e-5)
