@@ -8,7 +8,11 @@ from keras_medseg.layers.imex_block import IMEXBlock, MultiscaleLaplacian  # noq
 from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
 from keras_medseg.layers.level_set_evolution import LevelSetEvolution  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
+from keras_medseg.layers.linear_upsampling import LinearUpsampling  # noqa: F401
+from keras_medseg.layers.position_embedding import PositionEmbedding  # noqa: F401
+from keras_medseg.layers.space_to_depth import SpaceToDepth  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401
+from keras_medseg.layers.window_attention import WindowAttention  # noqa: F401
 
 __all__ = [
     "AttentionPool",
@@ -18,5 +22,9 @@ __all__ = [
     "ImplicitFFTConv",
     "LevelSetEvolution",
     "LevelSetStep",
+    "LinearUpsampling",
+    "PositionEmbedding",
+    "SpaceToDepth",
     "UpwindConv",
+    "WindowAttention",
 ]

@@ -15,5 +15,9 @@ from keras_medseg.zoo import level_set  # noqa: F401
 from keras_medseg.zoo import gan  # noqa: F401
 from keras_medseg.zoo import unet  # noqa: F401
 from keras_medseg.zoo import imexnet  # noqa: F401
+from keras_medseg.zoo import segresnet  # noqa: F401
+from keras_medseg.zoo import dynunet  # noqa: F401
+from keras_medseg.zoo import unetr  # noqa: F401
+from keras_medseg.zoo import swin_unetr  # noqa: F401
 
 __all__ = ["build", "describe", "example_batch", "get_spec", "list", "register_model"]
