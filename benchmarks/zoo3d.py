@@ -53,7 +53,7 @@ CLASSES = ("background", "grey matter", "white matter", "CSF")
 PRESETS = {
     "smoke": {"steps": 2, "batch": 1, "patch": 32, "overlap": 0.0, "warmup": 1, "memory": False,
               "models": ("unet", "segresnet")},
-    "cpu": {"steps": 120, "batch": 2, "patch": 32, "overlap": 0.5, "warmup": 3, "memory": True,
+    "cpu": {"steps": 100, "batch": 2, "patch": 32, "overlap": 0.5, "warmup": 3, "memory": True,
             "models": ("unet", "imexnet", "resnet_seg", "segresnet", "dynunet", "unetr", "swin_unetr")},
 }
 CONFIGS = {

@@ -130,7 +130,7 @@ def compile_segmenter(model, num_classes, loss, ignore_index, learning_rate, los
         return (DiceCELoss(ignore_index=ignore_index) if loss == "dice_ce"
                 else SegmentationCrossentropy(ignore_index=ignore_index))
 
-    names = [t._keras_history[0].name for t in model.outputs]  # the output layers, in order
+    names = list(model.output_names)  # the output layers, in order
     if len(names) == 1:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(),
                       metrics=segmentation_metrics(num_classes))
