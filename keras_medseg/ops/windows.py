@@ -255,14 +255,15 @@ def _attend(tokens, qkv_kernel, qkv_bias, proj_kernel, proj_bias, num_heads, bia
     channels = int(tokens.shape[-1])
     n = tokens.shape[1]
     head_dim = channels // num_heads
-    qkv = ops.matmul(tokens, ops.cast(qkv_kernel, dtype))
+    # einsum rather than matmul: Keras 3.15's torch matmul computes float64 in float32 (float64 gradient checks)
+    qkv = ops.einsum("bnc,cd->bnd", tokens, ops.cast(qkv_kernel, dtype))
     if qkv_bias is not None:
         qkv = qkv + ops.cast(qkv_bias, dtype)
     qkv = ops.reshape(qkv, (-1, n if n is not None else ops.shape(tokens)[1], 3, num_heads, head_dim))
     qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, h, n, hd)
     q, k, v = qkv[0], qkv[1], qkv[2]
     precise = "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"  # never float16
-    logits = ops.matmul(ops.cast(q, precise) * (head_dim ** -0.5), ops.transpose(ops.cast(k, precise), (0, 1, 3, 2)))
+    logits = ops.einsum("bhqd,bhkd->bhqk", ops.cast(q, precise) * (head_dim ** -0.5), ops.cast(k, precise))
     if bias is not None:
         logits = logits + ops.cast(bias, precise)[None]
     if mask is not None:
@@ -270,9 +271,9 @@ def _attend(tokens, qkv_kernel, qkv_bias, proj_kernel, proj_bias, num_heads, bia
         logits = ops.reshape(logits, (-1, nw, num_heads, nn, nn)) + ops.convert_to_tensor(mask, precise)[None, :, None]
         logits = ops.reshape(logits, (-1, num_heads, nn, nn))
     weights = ops.cast(ops.softmax(logits, axis=-1), dtype)
-    out = ops.matmul(weights, v)  # (B, h, n, hd)
+    out = ops.einsum("bhqk,bhkd->bhqd", weights, v)
     out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, n if n is not None else ops.shape(tokens)[1], channels))
-    out = ops.matmul(out, ops.cast(proj_kernel, dtype))
+    out = ops.einsum("bnc,cd->bnd", out, ops.cast(proj_kernel, dtype))
     if proj_bias is not None:
         out = out + ops.cast(proj_bias, dtype)
     return out

@@ -7,9 +7,12 @@ from keras import ops
 from keras_medseg.layers import WindowAttention
 from tests.testing import check_layer_gradients, run_layer_test
 
-pytestmark = pytest.mark.backend_agnostic
+# the NumPy-reference tests run on every backend; the comparisons with MONAI / PyTorch (same numbers, heavy
+# imports) run once, in the TensorFlow phase
+AGNOSTIC = pytest.mark.backend_agnostic
 
 
+@AGNOSTIC
 @pytest.mark.parametrize(
     "kwargs,shape",
     [({"num_heads": 2}, (2, 3, 4, 4)), ({"num_heads": 2, "window_size": 2, "shift": True}, (1, 4, 4, 2, 4))],
@@ -18,12 +21,14 @@ def test_layer_harness(kwargs, shape):
     run_layer_test(WindowAttention, kwargs, shape, expected_output_shape=shape)
 
 
+@AGNOSTIC
 def test_layer_gradients():
     errors = check_layer_gradients(WindowAttention, {"num_heads": 2, "window_size": 2, "shift": True},
                                    (1, 4, 4, 4), max_entries=6)
     assert len(errors) == 6 and max(errors.values()) < 1e-5  # input, qkv kernel/bias, proj kernel/bias, table
 
 
+@AGNOSTIC
 def test_parameter_count_matches_the_attention_blocks():
     layer = WindowAttention(num_heads=3, window_size=(7, 7, 7))
     layer.build((None, 14, 14, 14, 24))
@@ -89,6 +94,7 @@ def test_windows_match_monai_swin_block(shape, window, shift, rng):
     np.testing.assert_allclose(ops.convert_to_numpy(layer(normed)), want, rtol=1e-4, atol=1e-5)
 
 
+@AGNOSTIC
 def test_bad_arguments():
     with pytest.raises(TypeError, match="num_heads"):
         WindowAttention(num_heads=1.5)

@@ -8,9 +8,12 @@ from keras import ops
 from keras_medseg.ops import resize_spatial, upsample_linear
 from tests.testing import check_op_gradients
 
-pytestmark = pytest.mark.backend_agnostic
+# the NumPy-reference tests run on every backend; the comparisons with MONAI / PyTorch (same numbers, heavy
+# imports) run once, in the TensorFlow phase
+AGNOSTIC = pytest.mark.backend_agnostic
 
 
+@AGNOSTIC
 @pytest.mark.parametrize("shape,factor", [((2, 5, 4, 3), 2), ((1, 3, 4, 5, 2), 2), ((1, 3, 2, 4, 2), (3, 1, 2))])
 def test_matches_resize_spatial_linear(shape, factor, rng):
     x = rng.standard_normal(shape).astype("float32")
@@ -31,6 +34,7 @@ def test_matches_torch_interpolate_align_corners_false(shape, rng):
                                rtol=1e-5, atol=1e-6)
 
 
+@AGNOSTIC
 def test_sizes_unknown_until_run_time(rng):
     """Inside a model built for any size (the `LinearUpsampling` layer), the op works on run-time shapes."""
     from keras_medseg.layers import LinearUpsampling
@@ -42,17 +46,20 @@ def test_sizes_unknown_until_run_time(rng):
                                ops.convert_to_numpy(upsample_linear(x, 2)), rtol=1e-6, atol=1e-6)
 
 
+@AGNOSTIC
 def test_gradients(rng):
     errors = check_op_gradients(lambda x: upsample_linear(x, (2, 3)), rng.standard_normal((1, 3, 2, 2)))
     assert max(errors.values()) < 1e-6
 
 
+@AGNOSTIC
 @pytest.mark.parametrize("factor", [0, (2, 2, 2), 1.5, True])
 def test_bad_factor(factor):
     with pytest.raises(ValueError, match="`factor` must be a positive int"):
         upsample_linear(np.zeros((1, 4, 4, 1), "float32"), factor)
 
 
+@AGNOSTIC
 def test_bad_rank():
     with pytest.raises(ValueError, match=r"`x` must be .*Received: x.shape=\(4, 4\)"):
         upsample_linear(np.zeros((4, 4), "float32"))
