@@ -8,7 +8,7 @@ from keras_medseg.layers import WindowAttention
 from tests.testing import check_layer_gradients, run_layer_test
 
 # the NumPy-reference tests run on every backend; the comparisons with MONAI / PyTorch (same numbers, heavy
-# imports) run once, in the TensorFlow phase
+# imports) and the parameter count run once, in the TensorFlow phase
 AGNOSTIC = pytest.mark.backend_agnostic
 
 
@@ -28,7 +28,6 @@ def test_layer_gradients():
     assert len(errors) == 6 and max(errors.values()) < 1e-5  # input, qkv kernel/bias, proj kernel/bias, table
 
 
-@AGNOSTIC
 def test_parameter_count_matches_the_attention_blocks():
     layer = WindowAttention(num_heads=3, window_size=(7, 7, 7))
     layer.build((None, 14, 14, 14, 24))

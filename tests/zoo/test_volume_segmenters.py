@@ -91,7 +91,6 @@ def test_deep_supervision_weights_halve_and_sum_to_one():
         deep_supervision_weights(0)
 
 
-@pytest.mark.backend_agnostic
 def test_deep_supervision_outputs_inference_model_and_round_trip(tmp_path):
     model = zoo.build("dynunet", spatial_dims=2, kernel_size=(3, 3, 3, 3), strides=(1, 2, 2, (2, 1)),
                       filters=(4, 8, 8, 8), deep_supervision=True, deep_supr_num=2, num_classes=3)
