@@ -38,8 +38,6 @@ from keras_medseg.utils.validation import check_positive_int, check_spatial_dims
 from keras_medseg.zoo import _blocks
 from keras_medseg.zoo.registry import register_model
 
-NNUNET_KERNELS = (3, 3, 3, 3, 3, 3)
-NNUNET_STRIDES = (1, 2, 2, 2, 2, 2)
 
 
 def _per_axis(value, d, name, index, minimum):
@@ -120,7 +118,7 @@ def _example(model, batch_size, seed):
     example=_example,
 )
 def dynunet(*, spatial_dims: int = 3, input_size: int | tuple | None = None, in_channels: int = 1,
-            num_classes: int = 2, kernel_size: tuple = NNUNET_KERNELS, strides: tuple = NNUNET_STRIDES,
+            num_classes: int = 2, kernel_size: tuple = (3, 3, 3, 3, 3, 3), strides: tuple = (1, 2, 2, 2, 2, 2),
             upsample_kernel_size: tuple | None = None, filters: tuple | None = None,
             normalization: str | None = "instance", res_block: bool = False, deep_supervision: bool = False,
             deep_supr_num: int = 1, trans_bias: bool = False, loss: str = "dice_ce",
