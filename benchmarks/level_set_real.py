@@ -42,7 +42,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-
 from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
 from level_set_real_data import SOURCES, load_cases, seed_level_set  # noqa: E402
 

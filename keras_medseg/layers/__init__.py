@@ -14,7 +14,11 @@ from keras_medseg.layers.implicit_fft_conv import ImplicitFFTConv  # noqa: F401
 from keras_medseg.layers.level_set_evolution import LevelSetEvolution  # noqa: F401
 from keras_medseg.layers.level_set_region import SeedRegionGate  # noqa: F401
 from keras_medseg.layers.level_set_step import LevelSetStep  # noqa: F401
+from keras_medseg.layers.linear_upsampling import LinearUpsampling  # noqa: F401
+from keras_medseg.layers.position_embedding import PositionEmbedding  # noqa: F401
+from keras_medseg.layers.space_to_depth import SpaceToDepth  # noqa: F401
 from keras_medseg.layers.upwind_conv import UpwindConv  # noqa: F401
+from keras_medseg.layers.window_attention import WindowAttention  # noqa: F401
 
 __all__ = [
     "AttentionPool",
@@ -24,10 +28,14 @@ __all__ = [
     "ImplicitFFTConv",
     "LevelSetEvolution",
     "LevelSetStep",
+    "LinearUpsampling",
     "NORMALIZATION_KINDS",
-    "SpatialLayers",
+    "PositionEmbedding",
     "SeedRegionGate",
+    "SpaceToDepth",
+    "SpatialLayers",
     "UpwindConv",
+    "WindowAttention",
     "layers_for",
     "normalization",
 ]

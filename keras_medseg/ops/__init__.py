@@ -17,6 +17,8 @@ from keras_medseg.ops.level_set import (  # noqa: F401
     upwind_grad_norm,
 )
 from keras_medseg.ops.sampling import map_coordinates, map_image_and_labels  # noqa: F401
+from keras_medseg.ops.upsample import upsample_linear  # noqa: F401
+from keras_medseg.ops.windows import space_to_depth, window_attention  # noqa: F401
 
 __all__ = [
     "attention_pool",
@@ -30,7 +32,10 @@ __all__ = [
     "reinitialize",
     "resize_matrix",
     "resize_spatial",
+    "space_to_depth",
     "stencil_kernel",
+    "upsample_linear",
     "upwind_advection",
     "upwind_grad_norm",
+    "window_attention",
 ]

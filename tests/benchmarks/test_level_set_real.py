@@ -2,11 +2,10 @@
 
 import json
 
-import numpy as np
-import pytest
-
 import level_set_real
 import level_set_real_data as data
+import numpy as np
+import pytest
 
 
 def test_seed_rule_puts_one_disk_deep_inside_every_component():
