@@ -14,6 +14,11 @@
   CI) a strided Conv3D's gradient runs TensorFlow's generic Eigen kernel,
   100-600x slower (README, "Speed on the CPU"). The suite runs as users are
   told to run.
+* `JAX_THREEFRY_PARTITIONABLE=0`: JAX 0.10's default ("partitionable")
+  threefry compiles its random-number kernel for every new weight shape in
+  1.5-6 CPU s on XLA:CPU (0.3 s with the classic kernel), so building a tiny
+  3D UNet cost 68 CPU s instead of 19. The CLI does the same
+  (`utils.quiet_backend`).
 * Every test runs inside a guard of process-wide flags
   (`tests.testing.process_state`): a test that leaves TensorFlow op
   determinism, a Keras dtype policy, a determinism environment variable ...
@@ -37,6 +42,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_MEDSEG_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
