@@ -14,6 +14,12 @@ cases of a data source (see `keras_medseg.data.sources`):
   its `training` list of `{"image", "label"}` pairs, in file order.
 * a list of `(image_path, label_path)` pairs.
 
+`find_slides(source, annotations=None)` lists the slides of a cohort folder
+(whole-slide files, `keras_medseg.data.sources.CohortFolderSource`) with the
+annotation file of each: `<stem>.xml` (ASAP / CAMELYON), `<stem>.geojson` or
+`<stem>.json` (QuPath) beside the slides or in an `annotations` folder; a
+slide without one is a normal slide.
+
 `find_scans(path)` lists unlabelled scans (a file, a DICOM series folder, or a
 folder of them) for prediction, with the same entry rule.
 
@@ -61,13 +67,18 @@ import numpy as np
 
 from keras_medseg.data.scans.io import SCAN_EXTENSIONS, image_stem
 from keras_medseg.data.sources import (
+    CohortFolderSource,
     ImageFolderSource,
     ScanFolderSource,
     is_dicom_folder,
     resolve_source,
 )
 
-__all__ = ["IGNORE_INDEX", "find_cases", "find_scans", "mask_ids", "standardize_labels"]
+__all__ = ["ANNOTATION_EXTENSIONS", "IGNORE_INDEX", "find_cases", "find_scans", "find_slides", "mask_ids",
+           "standardize_labels"]
+
+#: Annotation files of a slide `<stem>.<ext>`, in the order they are looked for.
+ANNOTATION_EXTENSIONS = (".xml", ".geojson", ".json")
 
 IGNORE_INDEX = -1
 _EDITOR_MAX = (255, 65535)
@@ -420,3 +431,57 @@ def find_cases(source):
             if not os.path.exists(case[key]):
                 raise FileNotFoundError(f"Case {case['name']!r}: {key} file not found: {case[key]!r}")
     return cases
+
+
+def find_slides(source, annotations=None):
+    """The `[{"name", "slide", "annotations"}]` slides of a cohort, each with its annotation file or None.
+
+    Args:
+        source: a folder of whole-slide files (or its `CohortFolderSource`),
+            or a list of slide paths.
+        annotations: folder of the annotation files `<slide stem>.xml`,
+            `.geojson` or `.json`; default the slides' own folder. A slide
+            without one is a normal (tumour-free) slide.
+
+    Returns:
+        list of dicts sorted by name (the slide file name without its extension).
+
+    Raises:
+        FileNotFoundError: a slide or the `annotations` folder does not exist.
+        ValueError: no slides, two slides with one name, or two annotation
+            files for one slide (named).
+
+    Example:
+
+    >>> keras_medseg.data.cases.find_slides("cohort/")  # doctest: +SKIP
+    [{'name': 'normal_001', 'slide': 'cohort/normal_001.tif', 'annotations': None}, ...]
+    """
+    if isinstance(source, (list, tuple)):
+        slides = [os.fspath(p) for p in source]
+        folder = None
+    else:
+        src = resolve_source(source)
+        if not isinstance(src, CohortFolderSource):
+            raise ValueError(f"`source` must be a folder of whole-slide images (.tif, .svs, .ndpi, .mrxs, ...). "
+                             f"Received: source={source!r} (a {src.kind.replace('_', ' ')})")
+        folder = src.path
+        slides = [os.path.join(folder, f) for f in src.slides]
+    if not slides:
+        raise ValueError(f"No slides found. Received: source={source!r}")
+    ann_dir = os.fspath(annotations) if annotations is not None else folder
+    if ann_dir is not None and not os.path.isdir(ann_dir):
+        raise FileNotFoundError(f"Annotation folder not found. Received: annotations={ann_dir!r}")
+    out = {}
+    for path in slides:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Slide file not found: {path!r}")
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name in out:
+            raise ValueError(f"Two slides are named {name!r}: {out[name]['slide']!r} and {path!r}; rename one.")
+        where = ann_dir if ann_dir is not None else os.path.dirname(os.path.abspath(path))
+        found = [os.path.join(where, name + ext) for ext in ANNOTATION_EXTENSIONS
+                 if os.path.isfile(os.path.join(where, name + ext))]
+        if len(found) > 1:
+            raise ValueError(f"Slide {path!r} has {len(found)} annotation files {found}; keep one.")
+        out[name] = {"name": name, "slide": path, "annotations": found[0] if found else None}
+    return [out[k] for k in sorted(out)]

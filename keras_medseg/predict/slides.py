@@ -26,7 +26,8 @@ import os
 import numpy as np
 
 from keras_medseg.data.slides.annotations import Annotations, read_annotations
-from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.slide import open_slide
+from keras_medseg.data.slides.slide_base import Slide
 from keras_medseg.data.slides.streaming import patch_grid
 
 __all__ = ["SlideHeatmap", "froc_from_predictions", "predict_slide", "predict_slide_to_dir", "write_slide_prediction"]

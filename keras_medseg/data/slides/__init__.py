@@ -47,7 +47,8 @@ from keras_medseg.data.slides.extract import PatchSet, extract_patches, iter_pat
 from keras_medseg.data.slides.patch_augment import augment_patches
 from keras_medseg.data.slides.recovery import recover_patch_store
 from keras_medseg.data.slides.sampling import PatchSequence, ThreeStepSampler, load_patch_dataset
-from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.slide import open_slide
+from keras_medseg.data.slides.slide_base import Slide
 from keras_medseg.data.slides.store import FORMAT, FORMAT_VERSION, SLIDE_NAME_BYTES, PatchStore
 from keras_medseg.data.slides.streaming import (
     PatchGrid,

@@ -1,0 +1,155 @@
+"""Cohort extraction on Dask (a LocalCluster of 2 worker processes started here): shards, manifest, faults."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from keras_medseg.data.slides import PatchStore, ThreeStepSampler
+from keras_medseg.data.slides.cohort import extract_cohort, read_manifest, shard_folder, start_client
+from keras_medseg.data.slides.streaming import extract_slide
+from tests.data.slide_factory import write_cohort
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GRID = {"size": 128, "min_tissue": 0.1, "thumbnail_size": 512}
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two worker processes, one thread each (the in-process cluster `extract_cohort` starts by default)."""
+    c, cluster = start_client(workers=2)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """3 slides of 2048^2 px (two with a tumour polygon, one normal), a corrupt one, and each slide's patches
+    extracted alone (the reference)."""
+    folder = tmp_path_factory.mktemp("cohort")
+    paths = write_cohort(folder, n=3, corrupt=True)
+    ref = {}
+    for p in paths[:3]:
+        ann = p.with_suffix(".geojson")
+        store = folder.parent / f"alone_{p.stem}.h5"
+        extract_slide(p, store, annotations=ann if ann.exists() else None, progress=False, **GRID)
+        ref[p.stem] = _patch_set(store, p.stem)
+    return folder, ref
+
+
+def _patch_set(store, slide_id):
+    """{(row, col): (label, tumour id, pixel checksum)} of one slide in a store, and its count."""
+    with PatchStore(store) as s:
+        sel = np.flatnonzero(s.slide_ids == slide_id)
+        patches = s.read(sel)
+        rows = [(tuple(c), (int(lab), int(t), int(p.astype(np.int64).sum()), p[::17, ::13].tobytes()))
+                for c, lab, t, p in zip(s.coords[sel].tolist(), s.labels[sel], s.tumor_ids[sel], patches)]
+    out = dict(rows)
+    assert len(out) == len(rows), f"duplicate coordinates for {slide_id}"
+    return out
+
+
+def _assert_same_as_alone(store, ref):
+    with PatchStore(store) as s:
+        assert sorted(s.slide_names) == sorted(ref)
+        assert len(s) == sum(len(v) for v in ref.values())
+    for sid, expected in ref.items():
+        got = _patch_set(store, sid)
+        assert got.keys() == expected.keys(), sid
+        assert got == expected, sid
+
+
+def test_cohort_equals_each_slide_alone_and_names_the_corrupt_slide(tmp_path, cohort, client):
+    folder, ref = cohort
+    out = tmp_path / "cohort.h5"
+    res = extract_cohort(folder, out, client=client, progress=False, **GRID)
+    assert sorted(res["done"]) == sorted(ref) and res["skipped"] == []
+    assert list(res["failed"]) == ["broken"] and "broken.svs" in res["failed"]["broken"]
+    _assert_same_as_alone(out, ref)
+    manifest = read_manifest(out)
+    assert sorted(manifest["slides"]) == sorted(ref) and list(manifest["failed"]) == ["broken"]
+    assert sorted(os.listdir(shard_folder(out))) == sorted([f"{k}.h5" for k in ref] + ["manifest.json", ".run.lock"])
+    # the virtual store is a read-only PatchStore: the three-step sampler and training read it as one store
+    x, y = ThreeStepSampler(out, batch_size=6, steps_per_epoch=1, seed=0)[0]
+    assert x.shape == (6, 128, 128, 3) and set(np.unique(y)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="read-only cohort store"):
+        PatchStore(out, "a")
+    # a rerun does only the unfinished slides (here: retries the corrupt one); other grid parameters are refused
+    again = extract_cohort(folder, out, client=client, progress=False, **GRID)
+    assert again["done"] == [] and sorted(again["skipped"]) == sorted(ref) and list(again["failed"]) == ["broken"]
+    with pytest.raises(ValueError, match="grid parameters"):
+        extract_cohort(folder, out, client=client, progress=False, **dict(GRID, size=64))
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_slide_loses_only_that_slide(tmp_path, cohort, client):
+    folder, ref = cohort
+    os.remove(folder / "broken.svs") if (folder / "broken.svs").exists() else None
+    out = tmp_path / "cohort.h5"
+    shards = shard_folder(out)
+    killed = {}
+
+    def kill_first_writer():  # SIGKILL the worker process as soon as it has a slide's temporary shard open
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for entry in os.listdir(shards) if os.path.isdir(shards) else ():
+                parts = entry.split(".")
+                if entry.startswith(".slide_") and len(parts) >= 4 and parts[-2] == "tmp":
+                    os.kill(int(parts[-3]), signal.SIGKILL)
+                    killed[parts[1]] = int(parts[-3])
+                    return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=kill_first_writer, daemon=True)
+    thread.start()
+    res = extract_cohort(folder, out, client=client, progress=False, **GRID)
+    thread.join()
+    assert killed, "no worker was caught mid-slide"
+    (sid, pid), = killed.items()
+    assert res["failed"] == {} and sorted(res["done"]) == sorted(ref)
+    record = read_manifest(out)["slides"][sid]
+    assert record["recovered"] and record["pid"] != pid  # redone by another process, the dead attempt removed
+    _assert_same_as_alone(out, ref)
+    assert not [e for e in os.listdir(shards) if ".tmp" in e]
+
+
+@pytest.mark.slow
+def test_whole_run_killed_then_rerun_gives_the_same_store(tmp_path, cohort, client):
+    folder, ref = cohort
+    out = tmp_path / "cohort.h5"
+    code = textwrap.dedent(f"""
+        from keras_medseg.data.slides.cohort import extract_cohort
+        if __name__ == "__main__":
+            extract_cohort({str(folder)!r}, {str(out)!r}, workers=2, progress=False, size={GRID['size']},
+                           min_tissue={GRID['min_tissue']}, thumbnail_size={GRID['thumbnail_size']})
+    """)
+    script = tmp_path / "run.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               KERAS_MEDSEG_LAZY_IMPORT="1")
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if os.path.exists(shard_folder(out)) and read_manifest(out)["slides"]:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the client, its scheduler and both workers at once
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    first = read_manifest(out)["slides"]
+    assert 1 <= len(first) < len(ref) + ("broken" in os.listdir(folder))
+    res = extract_cohort(folder, out, client=client, progress=False, **GRID)
+    assert sorted(res["skipped"]) == sorted(first) and not set(res["done"]) & set(first)
+    _assert_same_as_alone(out, ref)
