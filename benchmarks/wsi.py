@@ -77,8 +77,9 @@ def _tile_pixels(y0, x0, th, tw, step, regions):
     return white
 
 
-def write_slide(path, side, levels, tile, regions):
-    """A tiled zlib pyramid written tile by tile (never in memory); returns the level shapes."""
+def write_slide(path, side, levels, tile, regions, compression="zlib"):
+    """A tiled pyramid (zlib level 1, or `"jpeg"` quality 90 as scanners write) written tile by tile (never in
+    memory); returns the level shapes."""
     import tifffile
 
     shapes = []
@@ -94,8 +95,8 @@ def write_slide(path, side, levels, tile, regions):
                         yield _tile_pixels(ty * step, tx * step, tile, tile, step, regions)
 
             kw = {"subifds": levels - 1} if k == 0 else {"subfiletype": 1}
-            tw.write(tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), compression="zlib",
-                     compressionargs={"level": 1}, photometric="rgb", **kw)
+            tw.write(tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), compression=compression,
+                     compressionargs={"level": 1 if compression == "zlib" else 90}, photometric="rgb", **kw)
     return shapes
 
 
@@ -200,11 +201,12 @@ def _child(mode, cfg, slide, ann, work, workers):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _measure(args, env):
-    """Run a child; sample the PSS of its process tree every 0.2 s; return (result dict, peak MB)."""
+def _measure(args, env, script=None):
+    """Run a child (this script, or `script`); sample the PSS of its process tree every 0.2 s; return (result
+    dict, peak MB)."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + args, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, script or os.path.abspath(__file__)] + args, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, text=True)
     peak = [0.0]
     done = threading.Event()
