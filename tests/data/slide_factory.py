@@ -33,13 +33,13 @@ def write_slide(path, image, levels=3, tile=256, compression="zlib", mpp=0.25, s
     return path
 
 
-def write_cohort(folder, n=3, side=2048, normal=(2,), corrupt=False, compression=None):
+def write_cohort(folder, n=3, side=2048, normal=(2,), corrupt=False, compression=None, mpp=0.25):
     """`n` slides `slide_<k>.tif` (tumour polygons in GeoJSON except the `normal` ones) and optionally a corrupt
     `broken.svs`. Returns the slide paths."""
     paths = []
     for k in range(n):
         path = folder / f"slide_{k}.tif"
-        write_slide(path, slide_image(side, seed=k), compression=compression)
+        write_slide(path, slide_image(side, seed=k), compression=compression, mpp=mpp)
         paths.append(path)
         if k not in normal:
             cx, cy, r = side * (0.35 + 0.05 * k), side * 0.33, side * 0.08
