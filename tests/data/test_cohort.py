@@ -145,3 +145,31 @@ def test_whole_run_killed_then_rerun_gives_the_same_store(tmp_path, cohort, clie
     res = extract_cohort(folder, out, client=client, progress=False, **GRID)
     assert sorted(res["skipped"]) == sorted(first) and not set(res["done"]) & set(first)
     _assert_same_as_alone(out, ref)
+
+
+def test_cohort_inference_on_dask_equals_in_process(tmp_path, cohort, client):
+    """`predict_cohort` with the slides as Dask tasks (each worker loads the model file) writes the same heatmaps,
+    scores and masks as in this process, and names the corrupt slide."""
+    import json
+
+    import keras
+
+    from keras_medseg.predict.cohort import predict_cohort
+
+    folder, ref = cohort
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.layers[-1].set_weights([np.array([[0.05], [-0.05], [0.0]], np.float32), np.array([-2.0], np.float32)])
+    model.save(tmp_path / "m.keras")
+    kw = {"level": 2, "batch_size": 16, "thumbnail_size": 256, "progress": False}
+    here = predict_cohort(tmp_path / "m.keras", folder, tmp_path / "here", **kw)
+    there = predict_cohort(tmp_path / "m.keras", folder, tmp_path / "dask", client=client, **kw)
+    assert list(here["failed"]) == list(there["failed"]) == ["broken"]
+    assert sorted(there["slides"]) == sorted(ref)
+    for name in ref:
+        for f in ("heatmap.npy", "tumor_mask.npy") if there["slides"][name]["num_tumors"] else ("heatmap.npy",):
+            np.testing.assert_array_equal(np.load(tmp_path / "dask" / name / f), np.load(tmp_path / "here" / name / f))
+        a, b = (json.loads((tmp_path / d / name / "summary.json").read_text()) for d in ("here", "dask"))
+        assert a["slide_score"] == b["slide_score"] and a["num_patches"] == b["num_patches"] > 0
+    assert (tmp_path / "dask" / "scores.csv").read_text() == (tmp_path / "here" / "scores.csv").read_text()
