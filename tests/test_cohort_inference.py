@@ -68,6 +68,10 @@ def test_slide_predict_on_a_folder(tmp_path, capsys):
     lecture = froc_from_predictions([out / n for n in names])
     assert f"{camelyon['froc']:.4f}" in text and f"{lecture['froc']:.4f}" in text and camelyon["num_lesions"] == 2
 
+    dirs = [str(out / n) for n in names]
+    assert main(["evaluate", "--froc", "--protocol", "camelyon16", "--predictions", *dirs]) == 0
+    assert f"FROC (CAMELYON16 protocol, lesion level) {camelyon['froc']:.4f}" in capsys.readouterr().out
+
     # a rerun predicts only what is missing (here: retries the corrupt slide)
     (out / "slide_1" / "cohort_record.json").unlink()
     assert main(args) == 1

@@ -34,7 +34,7 @@ import numpy as np
 from keras_medseg.data.cases import find_slides
 from keras_medseg.utils.atomic_io import atomic_write_text
 
-__all__ = ["predict_cohort", "tumor_mask_on_grid"]
+__all__ = ["camelyon16_froc_from_predictions", "predict_cohort", "tumor_mask_on_grid"]
 
 _MODELS = {}
 
@@ -195,19 +195,57 @@ def predict_cohort(model, cohort, out_dir, annotations=None, workers=1, schedule
               "froc_lecture": None, "froc_camelyon16": None}
     annotated = names and all(records[n]["num_tumors"] is not None for n in names)
     if annotated and any(records[n]["num_tumors"] for n in names):
-        from keras_medseg.evaluation.lesion_froc import lesion_froc
         from keras_medseg.predict.slides import froc_from_predictions
 
         if any(not records[n]["num_tumors"] for n in names):  # the lecture's protocol needs a normal slide
             result["froc_lecture"] = froc_from_predictions([os.path.join(out_dir, n) for n in names])
-        mpps = [records[n]["map_mpp"] for n in names]
-        if all(m is not None for m in mpps):
-            maps = [np.load(os.path.join(out_dir, n, "heatmap.npy")) for n in names]
-            masks = [np.load(os.path.join(out_dir, n, "tumor_mask.npy")) if records[n]["num_tumors"] else None
-                     for n in names]
+        if all(records[n]["map_mpp"] is not None for n in names):
             try:
-                result["froc_camelyon16"] = lesion_froc(maps, masks, mpps, box_size=froc_box_size)
+                result["froc_camelyon16"] = camelyon16_froc_from_predictions(
+                    [os.path.join(out_dir, n) for n in names], box_size=froc_box_size)
             except ValueError:  # every lesion an isolated tumour cell at this resolution
                 result["froc_camelyon16"] = None
     return result
 
+
+
+def camelyon16_froc_from_predictions(directories, box_size=8, **kwargs):
+    """CAMELYON16 lesion FROC over slide directories written by `predict_cohort` (`keras-medseg slide predict FOLDER`).
+
+    Reads each directory's `heatmap.npy`, `tumor_mask.npy` (tumour slides),
+    `summary.json` and `cohort_record.json` (microns per heatmap cell).
+
+    Args:
+        directories: the per-slide output directories.
+        box_size: non-maximum-suppression box in heatmap cells, default 8.
+        **kwargs: passed to `keras_medseg.evaluation.lesion_froc`.
+
+    Returns:
+        The `lesion_froc` dict.
+
+    Raises:
+        FileNotFoundError: a directory without those files (one written by a
+            single-slide `slide predict`: predict the folder instead).
+        ValueError: a slide without ground truth or without a resolution.
+    """
+    from keras_medseg.evaluation.lesion_froc import lesion_froc
+
+    maps, masks, mpps = [], [], []
+    for d in directories:
+        d = os.fspath(d)
+        files = {f: os.path.join(d, f) for f in ("heatmap.npy", "summary.json", "cohort_record.json")}
+        for f, path in files.items():
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{d!r} lacks {f}: the CAMELYON16 protocol reads directories written by "
+                                        "`keras-medseg slide predict MODEL FOLDER` (predict_cohort).")
+        with open(files["cohort_record.json"]) as fh:
+            record = json.load(fh)
+        if record.get("num_tumors") is None:
+            raise ValueError(f"Slide {record.get('slide')!r} in {d!r} has no annotations: no ground truth for FROC.")
+        if record.get("map_mpp") is None:
+            raise ValueError(f"Slide {record.get('slide')!r} in {d!r} does not record its microns per pixel; the "
+                             "CAMELYON16 protocol measures lesions in microns.")
+        maps.append(np.load(files["heatmap.npy"]))
+        masks.append(np.load(os.path.join(d, "tumor_mask.npy")) if record["num_tumors"] else None)
+        mpps.append(record["map_mpp"])
+    return lesion_froc(maps, masks, mpps, box_size=box_size, **kwargs)
