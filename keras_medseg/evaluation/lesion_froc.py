@@ -51,6 +51,12 @@ def nms_candidates(prob_map, prob_threshold=0.5, box_size=48):
 
     Raises:
         ValueError: a map that is not 2D or not finite, or `box_size` < 1.
+
+    Example:
+
+    >>> probs, rows, cols = keras_medseg.evaluation.lesion_froc.nms_candidates(heatmap, box_size=8)
+
+    Reference: the CAMELYON16 evaluation (Ehteshami Bejnordi et al., JAMA 2017).
     """
     p = np.array(prob_map, np.float64, copy=True)
     if p.ndim != 2 or not np.isfinite(p).all():
@@ -78,6 +84,12 @@ def lesion_mask(tumor_mask, mpp, grow_um=75.0, itc_um=200.0):
         mpp: float, microns per mask pixel.
         grow_um: float, growth distance in um (half of it is applied), default 75.
         itc_um: float, isolated-tumour-cell diameter in um, default 200.
+
+    Example:
+
+    >>> labels, itc = keras_medseg.evaluation.lesion_froc.lesion_mask(mask, mpp=16.0)
+
+    Reference: the CAMELYON16 evaluation (Ehteshami Bejnordi et al., JAMA 2017).
     """
     from scipy import ndimage
     from skimage import measure

@@ -46,6 +46,10 @@ def tumor_mask_on_grid(annotations, grid):
 
     Returns:
         `grid.grid_shape` int32 array, 0 outside every tumour.
+
+    Example:
+
+    >>> mask = keras_medseg.predict.cohort.tumor_mask_on_grid(read_annotations("t.xml"), result.grid)
     """
     off = (grid.size - grid.stride) / 2.0
     f = int(grid.stride // math.gcd(int(round(off)), int(grid.stride))) if off else 1

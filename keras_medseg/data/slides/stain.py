@@ -87,7 +87,14 @@ def macenko_stains(image, io=240.0, alpha=1.0, beta=0.15):
 
 
 def reinhard_stats(image):
-    """Per-channel mean and standard deviation of an RGB image in CIELAB: `(means (3,), stds (3,))`."""
+    """Per-channel mean and standard deviation of an RGB image in CIELAB: `(means (3,), stds (3,))`.
+
+    Example:
+
+    >>> means, stds = keras_medseg.data.slides.stain.reinhard_stats(patch)  # (H, W, 3) RGB 0-255
+
+    Reference: E. Reinhard et al., "Color transfer between images", IEEE CG&A 2001.
+    """
     from skimage.color import rgb2lab
 
     lab = rgb2lab(_rgb(image, "image") / 255.0).reshape(-1, 3)
