@@ -134,7 +134,7 @@ def _child(mode, cfg, slide, ann, work, workers):
     elif mode == "decode":
         with open_slide(slide, cache_bytes=1 << 20) as sl:
             grid = patch_grid(sl, 0, size, inner, annotations=ann, min_tissue=0.1, thumbnail_size=cfg["thumb"])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             lv = sl._levels[0]
             need = set()
             for r, c in grid.coords.tolist():
@@ -143,7 +143,8 @@ def _child(mode, cfg, slide, ann, work, workers):
                         need.add(ty * lv.n_cols + tx)
             for index in sorted(need):
                 sl._segment(0, index)
-            out = {"seconds": time.perf_counter() - t0, "patches": int(grid.coords.shape[0]), "tiles": len(need)}
+            out = {"seconds": time.perf_counter() - t0, "patches": int(grid.coords.shape[0]), "tiles": len(need),
+                   "cpu_s": time.process_time() - c0}
     elif mode == "write":
         from keras_medseg.data.slides import PatchStore
 
@@ -153,12 +154,12 @@ def _child(mode, cfg, slide, ann, work, workers):
             chunk = np.stack([sl.read_region(0, tuple(grid.coords[i]), (size, size)) for i in idx])
         store = os.path.join(work, "write.h5")
         n = int(grid.coords.shape[0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with PatchStore(store, "w", patch_size=size, compression="lzf") as ps:
             for start in range(0, n, idx.size):  # real tissue patches, the same chunk again and again
                 k = min(idx.size, n - start)
                 ps.append(chunk[:k], np.zeros(k, np.uint8), "s", None, grid.coords[start:start + k])
-        out = {"seconds": time.perf_counter() - t0, "patches": n}
+        out = {"seconds": time.perf_counter() - t0, "patches": n, "cpu_s": time.process_time() - c0}
         os.remove(store)
     elif mode == "anchor":
         from keras_medseg.data.slides import PatchStore
