@@ -77,8 +77,9 @@ def _tile_pixels(y0, x0, th, tw, step, regions):
     return white
 
 
-def write_slide(path, side, levels, tile, regions):
-    """A tiled zlib pyramid written tile by tile (never in memory); returns the level shapes."""
+def write_slide(path, side, levels, tile, regions, compression="zlib"):
+    """A tiled pyramid (zlib level 1, or `"jpeg"` quality 90 as scanners write) written tile by tile (never in
+    memory); returns the level shapes."""
     import tifffile
 
     shapes = []
@@ -94,8 +95,8 @@ def write_slide(path, side, levels, tile, regions):
                         yield _tile_pixels(ty * step, tx * step, tile, tile, step, regions)
 
             kw = {"subifds": levels - 1} if k == 0 else {"subfiletype": 1}
-            tw.write(tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), compression="zlib",
-                     compressionargs={"level": 1}, photometric="rgb", **kw)
+            tw.write(tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), compression=compression,
+                     compressionargs={"level": 1 if compression == "zlib" else 90}, photometric="rgb", **kw)
     return shapes
 
 
@@ -133,7 +134,7 @@ def _child(mode, cfg, slide, ann, work, workers):
     elif mode == "decode":
         with open_slide(slide, cache_bytes=1 << 20) as sl:
             grid = patch_grid(sl, 0, size, inner, annotations=ann, min_tissue=0.1, thumbnail_size=cfg["thumb"])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             lv = sl._levels[0]
             need = set()
             for r, c in grid.coords.tolist():
@@ -142,7 +143,8 @@ def _child(mode, cfg, slide, ann, work, workers):
                         need.add(ty * lv.n_cols + tx)
             for index in sorted(need):
                 sl._segment(0, index)
-            out = {"seconds": time.perf_counter() - t0, "patches": int(grid.coords.shape[0]), "tiles": len(need)}
+            out = {"seconds": time.perf_counter() - t0, "patches": int(grid.coords.shape[0]), "tiles": len(need),
+                   "cpu_s": time.process_time() - c0}
     elif mode == "write":
         from keras_medseg.data.slides import PatchStore
 
@@ -152,12 +154,12 @@ def _child(mode, cfg, slide, ann, work, workers):
             chunk = np.stack([sl.read_region(0, tuple(grid.coords[i]), (size, size)) for i in idx])
         store = os.path.join(work, "write.h5")
         n = int(grid.coords.shape[0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with PatchStore(store, "w", patch_size=size, compression="lzf") as ps:
             for start in range(0, n, idx.size):  # real tissue patches, the same chunk again and again
                 k = min(idx.size, n - start)
                 ps.append(chunk[:k], np.zeros(k, np.uint8), "s", None, grid.coords[start:start + k])
-        out = {"seconds": time.perf_counter() - t0, "patches": n}
+        out = {"seconds": time.perf_counter() - t0, "patches": n, "cpu_s": time.process_time() - c0}
         os.remove(store)
     elif mode == "anchor":
         from keras_medseg.data.slides import PatchStore
@@ -200,11 +202,12 @@ def _child(mode, cfg, slide, ann, work, workers):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _measure(args, env):
-    """Run a child; sample the PSS of its process tree every 0.2 s; return (result dict, peak MB)."""
+def _measure(args, env, script=None):
+    """Run a child (this script, or `script`); sample the PSS of its process tree every 0.2 s; return (result
+    dict, peak MB)."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + args, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, script or os.path.abspath(__file__)] + args, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, text=True)
     peak = [0.0]
     done = threading.Event()

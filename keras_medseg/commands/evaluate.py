@@ -1,7 +1,8 @@
 """`keras-medseg evaluate CHECKPOINT --data qtips|DIR|FILE.h5`: per-class Dice/IoU table, or FROC on a patch store.
 
 `keras-medseg evaluate --froc --predictions DIR [DIR ...]`: lesion-level FROC over slides written by
-`keras-medseg slide predict`.
+`keras-medseg slide predict`; `--protocol camelyon16` scores the heatmaps of a predicted folder the
+CAMELYON16 way (`keras_medseg.evaluation.lesion_froc`) instead of the lecture's patch-level protocol.
 """
 
 from keras_medseg.commands._options import add_data_options, add_scan_options
@@ -27,6 +28,9 @@ def add_parser(subparsers):
                    help="patch classifier on an HDF5 patch store (--data x.h5): FROC + slide-level ROC-AUC")
     p.add_argument("--predictions", nargs="+", default=None, metavar="DIR",
                    help="with --froc: output directories of `keras-medseg slide predict` (lesion-level FROC)")
+    p.add_argument("--protocol", choices=("lecture", "camelyon16"), default="lecture",
+                   help="with --predictions: the lecture's patch-level FROC (default) or CAMELYON16's lesion-level "
+                        "one on the heatmaps (directories of `slide predict FOLDER`)")
     return p
 
 
@@ -48,6 +52,16 @@ def _print_froc(report):
 
 
 def run(args):
+    if args.predictions and args.protocol == "camelyon16":
+        from keras_medseg.predict.cohort import camelyon16_froc_from_predictions
+
+        r = camelyon16_froc_from_predictions(args.predictions)
+        print(f"FROC (CAMELYON16 protocol, lesion level) {r['froc']:.4f} over {r['num_slides']} slides, "
+              f"{r['num_lesions']} lesions ({r['num_itc']} isolated tumour cells excluded), "
+              f"{r['num_candidates']} candidates")
+        for rate, sens in r["sensitivity_at"].items():
+            print(f"  sensitivity @ {rate:5g} FP/slide  {sens:.4f}")
+        return 0
     if args.predictions:
         from keras_medseg.predict.slides import froc_from_predictions
 

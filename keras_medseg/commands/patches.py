@@ -2,6 +2,8 @@
 
     keras-medseg patches extract SLIDE.tif --annotations SLIDE.xml --level 0 --size 512 --inner-size 128 \
         --out store.h5 --workers 2
+    keras-medseg patches extract SLIDES_DIR --out cohort.h5 --mpp 0.5 --workers 8   # a cohort, on Dask
+    keras-medseg patches extract SLIDES_DIR --out cohort.h5 --scheduler tcp://head:8786   # on a Dask cluster
     keras-medseg patches extract IMAGE.png MASK.png --out patches.h5 --size 512   # small image + mask array
     keras-medseg patches merge all.h5 a.h5 b.h5
     keras-medseg patches info patches.h5 [--json]
@@ -11,7 +13,11 @@ Without a MASK image the slide is streamed tile by tile
 (`keras_medseg.data.slides.extract_slide`): tissue grid from a thumbnail,
 polygon annotations (ASAP XML / GeoJSON; none = a normal slide), several
 worker processes, a progress bar, and resumable after an interruption. With
-a MASK image (same height/width, non-zero = tumour, read by the one mask rule of
+a FOLDER of slides (a cohort) every slide is a Dask task writing its own shard
+(`keras_medseg.data.slides.cohort.extract_cohort`): a local cluster of `--workers`
+processes, or the cluster of `--scheduler`; a bar over slides; a rerun does only the
+unfinished slides; a slide that cannot be read is named in the summary and the exit
+code is 1. With a MASK image (same height/width, non-zero = tumour, read by the one mask rule of
 `keras_medseg.data.cases`: an RGB drawing's colours are tumours alike) the image is read whole
 (`PatchStore.add_slide`), for small images.
 """
@@ -24,7 +30,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser("patches", help="Extract whole-slide-image patches into an HDF5 store; show a store.")
     sub = p.add_subparsers(dest="patches_command", metavar="ACTION")
     ex = sub.add_parser("extract", help="Cut a slide (and its annotation mask) into labelled patches.")
-    ex.add_argument("image", help="slide: pyramidal TIFF/SVS/NDPI/OME-TIFF (read tile by tile) or PNG/JPEG/TIFF")
+    ex.add_argument("image", help="slide: pyramidal TIFF/SVS/NDPI/MRXS (read tile by tile) or PNG/JPEG/TIFF; or a "
+                                  "folder of slides (a cohort, extracted on Dask)")
     ex.add_argument("mask", nargs="?", default=None,
                     help="optional annotation mask image, same height/width (non-zero = tumour): reads the image "
                          "whole; use --annotations for polygons instead")
@@ -40,9 +47,15 @@ def add_parser(subparsers):
     ex.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip",
                     help="compression of a new store (default gzip)")
     ex.add_argument("--annotations", default=None,
-                    help="tumour polygons: ASAP/Camelyon XML or GeoJSON (QuPath), level-0 pixels")
+                    help="tumour polygons: ASAP/Camelyon XML or GeoJSON (QuPath), level-0 pixels; for a folder of "
+                         "slides, the folder of <slide>.xml/.geojson files (default: beside the slides)")
     ex.add_argument("--level", type=int, default=0, help="pyramid level the patches are cut at (default 0)")
-    ex.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+    ex.add_argument("--mpp", type=float, default=None,
+                    help="cut at the level nearest to this many microns per pixel (e.g. 0.5 ~ 20x) instead of --level")
+    ex.add_argument("--workers", type=int, default=None,
+                    help="processes: readers of one slide (default 1), or Dask workers of a cohort (default: CPUs)")
+    ex.add_argument("--scheduler", default=None,
+                    help="cohort: address of a running Dask scheduler (tcp://host:8786) instead of a local cluster")
     ex.add_argument("--tissue-threshold", default="otsu",
                     help="'otsu' (default) or a saturation threshold in [0, 1] for the tissue mask")
     ex.add_argument("--thumbnail-size", type=int, default=1024,
@@ -89,21 +102,53 @@ def _extract_mask(args):
     return 0
 
 
+def _extract_cohort(args, source, min_tissue, threshold):
+    from keras_medseg.data.slides.cohort import extract_cohort
+
+    res = extract_cohort(source.path, args.out, annotations=args.annotations, level=args.level, mpp=args.mpp,
+                         size=args.size, inner_size=args.inner_size, stride=args.stride, min_tissue=min_tissue,
+                         tissue_threshold=threshold, thumbnail_size=args.thumbnail_size,
+                         compression=None if args.compression == "none" else args.compression, workers=args.workers,
+                         scheduler=args.scheduler, progress=not args.quiet)
+    print(f"{args.out}: {res['num_patches']} patches from {res['num_slides']} slides ({len(res['done'])} extracted "
+          f"now, {len(res['skipped'])} already done; shards in {res['shards']})")
+    for sid in res["done"]:
+        rec = res["slides"][sid]
+        where = f"level {rec['level']}" + (f" ({rec['mpp'][0]:.3g} um/px)" if rec.get("mpp") else "")
+        print(f"  {sid:24s} {rec['patches']:8d} patches {rec['positive']:6d} positive  {where}")
+    if res["failed"]:
+        print(f"{len(res['failed'])} slide(s) FAILED (the others are in the store; rerun to retry only these):")
+        for sid, err in sorted(res["failed"].items()):
+            print(f"  {sid}: {err}")
+        return 1
+    return 0
+
+
 def _extract(args):
     if args.mask:
         return _extract_mask(args)
     from keras_medseg.data.slides import PatchStore, extract_slide
+    from keras_medseg.data.sources import CohortFolderSource, resolve_source
 
     min_tissue = 0.1 if args.min_tissue is None else (None if args.min_tissue == 0 else args.min_tissue)
     threshold = args.tissue_threshold if args.tissue_threshold == "otsu" else float(args.tissue_threshold)
-    res = extract_slide(args.image, args.out, annotations=args.annotations, level=args.level, size=args.size,
-                        inner_size=args.inner_size, stride=args.stride, slide_id=args.slide_id,
-                        min_tissue=min_tissue, tissue_threshold=threshold, workers=args.workers,
+    if os.path.isdir(args.image):
+        source = resolve_source(args.image)
+        if not isinstance(source, CohortFolderSource):
+            raise ValueError(f"`image` folder {args.image!r} holds no whole-slide files (.tif, .svs, .ndpi, .mrxs, "
+                             f"...). Received: image={args.image!r}")
+        return _extract_cohort(args, source, min_tissue, threshold)
+    if args.scheduler:
+        raise ValueError(f"`--scheduler` needs a folder of slides (a cohort). Received: image={args.image!r}")
+    res = extract_slide(args.image, args.out, annotations=args.annotations, level=args.level, mpp=args.mpp,
+                        size=args.size, inner_size=args.inner_size, stride=args.stride, slide_id=args.slide_id,
+                        min_tissue=min_tissue, tissue_threshold=threshold, workers=args.workers or 1,
                         compression=None if args.compression == "none" else args.compression,
                         progress=not args.quiet, thumbnail_size=args.thumbnail_size)
     with PatchStore(args.out) as store:
         total = len(store)
-    print(f"{args.out}: added {res['added']} patches of slide {res['slide_id']!r} at level {res['level']} "
+    where = f"level {res['level']}" + (f" ({res['mpp'][0]:.3g} um/px)" if res["mpp"] else "")
+    print(f"{args.out}: added {res['added']} patches of slide {res['slide_id']!r} at {where} "
           f"({res['skipped']} already there, {res['positive']} positive on the grid); "
           f"the store now holds {total} patches")
     return 0

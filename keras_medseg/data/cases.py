@@ -14,6 +14,9 @@ cases of a data source (see `keras_medseg.data.sources`):
   its `training` list of `{"image", "label"}` pairs, in file order.
 * a list of `(image_path, label_path)` pairs.
 
+The slides of a whole-slide cohort folder are listed by
+`keras_medseg.data.sources.find_slides`, beside the cohort source.
+
 `find_scans(path)` lists unlabelled scans (a file, a DICOM series folder, or a
 folder of them) for prediction, with the same entry rule.
 

@@ -45,6 +45,7 @@ from keras_medseg.data.scans.io import image_stem
 from keras_medseg.data.slides.slide import SLIDE_EXTENSIONS
 
 __all__ = [
+    "ANNOTATION_EXTENSIONS",
     "PATCH_STORE_EXTENSIONS",
     "SYNTHETIC_SETS",
     "VOLUME_EXTENSIONS",
@@ -55,6 +56,7 @@ __all__ = [
     "PatchStoreSource",
     "ScanFolderSource",
     "SyntheticSource",
+    "find_slides",
     "is_dicom_folder",
     "resolve_source",
 ]
@@ -231,3 +233,61 @@ def resolve_source(data, spatial_dims: int | None = None) -> DataSource:
         return CohortFolderSource(path, slides)
     raise ValueError(f"`data` folder {path!r} holds no data set: expected {_LAYOUTS} (a data folder needs an "
                      f"images/ subfolder). Received: data={path!r}")
+
+
+#: Annotation files of a slide `<stem>.<ext>`, in the order `find_slides` looks for them.
+ANNOTATION_EXTENSIONS = (".xml", ".geojson", ".json")
+
+
+def find_slides(source, annotations=None):
+    """The `[{"name", "slide", "annotations"}]` slides of a cohort, each with its annotation file or None.
+
+    Args:
+        source: a folder of whole-slide files (or its `CohortFolderSource`),
+            or a list of slide paths.
+        annotations: folder of the annotation files `<slide stem>.xml`,
+            `.geojson` or `.json`; default the slides' own folder. A slide
+            without one is a normal (tumour-free) slide.
+
+    Returns:
+        list of dicts sorted by name (the slide file name without its extension).
+
+    Raises:
+        FileNotFoundError: a slide or the `annotations` folder does not exist.
+        ValueError: no slides, two slides with one name, or two annotation
+            files for one slide (named).
+
+    Example:
+
+    >>> keras_medseg.data.sources.find_slides("cohort/")  # doctest: +SKIP
+    [{'name': 'normal_001', 'slide': 'cohort/normal_001.tif', 'annotations': None}, ...]
+    """
+    if isinstance(source, (list, tuple)):
+        slides = [os.fspath(p) for p in source]
+        folder = None
+    else:
+        src = resolve_source(source)
+        if not isinstance(src, CohortFolderSource):
+            raise ValueError(f"`source` must be a folder of whole-slide images (.tif, .svs, .ndpi, .mrxs, ...). "
+                             f"Received: source={source!r} (a {src.kind.replace('_', ' ')})")
+        folder = src.path
+        slides = [os.path.join(folder, f) for f in src.slides]
+    if not slides:
+        raise ValueError(f"No slides found. Received: source={source!r}")
+    ann_dir = os.fspath(annotations) if annotations is not None else folder
+    if ann_dir is not None and not os.path.isdir(ann_dir):
+        raise FileNotFoundError(f"Annotation folder not found. Received: annotations={ann_dir!r}")
+    out = {}
+    for path in slides:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Slide file not found: {path!r}")
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name in out:
+            raise ValueError(f"Two slides are named {name!r}: {out[name]['slide']!r} and {path!r}; rename one.")
+        where = ann_dir if ann_dir is not None else os.path.dirname(os.path.abspath(path))
+        found = [os.path.join(where, name + ext) for ext in ANNOTATION_EXTENSIONS
+                 if os.path.isfile(os.path.join(where, name + ext))]
+        if len(found) > 1:
+            raise ValueError(f"Slide {path!r} has {len(found)} annotation files {found}; keep one.")
+        out[name] = {"name": name, "slide": path, "annotations": found[0] if found else None}
+    return [out[k] for k in sorted(out)]

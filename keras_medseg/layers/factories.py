@@ -69,7 +69,7 @@ def layers_for(spatial_dims):
     return _TABLE[spatial_dims]
 
 
-def normalization(kind, name, channels=None, groups=8, epsilon=None, dtype=None):
+def normalization(kind, name, channels=None, groups=8, epsilon=None, dtype=None, affine=True, momentum=None):
     """A normalisation layer over the channel (last) axis, by name.
 
     Args:
@@ -79,6 +79,10 @@ def normalization(kind, name, channels=None, groups=8, epsilon=None, dtype=None)
         groups: int, most groups of "group" (default 8; `gcd(groups, channels)` are used).
         epsilon: float or None (default: the Keras layer's own default, 1e-3).
         dtype: dtype policy of the layer, or None (default: the global policy).
+        affine: bool, learn a per-channel scale and shift (default True); False is PyTorch's
+            `InstanceNorm3d` default, which MONAI's UNETR and Swin UNETR use.
+        momentum: float or None, "batch" only: the moving statistics' momentum (default: Keras' 0.99;
+            PyTorch's 0.1 is Keras' 0.9).
 
     Input/output shape: `(N, *S, C)` for 2D and 3D `S`; the output has the input's shape.
 
@@ -100,7 +104,11 @@ def normalization(kind, name, channels=None, groups=8, epsilon=None, dtype=None)
         kwargs["dtype"] = dtype
     if epsilon is not None and kind is not None:
         kwargs["epsilon"] = epsilon
+    if kind is not None:
+        kwargs["center"] = kwargs["scale"] = bool(affine)
     if kind == "batch":
+        if momentum is not None:
+            kwargs["momentum"] = momentum
         return keras.layers.BatchNormalization(axis=-1, **kwargs)
     if kind == "instance":  # one group per channel
         return keras.layers.GroupNormalization(groups=-1, axis=-1, **kwargs)

@@ -9,6 +9,9 @@ Modules:
 * `slides`: whole slides in, probability heatmaps and slide scores out (`predict_slide`,
   `predict_slide_to_dir`), lesion-level FROC over predicted slides (`froc_from_predictions`).
   `keras-medseg slide predict` and `keras-medseg evaluate --froc --predictions`.
+* `cohort`: a folder of slides (`predict_cohort`, in process or one Dask task per slide): heatmaps, tumour
+  masks on the heatmap grid, `scores.csv`, FROC under the lecture's and the CAMELYON16 protocol.
+  `keras-medseg slide predict MODEL FOLDER` and `keras-medseg evaluate --froc --protocol camelyon16`.
 """
 
 from keras_medseg.predict.scans import ScanEvaluation, evaluate_scans, format_summary, predict_files, predict_scan

@@ -26,7 +26,8 @@ import os
 import numpy as np
 
 from keras_medseg.data.slides.annotations import Annotations, read_annotations
-from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.slide import open_slide
+from keras_medseg.data.slides.slide_base import Slide
 from keras_medseg.data.slides.streaming import patch_grid
 
 __all__ = ["SlideHeatmap", "froc_from_predictions", "predict_slide", "predict_slide_to_dir", "write_slide_prediction"]
@@ -167,10 +168,7 @@ def write_slide_prediction(result, slide, out_dir, thumbnail_size=1024, alpha=0.
     Returns:
         dict of the written paths.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays
 
     os.makedirs(out_dir, exist_ok=True)
     g = result.grid
@@ -194,7 +192,8 @@ def write_slide_prediction(result, slide, out_dir, thumbnail_size=1024, alpha=0.
     off = (g.size - g.stride) / 2.0  # cell (i, j) = the stride x stride square at the centre of patch (i, j)
     rows, cols = g.grid_shape
     extent = (off * d[1], (off + cols * g.stride) * d[1], (off + rows * g.stride) * d[0], off * d[0])
-    fig, ax = plt.subplots(figsize=(8, 8 * h0 / max(w0, 1)))
+    fig = Figure(figsize=(8, 8 * h0 / max(w0, 1)))
+    ax = fig.subplots()
     ax.imshow(thumb if thumb.shape[-1] != 1 else thumb[..., 0], extent=(0, w0, h0, 0),
               cmap=None if thumb.shape[-1] != 1 else "gray")
     im = ax.imshow(np.ma.masked_invalid(result.heatmap), extent=extent, cmap="inferno", vmin=0, vmax=1, alpha=alpha,
@@ -205,7 +204,6 @@ def write_slide_prediction(result, slide, out_dir, thumbnail_size=1024, alpha=0.
     ax.axis("off")
     fig.colorbar(im, ax=ax, fraction=0.03, label="patch probability")
     fig.savefig(paths["png"], dpi=100, bbox_inches="tight")
-    plt.close(fig)
     summary = {"slide": os.path.abspath(path), "slide_id": result.slide_id, "slide_score": result.slide_score,
                "num_patches": int(result.scores.size), "num_tumors": result.num_tumors, "level": g.level,
                "size": g.size, "inner_size": g.inner_size, "stride": g.stride, "grid_shape": list(g.grid_shape)}

@@ -14,16 +14,12 @@ learning-based biomedical image segmentation", Nature Methods 2021 (the blocks);
 MONAI's `DynUNet` blocks were read for the layout (no code taken).
 """
 
-import math
 import numbers
 
 import keras
 
+from keras_medseg.layers.factories import layers_for, normalization
 from keras_medseg.utils.validation import check_positive, check_positive_int
-
-CONV = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
-UPSAMPLE_NEAREST = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
 
 NORMALIZATIONS = ("instance", "group", "batch", None)
 LOSSES = ("dice_ce", "ce")
@@ -62,10 +58,8 @@ def norm_layer(kind, channels, name, affine=True, groups=8):
     """
     if kind is None:
         return None
-    if kind == "batch":
-        return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, center=affine, scale=affine, name=name)
-    n_groups = -1 if kind == "instance" else math.gcd(groups, channels)
-    return keras.layers.GroupNormalization(groups=n_groups, epsilon=1e-5, center=affine, scale=affine, name=name)
+    return normalization(kind, name, channels=channels, groups=groups, epsilon=1e-5, affine=affine,
+                         momentum=0.9 if kind == "batch" else None)
 
 
 def normalize(x, kind, name, affine=True, groups=8):
@@ -75,7 +69,7 @@ def normalize(x, kind, name, affine=True, groups=8):
 
 def conv(x, filters, kernel_size, strides, name, use_bias=False):
     d = len(x.shape) - 2
-    return CONV[d](filters, kernel_size, strides=strides, padding="same", use_bias=use_bias, name=name)(x)
+    return layers_for(d).conv(filters, kernel_size, strides=strides, padding="same", use_bias=use_bias, name=name)(x)
 
 
 def conv_block(x, filters, kernel_size, strides, normalization, prefix, affine=True, residual=False):
@@ -103,7 +97,8 @@ def conv_block(x, filters, kernel_size, strides, normalization, prefix, affine=T
 
 def transposed_conv(x, filters, kernel_size, strides, name, use_bias=False):
     d = len(x.shape) - 2
-    return CONV_T[d](filters, kernel_size, strides=strides, padding="same", use_bias=use_bias, name=name)(x)
+    layer = layers_for(d).conv_transpose
+    return layer(filters, kernel_size, strides=strides, padding="same", use_bias=use_bias, name=name)(x)
 
 
 def up_block(x, skip, filters, kernel_size, up_kernel_size, up_strides, normalization, prefix, affine=True,

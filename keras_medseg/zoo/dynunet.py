@@ -34,6 +34,7 @@ import numbers
 import keras
 import numpy as np
 
+from keras_medseg.layers.factories import layers_for
 from keras_medseg.utils.validation import check_positive_int, check_spatial_dims
 from keras_medseg.zoo import _blocks
 from keras_medseg.zoo.registry import register_model
@@ -214,7 +215,7 @@ def dynunet(*, spatial_dims: int = 3, input_size: int | tuple | None = None, in_
         for k in range(1, deep_supr_num + 1):
             y = _blocks.conv(level_outputs[k], num_classes, 1, 1, f"{name}_ds{k}_head", use_bias=True)
             factor = tuple(math.prod(s[a] for s in stride_list[1:k + 1]) for a in range(spatial_dims))
-            y = _blocks.UPSAMPLE_NEAREST[spatial_dims](factor, name=f"{name}_ds{k}_upsample")(y)
+            y = layers_for(spatial_dims).upsampling(factor, name=f"{name}_ds{k}_upsample")(y)
             activation = "sigmoid" if num_classes == 1 else "softmax"
             outputs.append(keras.layers.Activation(activation, dtype="float32", name=f"{name}_ds{k}_output")(y))
     model = keras.Model(inputs, outputs if deep_supervision else outputs[0], name=name)

@@ -27,6 +27,7 @@ import numbers
 import keras
 
 from keras_medseg.layers import SpaceToDepth
+from keras_medseg.layers.factories import normalization as norm_layer_of
 from keras_medseg.utils.validation import check_positive, check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo import _blocks
 from keras_medseg.zoo.registry import register_model
@@ -126,8 +127,7 @@ def swin_unetr(*, spatial_dims: int = 3, input_size: int | tuple = 96, in_channe
         return _blocks.conv_block(x, filters, 3, 1, normalization, prefix, affine=affine, residual=True)
 
     def hidden_norm(x, i):  # MONAI's proj_out: layer norm without scale and shift
-        return keras.layers.LayerNormalization(epsilon=1e-5, center=False, scale=False,
-                                               name=f"{name}_hidden{i}_norm")(x)
+        return norm_layer_of("layer", f"{name}_hidden{i}_norm", epsilon=1e-5, affine=False)(x)
 
     inputs = keras.Input(shape=(*shape, in_channels), name=f"{name}_input")
     x = _blocks.conv(inputs, feature_size, 2, 2, f"{name}_patch_embed", use_bias=True)
@@ -138,7 +138,7 @@ def swin_unetr(*, spatial_dims: int = 3, input_size: int | tuple = 96, in_channe
             x = transformer_block(x, num_heads[i], int(width * mlp_ratio), f"{name}_stage{i}_block{j}",
                                   window_size=window, shift=j % 2 == 1, qkv_bias=qkv_bias)
         x = SpaceToDepth(2, name=f"{name}_stage{i}_merge")(x)
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_stage{i}_merge_norm")(x)
+        x = norm_layer_of("layer", f"{name}_stage{i}_merge_norm", epsilon=1e-5)(x)
         x = keras.layers.Dense(2 * width, use_bias=False, name=f"{name}_stage{i}_merge_reduction")(x)
         hidden.append(hidden_norm(x, i + 1))
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from keras_medseg.layers import PositionEmbedding, SpaceToDepth, WindowAttention
+from keras_medseg.layers.factories import normalization as norm_layer_of
 from keras_medseg.utils.validation import check_positive_int, check_spatial_dims, spatial_shape
 from keras_medseg.zoo import _blocks
 from keras_medseg.zoo.registry import register_model
@@ -37,10 +38,10 @@ PATCH_SIZE = 16  # four 2x upsamplings in the decoder bring 1/16 back to full re
 def transformer_block(x, num_heads, mlp_dim, prefix, window_size=None, shift=False, qkv_bias=False):
     """Pre-norm transformer block on a token grid: `x + attn(LN(x))`, then `x + MLP(LN(x))` (GELU, exact)."""
     hidden = x.shape[-1]
-    y = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{prefix}_norm1")(x)
+    y = norm_layer_of("layer", f"{prefix}_norm1", epsilon=1e-5)(x)
     y = WindowAttention(num_heads, window_size=window_size, shift=shift, qkv_bias=qkv_bias, name=f"{prefix}_attn")(y)
     x = keras.layers.Add(name=f"{prefix}_add1")([x, y])
-    y = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{prefix}_norm2")(x)
+    y = norm_layer_of("layer", f"{prefix}_norm2", epsilon=1e-5)(x)
     y = keras.layers.Dense(mlp_dim, activation="gelu", name=f"{prefix}_mlp1")(y)
     y = keras.layers.Dense(hidden, name=f"{prefix}_mlp2")(y)
     return keras.layers.Add(name=f"{prefix}_add2")([x, y])
@@ -145,7 +146,7 @@ def unetr(*, spatial_dims: int = 3, input_size: int | tuple = 96, in_channels: i
     for layer in range(num_layers):
         x = transformer_block(x, num_heads, mlp_dim, f"{name}_block{layer}", qkv_bias=qkv_bias)
         taps[layer + 1] = x
-    x = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_encoder_norm")(x)
+    x = norm_layer_of("layer", f"{name}_encoder_norm", epsilon=1e-5)(x)
 
     enc1 = res(inputs, feature_size, f"{name}_enc1")
     skips = {1: enc1}

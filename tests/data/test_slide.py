@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from keras_medseg.data.slides.slide import ArraySlide, TiffSlide, open_slide
+from keras_medseg.data.slides.slide import open_slide
+from keras_medseg.data.slides.slide_base import ArraySlide
+from keras_medseg.data.slides.tiff_slide import TiffSlide
 
 
 def _image(h, w, seed=0):

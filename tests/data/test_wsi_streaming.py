@@ -11,13 +11,14 @@ import tifffile
 
 from keras_medseg.data.slides import PatchStore
 from keras_medseg.data.slides.annotations import read_annotations, write_geojson
-from keras_medseg.data.slides.slide import TiffSlide, open_slide
+from keras_medseg.data.slides.slide import open_slide
 from keras_medseg.data.slides.streaming import (
     extract_slide,
     merge_stores,
     patch_grid,
     tissue_mask_from_thumbnail,
 )
+from keras_medseg.data.slides.tiff_slide import TiffSlide
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

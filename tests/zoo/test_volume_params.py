@@ -22,9 +22,14 @@ A second, cheap test builds small configurations of MONAI's networks when
 MONAI is importable and compares the counts live.
 """
 
+import importlib.util
+
 import pytest
 
 from keras_medseg import zoo
+
+if importlib.util.find_spec("monai") is not None:
+    import monai  # noqa: F401  (at collection: importing MONAI sets CUBLAS_WORKSPACE_CONFIG for the process)
 
 UNETR_UNUSED_NORMS = 12 * 2 * 768  # MONAI's per-block `norm_cross_attn`, built but never called
 

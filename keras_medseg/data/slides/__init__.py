@@ -4,7 +4,9 @@ Modules: `slide` (tiled pyramid reading, `open_slide`), `annotations` (ASAP XML 
 `extract` (patch grid, inner-square labels, tissue mask), `store` (the HDF5 `PatchStore`), `recovery`
 (crash recovery of a store), `hdf5_check` (truncated-file check), `streaming` (tile-by-tile extraction
 of a whole slide, merging stores), `sampling` (`ThreeStepSampler`, `PatchSequence`), `patch_augment`
-(flips and colour perturbation).
+(flips and colour perturbation), `stain` (Macenko / Reinhard stain normalisation), `cohort` (a cohort of
+slides extracted on Dask into per-slide shards read as one store), `slide_base` / `tiff_slide` /
+`openslide_slide` (the readers behind `open_slide`).
 
 The workflow of the lecture "Convolutional networks - theory" (cancer detection in
 whole-slide images):
@@ -47,7 +49,9 @@ from keras_medseg.data.slides.extract import PatchSet, extract_patches, iter_pat
 from keras_medseg.data.slides.patch_augment import augment_patches
 from keras_medseg.data.slides.recovery import recover_patch_store
 from keras_medseg.data.slides.sampling import PatchSequence, ThreeStepSampler, load_patch_dataset
-from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.slide import open_slide
+from keras_medseg.data.slides.slide_base import Slide
+from keras_medseg.data.slides.stain import StainNormalizer
 from keras_medseg.data.slides.store import FORMAT, FORMAT_VERSION, SLIDE_NAME_BYTES, PatchStore
 from keras_medseg.data.slides.streaming import (
     PatchGrid,
@@ -67,6 +71,7 @@ __all__ = [
     "PatchSet",
     "PatchStore",
     "Slide",
+    "StainNormalizer",
     "ThreeStepSampler",
     "augment_patches",
     "extract_patches",

@@ -47,6 +47,9 @@ class ThreeStepSampler(_StoreDataset):
         steps_per_epoch: batches per epoch (the sampler is infinite), default 100.
         augment: apply `augment_patches` (flips + colour), default True.
         augment_kwargs: dict passed to `augment_patches`.
+        transform: optional callable on each batch `(N, S, S, C)` float32 0-255
+            before augmentation, e.g. a fitted
+            `keras_medseg.data.slides.stain.StainNormalizer`.
         rescale: multiply pixel values by this, default 1 (0..255 for uint8;
             the `vgg16_classifier` preprocesses 0..255 RGB itself).
         seed: seed; batch `i` of epoch `e` is a function of `(seed, e, i)`.
@@ -70,12 +73,15 @@ class ThreeStepSampler(_StoreDataset):
     """
 
     def __init__(self, store, batch_size=32, steps_per_epoch=100, augment=True, augment_kwargs=None, rescale=1.0,
-                 seed=None, indices=None, **kwargs):
+                 seed=None, indices=None, transform=None, **kwargs):
         super().__init__(store, **kwargs)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         self.augment = bool(augment)
         self.augment_kwargs = dict(augment_kwargs or {})
+        if transform is not None and not callable(transform):
+            raise ValueError(f"`transform` must be callable on a batch of patches. Received: transform={transform!r}")
+        self.transform = transform
         self.rescale = float(rescale)
         self.seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
         self.epoch = 0
@@ -114,6 +120,8 @@ class ThreeStepSampler(_StoreDataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         idx, labs = self.sample_indices(rng, self.batch_size)
         x = self.store.read(idx).astype(np.float32)
+        if self.transform is not None:
+            x = np.asarray(self.transform(x), np.float32)
         if self.augment:
             x = augment_patches(x, rng, **self.augment_kwargs)
         if self.rescale != 1.0:

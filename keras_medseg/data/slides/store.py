@@ -131,6 +131,12 @@ class PatchStore:
 
     def _open_append(self):
         check_hdf5_file(self.path, "Patch store")
+        shards = None
+        with contextlib.suppress(OSError), h5py.File(self.path, "r", swmr=True) as f:
+            shards = f.attrs.get("cohort_shards")
+        if shards is not None:
+            raise ValueError(f"Patch store {self.path!r} is a read-only cohort store over the shards in {shards!r}; "
+                             "extract into the cohort (keras_medseg.data.slides.cohort.extract_cohort) instead.")
         try:
             self._file = h5py.File(self.path, "r+", libver="latest")
         except OSError as exc:

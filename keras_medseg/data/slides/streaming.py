@@ -34,7 +34,8 @@ import os
 import numpy as np
 
 from keras_medseg.data.slides.annotations import Annotations, read_annotations
-from keras_medseg.data.slides.slide import Slide, open_slide
+from keras_medseg.data.slides.slide import level_for_mpp, open_slide
+from keras_medseg.data.slides.slide_base import Slide
 from keras_medseg.data.slides.store import PatchStore, compress_patch
 
 PatchGrid = collections.namedtuple(
@@ -263,7 +264,7 @@ def _save_manifest(store_path, manifest):
 
 def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=None, stride=None, slide_id=None,
                   min_tissue=0.1, tissue_threshold="otsu", workers=1, chunk_size=32, compression="gzip",
-                  progress=True, cache_bytes=128 << 20, thumbnail_size=1024, callback=None):
+                  progress=True, cache_bytes=128 << 20, thumbnail_size=1024, callback=None, mpp=None):
     """Stream the patches of one slide into an HDF5 `PatchStore`, resumably.
 
     Selects the grid with `patch_grid`, then reads the kept patches in
@@ -290,15 +291,17 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         progress: show a tqdm bar (patches/s, ETA), default True.
         cache_bytes: tile cache per reader, default 128 MB.
         callback: optional `callback(done, total)` after every commit.
+        mpp: optional target microns per pixel: cut at the level nearest to it
+            (`keras_medseg.data.slides.slide.level_for_mpp`) instead of `level`.
 
     Returns:
         dict: `slide_id`, `total` (patches on the kept grid), `added` (this
         run), `skipped` (already in the store), `positive`, `level`,
-        `downsample`.
+        `downsample`, `mpp` (microns per pixel of the level, None when unknown).
 
     Raises:
         ValueError: bad slide / annotation files, level or sizes (naming the
-            file), a store with another patch size, or different grid
+            file), an `mpp` on a slide without a resolution, a store with another patch size, or different grid
             parameters for a slide already in the store.
         RuntimeError: another process writes the store.
 
@@ -317,9 +320,12 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         raise ValueError(f"`chunk_size` must be a positive integer. Received: chunk_size={chunk_size!r}")
     ann_path = None if annotations is None or isinstance(annotations, Annotations) else os.fspath(annotations)
     with open_slide(slide_path, cache_bytes=cache_bytes) as sl:
+        if mpp is not None:
+            level, _ = level_for_mpp(sl, mpp)
         grid = patch_grid(sl, level, size, inner_size, stride, annotations, min_tissue, tissue_threshold,
                           thumbnail_size)
         channels, dtype = sl.channels, sl.dtype
+        level_mpp = None if sl.mpp is None else tuple(float(v) for v in sl.level_mpp(grid.level))
     slide_id = slide_id or os.path.splitext(os.path.basename(slide_path))[0]
     params = {"slide": os.path.abspath(slide_path), "annotations": ann_path and os.path.abspath(ann_path),
               "level": grid.level, "size": grid.size, "inner_size": grid.inner_size, "stride": grid.stride,
@@ -352,7 +358,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         result = {"slide_id": slide_id, "total": int(grid.coords.shape[0]), "skipped": int(grid.coords.shape[0]
                                                                                            - todo.size),
                   "added": 0, "positive": int((grid.tumor_ids >= 0).sum()), "level": grid.level,
-                  "downsample": tuple(grid.downsample)}
+                  "downsample": tuple(grid.downsample), "mpp": level_mpp}
         chunks = [todo[i:i + chunk_size] for i in range(0, todo.size, chunk_size)]
         bar = None
         if progress:
