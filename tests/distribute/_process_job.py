@@ -92,12 +92,20 @@ def _spy(folder):
 
 
 def job(folder, reports, epochs, kill_epoch=None, reference=False):
+    """Fit in `folder` to `epochs`; return this process's report."""
+    report, _ = _fit(folder, reports, epochs, kill_epoch, reference)
+    return report
+
+
+def _fit(folder, reports, epochs, kill_epoch=None, reference=False, model=None):
+    """`(report, model)`; a given `model` goes on from the backup with its compiled step."""
     group = current_group()
     os.makedirs(folder, exist_ok=True)
     read, written = _spy(folder)
     x, y = _data()
-    with group.model_scope():
-        model = _model()
+    if model is None:
+        with group.model_scope():
+            model = _model()
     callbacks = [_Kill(kill_epoch, reports)] if kill_epoch is not None and group.rank == 1 else []
     run = runner.fit(model, x, y, out_dir=folder, epochs=epochs, batch_size=8, validation_data=(x[:8], y[:8]),
                      verbose=0, callbacks=callbacks, seed=3)
@@ -114,10 +122,10 @@ def job(folder, reports, epochs, kill_epoch=None, reference=False):
             report["reference_weights"] = [np.asarray(w).tolist() for w in alone.get_weights()]
     with open(os.path.join(reports, f"rank{group.rank}-{epochs}.json"), "w") as f:
         json.dump(report, f)
-    return report
+    return report, model
 
 
 def first_run(folder, reports):
     """Two epochs and the 1-process reference of three; then on to three epochs, rank 1 killed in the third."""
-    job(folder, reports, 2, reference=3)
-    return job(folder, reports, 3, kill_epoch=2)
+    _, model = _fit(folder, reports, 2, reference=3)
+    return _fit(folder, reports, 3, kill_epoch=2, model=model)[0]

@@ -4,8 +4,10 @@ Started by `keras_medseg.training.distribute.launch` with its rank in the
 environment. It imports Keras, joins the backend's engine before anything
 else runs on the backend (TensorFlow wants its strategy first, JAX its
 distributed runtime), unpickles `(fn, args, kwargs)` from PAYLOAD, runs
-`fn`, waits at a barrier for every rank, and rank 0 writes the pickled
-return value to `FOLDER/result.pkl` (atomically). An exception is written as
+`fn`, waits at a barrier for every rank, rank 0 writes the pickled
+return value to `FOLDER/result.pkl` (atomically), and the process exits at
+once (status 0; `os._exit` after flushing its output and logs: the engines'
+shutdown handshakes take seconds and have nothing left to do). An exception is written as
 one line to `FOLDER/error<rank>.txt` for the launcher's message, with the
 traceback on stderr, and the process exits with status 1.
 """
@@ -49,9 +51,12 @@ def main(argv):
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)  # no engine shutdown handshake with peers that may be gone
+    import logging
+
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    return 0
+    os._exit(0)  # every rank passed the end barrier: skip the engines' exit handshakes (seconds, nothing to save)
 
 
 if __name__ == "__main__":
