@@ -16,6 +16,9 @@ down. With `--patch-size` (or a
 with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
 the preprocessing is saved in the checkpoint for `predict`:
 `keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`.
+`--processes N` trains over N processes of this host (one GPU each), with
+`--coordinator HOST:PORT --process-id I` over several hosts
+(`keras_medseg.training.distribute`; `--batch-size` is the global batch).
 """
 
 from keras_medseg.commands._options import add_data_options, parse_model_args

@@ -64,7 +64,7 @@ class _Engine:
         return []
 
     def writer_callbacks(self, callbacks):
-        """`callbacks` (rank 0's file writers) made safe to run on one process alone."""
+        """The run folder's callbacks (rank 0 writes, every rank restores), safe where one process runs alone."""
         return list(callbacks)
 
     def local_model(self, model):

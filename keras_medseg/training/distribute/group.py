@@ -91,7 +91,11 @@ class ProcessGroup:
         return [] if self.engine is None else self.engine.callbacks()
 
     def writer_callbacks(self, callbacks):
-        """Rank 0's file-writing callbacks, made safe to run on this process alone (JAX: outside the mesh)."""
+        """The run folder's callbacks (rank 0 writes, every rank restores), run in this process's local scope.
+
+        JAX: outside the global distribution, so a tensor one of them makes (a save on rank 0 alone) is not
+        put on every process; the restores, the same on every rank, stay collective-safe.
+        """
         return list(callbacks) if self.engine is None else self.engine.writer_callbacks(callbacks)
 
     def wrap_dataset(self, dataset):

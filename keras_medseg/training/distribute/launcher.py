@@ -108,6 +108,13 @@ def distributable(fn):
     then runs `fn` in each of them, where `current_group()` is its rank;
     without those arguments it runs `fn` as before. `fn` must be a module
     level function whose arguments pickle (a zoo name, not a built model).
+
+    Example:
+
+    >>> @keras_medseg.training.distribute.distributable
+    ... def my_training(data, epochs=5):
+    ...     ...  # build in current_group().model_scope(), fit with keras_medseg.training.runner.fit
+    >>> my_training("data/", processes=2)  # doctest: +SKIP
     """
 
     @functools.wraps(fn)
