@@ -16,6 +16,9 @@ down. With `--patch-size` (or a
 with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
 the preprocessing is saved in the checkpoint for `predict`:
 `keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`.
+`--processes N` trains over N processes of this host (one GPU each), with
+`--coordinator HOST:PORT --process-id I` over several hosts
+(`keras_medseg.training.distribute`; `--batch-size` is the global batch).
 """
 
 from keras_medseg.commands._options import add_data_options, add_resample_option, parse_model_args
@@ -39,9 +42,18 @@ def add_parser(subparsers):
                    help="weight pixels by damped inverse class frequency (thin structures, e.g. Q-tips)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--distribute", default=None,
-                   choices=("none", "mirrored", "multiworker", "jax-data-parallel"),
-                   help="train on several devices: tf.distribute Mirrored/MultiWorkerMirrored (TensorFlow) or "
+                   choices=("none", "mirrored", "jax-data-parallel"),
+                   help="train on several devices of one process: tf.distribute.MirroredStrategy (TensorFlow) or "
                         "keras.distribution.DataParallel (JAX); --batch-size is the global batch")
+    d = p.add_argument_group("several processes or hosts (jax.distributed, tf.distribute.MultiWorkerMirrored"
+                             "Strategy, torch.distributed; gloo/gRPC on CPU, NCCL on GPU)")
+    d.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="train over N processes: alone, starts them on this host (one GPU each); "
+                        "--batch-size is the global batch, a multiple of N")
+    d.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="join a run over several hosts: process 0's HOST:PORT (TensorFlow: every process's, "
+                        "comma-separated, in rank order), with --process-id")
+    d.add_argument("--process-id", type=int, default=None, metavar="I", help="this process's rank, 0..N-1")
     p.add_argument("--backup-every", type=int, default=None, metavar="N",
                    help="also back up the training state every N batches (default: every epoch); "
                         "rerun the same command after a crash to resume")
@@ -79,11 +91,18 @@ def _run_volumes(args, source, model_kwargs):
                       orientation=args.orientation, intensity=_intensity(args.intensity),
                       pos_fraction=args.pos_fraction, augment=not args.no_augment, model_kwargs=model_kwargs,
                       seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every,
-                      ignore_value=args.ignore_value, resample_irregular=args.resample_irregular)
+                      ignore_value=args.ignore_value, resample_irregular=args.resample_irregular,
+                      **_processes(args))
+    if r.model is None:  # a rank other than 0 of a run over several hosts: rank 0 reports
+        return 0
     print(f"\ntrained on {len(r.split['train'])} cases, validated on {len(r.split['validation'])}; "
           f"classes {r.spec['class_names']}")
     print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
     return 0
+
+
+def _processes(args):
+    return {"processes": args.processes, "coordinator": args.coordinator, "process_id": args.process_id}
 
 
 def _run_patch_store(args, source, model_kwargs):
@@ -128,6 +147,9 @@ def run(args):
     if refusal:
         raise ValueError(refusal)
     if isinstance(source, PatchStoreSource):  # WSI patch store (.h5): three-step sampler + the VGG16 recipe
+        if args.processes not in (None, 1):
+            raise ValueError("Patch classifiers train in one process for now (their ROC-AUC callback predicts "
+                             f"on one process). Received: --processes {args.processes}")
         return _run_patch_store(args, source, model_kwargs)
     if args.patch_size is not None or getattr(source, "dataset_json", None):
         return _run_volumes(args, source, model_kwargs)
@@ -136,7 +158,9 @@ def run(args):
                    model_kwargs=model_kwargs, verbose=0 if args.quiet else 1, seed=args.seed,
                    n_train=args.n_train, n_val=args.n_val, size=args.size, class_balance=args.class_balance,
                    distribute=args.distribute, backup_every=args.backup_every, ignore_value=args.ignore_value,
-                   resample_irregular=args.resample_irregular)
+                   resample_irregular=args.resample_irregular, **_processes(args))
+    if result.model is None:  # a rank other than 0 of a run over several hosts: rank 0 reports
+        return 0
     print(f"\nValidation Dice/IoU of the best checkpoint ({len(result.predictions)} cases):")
     print(format_table({args.model: result.table}, class_names=result.class_names))
     print(f"\ncheckpoint  {result.checkpoint}\nlog         {result.log}\npredictions {result.plot}")

@@ -4,7 +4,8 @@
 
 What a data argument is, decided once: `sources.resolve_source` (a typed source). The cases of a
 folder and the one mask rule: `cases` (`find_cases`, `mask_ids`, `standardize_labels`). Arrays of a
-source for fitting and scoring in memory: `arrays` (`load_data`, `load_evaluation_data`, `load_folder`).
+source for fitting and scoring in memory: `arrays` (`load_data`, `load_evaluation_data`, `load_folder`);
+seeded batches of arrays, split by rank for training over several processes: `batches` (`ArrayBatches`).
 
 Sub-packages, by what they hold:
 
@@ -17,6 +18,7 @@ Sub-packages, by what they hold:
 """
 
 from keras_medseg.data.arrays import EvaluationData, SegmentationData, load_data, load_evaluation_data, load_folder
+from keras_medseg.data.batches import ArrayBatches
 from keras_medseg.data.cases import IGNORE_INDEX, find_cases, find_scans, mask_ids, standardize_labels
 from keras_medseg.data.scans.io import ImageRecord, read_array, read_image, write_image
 from keras_medseg.data.scans.preprocess import load_preprocessing, save_preprocessing
@@ -49,6 +51,7 @@ from keras_medseg.data.synthetic import (
 
 __all__ = [
     "IGNORE_INDEX",
+    "ArrayBatches",
     "EvaluationData",
     "ImageRecord",
     "PatchSequence",

@@ -11,7 +11,8 @@ Modules:
 * `callbacks`: LR halving, ROC-AUC early stopping, GAN sample grids.
 * `demo`: IMEXnet vs ResNet on Q-tips (`keras-medseg demo`).
 * `checkpointing`: atomic best checkpoint, resumable CSV log, backups.
-* `distribute`: multi-device training scopes.
+* `distribute`: several devices of one process (scopes) and several processes or hosts (`processes=`:
+  jax.distributed, tf.distribute.MultiWorkerMirroredStrategy, torch.distributed; launcher, rank sharding).
 
 The data argument of every entry point is decided by `keras_medseg.data.sources.resolve_source`
 (once: a typed source passed in is used as it is); the arrays come from `keras_medseg.data.load_data`.

@@ -199,6 +199,8 @@ class CrashSafeBackup(keras.callbacks.Callback):
         backup_every: `None` (epoch ends only) or an int: also every that many
             batches (a kill mid-epoch then restarts that epoch from the newest
             weights, as `keras.callbacks.BackupAndRestore` does).
+        write: True (default) backs up and restores; False only restores (the
+            processes of a distributed run other than rank 0, which writes).
 
     Files: `epoch.weights.h5` (state `{"epoch": k, "batch": 0, "logs":
     {...}}`: k epochs done, and the last epoch's log row), and with
@@ -215,8 +217,9 @@ class CrashSafeBackup(keras.callbacks.Callback):
             previous one is intact).
     """
 
-    def __init__(self, backup_dir, backup_every=None):
+    def __init__(self, backup_dir, backup_every=None, write=True):
         super().__init__()
+        self.write = bool(write)
         self.backup_dir = os.fspath(backup_dir)
         if backup_every is not None and (isinstance(backup_every, bool) or int(backup_every) < 1):
             raise ValueError(f"`backup_every` must be None or a positive int. Received: backup_every={backup_every!r}")
@@ -272,7 +275,7 @@ class CrashSafeBackup(keras.callbacks.Callback):
         atomic_write_text(metadata, json.dumps(meta))
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.backup_every is None:
+        if self.backup_every is None or not self.write:
             return
         self._batches += 1
         if self._batches % self.backup_every == 0:
@@ -280,6 +283,8 @@ class CrashSafeBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._epoch = epoch + 1
+        if not self.write:
+            return
         row = {k: _json_value(v) for k, v in (logs or {}).items()}
         self._save(self.epoch_weights, self.epoch_metadata, {"epoch": epoch + 1, "batch": 0, "logs": row})
         if self.backup_every is not None and os.path.exists(self.batch_metadata):

@@ -26,6 +26,19 @@ The caller's callbacks run before the checkpoint, backup and log (so a
 callback that adds a log key, e.g. `ROCAUCEarlyStopping`'s `val_roc_auc`, is
 seen by all three).
 
+In a run over several processes (`keras_medseg.training.distribute`), rank 0
+alone holds the lock and writes the folder; the others wait at a barrier
+until rank 0 has prepared it, restore the same backup (read only) and wait
+again at the end until it is written. Array data are split by rank
+(`keras_medseg.data.ArrayBatches`: `batch_size` is the global batch), a
+dataset is used as given (split it yourself, e.g.
+`VolumeDataset(num_shards=...)`), and only rank 0 shows a progress bar. A
+dataset with `set_epoch` (`ArrayBatches`, `VolumeDataset`,
+`ThreeStepSampler`) is set to each epoch as it begins (`SetEpoch`) and its
+batches are read in its own order (Keras' `shuffle` of the batch order, drawn
+from the global random state, is off), so a resumed run draws the batches the
+uninterrupted one would have.
+
 Example:
 
 >>> run = keras_medseg.training.runner.fit(model, x, y, out_dir="runs/u", epochs=3,
@@ -36,15 +49,19 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
 import shutil
 
+import keras
+
 from keras_medseg.training.checkpointing import CrashSafeBackup, RunFolderLock, resumable_callbacks
+from keras_medseg.training.distribute.group import current_group
 from keras_medseg.utils.validation import check_positive_int
 
-__all__ = ["RunResult", "fit"]
+__all__ = ["RunResult", "SetEpoch", "fit"]
 
 CHECKPOINT_NAME = "best.keras"
 LOG_NAME = "log.csv"
@@ -101,8 +118,48 @@ def read_log(path):
         return list(csv.DictReader(f))
 
 
+class SetEpoch(keras.callbacks.Callback):
+    """`dataset.set_epoch(epoch)` as each epoch begins, with the epoch number `fit` counts.
+
+    A seeded dataset (`ArrayBatches`, `VolumeDataset`, `ThreeStepSampler`)
+    then draws the batches of the run's epoch `e`, also when the run resumed
+    at `e` and whatever extra `on_epoch_end` calls Keras makes (it calls one
+    before the first epoch, after peeking at a batch to build the model).
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
+
+
+def _is_arrays(x):
+    return x is not None and not isinstance(x, keras.utils.PyDataset) and hasattr(x, "shape")
+
+
+def _split_arrays(group, x, y, validation_data, fit_kwargs, seed):
+    """Arrays -> this rank's `ArrayBatches` (training: shuffled from `seed`; validation: in order)."""
+    from keras_medseg.data.batches import ArrayBatches
+
+    batch_size = fit_kwargs.pop("batch_size", None) or 32
+    if _is_arrays(x):
+        x = ArrayBatches(x, y, fit_kwargs.pop("sample_weight", None), batch_size=batch_size,
+                         shuffle=bool(fit_kwargs.pop("shuffle", True)), seed=seed, num_shards=group.size,
+                         shard_index=group.rank)
+        y = None
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3) and \
+            _is_arrays(validation_data[0]):
+        batch = fit_kwargs.pop("validation_batch_size", None) or batch_size
+        validation_data = ArrayBatches(*validation_data, batch_size=max(1, batch // group.size) * group.size,
+                                       shuffle=False, num_shards=group.size, shard_index=group.rank)
+    return x, y, validation_data
+
+
 def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor="val_loss", mode="auto",
-        backup_every=None, preprocessing=None, callbacks=None, verbose=1, resume=True, **fit_kwargs) -> RunResult:
+        backup_every=None, preprocessing=None, callbacks=None, verbose=1, resume=True, seed=0,
+        **fit_kwargs) -> RunResult:
     """Fit `model` in a run folder: locked, backed up, resumable, logged, best checkpoint kept.
 
     Args:
@@ -125,6 +182,8 @@ def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor
             backup and log (default None).
         verbose: Keras verbosity (default 1, a progress bar).
         resume: True (default) resumes from `out_dir/backup`; False starts afresh.
+        seed: int, the order of array batches in a run over several processes
+            (default 0; the same on every process).
         **fit_kwargs: other `keras.Model.fit` arguments (`batch_size`,
             `shuffle`, `sample_weight`, `steps_per_epoch`, ...).
 
@@ -146,19 +205,41 @@ def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor
     checkpoint = os.path.join(out_dir, CHECKPOINT_NAME)
     log = os.path.join(out_dir, LOG_NAME)
     backup_dir = os.path.join(out_dir, BACKUP_NAME)
-    with RunFolderLock(out_dir):
-        if not resume and os.path.isdir(backup_dir):
-            shutil.rmtree(backup_dir)
+    group = current_group()
+    lock = RunFolderLock(out_dir) if group.is_writer else contextlib.nullcontext()
+    with lock:
+        if group.is_writer:
+            if not resume and os.path.isdir(backup_dir):
+                shutil.rmtree(backup_dir)
+            if CrashSafeBackup.resume_epoch(backup_dir) == 0 and \
+                    not os.path.exists(os.path.join(backup_dir, "latest.weights.h5")):
+                _forget_best(checkpoint)
+        group.barrier("keras_medseg run folder ready")  # the others read the backup rank 0 decided on
         start = CrashSafeBackup.resume_epoch(backup_dir) if os.path.isdir(backup_dir) else 0
-        if start == 0 and not os.path.exists(os.path.join(backup_dir, "latest.weights.h5")):
-            _forget_best(checkpoint)
-        cbs = list(callbacks or []) + resumable_callbacks(out_dir, monitor=monitor, mode=mode,
-                                                          backup_every=backup_every, checkpoint_name=CHECKPOINT_NAME,
-                                                          log_name=LOG_NAME, preprocessing=preprocessing, lock=False)
-        history = model.fit(x, y, validation_data=validation_data, epochs=epochs, callbacks=cbs, verbose=verbose,
-                            **fit_kwargs)
-        if preprocessing is not None and os.path.exists(checkpoint):
+        if group.is_writer:
+            saving = resumable_callbacks(out_dir, monitor=monitor, mode=mode, backup_every=backup_every,
+                                         checkpoint_name=CHECKPOINT_NAME, log_name=LOG_NAME,
+                                         preprocessing=preprocessing, lock=False)
+        else:
+            saving = [CrashSafeBackup(backup_dir, backup_every=backup_every, write=False)]
+        saving = group.writer_callbacks(saving)  # every rank restores the backup the same way
+        engine_cbs = group.fit_callbacks()
+        if group.distributed:
+            x, y, validation_data = _split_arrays(group, x, y, validation_data, fit_kwargs, seed)
+        epochs_of_data = [SetEpoch(d) for d in (x, validation_data) if hasattr(d, "set_epoch")]
+        if hasattr(x, "set_epoch"):  # it orders its batches from its seed: Keras must not reshuffle them
+            fit_kwargs["shuffle"] = False
+        if group.distributed:
+            x, data_cbs = group.wrap_dataset(x)
+            validation_data, val_cbs = group.wrap_dataset(validation_data)
+            engine_cbs = engine_cbs + data_cbs + val_cbs
+        cbs = engine_cbs + epochs_of_data + list(callbacks or []) + saving
+        with group.fit_scope():
+            history = model.fit(x, y, validation_data=validation_data, epochs=epochs, callbacks=cbs,
+                                verbose=verbose if group.is_writer else 0, **fit_kwargs)
+        if group.is_writer and preprocessing is not None and os.path.exists(checkpoint):
             from keras_medseg.data.scans.preprocess import save_preprocessing
 
             save_preprocessing(checkpoint, preprocessing)  # also when a finished run is started again
+        group.barrier("keras_medseg run folder written")
     return RunResult(history.history, read_log(log), checkpoint, log, out_dir, start)

@@ -8,7 +8,8 @@ as `out_dir/best.keras` (written atomically), the training state backed up to
 where it stopped (see `keras_medseg.training.checkpointing`). It then reloads the best model with
 `safe_mode=True`, scores it with `dice_iou_table` and draws a PNG of
 predictions over the validation images. `distribute=` trains on several
-devices through `keras_medseg.training.distribute`.
+devices of one process, `processes=` (with `coordinator=`, `process_id=` on
+several hosts) on several processes, through `keras_medseg.training.distribute`.
 
 Data are given as a typed source (`keras_medseg.data.sources`, what the
 command line passes: the `--data` value is decided once, there) or as what
@@ -32,7 +33,7 @@ from keras_medseg.data.sources import DataSource
 from keras_medseg.metrics import dice_iou_table, to_labels
 from keras_medseg.plotting import history_plot, prediction_grid
 from keras_medseg.training import runner
-from keras_medseg.training.distribute import distribution_scope
+from keras_medseg.training.distribute import current_group, distributable, distribution_scope
 from keras_medseg.utils.model_io import load_model
 
 
@@ -120,6 +121,7 @@ def evaluate_model(model, x, y, num_classes=None, batch_size=16, verbose=0):
     return dice_iou_table(y_eval, pred, num_classes=k), pred
 
 
+@distributable
 def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | SegmentationData = "qtips",
           epochs: int = 5, out_dir: str = "runs/train", batch_size: int = 16, model_kwargs: dict | None = None,
           verbose: int = 1, seed: int = 0, n_train: int = 1024, n_val: int = 64, size: int = 64,
@@ -147,10 +149,10 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
         class_balance: weight every training pixel by `class_balance_weights`
             (damped inverse class frequency) so thin structures are not
             drowned by the background (default False).
-        distribute: None, "mirrored", "multiworker" or "jax-data-parallel"
-            (see `keras_medseg.training.distribute`); the model is built inside that
-            scope, so `model_or_name` must then be a zoo name. `batch_size`
-            is the global batch.
+        distribute: None, "mirrored" or "jax-data-parallel": several devices
+            of this process (see `keras_medseg.training.distribute`); the model
+            is built inside that scope, so `model_or_name` must then be a zoo
+            name. `batch_size` is the global batch.
         backup_every: also back the training state up every that many
             batches (default None: at the end of every epoch only).
         spatial_dims: how the arrays of a folder given as a path are read (default 2).
@@ -158,6 +160,16 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
             255 for an unlabelled border; default None).
         resample_irregular: resample irregular DICOM series from their true
             slice positions instead of refusing them (default False).
+        processes: int, train over this many processes (default None: this
+            one): alone, it starts them on this host (one GPU each where
+            there are enough); `model_or_name` must then be a zoo name and
+            `batch_size` (the global batch) a multiple of `processes`. Each
+            process trains on its part of every batch, rank 0 alone writes
+            `out_dir`; see `keras_medseg.training.distribute`.
+        coordinator: "HOST:PORT" of process 0 (TensorFlow: every process's
+            "HOST:PORT", comma-separated) to join a run over several hosts,
+            with `process_id` (default None).
+        process_id: int, this process's rank in `[0, processes)` (default None).
 
     Masks follow the one mask rule (`keras_medseg.data.cases`); a model
     trained on a folder stores the mask value of each class (`label_values`)
@@ -171,7 +183,11 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
 
     Raises:
         ValueError: bad `epochs`/`batch_size`, unknown model name or argument,
-            bad data (see `keras_medseg.data.load_data`).
+            bad data (see `keras_medseg.data.load_data`), a built model or
+            `distribute` with `processes`.
+        keras_medseg.training.distribute.DistributedError: a process of the
+            run failed or was killed (rerun to resume), a port in use, an
+            unreachable coordinator.
 
     Example:
 
@@ -182,11 +198,18 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
 
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
+    group = current_group()
+    if group.distributed and not isinstance(model_or_name, str):
+        raise ValueError(f"Training over several processes needs a zoo model name (each process builds it in "
+                         f"its engine's scope). Received: model_or_name={type(model_or_name).__name__}")
+    if group.distributed and distribute not in (None, "none"):
+        raise ValueError(f"`distribute` (several devices of one process) and `processes` do not go together: "
+                         f"use one process per device. Received: distribute={distribute!r}")
     keras.utils.set_random_seed(seed)
     data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed, spatial_dims=spatial_dims,
                      ignore_value=ignore_value, resample_irregular=resample_irregular)
     if isinstance(model_or_name, str):
-        with distribution_scope(distribute):
+        with distribution_scope(distribute), group.model_scope():
             model = build_for_data(model_or_name, data, **(model_kwargs or {}))
     elif isinstance(model_or_name, keras.Model):
         if distribute not in (None, "none"):
@@ -212,11 +235,14 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
     run = runner.fit(model, data.x_train, _fit_targets(model, data.y_train), out_dir=out_dir, epochs=epochs,
                      validation_data=validation, monitor="val_loss", backup_every=backup_every, preprocessing=spec,
                      callbacks=callbacks, verbose=verbose, batch_size=batch_size, shuffle=True,
-                     sample_weight=sample_weight)
+                     sample_weight=sample_weight, seed=seed)
     history, checkpoint, log = run.history, run.checkpoint, run.log
-    best = load_model(checkpoint)
-    table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     plot = os.path.join(out_dir, "predictions.png")
+    if not group.is_writer:  # rank 0 scores and draws
+        return TrainResult(None, history, {}, checkpoint, log, plot, None, data.class_names)
+    with group.local_scope():
+        best = load_model(checkpoint)
+        table, pred = evaluate_model(best, data.x_val, data.y_val, data.num_classes, batch_size)
     shown = max(table["classes"]) + 1
     names = data.class_names if data.class_names is not None and len(data.class_names) == shown else None
     y_show = np.maximum(data.y_val, 0)  # ignored voxels (-1) drawn as background

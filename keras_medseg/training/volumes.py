@@ -19,6 +19,9 @@ import json
 import keras
 import numpy as np
 
+from keras_medseg.data.batches import check_shard
+from keras_medseg.training.distribute import current_group, distributable
+
 __all__ = ["VolumeTrainResult", "default_augmentation", "train_volumes"]
 
 
@@ -68,6 +71,7 @@ def _json_labels(json_path):
                          f"{json_path!r}") from None
 
 
+@distributable
 def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_size=96, epochs=5,
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
                   val_fraction=0.2, pos_fraction=0.5, augment=True, cache_bytes=2**30, model_kwargs=None,
@@ -103,6 +107,11 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
             unlabelled border; default None).
         resample_irregular: resample irregular DICOM series from their true
             slice positions instead of refusing them (default False).
+        processes, coordinator, process_id: train over several processes, as
+            for `keras_medseg.training.train` (default None: this one);
+            `batch_size` is then the global batch, a multiple of `processes`,
+            and every process samples its own cases of each epoch
+            (`VolumeDataset(num_shards=...)`).
 
     Labels follow the one mask rule (`keras_medseg.data.cases`) over every
     label map of the data set, decided once before training: 0/255 masks are
@@ -133,6 +142,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     from keras_medseg.utils.validation import check_positive_int
 
     epochs = check_positive_int(epochs, "epochs")
+    group = current_group()
+    check_shard(group.size, group.rank, check_positive_int(batch_size, "batch_size"))
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction!r}")
     keras.utils.set_random_seed(seed)
@@ -159,24 +170,30 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         augment = default_augmentation(spatial_dims, seed=seed)
     elif augment is False:
         augment = None
-    common = {"patch_size": patch_size, "batch_size": batch_size, "spatial_dims": spatial_dims, "spacing": spacing,
-              "orientation": orientation, "intensity": intensity, "pos_fraction": pos_fraction,
+    shard = {"num_shards": group.size, "shard_index": group.rank}
+    common = {"patch_size": patch_size, "batch_size": batch_size // group.size, "spatial_dims": spatial_dims,
+              "spacing": spacing, "orientation": orientation, "intensity": intensity, "pos_fraction": pos_fraction,
               "cache_bytes": cache_bytes, "label_values": values, "ignore_value": ignore_value,
               "resample_irregular": resample_irregular}
     train_ds = VolumeDataset([(c["image"], c["label"]) for c in train_cases], augment=augment,
-                             steps_per_epoch=steps_per_epoch, seed=seed, **common)
+                             steps_per_epoch=steps_per_epoch, seed=seed, **common, **shard)
     val_ds = None
     if val_cases:
         val_ds = VolumeDataset([(c["image"], c["label"]) for c in val_cases], seed=seed + 1,
-                               steps_per_epoch=max(1, len(val_cases)), **common)
+                               steps_per_epoch=max(1, -(-len(val_cases) // group.size)), **common, **shard)
     x, _ = train_ds[0]
     kwargs = {"spatial_dims": spatial_dims, "num_classes": len(class_names), "in_channels": int(x.shape[-1])}
     kwargs.update(model_kwargs or {})
-    model = zoo.build(model_name, **kwargs)
+    with group.model_scope():
+        model = zoo.build(model_name, **kwargs)
     monitor = "val_loss" if val_ds is not None else "loss"
     spec = train_ds.spec(class_names)
     spec["split"] = split
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
     run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
                      backup_every=backup_every, preprocessing=spec, verbose=verbose)
-    return VolumeTrainResult(load_model(run.checkpoint), run.history, run.checkpoint, run.log, spec, split)
+    if not group.is_writer:
+        return VolumeTrainResult(None, run.history, run.checkpoint, run.log, spec, split)
+    with group.local_scope():
+        best = load_model(run.checkpoint)
+    return VolumeTrainResult(best, run.history, run.checkpoint, run.log, spec, split)

@@ -23,6 +23,7 @@ import math
 import keras
 import numpy as np
 
+from keras_medseg.data.batches import check_shard
 from keras_medseg.data.cases import dataset_label_values, find_cases, mask_ids, standardize_labels, warn_compacted
 from keras_medseg.data.scans.geometry import check_same_grid, to_model_space
 from keras_medseg.data.scans.io import read_image
@@ -44,10 +45,10 @@ def _crop(array, start, size, fill):
     return out
 
 
-def _reseed(layer, seed, epoch, index):
-    """Set every seed generator in `layer` from `(seed, epoch, index)`, so a batch's augmentation
-    does not depend on the order in which batches are made."""
-    base = np.random.default_rng([seed, epoch, index]).integers(0, 2**31 - 1, size=64)
+def _reseed(layer, key):
+    """Set every seed generator in `layer` from `key` (`[seed, epoch, index]`, plus the shard), so a batch's
+    augmentation does not depend on the order in which batches are made."""
+    base = np.random.default_rng(key).integers(0, 2**31 - 1, size=64)
     generators = [x.seed_generator for x in layer._flatten_layers(include_self=True)
                   if hasattr(x, "seed_generator")]
     for k, gen in enumerate(generators):
@@ -105,7 +106,16 @@ class VolumeDataset(keras.utils.PyDataset):
             reads the scan around the patch, not padding.
         steps_per_epoch: batches per epoch (default: enough for every case
             once, `ceil(cases / batch_size)`).
-        seed: int seed of all draws (default 0).
+        seed: int seed of all draws (default 0); the same on every process of a run.
+        num_shards: processes sharing the epoch (default 1). Slot `s` of an
+            epoch (batch `s // batch_size` of one process) reads case
+            `order[s % cases]`; process `k` of `W` takes the slots of global
+            batch `i` from `(i * W + k) * batch_size` on, so the processes
+            read disjoint slots of one case order (every case once per epoch
+            when `cases <= W * batch_size * steps_per_epoch`), and draw their
+            patch centres and augmentation from `(seed, epoch, index, k)`.
+            `batch_size` is then the per-process batch.
+        shard_index: this process's rank in `[0, num_shards)` (default 0).
         foreground_samples: foreground voxels kept per case to centre
             positive patches (default 10000).
         **kwargs: `keras.utils.PyDataset` arguments (`workers`,
@@ -137,8 +147,9 @@ class VolumeDataset(keras.utils.PyDataset):
     def __init__(self, source, patch_size, batch_size=2, spatial_dims=3, slice_axis=2, pos_fraction=0.5,
                  spacing=None, orientation=None, intensity=None, label_values=None, ignore_value=None,
                  cache_bytes=2**30, augment=None, steps_per_epoch=None, seed=0, foreground_samples=10000,
-                 resample_irregular=False, **kwargs):
+                 resample_irregular=False, num_shards=1, shard_index=0, **kwargs):
         super().__init__(**kwargs)
+        self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         if spatial_dims not in (2, 3):
             raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
         size = (patch_size,) * spatial_dims if isinstance(patch_size, int) else tuple(patch_size)
@@ -170,7 +181,7 @@ class VolumeDataset(keras.utils.PyDataset):
         self.label_values = [int(v) for v in label_values]
         self.cache_bytes = int(cache_bytes)
         self.augment = augment
-        self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.cases) / batch_size)
+        self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.cases) / (batch_size * self.num_shards))
         self.seed = int(seed)
         self.foreground_samples = int(foreground_samples)
         self.epoch = 0
@@ -259,20 +270,19 @@ class VolumeDataset(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch index out of range [0, {len(self)}). Received: index={index}")
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.cases))
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        key = [self.seed, self.epoch, index] + ([self.shard_index] if self.num_shards > 1 else [])
+        rng = np.random.default_rng(key)
         # A warping augmentation reads around the patch: crop the margin it needs, warp only the patch's voxels.
         margin = self.augment.margin(self.patch_size) if hasattr(self.augment, "margin") else None
         xs, ys = [], []
-        for b in range(self.batch_size):
-            case = int(order[(index * self.batch_size + b) % len(self.cases)])
+        for case in self.case_slots(index):
             image, labels, fg, fill = self.load_case(case)
             x, y, _ = self.sample_patch(image, labels, fg, fill, rng, margin)
             xs.append(x)
             ys.append(y)
         x, y = np.stack(xs), np.stack(ys)
         if self.augment is not None:
-            _reseed(self.augment, self.seed, self.epoch, index)
+            _reseed(self.augment, key)
             sized = {"output_size": self.patch_size} if margin and any(margin) else {}
             out = self.augment({"image": x, "labels": y}, training=True, **sized)
             x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
@@ -280,6 +290,17 @@ class VolumeDataset(keras.utils.PyDataset):
         if self.ignore_value is not None:  # ignored voxels: class 0 with weight 0 (the losses take voxel weights)
             return x, np.maximum(y, 0), (y >= 0).astype(np.float32)
         return x, y
+
+    def case_slots(self, index, epoch=None):
+        """The case indices this process reads for batch `index` of `epoch` (default: the current one)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.cases))
+        first = (index * self.num_shards + self.shard_index) * self.batch_size
+        return [int(order[(first + b) % len(self.cases)]) for b in range(self.batch_size)]
+
+    def set_epoch(self, epoch):
+        """Draw the batches of `epoch` next (a resumed run starts at its epoch, as the uninterrupted one did)."""
+        self.epoch = int(epoch)
 
     def on_epoch_end(self):
         self.epoch += 1

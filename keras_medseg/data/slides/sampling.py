@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 
+from keras_medseg.data.batches import check_shard
 from keras_medseg.data.slides.patch_augment import augment_patches
 from keras_medseg.data.slides.store import PatchStore
 from keras_medseg.utils.validation import check_choice, check_positive_int
@@ -55,6 +56,13 @@ class ThreeStepSampler(_StoreDataset):
         seed: seed; batch `i` of epoch `e` is a function of `(seed, e, i)`.
         indices: optional subset of patch indices to sample from (e.g. the
             training slides, or all but a validation split); default all.
+        num_shards: processes of a run sharing the store (default 1): the
+            patches of every (label, slide) group are dealt out to the
+            processes in turn, so each process samples from its own disjoint
+            part (together: all of them) by the same three steps, with its
+            own draws from `(seed, epoch, i, shard_index)`. `batch_size` is
+            then the per-process batch.
+        shard_index: this process's rank in `[0, num_shards)` (default 0).
         **kwargs: `keras.utils.PyDataset` arguments (`workers`,
             `use_multiprocessing`, `max_queue_size`).
 
@@ -62,7 +70,8 @@ class ThreeStepSampler(_StoreDataset):
         `(x, y)`: `x (batch, S, S, C)` float32, `y (batch, 1)` float32 labels.
 
     Raises:
-        ValueError: an empty store.
+        ValueError: an empty store; a part (`num_shards > 1`) without a patch
+            of a label the store holds.
 
     Example:
 
@@ -73,8 +82,9 @@ class ThreeStepSampler(_StoreDataset):
     """
 
     def __init__(self, store, batch_size=32, steps_per_epoch=100, augment=True, augment_kwargs=None, rescale=1.0,
-                 seed=None, indices=None, transform=None, **kwargs):
+                 seed=None, indices=None, transform=None, num_shards=1, shard_index=0, **kwargs):
         super().__init__(store, **kwargs)
+        self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         self.augment = bool(augment)
@@ -91,6 +101,8 @@ class ThreeStepSampler(_StoreDataset):
             raise ValueError(f"`indices` must lie in [0, {labels.size}). Received: {subset.min()}..{subset.max()}")
         if subset.size == 0:
             raise ValueError(f"Patch store {self.path!r} is empty (or `indices` selects nothing): nothing to sample.")
+        if self.num_shards > 1:
+            subset = self._shard(subset, labels, slides)
         # index[label] = list of patch-index arrays, one per slide holding that label
         self.labels_present = np.unique(labels[subset])
         self.index = {}
@@ -100,6 +112,22 @@ class ThreeStepSampler(_StoreDataset):
             rows = rows[order]
             cuts = np.flatnonzero(np.diff(slides[rows])) + 1
             self.index[lab] = np.split(rows, cuts)
+
+    def _shard(self, subset, labels, slides):
+        """This process's part of `subset`: every (label, slide) group's patches dealt out in turn."""
+        order = np.lexsort((subset, slides[subset], labels[subset]))
+        rows = subset[order]
+        keys = np.stack([labels[rows], slides[rows]], axis=1)
+        new_group = np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)]
+        group = np.cumsum(new_group) - 1
+        position = np.arange(rows.size) - np.flatnonzero(new_group)[group]
+        part = rows[(position + group) % self.num_shards == self.shard_index]  # the deal starts one further per group
+        missing = sorted(set(np.unique(labels[subset]).tolist()) - set(np.unique(labels[part]).tolist()))
+        if missing:
+            raise ValueError(f"Part {self.shard_index} of {self.num_shards} of patch store {self.path!r} has no patch "
+                             f"with label {missing}: every label needs at least {self.num_shards} patches (one per "
+                             f"process). Received: num_shards={self.num_shards}")
+        return np.sort(part)
 
     def __len__(self):
         return self.steps_per_epoch
@@ -117,7 +145,8 @@ class ThreeStepSampler(_StoreDataset):
     def __getitem__(self, i):
         if not 0 <= i < self.steps_per_epoch:
             raise IndexError(f"Batch index {i} out of range for {self.steps_per_epoch} steps.")
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        key = [self.seed, self.epoch, int(i)] + ([self.shard_index] if self.num_shards > 1 else [])
+        rng = np.random.default_rng(key)
         idx, labs = self.sample_indices(rng, self.batch_size)
         x = self.store.read(idx).astype(np.float32)
         if self.transform is not None:
@@ -127,6 +156,10 @@ class ThreeStepSampler(_StoreDataset):
         if self.rescale != 1.0:
             x = x * np.float32(self.rescale)
         return x, labs.astype(np.float32).reshape(-1, 1)
+
+    def set_epoch(self, epoch):
+        """Draw the batches of `epoch` next (a resumed run starts at its epoch, as the uninterrupted one did)."""
+        self.epoch = int(epoch)
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -1,14 +1,16 @@
-"""Multi-device training on the engines that already exist.
+"""Several devices of one process: the scopes of the engines that already exist.
 
 keras-medseg does not ship a distribution engine of its own. `distribution_scope`
 opens the scope of the engine that fits the backend:
 
 * `"mirrored"`: `tf.distribute.MirroredStrategy` (TensorFlow; several GPUs or
   logical CPU devices on one host);
-* `"multiworker"`: `tf.distribute.MultiWorkerMirroredStrategy` (TensorFlow;
-  several hosts, configured by the `TF_CONFIG` environment variable);
 * `"jax-data-parallel"`: `keras.distribution.DataParallel` (JAX; every local
   device, or the ones given).
+
+Several processes (one per GPU, or several hosts) on any backend: the
+`processes=` argument of the training functions
+(`keras_medseg.training.distribute.process_group`).
 
 Build and compile the model inside the scope; `fit` then splits each global
 batch across the replicas and averages gradients, so the loss after N steps
@@ -24,7 +26,7 @@ import contextlib
 
 import keras
 
-STRATEGIES = ("none", "mirrored", "multiworker", "jax-data-parallel")
+STRATEGIES = ("none", "mirrored", "jax-data-parallel")
 
 __all__ = ["STRATEGIES", "distribution_scope", "num_replicas"]
 
@@ -34,7 +36,7 @@ def _require_backend(name, backend):
         raise ValueError(
             f"`distribute={name!r}` needs the {backend!r} backend. "
             f"Received: KERAS_BACKEND={keras.backend.backend()!r}. "
-            f"Use {'mirrored/multiworker' if backend == 'jax' else 'jax-data-parallel'} instead, "
+            f"Use {'mirrored' if backend == 'jax' else 'jax-data-parallel'} instead, "
             f"or set KERAS_BACKEND={backend}."
         )
 
@@ -44,8 +46,7 @@ def distribution_scope(distribute=None, devices=None):
     """Context manager that builds models for multi-device training.
 
     Args:
-        distribute: one of `None`/"none", "mirrored", "multiworker",
-            "jax-data-parallel".
+        distribute: one of `None`/"none", "mirrored", "jax-data-parallel".
         devices: optional device list (TensorFlow device names such as
             `"/cpu:0"`, or JAX devices) for "mirrored" and "jax-data-parallel".
 
@@ -56,19 +57,20 @@ def distribution_scope(distribute=None, devices=None):
         ValueError: unknown `distribute` value, or one that needs the other backend.
     """
     name = "none" if distribute is None else distribute
+    if name == "multiworker":
+        raise ValueError("`distribute='multiworker'` is now `processes=N` (with `coordinator`/`process_id` on "
+                         "several hosts): one process per GPU or host, on any backend. Received: distribute="
+                         "'multiworker'")
     if name not in STRATEGIES:
         raise ValueError(f"`distribute` must be one of {list(STRATEGIES)}. Received: distribute={distribute!r}")
     if name == "none":
         yield None
         return
-    if name in ("mirrored", "multiworker"):
+    if name == "mirrored":
         _require_backend(name, "tensorflow")
         import tensorflow as tf
 
-        if name == "mirrored":
-            strategy = tf.distribute.MirroredStrategy(devices=devices)
-        else:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
         with strategy.scope():
             yield strategy
         return
