@@ -31,8 +31,8 @@ def test_cli_train_survives_sigkill_mid_epoch(tmp_path):
     """`keras-medseg train` killed in the middle of an epoch resumes when run again."""
     out = str(tmp_path / "run")
     log = os.path.join(out, "log.csv")
-    cmd = [sys.executable, "-m", "keras_medseg", "train", "unet", "--data", "qtips", "--n-train", "384",
-           "--n-val", "32", "--epochs", "5", "--batch-size", "16", "--out", out, "--arg", "filters=4",
+    cmd = [sys.executable, "-m", "keras_medseg", "train", "unet", "--data", "qtips", "--n-train", "256",
+           "--n-val", "32", "--epochs", "4", "--batch-size", "16", "--out", out, "--arg", "filters=4",
            "--arg", "depth=2", "--quiet", "--backup-every", "4"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -44,14 +44,14 @@ def test_cli_train_survives_sigkill_mid_epoch(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_epochs = _epochs_in_log(log)
-    assert 2 <= len(killed_epochs) < 5
+    assert 2 <= len(killed_epochs) < 4
     # Whatever was on disk at the kill is readable.
     keras.saving.load_model(os.path.join(out, "best.keras"), safe_mode=True)
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Dice" in rerun.stdout
-    assert _epochs_in_log(log) == [0, 1, 2, 3, 4]
+    assert _epochs_in_log(log) == [0, 1, 2, 3]
     model = keras.saving.load_model(os.path.join(out, "best.keras"), safe_mode=True)
     assert model.count_params() > 0
     assert [f for f in os.listdir(out) if ".tmp" in f] == []

@@ -47,7 +47,10 @@ def _is_functional(model):
 
 
 def _forward(model, x):
-    # eager call: much faster than tracing `predict` for tiny models
+    # TensorFlow and torch: an eager call, much faster than tracing `predict` for tiny models; JAX: one compiled
+    # forward (`predict_on_batch`), 3x less CPU than compiling op by op (Swin UNETR 2D: 7 s against 21 s)
+    if keras.backend.backend() == "jax":
+        return [np.asarray(keras.ops.convert_to_numpy(o)) for o in _as_list(model.predict_on_batch(x))]
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in _as_list(model(x, training=False))]
 
 
@@ -66,14 +69,13 @@ def test_describe(name):
 
 
 @pytest.mark.parametrize("name, spatial_dims", list(_cases()))
-def test_build_forward_fit_save_load(name, spatial_dims, tmp_path):
+def test_build_forward_fit(name, spatial_dims):
     spec = zoo.get_spec(name)
     model = _build(name, spatial_dims)
     assert isinstance(model, keras.Model)
-    functional = _is_functional(model)
     x, y = zoo.example_batch(name, model, batch_size=2, seed=0)
 
-    if functional:
+    if _is_functional(model):
         outs = _forward(model, x)
         for out, sym in zip(outs, model.outputs):
             assert out.shape[0] == 2
@@ -93,6 +95,19 @@ def test_build_forward_fit_save_load(name, spatial_dims, tmp_path):
             assert np.all(np.isfinite(values)), f"{name}: {key} is not finite after one fit step"
         assert _finite_weights(model), f"{name}: a fit step made a weight non-finite"
 
+
+# save/load is its own test (the model is built again) so that neither half of a large model's checks runs
+# over a minute on JAX
+@pytest.mark.parametrize("name, spatial_dims", list(_cases()))
+def test_save_load_keeps_weights_and_predictions(name, spatial_dims, tmp_path):
+    spec = zoo.get_spec(name)
+    model = _build(name, spatial_dims)
+    x, y = zoo.example_batch(name, model, batch_size=2, seed=0)
+    functional = _is_functional(model)
+    if not functional and spec.trainable_with_fit:  # subclassed models (GANs) are saved after a training step
+        model.run_eagerly = keras.backend.backend() == "tensorflow"
+        model.fit(x, y, epochs=1, batch_size=2, verbose=0)
+        model.run_eagerly = False
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
