@@ -1,4 +1,4 @@
-"""What `benchmarks/distributed.py` times in each process: `steps` fit steps of a small 2D UNet.
+"""What `benchmarks/distributed_training.py` times in each process: `steps` fit steps of a small 2D UNet.
 
 A module of its own (the launched processes import it by name; `distributed`
 would hide Dask's package of that name).

@@ -14,7 +14,7 @@ import re
 
 __all__ = ["DiskFullError", "is_user_error", "one_line_message", "raise_if_disk_full"]
 
-_MAX_CHARS = 400
+_MAX_CHARS = 600
 
 
 class DiskFullError(OSError):
@@ -46,7 +46,10 @@ def is_user_error(exc):
 
 
 def one_line_message(exc):
-    """One line for `exc`: its first meaningful line, without Keras' call dump, at most 400 characters."""
+    """One line for `exc`: its first meaningful line, without Keras' call dump, at most 600 characters.
+
+    A longer line loses its middle (long paths), not its end, where messages say what to do.
+    """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) and exc.strerror and exc.filename:
         text = f"{exc.strerror}: {exc.filename}"
@@ -55,7 +58,7 @@ def one_line_message(exc):
     useful = [ln for ln in lines if not ln.startswith(skip)]
     line = (useful or lines or [type(exc).__name__])[0]
     if len(line) > _MAX_CHARS:
-        line = line[: _MAX_CHARS - 3] + "..."
+        line = line[: _MAX_CHARS - 203] + " ... " + line[-198:]
     if len(lines) > 1:
         line += " (run with --debug for details)"
     return line

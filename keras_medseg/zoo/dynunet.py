@@ -114,6 +114,7 @@ def _example(model, batch_size, seed):
     "dynunet",
     description="DynUNet (nnU-Net's network): per-level kernels/strides, instance norm, optional deep supervision",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"kernel_size": (3, 3, 3), "strides": (1, 2, 2), "filters": (4, 8, 8), "deep_supervision": True},
     example=_example,
 )

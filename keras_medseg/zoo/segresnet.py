@@ -71,6 +71,7 @@ def _example(model, batch_size, seed):
     "segresnet",
     description="SegResNet (Myronenko 2018): residual encoder, 1x1-conv + trilinear-upsampling decoder, no VAE",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"init_filters": 4, "blocks_down": (1, 1), "blocks_up": (1,)},
     example=_example,
 )

@@ -51,6 +51,7 @@ def _int_tuple(value, name, length=None):
     "swin_unetr",
     description="Swin UNETR (Hatamizadeh 2021): shifted-window transformer encoder, conv UNet decoder",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"input_size": 32, "feature_size": 6, "depths": (2, 1, 1, 1), "window_size": 4},
     example=_example,
 )

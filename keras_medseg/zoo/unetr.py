@@ -63,6 +63,7 @@ def _example(model, batch_size, seed):
     "unetr",
     description="UNETR (Hatamizadeh 2022): ViT encoder on 16^3 patches, hidden states decoded by a conv UNet",
     spatial_dims=(2, 3),
+    task="segmentation",
     tiny={"input_size": 16, "feature_size": 4, "hidden_size": 16, "mlp_dim": 16, "num_heads": 2, "num_layers": 4},
     example=_example,
 )

@@ -1,8 +1,8 @@
 """Steps per second of data-parallel training with 1 and 2 processes on this machine, per backend; on paper, GPUs.
 
-    python benchmarks/distributed.py                        # cpu preset, the three backends in turn
-    python benchmarks/distributed.py --backends torch       # some backends
-    python benchmarks/distributed.py --preset smoke         # seconds, no README update
+    python benchmarks/distributed_training.py                        # cpu preset, the three backends in turn
+    python benchmarks/distributed_training.py --backends torch       # some backends
+    python benchmarks/distributed_training.py --preset smoke         # seconds, no README update
 
 Each backend runs in its own driver process (Keras fixes the backend per
 process). Every process computes on one thread (OMP, TensorFlow and XLA
