@@ -1,7 +1,8 @@
 """The same zoo model with the same weights gives the same numbers on TensorFlow, JAX and torch.
 
-One subprocess per installed backend (the backend is fixed at Keras' first
-import). The first backend builds each model and writes its weights to a
+One subprocess per installed backend other than the one this process runs
+on (the backend is fixed at Keras' first import; `tests.testing.cross_backend`
+does the work in both cases). The first backend builds each model and writes its weights to a
 `.weights.h5` file; every backend loads those weights, runs a fixed batch and
 takes the gradients of the model's compiled loss for one training step
 (`stateless_call`, `training=True`). Outputs must agree to 1e-4 and each
@@ -13,63 +14,16 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
+
+from tests.testing import cross_backend
 
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("unet", "imexnet", "lsn", "fpn_detector")
-
-_SCRIPT = r"""
-import os, sys
-import numpy as np
-import keras
-from keras import ops
-from keras_medseg import zoo
-from tests.testing import value_and_grad
-
-out_dir = sys.argv[1]
-backend = keras.backend.backend()
-result = {}
-for name in sys.argv[2:]:
-    spec = zoo.get_spec(name)
-    keras.utils.set_random_seed(0)
-    model = zoo.build(name, **spec.tiny)
-    x, y = zoo.example_batch(name, model, batch_size=2, seed=0)
-    model(x, training=False)
-    path = os.path.join(out_dir, name + ".weights.h5")
-    if not os.path.exists(path):
-        model.save_weights(path)
-    model.load_weights(path)
-    pred = model(x, training=False)
-    loss_fn = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def loss(tv):
-        out, _ = model.stateless_call(list(tv), non_trainable, x, training=True)
-        return ops.mean(loss_fn(y, out))
-
-    if backend == "jax":  # one compiled program: op-by-op tracing of the backward pass took minutes
-        import jax
-        value, grads = jax.jit(jax.value_and_grad(loss))(trainable)
-    else:
-        value, (grads,) = value_and_grad(loss, trainable)
-    result[name] = {
-        "output": [np.asarray(ops.convert_to_numpy(o), "float64") for o in keras.tree.flatten(pred)],
-        "loss": float(ops.convert_to_numpy(value)),
-        "grads": [np.asarray(ops.convert_to_numpy(g), "float64") for g in grads],
-    }
-arrays = {}
-for name, r in result.items():
-    for i, o in enumerate(r["output"]):
-        arrays[f"{name}/output/{i}"] = o
-    for i, g in enumerate(r["grads"]):
-        arrays[f"{name}/grad/{i}"] = g
-    arrays[f"{name}/loss"] = np.array(r["loss"])
-np.savez(os.path.join(out_dir, backend + ".npz"), **arrays)
-"""
 
 
 def _installed(backend):
@@ -77,10 +31,14 @@ def _installed(backend):
 
 
 def _run(backend, out_dir, name):
+    if backend == keras.backend.backend():  # the backend this process runs on: no second import
+        return dict(np.load(cross_backend.compute(str(out_dir), name)))
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT, KERAS_MEDSEG_FAST="1",
                TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(out_dir), name], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    if backend == "jax":  # compile-bound, as in the JAX phase (tests/conftest.py)
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
+    proc = subprocess.run([sys.executable, "-m", "tests.testing.cross_backend", str(out_dir), name], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{backend}: {proc.stderr[-3000:]}"
     return dict(np.load(os.path.join(out_dir, backend + ".npz")))
 

@@ -1,11 +1,12 @@
-"""Options shared by several commands: `--data` and its Q-tips/folder settings, `--arg NAME=VALUE` parsing.
+"""What several commands share: `--data` and its Q-tips/folder settings, `--arg NAME=VALUE` parsing, and the
+exit status and listing of a cohort run whose slides partly failed.
 
 Commands import from here, never from each other.
 """
 
 import ast
 
-__all__ = ["add_data_options", "add_resample_option", "add_scan_options", "parse_model_args"]
+__all__ = ["add_data_options", "add_resample_option", "add_scan_options", "parse_model_args", "report_failed_slides"]
 
 
 def parse_model_args(items):
@@ -23,6 +24,17 @@ def parse_model_args(items):
         except (ValueError, SyntaxError):
             kwargs[key] = value
     return kwargs
+
+
+def report_failed_slides(failed, note="rerun to retry only these"):
+    """Print the slides of a cohort run that failed (`{slide: one-line error}`); return the command's exit code
+    (1 when any failed, else 0): the others' results are kept, so a rerun redoes only these."""
+    if not failed:
+        return 0
+    print(f"{len(failed)} slide(s) FAILED ({note}):")
+    for name, err in sorted(failed.items()):
+        print(f"  {name}: {err}")
+    return 1
 
 
 def add_data_options(p, n_default=1024):

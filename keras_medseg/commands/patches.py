@@ -25,6 +25,8 @@ code is 1. With a MASK image (same height/width, non-zero = tumour, read by the 
 import json
 import os
 
+from keras_medseg.commands._options import report_failed_slides
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser("patches", help="Extract whole-slide-image patches into an HDF5 store; show a store.")
@@ -116,12 +118,7 @@ def _extract_cohort(args, source, min_tissue, threshold):
         rec = res["slides"][sid]
         where = f"level {rec['level']}" + (f" ({rec['mpp'][0]:.3g} um/px)" if rec.get("mpp") else "")
         print(f"  {sid:24s} {rec['patches']:8d} patches {rec['positive']:6d} positive  {where}")
-    if res["failed"]:
-        print(f"{len(res['failed'])} slide(s) FAILED (the others are in the store; rerun to retry only these):")
-        for sid, err in sorted(res["failed"].items()):
-            print(f"  {sid}: {err}")
-        return 1
-    return 0
+    return report_failed_slides(res["failed"], "the others are in the store; rerun to retry only these")
 
 
 def _extract(args):

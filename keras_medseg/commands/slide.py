@@ -14,6 +14,8 @@ protocol (`keras_medseg.predict.cohort.predict_cohort`; `--workers N` / `--sched
 run the slides as Dask tasks); exit code 1 when a slide failed.
 """
 
+from keras_medseg.commands._options import report_failed_slides
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser("slide", help="Whole-slide inference: probability heatmap and slide score.")
@@ -81,9 +83,4 @@ def _predict_cohort(args):
         print(f"FROC (CAMELYON16 protocol, lesion level): {res['froc_camelyon16']['froc']:.4f} "
               f"({res['froc_camelyon16']['num_lesions']} lesions, {res['froc_camelyon16']['num_itc']} isolated "
               "tumour cells excluded)")
-    if res["failed"]:
-        print(f"{len(res['failed'])} slide(s) FAILED (rerun to retry only these):")
-        for name, err in sorted(res["failed"].items()):
-            print(f"  {name}: {err}")
-        return 1
-    return 0
+    return report_failed_slides(res["failed"])

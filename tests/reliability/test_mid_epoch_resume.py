@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from keras_medseg.training import checkpointing, train
+from tests.testing.run_lock import run_folder_held_by_another_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KW = {"model_kwargs": {"filters": 2, "depth": 1}, "n_train": 32, "n_val": 4, "size": 16, "batch_size": 8,
@@ -202,26 +203,14 @@ def test_a_second_training_process_on_the_same_folder_is_refused(tmp_path, capsy
 
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import fcntl, os, sys, time
-        fd = os.open({str(out / ".lock")!r}, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, str(os.getpid()).encode())
-        print("held", flush=True)
-        time.sleep(120)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        busy = rf"run' is being written by another training process \(pid {holder.pid}\)"
+    with run_folder_held_by_another_process(out) as pid:
+        busy = rf"run' is being written by another training process \(pid {pid}\)"
         with pytest.raises(RuntimeError, match=busy):
             train("unet", out_dir=str(out), **dict(KW, epochs=1, n_train=8))
         assert main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--batch-size", "8",
                      "--quiet", "--epochs", "1", "--out", str(out), "--arg", "filters=2", "--arg", "depth=1"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "another training process" in err, err
-    finally:
-        holder.kill()
-        holder.wait()
     result = train("unet", out_dir=str(out), **dict(KW, epochs=1, n_train=8))  # the lock died with its holder
     assert len(result.history["loss"]) == 1
     fd = os.open(str(out / ".lock"), os.O_RDWR)

@@ -1,9 +1,6 @@
 """The patch classifier goes through the one fit runner: it resumes, honours `backup_every` and locks its folder."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import h5py
 import keras
@@ -12,6 +9,7 @@ import pytest
 
 from keras_medseg.data.slides import PatchStore
 from keras_medseg.training import train_patch_classifier
+from tests.testing.run_lock import run_folder_held_by_another_process
 
 
 def _store(path, n=24):
@@ -58,22 +56,10 @@ def test_patch_classifier_resumes_and_backs_up_every_n_batches(tmp_path):
 def test_patch_classifier_run_folder_is_locked(tmp_path):
     store, out = _store(tmp_path / "p.h5"), tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import fcntl, os, time
-        fd = os.open({str(out / ".lock")!r}, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, str(os.getpid()).encode())
-        print("held", flush=True)
-        time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RuntimeError, match=rf"another training process \(pid {holder.pid}\)"):
+    with run_folder_held_by_another_process(out) as pid:
+        with pytest.raises(RuntimeError, match=rf"another training process \(pid {pid}\)"):
             train_patch_classifier(_tiny_classifier(), store, epochs=1, batch_size=4, n_train=8, n_val=8,
                                    out_dir=str(out), verbose=0)
-    finally:
-        holder.kill()
-        holder.wait()
     assert not (out / "log.csv").exists()  # refused before anything was written
 
 
