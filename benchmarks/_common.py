@@ -47,6 +47,16 @@ def machine_info():
     return info
 
 
+def preset_and_out_dir(presets, preset, name, out_dir=None):
+    """`(presets[preset], out_dir)` with `out_dir` (default `results/<name>/`) created; a `preset` not in
+    `presets` is refused in one line naming the choices."""
+    if preset not in presets:
+        raise ValueError(f"`preset` must be one of {sorted(presets)}. Received: preset={preset!r}")
+    out_dir = os.path.join(RESULTS_DIR, name) if out_dir is None else str(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    return presets[preset], out_dir
+
+
 def dice(y_true, y_pred):
     """Dice of two binary masks pooled over all their pixels (1.0 when both are empty).
 

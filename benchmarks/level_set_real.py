@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
+from _common import benchmark_main, dice, markdown_table, preset_and_out_dir  # noqa: E402
 from level_set_real_data import SOURCES, load_cases, seed_level_set  # noqa: E402
 
 NAME = "level_set_real"
@@ -220,11 +220,7 @@ def _figure(cases, masks, path):
 
 def run(preset="cpu", out_dir=None, progress=True):
     """Tune (cpu preset) and report; returns the JSON-serialisable result dict."""
-    if preset not in PRESETS:
-        raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. Received: preset={preset!r}")
-    settings = PRESETS[preset]
-    out_dir = os.path.join(RESULTS_DIR, NAME) if out_dir is None else str(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    settings, out_dir = preset_and_out_dir(PRESETS, preset, NAME, out_dir)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     cases = load_cases(settings["sources"])

@@ -72,7 +72,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
+from _common import benchmark_main, dice, markdown_table, preset_and_out_dir  # noqa: E402
 
 NAME = "lse_lsn_unet"
 
@@ -192,11 +192,8 @@ def _mirror(*arrays):
 
 
 def _resolve(preset, out_dir):
-    if preset not in PRESETS:
-        raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. Received: preset={preset!r}")
-    out_dir = out_dir or os.path.join(RESULTS_DIR, NAME)
-    os.makedirs(out_dir, exist_ok=True)
-    return dict(PRESETS[preset]), out_dir
+    settings, out_dir = preset_and_out_dir(PRESETS, preset, NAME, out_dir or None)
+    return dict(settings), out_dir
 
 
 def _predict(model, x, batch_size):

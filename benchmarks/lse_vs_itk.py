@@ -62,7 +62,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import RESULTS_DIR, benchmark_main, dice, markdown_table  # noqa: E402
+from _common import benchmark_main, dice, markdown_table, preset_and_out_dir  # noqa: E402
 
 NAME = "lse_vs_itk"
 TARGET_DICE = 0.95
@@ -258,14 +258,10 @@ def _figure(panels, path):
 
 def run(preset="cpu", out_dir=None, progress=True):
     """Run both solvers on every image of `preset`; returns the JSON-serialisable result dict."""
-    if preset not in PRESETS:
-        raise ValueError(f"`preset` must be one of {sorted(PRESETS)}. Received: preset={preset!r}")
+    settings, out_dir = preset_and_out_dir(PRESETS, preset, NAME, out_dir)
     import keras
     import numpy as np
 
-    settings = PRESETS[preset]
-    out_dir = os.path.join(RESULTS_DIR, NAME) if out_dir is None else str(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(0)  # nothing is random here; fixed anyway
     start = time.perf_counter()
     rows, panels = [], []

@@ -21,7 +21,6 @@
   (`utils.quiet_backend`).
 * JAX phase: XLA backend optimisation level 1 and a compilation cache shared
   by the workers of one run (the phase is compile-bound; see below).
-* Tests marked `slow` are handed out first, so no long test starts last.
 * Every test runs inside a guard of process-wide flags
   (`tests.testing.process_state`): a test that leaves TensorFlow op
   determinism, a Keras dtype policy, a determinism environment variable ...
@@ -133,12 +132,3 @@ def _reset_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    """Tests marked `slow` run first (a stable sort, so files keep their order within each group): under
-    pytest-xdist the last tests handed out decide when a phase ends, and a minute-long notebook started last
-    kept one worker busy while the other idled."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
