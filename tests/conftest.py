@@ -19,8 +19,9 @@
   1.5-6 CPU s on XLA:CPU (0.3 s with the classic kernel), so building a tiny
   3D UNet cost 68 CPU s instead of 19. The CLI does the same
   (`utils.quiet_backend`).
-* JAX phase: XLA backend optimisation level 1 and a compilation cache shared
-  by the workers of one run (the phase is compile-bound; see below).
+* XLA at backend optimisation level 1 with the fusion emitters off, for JAX and
+  TensorFlow's compiled loops, here and in subprocesses; in the JAX phase a
+  compilation cache shared by the workers of one run (compile-bound; see below).
 * Every test runs inside a guard of process-wide flags
   (`tests.testing.process_state`): a test that leaves TensorFlow op
   determinism, a Keras dtype policy, a determinism environment variable ...
@@ -41,15 +42,20 @@ if "PYTEST_XDIST_WORKER" in os.environ:
                  "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(_var, _THREADS)
     if "XLA_FLAGS" not in os.environ and _THREADS == "1":
-        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+# XLA (JAX, and TensorFlow's compiled level-set loops), in this process and the subprocesses it starts: the suite
+# is compile-bound, so backend optimisation level 1 (default 3) and XLA:CPU's fusion emitters off (the older loop
+# emitter). Measured on 2 AMD EPYC cores: a small op compiles in ~35 ms instead of ~50 ms; Swin UNETR 2D
+# build+forward+fit 44 -> 30 s at level 1; JAX subsets 133 -> 93 s and 101 -> 72 s with the emitters off,
+# TensorFlow's level-set evolution, window and speed tests 127 -> 102 s; the JAX phase 620 -> 501 s. Level 0
+# compiled faster still but ran the LSN training test 4x slower (20 -> 86 s). Same results at every setting.
+for _flag in ("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_emitters=false"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 if os.environ.get("KERAS_BACKEND") == "jax":
-    # the JAX phase is compile-bound: XLA's backend optimisation level 1 (default 3) compiles a train step faster
-    # (Swin UNETR 2D build+forward+fit 44 -> 30 s) and runs the tests' small arrays as fast (LSN training test
-    # 14-16 s at levels 1-3; level 0 made it 86 s); one compilation cache per suite run, shared by the workers,
-    # compiles a program seen before once (a zoo model's forward again in its save/load test: 10.6 -> 3.6 s).
-    # `scripts/test.sh` empties the cache (.test-reports/) every run, so CI measures a cold start.
-    if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
+    # one compilation cache per suite run, shared by the workers, compiles a program seen before once (a zoo
+    # model's forward again in its save/load test: 10.6 -> 3.6 s). `scripts/test.sh` empties the cache
+    # (.test-reports/) every run, so CI measures a cold start.
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), ".test-reports", "jax-cache"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
