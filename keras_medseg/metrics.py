@@ -15,6 +15,9 @@ what Keras lacks:
 * `dice_iou_table(y_true, y_pred, num_classes)`: per-class Dice/IoU of a whole
   evaluation set in NumPy, and `format_table` to print one or several of them
   side by side (used by `keras-medseg evaluate` and `demo`).
+* Multi-label (one sigmoid channel per possibly overlapping region):
+  `MultiLabelDice` (streaming, per region or their mean) and
+  `multilabel_dice_iou_table` (NumPy, the same table format).
 
 For one class, with TP/FP/FN pixel counts: `IoU = TP / (TP + FP + FN)`,
 `Dice = 2 TP / (2 TP + FP + FN) = 2 IoU / (1 + IoU)`.
@@ -144,6 +147,85 @@ class MeanDice(_OneHotConfusion, keras.metrics.IoU):
         return config
 
 
+@register
+class MultiLabelDice(keras.metrics.Metric):
+    """Dice of sigmoid region channels (regions may overlap), accumulated over batches.
+
+    Each channel is thresholded (`y_pred > threshold`) and compared with its
+    0/1 target; true/false positives and false negatives are summed per region
+    over every batch. The result is one region's Dice (`region=r`) or the mean
+    over the regions present in the target or the prediction so far (a region
+    absent from both does not count, as `MeanDice`). Checked against
+    `sklearn.metrics.f1_score` per channel in the tests.
+
+    Args:
+        num_regions: int, the number of region channels `R`.
+        threshold: probability above which a voxel is in a region (default 0.5).
+        region: int or None: the channel to score (default None: the mean).
+        name, dtype: as for Keras metrics.
+
+    Shapes: `y_true` and `y_pred` `(N, *S, R)`; `sample_weight` `(N,)` or `(N, *S)`.
+
+    Example:
+
+    >>> metrics = [keras_medseg.metrics.MultiLabelDice(3, name="mean_dice")] + [
+    ...     keras_medseg.metrics.MultiLabelDice(3, region=r, name=f"dice_{n}")
+    ...     for r, n in enumerate(["wt", "tc", "et"])]  # doctest: +SKIP
+    """
+
+    def __init__(self, num_regions, threshold=0.5, region=None, name="multilabel_dice", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        if isinstance(num_regions, bool) or not isinstance(num_regions, (int, np.integer)) or num_regions < 1:
+            raise ValueError(f"`num_regions` must be an int >= 1. Received: num_regions={num_regions!r}")
+        if region is not None and (isinstance(region, bool) or not isinstance(region, (int, np.integer))
+                                   or not 0 <= region < num_regions):
+            raise ValueError(f"`region` must be None or an int in [0, {num_regions}). Received: region={region!r}")
+        self.num_regions, self.threshold = int(num_regions), float(threshold)
+        self.region = None if region is None else int(region)
+        self.counts = self.add_variable(shape=(3, self.num_regions), initializer="zeros", name="counts")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        r = self.num_regions
+        if y_pred.shape[-1] != r or len(y_true.shape) != len(y_pred.shape):
+            raise ValueError(f"`MultiLabelDice` needs y_true and y_pred shaped (N, *S, {r}). "
+                             f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
+        n = ops.shape(y_pred)[0]
+        t = ops.reshape(ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32"), (n, -1, r))
+        p = ops.reshape(ops.cast(ops.greater(ops.cast(y_pred, "float32"), self.threshold), "float32"), (n, -1, r))
+        if sample_weight is None:
+            w = ops.ones_like(t[..., :1])
+        else:
+            w = ops.cast(sample_weight, "float32")
+            w = ops.reshape(w, (n, 1, 1)) if len(w.shape) == 1 else ops.reshape(w, (n, -1, 1))
+        tp = ops.sum(t * p * w, axis=(0, 1))
+        fp = ops.sum((1.0 - t) * p * w, axis=(0, 1))
+        fn = ops.sum(t * (1.0 - p) * w, axis=(0, 1))
+        self.counts.assign(self.counts + ops.stack([tp, fp, fn]))
+
+    def per_region(self):
+        """Dice per region so far, `(R,)` float32; NaN for a region absent from target and prediction."""
+        tp, fp, fn = ops.unstack(ops.convert_to_tensor(self.counts), axis=0)
+        denominator = 2.0 * tp + fp + fn
+        return ops.where(denominator > 0, 2.0 * tp / ops.maximum(denominator, 1e-9), float("nan"))
+
+    def result(self):
+        tp, fp, fn = ops.unstack(ops.convert_to_tensor(self.counts), axis=0)
+        denominator = 2.0 * tp + fp + fn
+        valid = ops.greater(denominator, 0.0)
+        dice = ops.where(valid, 2.0 * tp / ops.maximum(denominator, 1e-9), 0.0)
+        if self.region is not None:
+            return ops.where(valid[self.region], dice[self.region], 1.0)
+        return ops.sum(dice) / ops.maximum(ops.sum(ops.cast(valid, "float32")), 1.0)
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros(self.counts.shape, self.counts.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_regions": self.num_regions, "threshold": self.threshold, "region": self.region})
+        return config
+
+
 def segmentation_metrics(num_classes):
     """Metrics for `compile`: accuracy, mean IoU and mean Dice.
 
@@ -245,6 +327,46 @@ def dice_iou_table(y_true, y_pred, num_classes=None):
         "mean_iou": mean(iou),
         "accuracy": float(tp.sum() / max(cm.sum(), 1)),
     }
+
+
+def multilabel_dice_iou_table(y_true, y_pred, threshold=0.5):
+    """Per-region Dice and IoU of sigmoid region channels over a whole set, in `dice_iou_table`'s format.
+
+    Args:
+        y_true: `(..., R)` 0/1 region masks (e.g. `regions_from_labels` of the label maps).
+        y_pred: `(..., R)` 0/1 masks or probabilities (thresholded at `threshold`), same shape.
+        threshold: probability above which a voxel is in a region (default 0.5).
+
+    Returns:
+        dict with `classes` (region indices), `dice`, `iou`, `support` (target voxels) per region - NaN
+        for a region in neither array - `mean_dice`, `mean_iou` (NaN-ignoring) and `accuracy` (share of
+        voxel-region pairs right). `format_table(table, class_names=[...region names])` prints it.
+
+    Raises:
+        ValueError: shapes differ.
+
+    Example:
+
+    >>> t = keras_medseg.metrics.multilabel_dice_iou_table([[1, 1], [0, 1]], [[1, 0], [0, 1]])
+    >>> t["dice"].tolist()
+    [1.0, 0.6666666666666666]
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim < 1:
+        raise ValueError("`y_true` and `y_pred` must be region masks of one shape (..., R). "
+                         f"Received: y_true.shape={y_true.shape}, y_pred.shape={y_pred.shape}")
+    r = y_true.shape[-1]
+    t = y_true.reshape(-1, r) > 0.5
+    p = y_pred.reshape(-1, r) > threshold
+    tp = np.sum(t & p, axis=0).astype(np.float64)
+    fp = np.sum(~t & p, axis=0).astype(np.float64)
+    fn = np.sum(t & ~p, axis=0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    mean = lambda a: float(np.nanmean(a)) if np.any(~np.isnan(a)) else float("nan")  # noqa: E731
+    return {"classes": list(range(r)), "dice": dice, "iou": iou, "support": t.sum(axis=0), "mean_dice": mean(dice),
+            "mean_iou": mean(iou), "accuracy": float(np.mean(t == p)) if t.size else float("nan")}
 
 
 def format_table(tables, class_names=None):

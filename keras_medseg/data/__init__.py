@@ -6,6 +6,8 @@ What a data argument is, decided once: `sources.resolve_source` (a typed source)
 folder and the one mask rule: `cases` (`find_cases`, `mask_ids`, `standardize_labels`). Arrays of a
 source for fitting and scoring in memory: `arrays` (`load_data`, `load_evaluation_data`, `load_folder`);
 seeded batches of arrays, split by rank for training over several processes: `batches` (`ArrayBatches`).
+Label maps to overlapping region masks for sigmoid (multi-label) heads and back: `regions`
+(`regions_from_labels`, `merge_regions`, `BRATS_REGIONS`).
 
 Sub-packages, by what they hold:
 
@@ -20,6 +22,7 @@ Sub-packages, by what they hold:
 from keras_medseg.data.arrays import EvaluationData, SegmentationData, load_data, load_evaluation_data, load_folder
 from keras_medseg.data.batches import ArrayBatches
 from keras_medseg.data.cases import IGNORE_INDEX, find_cases, find_scans, mask_ids, standardize_labels
+from keras_medseg.data.regions import BRATS_REGIONS, merge_regions, regions_from_labels
 from keras_medseg.data.scans.io import ImageRecord, read_array, read_image, write_image
 from keras_medseg.data.scans.preprocess import load_preprocessing, save_preprocessing
 from keras_medseg.data.scans.volume_dataset import VolumeDataset
@@ -50,6 +53,7 @@ from keras_medseg.data.synthetic import (
 )
 
 __all__ = [
+    "BRATS_REGIONS",
     "IGNORE_INDEX",
     "ArrayBatches",
     "EvaluationData",
@@ -72,6 +76,7 @@ __all__ = [
     "load_patch_dataset",
     "load_preprocessing",
     "mask_ids",
+    "merge_regions",
     "merge_stores",
     "normalize_qtips",
     "open_slide",
@@ -82,6 +87,7 @@ __all__ = [
     "read_image",
     "read_annotations",
     "recover_patch_store",
+    "regions_from_labels",
     "resolve_source",
     "save_preprocessing",
     "standardize_labels",

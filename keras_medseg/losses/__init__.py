@@ -3,6 +3,8 @@
 - `attention`: attention-mask supervision (`AttentionMaskLoss`, `attention_mask_loss`,
   `attention_mask_to_grid`);
 - `boxes`: the detector's per-cell loss (`BoxLoss`, `box_loss`);
+- `multilabel`: one sigmoid channel per (possibly overlapping) region (`MultiLabelDiceLoss`,
+  `MultiLabelDiceCELoss`, `multilabel_dice_loss`, `multilabel_crossentropy`);
 - `segmentation`: sparse 2D/3D label-map losses with an ignore label (`DiceLoss`, `DiceCELoss`,
   `TverskyLoss`, `FocalLoss`, `SegmentationCrossentropy` and their functions).
 """
@@ -13,6 +15,12 @@ from keras_medseg.losses.attention import (
     attention_mask_to_grid,
 )
 from keras_medseg.losses.boxes import BoxLoss, box_loss
+from keras_medseg.losses.multilabel import (
+    MultiLabelDiceCELoss,
+    MultiLabelDiceLoss,
+    multilabel_crossentropy,
+    multilabel_dice_loss,
+)
 from keras_medseg.losses.segmentation import (
     DiceCELoss,
     DiceLoss,
@@ -31,6 +39,8 @@ __all__ = [
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
+    "MultiLabelDiceCELoss",
+    "MultiLabelDiceLoss",
     "SegmentationCrossentropy",
     "TverskyLoss",
     "attention_mask_loss",
@@ -38,6 +48,8 @@ __all__ = [
     "box_loss",
     "dice_loss",
     "focal_loss",
+    "multilabel_crossentropy",
+    "multilabel_dice_loss",
     "sparse_segmentation_crossentropy",
     "tversky_loss",
 ]
