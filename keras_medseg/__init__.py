@@ -36,7 +36,15 @@ def _started_as_cli():
 
 
 def _import_all():
-    """Import (and so register) every sub-module; what a plain `import keras_medseg` does."""
+    """Import (and so register) every sub-module; what a plain `import keras_medseg` does.
+
+    First, if Keras' backend is not installed (the base install has none), one `ImportError` line says which
+    extra or `KERAS_BACKEND` value fixes it.
+    """
+    if "keras" not in sys.modules:
+        from keras_medseg.utils.quiet_backend import check_backend_installed
+
+        check_backend_installed()
     for name in _SUBMODULES:
         globals()[name] = importlib.import_module(f"keras_medseg.{name}")
 

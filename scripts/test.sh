@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command (and CI's): set up ./.venv, run the whole suite on
 # the TensorFlow backend, then the backend-agnostic ops/layer/loss/zoo/explain
-# tests (marker `backend_agnostic`) again on JAX and on torch (CPU). `ruff check` runs first, so a lint
+# tests (marker `backend_agnostic`) again on JAX and on torch (CPU). The JAX and torch phases test the
+# package as users install it: the wheel is built, installed with that one backend (`[jax,test]`,
+# `[torch,test]`: no TensorFlow anywhere) into its own venv under .test-reports/, and the tests run from a
+# copy of tests/ outside the checkout, so `keras_medseg` is the installed wheel's. `ruff check` runs first, so a lint
 # error fails CI. Every phase runs even if an earlier one failed; any failure, or a phase that collects no
 # test at all (pytest exit 5), makes this script exit non-zero. At the end it prints each phase's wall time,
 # the slowest files and the slowest tests (scripts/suite_durations.py over the junit reports in
@@ -9,6 +12,7 @@
 # developing (not CI): `.venv/bin/python -m pytest -n 2 -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 start_all=$SECONDS
 bash scripts/setup.sh
 echo "== setup: $((SECONDS - start_all)) s"
@@ -23,13 +27,14 @@ rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 status=0
 walls=()
 
-phase() {  # phase NAME ENV-ASSIGNMENTS... -- PYTEST-ARGS...
-  local name=$1 start=$SECONDS rc=0
-  shift
+phase() {  # phase NAME PYTHON DIR ENV-ASSIGNMENTS... -- PYTEST-ARGS...
+  local name=$1 python=$2 dir=$3 start=$SECONDS rc=0
+  shift 3
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
-  env "${envs[@]}" .venv/bin/python -m pytest -n "$WORKERS" -q --junitxml="$REPORTS/$name.xml" "$@" || rc=$?
+  (cd "$dir" && env "${envs[@]}" "$python" -m pytest -n "$WORKERS" -q --junitxml="$ROOT/$REPORTS/$name.xml" "$@") \
+    || rc=$?
   echo "== $name: $((SECONDS - start)) s wall, pytest exit $rc"
   walls+=("\"$name\": $((SECONDS - start))")
   if [ "$rc" -ne 0 ]; then status=$rc; fi
@@ -38,14 +43,32 @@ phase() {  # phase NAME ENV-ASSIGNMENTS... -- PYTEST-ARGS...
 echo "== keras-medseg lint: ruff check =="
 .venv/bin/ruff check . || status=$?
 echo "== keras-medseg tests: TensorFlow backend =="
-phase tensorflow KERAS_BACKEND=tensorflow -- --durations=15 "$@"
-echo "== keras-medseg tests: JAX backend (backend-agnostic tests) =="
-phase jax KERAS_BACKEND=jax -- --durations=10 -m backend_agnostic "$@"
-echo "== keras-medseg tests: torch backend (backend-agnostic tests) =="
+phase tensorflow "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=tensorflow -- --durations=15 "$@"
+
+echo "== keras-medseg wheel: build, install with one backend each (no TensorFlow) =="
+wheel_start=$SECONDS
+WHEEL_TESTS="$ROOT/$REPORTS/wheel-tests"
+mkdir -p "$WHEEL_TESTS" && cp -r tests pyproject.toml "$WHEEL_TESTS/"
+.venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation . -w "$REPORTS/dist"
+WHEEL=$(ls "$ROOT/$REPORTS"/dist/keras_medseg-*.whl)
+VENV="$REPORTS/venv-jax" bash scripts/setup.sh "$WHEEL[jax,test]"
+VENV="$REPORTS/venv-torch" bash scripts/setup.sh "torch==2.13.0" "$WHEEL[torch,test]"
+for b in jax torch; do
+  "$REPORTS/venv-$b/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)" \
+    || { echo "venv-$b has TensorFlow installed: the wheel's [$b] extra pulled it in"; status=1; }
+done
+echo "== wheel and venvs: $((SECONDS - wheel_start)) s ($(du -sh "$REPORTS/venv-jax" | cut -f1) JAX venv," \
+  "$(du -sh "$REPORTS/venv-torch" | cut -f1) torch venv, test extras included)"
+# benchmarks/ and tutorials/ are not in the wheel: their tests (none backend-agnostic) are left out here
+WHEEL_ARGS=(--ignore=tests/benchmarks --ignore=tests/tutorials -m backend_agnostic)
+echo "== keras-medseg tests: JAX backend (backend-agnostic tests, installed wheel) =="
+phase jax "$ROOT/$REPORTS/venv-jax/bin/python" "$WHEEL_TESTS" KERAS_BACKEND=jax -- --durations=10 "${WHEEL_ARGS[@]}" "$@"
+echo "== keras-medseg tests: torch backend (backend-agnostic tests, installed wheel) =="
 # one torch (OpenMP) thread per pytest worker: with -n 2 on a shared 2-core machine, torch's default of one
 # thread per core made the Dice+CE training test take 311 s instead of 6 s (oversubscribed OpenMP spin-waits);
 # tests/conftest.py gives every backend cores // workers threads under pytest-xdist
-phase torch KERAS_BACKEND=torch OMP_NUM_THREADS=1 -- --durations=10 -m backend_agnostic "$@"
+phase torch "$ROOT/$REPORTS/venv-torch/bin/python" "$WHEEL_TESTS" KERAS_BACKEND=torch OMP_NUM_THREADS=1 -- \
+  --durations=10 "${WHEEL_ARGS[@]}" "$@"
 (IFS=,; echo "{${walls[*]}}") > "$REPORTS/wall.json"
 .venv/bin/python scripts/suite_durations.py "$REPORTS" || true
 echo "== total (setup, lint and tests): $(( (SECONDS - start_all) / 60 )) min $(( (SECONDS - start_all) % 60 )) s;" \

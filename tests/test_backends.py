@@ -43,3 +43,42 @@ def test_no_tensorflow_import_off_the_tensorflow_backend(backend):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"after_import": False, "after_fit": False, "kept": 1}, result
+
+
+# a process where the named backend module cannot be found, as in a venv without that extra
+_HIDE = """
+import importlib.abc, sys
+class _Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {hidden!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+        return None
+sys.meta_path.insert(0, _Hide())
+import importlib.util
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == {hidden!r} else _find(name, *a)
+"""
+
+
+def _without(hidden, code, tmp_path, **env):
+    run_env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    run_env.update(KERAS_HOME=str(tmp_path), PYTHONPATH=ROOT, **env)  # no keras.json: Keras' default backend
+    return subprocess.run([sys.executable, "-c", _HIDE.format(hidden=hidden) + code], env=run_env,
+                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+
+
+def test_missing_backend_gives_one_line_naming_the_extra(tmp_path):
+    # the base install has no backend: Keras' default (TensorFlow) missing -> which extra, or KERAS_BACKEND
+    proc = _without("tensorflow", "import keras_medseg", tmp_path)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("keras_medseg.utils.errors.BackendNotInstalledError: Keras would run on tensorflow "
+                           "(Keras' default"), last
+    assert "pip install 'keras-medseg[tensorflow]'" in last and "KERAS_BACKEND=jax (installed)" in last
+    # the command line: one line, exit 2, no traceback
+    proc = _without("torch", "import sys; from keras_medseg.cli import main; sys.exit(main(['demo']))", tmp_path,
+                    KERAS_BACKEND="torch", KERAS_MEDSEG_LAZY_IMPORT="1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == ("keras-medseg demo: error: Keras would run on torch (KERAS_BACKEND) but torch is "
+                                   "not installed: set KERAS_BACKEND=tensorflow (installed), or install it with "
+                                   "pip install 'keras-medseg[torch]'.")

@@ -20,18 +20,9 @@ def _version(dist):
 
 
 def _configured_backend():
-    """The backend Keras will use (KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow), without importing it."""
-    import json
-    import os
+    from keras_medseg.utils.quiet_backend import configured_backend
 
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    try:
-        with open(os.path.join(home, "keras.json")) as f:
-            return json.load(f).get("backend", "tensorflow")
-    except (OSError, ValueError):
-        return "tensorflow"
+    return configured_backend()
 
 
 def _devices(backend):

@@ -35,9 +35,13 @@ def raise_if_disk_full(exc, filename, detail="nothing was lost; free space and r
         raise DiskFullError(filename, detail) from exc
 
 
+class BackendNotInstalledError(ImportError):
+    """Keras' backend (KERAS_BACKEND, keras.json or the TensorFlow default) is not installed."""
+
+
 def is_user_error(exc):
     """Whether `keras-medseg` should report `exc` as one line rather than a traceback."""
-    if isinstance(exc, (ValueError, TypeError, OSError)):
+    if isinstance(exc, (ValueError, TypeError, OSError, BackendNotInstalledError)):
         return True
     if isinstance(exc, RuntimeError) and not isinstance(exc, (NotImplementedError, RecursionError)):
         module = type(exc).__module__ or ""

@@ -25,7 +25,7 @@ import re
 import sys
 import tempfile
 
-__all__ = ["import_backend", "is_startup_noise"]
+__all__ = ["check_backend_installed", "configured_backend", "import_backend", "is_startup_noise"]
 
 _NOISE = re.compile(
     r"(All log messages before absl::InitializeLog|cudart_stub\.cc|cuda_dnn\.cc|cuda_fft\.cc|cuda_blas\.cc|"
@@ -66,6 +66,46 @@ def _captured_stderr_fd():
                 sys.stderr.write("\n".join(kept) + "\n")
 
 
+_EXTRA = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def configured_backend():
+    """The backend Keras will use (KERAS_BACKEND, else `$KERAS_HOME/keras.json` or `~/.keras/keras.json`, else
+    tensorflow, Keras' default), found without importing Keras."""
+    import json
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def check_backend_installed():
+    """Raise one clear `BackendNotInstalledError` (an `ImportError`) when the backend Keras will use is not installed (before Keras fails deep
+    inside its import): which backend, why it was chosen, and which extra or variable fixes it.
+
+    The base install of keras-medseg has no backend (extras `[tensorflow]`, `[jax]`, `[torch]`); without
+    `KERAS_BACKEND`, Keras picks TensorFlow.
+    """
+    import importlib.util
+
+    from keras_medseg.utils.errors import BackendNotInstalledError
+
+    backend = configured_backend()
+    if backend not in _EXTRA or importlib.util.find_spec(backend) is not None:
+        return backend
+    installed = [b for b in _EXTRA if importlib.util.find_spec(b) is not None]
+    why = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "Keras' default, as KERAS_BACKEND is not set"
+    fix = (f"set KERAS_BACKEND={installed[0]} (installed)" if installed
+           else "no backend is installed")
+    raise BackendNotInstalledError(f"Keras would run on {backend} ({why}) but {backend} is not installed: {fix}, or install "
+                      f"it with pip install 'keras-medseg[{_EXTRA[backend]}]'.")
+
+
 def import_backend(verbose=False):
     """Import Keras (and so its backend) quietly; with `verbose=True`, as is.
 
@@ -76,9 +116,12 @@ def import_backend(verbose=False):
         the `keras` module.
     """
     if verbose or "keras" in sys.modules:
+        if "keras" not in sys.modules:
+            check_backend_installed()
         import keras
 
         return keras
+    check_backend_installed()
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("KERAS_MEDSEG_TF_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_medseg.utils.cpu_speed
