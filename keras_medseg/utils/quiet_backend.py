@@ -85,8 +85,10 @@ def configured_backend():
 
 
 def check_backend_installed():
-    """Raise one clear `BackendNotInstalledError` (an `ImportError`) when the backend Keras will use is not installed (before Keras fails deep
-    inside its import): which backend, why it was chosen, and which extra or variable fixes it.
+    """Raise one clear `BackendNotInstalledError` (an `ImportError`) when Keras' backend is not installed.
+
+    Before Keras fails deep inside its import: which backend, why it was chosen, and which extra or variable
+    fixes it.
 
     The base install of keras-medseg has no backend (extras `[tensorflow]`, `[jax]`, `[torch]`); without
     `KERAS_BACKEND`, Keras picks TensorFlow.
@@ -102,8 +104,8 @@ def check_backend_installed():
     why = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "Keras' default, as KERAS_BACKEND is not set"
     fix = (f"set KERAS_BACKEND={installed[0]} (installed)" if installed
            else "no backend is installed")
-    raise BackendNotInstalledError(f"Keras would run on {backend} ({why}) but {backend} is not installed: {fix}, or install "
-                      f"it with pip install 'keras-medseg[{_EXTRA[backend]}]'.")
+    raise BackendNotInstalledError(f"Keras would run on {backend} ({why}) but {backend} is not installed: {fix}, "
+                                   f"or install it with pip install 'keras-medseg[{_EXTRA[backend]}]'.")
 
 
 def import_backend(verbose=False):
