@@ -25,6 +25,7 @@ Dice + BCE).
 import keras
 from keras import ops
 
+from keras_medseg.losses.segmentation import _VoxelWeightedLoss
 from keras_medseg.utils.serialization import register
 from keras_medseg.utils.validation import check_positive
 
@@ -111,35 +112,8 @@ def multilabel_crossentropy(y_true, y_pred, from_logits=False, voxel_weight=None
     return ops.sum(ops.sum(term, axis=-1) / term.shape[-1] * w[..., 0], axis=1) / ops.maximum(counted, 1e-12)
 
 
-class _MultiLabelLoss(keras.losses.Loss):
-    """Shared constructor, config and voxel-weight handling of the multi-label losses."""
-
-    _fields = ()
-
-    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None, **fields):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self._voxel_weight = None
-        for key, value in fields.items():
-            setattr(self, key, value)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # a sample weight shaped like the volume (N, *S) weighs the voxels; a per-sample one (N,) goes to Keras
-        self._voxel_weight = None
-        if sample_weight is not None and len(getattr(sample_weight, "shape", ())) >= len(y_pred.shape) - 1 >= 2:
-            self._voxel_weight, sample_weight = sample_weight, None
-        try:
-            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-        finally:
-            self._voxel_weight = None
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({k: getattr(self, k) for k in self._fields})
-        return config
-
-
 @register
-class MultiLabelDiceLoss(_MultiLabelLoss):
+class MultiLabelDiceLoss(_VoxelWeightedLoss):
     """Soft Dice loss of `R` sigmoid region channels, 2D or 3D (see `multilabel_dice_loss`).
 
     Args:
@@ -168,7 +142,7 @@ class MultiLabelDiceLoss(_MultiLabelLoss):
 
 
 @register
-class MultiLabelDiceCELoss(_MultiLabelLoss):
+class MultiLabelDiceCELoss(_VoxelWeightedLoss):
     """`dice_weight * multi-label Dice + ce_weight * binary cross-entropy` of `R` sigmoid regions.
 
     The region-based training loss of nnU-Net for brain tumours (Dice + BCE per region).

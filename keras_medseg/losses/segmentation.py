@@ -208,21 +208,20 @@ def _check_ignore(ignore_index):
     return ignore_index
 
 
-class _SegLoss(keras.losses.Loss):
-    """Shared constructor/config of the sparse segmentation losses."""
+class _VoxelWeightedLoss(keras.losses.Loss):
+    """A loss whose `sample_weight` shaped like the label map `(N, *S)` weighs the voxels inside the loss
+    (`self._voxel_weight` during `call`); a per-sample weight `(N,)` goes to Keras' reduction as usual. The
+    names in `_fields` are constructor arguments kept as attributes and written to the config."""
 
     _fields = ()
 
-    def __init__(self, ignore_index=None, reduction="sum_over_batch_size", name=None, dtype=None, **fields):
+    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None, **fields):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self._voxel_weight = None
-        self.ignore_index = _check_ignore(ignore_index)
         for key, value in fields.items():
             setattr(self, key, value)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        # A sample weight shaped like the label map (e.g. class-balance weights) weighs the voxels
-        # inside the loss; a per-sample weight `(N,)` goes to Keras' reduction as usual.
         self._voxel_weight = None
         if sample_weight is not None and len(getattr(sample_weight, "shape", ())) >= len(y_pred.shape) - 1 >= 2:
             self._voxel_weight, sample_weight = sample_weight, None
@@ -233,8 +232,20 @@ class _SegLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config["ignore_index"] = self.ignore_index
         config.update({k: getattr(self, k) for k in self._fields})
+        return config
+
+
+class _SegLoss(_VoxelWeightedLoss):
+    """Shared constructor/config of the sparse segmentation losses (an ignore label and voxel weights)."""
+
+    def __init__(self, ignore_index=None, reduction="sum_over_batch_size", name=None, dtype=None, **fields):
+        super().__init__(reduction, name, dtype, **fields)
+        self.ignore_index = _check_ignore(ignore_index)
+
+    def get_config(self):
+        config = super().get_config()
+        config["ignore_index"] = self.ignore_index
         return config
 
 
