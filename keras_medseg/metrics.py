@@ -153,9 +153,10 @@ class MultiLabelDice(keras.metrics.Metric):
 
     Each channel is thresholded (`y_pred > threshold`) and compared with its
     0/1 target; true/false positives and false negatives are summed per region
-    over every batch. The result is one region's Dice (`region=r`) or the mean
-    over the regions present in the target or the prediction so far (a region
-    absent from both does not count, as `MeanDice`). Checked against
+    over every batch. The result is one region's Dice (`region=r`; 1.0 while
+    the region is absent from both target and prediction) or the mean over the
+    regions present in either so far (a region absent from both does not
+    count, as `MeanDice`). Checked against
     `sklearn.metrics.f1_score` per channel in the tests.
 
     Args:
