@@ -210,13 +210,11 @@ class MultiLabelDice(keras.metrics.Metric):
         return ops.where(denominator > 0, 2.0 * tp / ops.maximum(denominator, 1e-9), float("nan"))
 
     def result(self):
-        tp, fp, fn = ops.unstack(ops.convert_to_tensor(self.counts), axis=0)
-        denominator = 2.0 * tp + fp + fn
-        valid = ops.greater(denominator, 0.0)
-        dice = ops.where(valid, 2.0 * tp / ops.maximum(denominator, 1e-9), 0.0)
+        dice = self.per_region()
+        valid = ops.logical_not(ops.isnan(dice))
         if self.region is not None:
             return ops.where(valid[self.region], dice[self.region], 1.0)
-        return ops.sum(dice) / ops.maximum(ops.sum(ops.cast(valid, "float32")), 1.0)
+        return ops.sum(ops.where(valid, dice, 0.0)) / ops.maximum(ops.sum(ops.cast(valid, "float32")), 1.0)
 
     def reset_state(self):
         self.counts.assign(ops.zeros(self.counts.shape, self.counts.dtype))
@@ -313,21 +311,17 @@ def dice_iou_table(y_true, y_pred, num_classes=None):
             )
     cm = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
     tp = np.diag(cm).astype(np.float64)
-    fn = cm.sum(axis=1) - tp
-    fp = cm.sum(axis=0) - tp
+    return _table(tp, cm.sum(axis=0) - tp, cm.sum(axis=1) - tp, cm.sum(axis=1), float(tp.sum() / max(cm.sum(), 1)))
+
+
+def _table(tp, fp, fn, support, accuracy):
+    """`dice_iou_table`'s dict from per-class (or per-region) counts: NaN where a class is in neither array."""
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
         dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
     mean = lambda a: float(np.nanmean(a)) if np.any(~np.isnan(a)) else float("nan")  # noqa: E731
-    return {
-        "classes": list(range(num_classes)),
-        "dice": dice,
-        "iou": iou,
-        "support": cm.sum(axis=1),
-        "mean_dice": mean(dice),
-        "mean_iou": mean(iou),
-        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
-    }
+    return {"classes": list(range(len(tp))), "dice": dice, "iou": iou, "support": support, "mean_dice": mean(dice),
+            "mean_iou": mean(iou), "accuracy": accuracy}
 
 
 def multilabel_dice_iou_table(y_true, y_pred, threshold=0.5):
@@ -362,12 +356,7 @@ def multilabel_dice_iou_table(y_true, y_pred, threshold=0.5):
     tp = np.sum(t & p, axis=0).astype(np.float64)
     fp = np.sum(~t & p, axis=0).astype(np.float64)
     fn = np.sum(t & ~p, axis=0).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
-        dice = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    mean = lambda a: float(np.nanmean(a)) if np.any(~np.isnan(a)) else float("nan")  # noqa: E731
-    return {"classes": list(range(r)), "dice": dice, "iou": iou, "support": t.sum(axis=0), "mean_dice": mean(dice),
-            "mean_iou": mean(iou), "accuracy": float(np.mean(t == p)) if t.size else float("nan")}
+    return _table(tp, fp, fn, t.sum(axis=0), float(np.mean(t == p)) if t.size else float("nan"))
 
 
 def format_table(tables, class_names=None):

@@ -35,9 +35,6 @@ def _run(backend, out_dir, name):
         return dict(np.load(cross_backend.compute(str(out_dir), name)))
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT, KERAS_MEDSEG_FAST="1",
                TF_CPP_MIN_LOG_LEVEL="2")
-    if backend == "jax":  # compile-bound, as in the JAX phase (tests/conftest.py)
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1"
-                            " --xla_cpu_use_fusion_emitters=false").strip()
     proc = subprocess.run([sys.executable, "-m", "tests.testing.cross_backend", str(out_dir), name], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{backend}: {proc.stderr[-3000:]}"

@@ -173,7 +173,7 @@ def test_regions_round_trip_and_refuse_bad_input():
         merge_regions(masks, [2, 1])
 
 
-def test_sigmoid_head_learns_nested_regions():
+def test_sigmoid_head_learns_nested_regions(tmp_path):
     # nested squares (BraTS values 2 outside, 1 inside it, 4 at the centre): whole tumour, core, enhancing
     rng = np.random.default_rng(0)
     n, size = 32, 16
@@ -197,3 +197,11 @@ def test_sigmoid_head_learns_nested_regions():
     assert min(final) > 0.9, final
     merged = merge_regions(model.predict(x, verbose=0), [2, 1, 4])
     assert np.mean(merged == labels) > 0.98  # the label map again from the three sigmoid channels
+    # a .keras file keeps the loss and the metrics (safe mode: registered classes only)
+    path = tmp_path / "regions.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.loss, L.MultiLabelDiceCELoss)
+    np.testing.assert_allclose(loaded.predict(x[:4], verbose=0), model.predict(x[:4], verbose=0), rtol=1e-6)
+    scores = loaded.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    assert min(scores[f"dice_{r}"] for r in range(3)) > 0.9, scores

@@ -91,6 +91,10 @@ def multilabel_dice_loss(y_true, y_pred, batch_dice=False, smooth=1e-5, from_log
 def multilabel_crossentropy(y_true, y_pred, from_logits=False, voxel_weight=None, eps=1e-7):
     """Per-sample binary cross-entropy averaged over voxels and regions.
 
+    The same values as `keras.losses.binary_crossentropy` (which averages over the region axis), written out
+    because Keras' version sums float64 inputs in float32 on JAX and torch (its gradient then fails a float64
+    finite-difference check by 6%); checked against NumPy in the tests.
+
     Args:
         y_true: `(N, *S, R)` 0/1 region masks.
         y_pred: `(N, *S, R)` sigmoid probabilities (logits with `from_logits=True`).

@@ -66,7 +66,7 @@ def _captured_stderr_fd():
                 sys.stderr.write("\n".join(kept) + "\n")
 
 
-_EXTRA = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+_BACKENDS = ("tensorflow", "jax", "torch")  # each installed by the extra of its name
 
 
 def configured_backend():
@@ -98,14 +98,14 @@ def check_backend_installed():
     from keras_medseg.utils.errors import BackendNotInstalledError
 
     backend = configured_backend()
-    if backend not in _EXTRA or importlib.util.find_spec(backend) is not None:
+    if backend not in _BACKENDS or importlib.util.find_spec(backend) is not None:
         return backend
-    installed = [b for b in _EXTRA if importlib.util.find_spec(b) is not None]
+    installed = [b for b in _BACKENDS if importlib.util.find_spec(b) is not None]
     why = "KERAS_BACKEND" if os.environ.get("KERAS_BACKEND") else "Keras' default, as KERAS_BACKEND is not set"
     fix = (f"set KERAS_BACKEND={installed[0]} (installed)" if installed
            else "no backend is installed")
     raise BackendNotInstalledError(f"Keras would run on {backend} ({why}) but {backend} is not installed: {fix}, "
-                                   f"or install it with pip install 'keras-medseg[{_EXTRA[backend]}]'.")
+                                   f"or install it with pip install 'keras-medseg[{backend}]'.")
 
 
 def import_backend(verbose=False):
@@ -117,13 +117,12 @@ def import_backend(verbose=False):
     Returns:
         the `keras` module.
     """
+    if "keras" not in sys.modules:
+        check_backend_installed()
     if verbose or "keras" in sys.modules:
-        if "keras" not in sys.modules:
-            check_backend_installed()
         import keras
 
         return keras
-    check_backend_installed()
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("KERAS_MEDSEG_TF_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see keras_medseg.utils.cpu_speed

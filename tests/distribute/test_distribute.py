@@ -16,9 +16,8 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "_run_distributed.py")
 def _run(backend, strategy):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if backend == "jax":
-        # level 1, fusion emitters off: the tiny UNet is compile-bound (as in the JAX phase, tests/conftest.py)
-        env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=1"
-                            " --xla_cpu_use_fusion_emitters=false")
+        # two CPU devices; the suite's compile flags (tests/conftest.py) come with the environment
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
     proc = subprocess.run([sys.executable, SCRIPT, backend, strategy], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
