@@ -63,13 +63,15 @@ def test_lsn_learns_disks():
 @pytest.mark.slow
 def test_lsn_does_not_collapse_on_small_targets():
     # issue 15: disks covering 1-13% of the image; the previous defaults (unbounded learned initial level set,
-    # 10 steps x dt 0.05) ended with everything outside (validation Dice 0.0, measured with 64 images x 15 epochs)
-    images, masks, _ = synthetic_disks(64, size=32, radius_range=(0.08, 0.2), noise=0.1, seed=1)
+    # 10 steps x dt 0.05) ended with everything outside (validation Dice 0.0, measured with 64 images x 15 epochs).
+    # 20 steps of 8 images: validation Dice 0.82-0.999 over seeds 0-2 on TensorFlow, JAX and torch (64 images x 15
+    # epochs: 0.997-0.999, 5x the CPU); the lowest, 0.82, is TensorFlow with seed 0, this test's seed
+    images, masks, _ = synthetic_disks(16, size=32, radius_range=(0.08, 0.2), noise=0.1, seed=1)
     val_images, val_masks, _ = synthetic_disks(16, size=32, radius_range=(0.08, 0.2), noise=0.1, seed=2)
-    assert masks.reshape(64, -1).mean(axis=1).max() <= 0.15
+    assert masks.reshape(16, -1).mean(axis=1).max() <= 0.15
     keras.utils.set_random_seed(0)
     model = zoo.build("lsn", input_size=32)
-    model.fit(images, masks, epochs=15, batch_size=16, verbose=0)
+    model.fit(images, masks, epochs=10, batch_size=8, verbose=0)
     pred = model.predict(val_images, verbose=0) > 0.5
     dice = 2 * (pred * val_masks).sum() / (pred.sum() + val_masks.sum())
     assert dice > 0.6
