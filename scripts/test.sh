@@ -25,8 +25,9 @@ WORKERS=${PYTEST_WORKERS:-2}
 REPORTS=.test-reports
 rm -rf "$REPORTS" && mkdir -p "$REPORTS"
 status=0
+walls=()
 
-phase() {  # phase NAME PYTHON DIR ENV-ASSIGNMENTS... -- PYTEST-ARGS... (writes NAME.rc and NAME.wall)
+phase() {  # phase NAME PYTHON DIR ENV-ASSIGNMENTS... -- PYTEST-ARGS...
   local name=$1 python=$2 dir=$3 start=$SECONDS rc=0
   shift 3
   local envs=()
@@ -35,74 +36,45 @@ phase() {  # phase NAME PYTHON DIR ENV-ASSIGNMENTS... -- PYTEST-ARGS... (writes 
   (cd "$dir" && env "${envs[@]}" "$python" -m pytest -n "$WORKERS" -q --junitxml="$ROOT/$REPORTS/$name.xml" "$@") \
     || rc=$?
   echo "== $name: $((SECONDS - start)) s wall, pytest exit $rc"
-  echo "$rc" > "$REPORTS/$name.rc"
-  echo "$((SECONDS - start))" > "$REPORTS/$name.wall"
+  walls+=("\"$name\": $((SECONDS - start))")
+  if [ "$rc" -ne 0 ]; then status=$rc; fi
 }
 
 echo "== keras-medseg lint: ruff check =="
 .venv/bin/ruff check . || status=$?
-
-# The wheel and the two one-backend venvs are built in the background while the TensorFlow phase runs (uv mostly
-# waits on the disk); their log is printed after that phase.
-WHEEL_TESTS="$ROOT/$REPORTS/wheel-tests"
-mkdir -p "$WHEEL_TESTS" && cp -r tests pyproject.toml "$WHEEL_TESTS/"
-build_wheel_venvs() {
-  set -e
-  local start=$SECONDS
-  .venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation . -w "$REPORTS/dist"
-  local wheel
-  wheel=$(ls "$ROOT/$REPORTS"/dist/keras_medseg-*.whl)
-  VENV="$REPORTS/venv-jax" bash scripts/setup.sh "$wheel[jax,test]"
-  VENV="$REPORTS/venv-torch" bash scripts/setup.sh "torch==2.13.0" "$wheel[torch,test]"
-  for b in jax torch; do
-    "$REPORTS/venv-$b/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)" \
-      || { echo "venv-$b has TensorFlow installed: the wheel's [$b] extra pulled it in"; return 1; }
-  done
-  echo "== wheel and venvs: $((SECONDS - start)) s in the background ($(du -sh "$REPORTS/venv-jax" | cut -f1) JAX" \
-    "venv, $(du -sh "$REPORTS/venv-torch" | cut -f1) torch venv, test extras included)"
-}
-build_wheel_venvs > "$REPORTS/wheel-venvs.log" 2>&1 &
-wheel_pid=$!
-
 echo "== keras-medseg tests: TensorFlow backend =="
 phase tensorflow "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=tensorflow -- --durations=15 "$@"
 
 echo "== keras-medseg wheel: build, install with one backend each (no TensorFlow) =="
-wait_start=$SECONDS
-wheel_rc=0
-wait "$wheel_pid" || wheel_rc=$?
-cat "$REPORTS/wheel-venvs.log"
-echo "== waited $((SECONDS - wait_start)) s for the wheel and venvs; exit $wheel_rc"
-if [ "$wheel_rc" -ne 0 ]; then status=$wheel_rc; fi
+wheel_start=$SECONDS
+WHEEL_TESTS="$ROOT/$REPORTS/wheel-tests"
+mkdir -p "$WHEEL_TESTS" && cp -r tests pyproject.toml "$WHEEL_TESTS/"
+.venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation . -w "$REPORTS/dist"
+WHEEL=$(ls "$ROOT/$REPORTS"/dist/keras_medseg-*.whl)
+VENV="$REPORTS/venv-jax" bash scripts/setup.sh "$WHEEL[jax,test]"
+VENV="$REPORTS/venv-torch" bash scripts/setup.sh "torch==2.13.0" "$WHEEL[torch,test]"
+for b in jax torch; do
+  "$REPORTS/venv-$b/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)" \
+    || { echo "venv-$b has TensorFlow installed: the wheel's [$b] extra pulled it in"; status=1; }
+done
+echo "== wheel and venvs: $((SECONDS - wheel_start)) s ($(du -sh "$REPORTS/venv-jax" | cut -f1) JAX venv," \
+  "$(du -sh "$REPORTS/venv-torch" | cut -f1) torch venv, test extras included)"
 # benchmarks/ and tutorials/ are not in the wheel: their tests (none backend-agnostic) are left out here
 WHEEL_ARGS=(--ignore=tests/benchmarks --ignore=tests/tutorials -m backend_agnostic)
-echo "== keras-medseg tests: JAX backend (backend-agnostic tests, installed wheel), and beside it torch =="
-# The torch phase (one pytest worker) and the tf.data phases run beside the JAX phase (two workers): JAX is
-# compile-bound and leaves cores idle between tests; their output follows the JAX phase's.
-# One torch (OpenMP) thread per pytest worker: with -n 2 on a shared 2-core machine, torch's default of one
-# thread per core made the Dice+CE training test take 311 s instead of 6 s (oversubscribed OpenMP spin-waits);
-# tests/conftest.py gives every backend cores // workers threads under pytest-xdist.
-# The one backend-agnostic test that needs TensorFlow next to another backend (a GAN fed by a tf.data pipeline)
-# is skipped in the TensorFlow-free venvs: it runs on JAX and torch from the main venv (without the extra
-# arguments: a -k filter would leave these phases empty).
-(
-  WORKERS=1 phase torch "$ROOT/$REPORTS/venv-torch/bin/python" "$WHEEL_TESTS" KERAS_BACKEND=torch \
-    OMP_NUM_THREADS=1 -- --durations=10 "${WHEEL_ARGS[@]}" "$@"
-  for b in jax torch; do
-    WORKERS=0 phase "tfdata-$b" "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=$b OMP_NUM_THREADS=1 -- \
-      "tests/zoo/test_gan.py::test_fit_from_tf_data_with_validation"
-  done
-) > "$REPORTS/torch-tfdata.log" 2>&1 &
-torch_pid=$!
+echo "== keras-medseg tests: JAX backend (backend-agnostic tests, installed wheel) =="
 phase jax "$ROOT/$REPORTS/venv-jax/bin/python" "$WHEEL_TESTS" KERAS_BACKEND=jax -- --durations=10 "${WHEEL_ARGS[@]}" "$@"
-wait "$torch_pid" || true
-echo "== keras-medseg tests: torch backend (backend-agnostic tests, installed wheel), then tf.data on JAX and torch =="
-cat "$REPORTS/torch-tfdata.log"
-walls=()
-for name in tensorflow jax torch tfdata-jax tfdata-torch; do
-  rc=$(cat "$REPORTS/$name.rc" 2>/dev/null || echo 1)  # a phase that left no exit status failed
-  if [ "$rc" -ne 0 ]; then status=$rc; fi
-  walls+=("\"$name\": $(cat "$REPORTS/$name.wall" 2>/dev/null || echo null)")
+echo "== keras-medseg tests: torch backend (backend-agnostic tests, installed wheel) =="
+# one torch (OpenMP) thread per pytest worker: with -n 2 on a shared 2-core machine, torch's default of one
+# thread per core made the Dice+CE training test take 311 s instead of 6 s (oversubscribed OpenMP spin-waits);
+# tests/conftest.py gives every backend cores // workers threads under pytest-xdist
+phase torch "$ROOT/$REPORTS/venv-torch/bin/python" "$WHEEL_TESTS" KERAS_BACKEND=torch OMP_NUM_THREADS=1 -- \
+  --durations=10 "${WHEEL_ARGS[@]}" "$@"
+# the one backend-agnostic test that needs TensorFlow next to another backend (a GAN fed by a tf.data pipeline)
+# is skipped in the TensorFlow-free venvs above: it runs here, on JAX and torch, from the main venv (without the
+# extra arguments: a -k filter would leave these phases empty)
+for b in jax torch; do
+  WORKERS=0 phase "tfdata-$b" "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=$b OMP_NUM_THREADS=1 -- \
+    "tests/zoo/test_gan.py::test_fit_from_tf_data_with_validation"
 done
 (IFS=,; echo "{${walls[*]}}") > "$REPORTS/wall.json"
 .venv/bin/python scripts/suite_durations.py "$REPORTS" || true

@@ -19,7 +19,7 @@
   1.5-6 CPU s on XLA:CPU (0.3 s with the classic kernel), so building a tiny
   3D UNet cost 68 CPU s instead of 19. The CLI does the same
   (`utils.quiet_backend`).
-* XLA at backend optimisation level 0 with the fusion emitters off, for JAX and
+* XLA at a low backend optimisation level (0 on JAX, 1 elsewhere) with the fusion emitters off, for JAX and
   TensorFlow's compiled loops, here and in subprocesses; in the JAX phase a
   compilation cache shared by the workers of one run (compile-bound; see below).
 * Every test runs inside a guard of process-wide flags
@@ -44,13 +44,15 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     if "XLA_FLAGS" not in os.environ and _THREADS == "1":
         os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
 # XLA (JAX, and TensorFlow's compiled level-set loops), in this process and the subprocesses it starts: the suite
-# is compile-bound, so backend optimisation level 0 (default 3) and XLA:CPU's fusion emitters off (the older loop
-# emitter). Measured on 2 AMD EPYC cores: with the emitters off, JAX subsets 133 -> 93 s and 101 -> 72 s; level 1
-# against 3: Swin UNETR 2D build+forward+fit 44 -> 30 s, the JAX phase 620 -> 501 s; level 0 against 1: Swin UNETR
-# 2D 39 -> 19 CPU s, the JAX phase 16.3 -> 13.4 CPU min, TensorFlow's level-set evolution/window/speed tests the
-# same (93.9 and 93.6 s). Level 0 runs long JAX trainings slower (the LSN small-target training: 20 -> 96 s), so
-# that test trains on 16 images, not 64. Same results at every setting.
-for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+# is compile-bound, so XLA:CPU's fusion emitters off (the older loop emitter) and a low backend optimisation level
+# (default 3): 0 in the JAX phase, 1 elsewhere. Measured on 2 AMD EPYC cores: with the emitters off, JAX subsets
+# 133 -> 93 s and 101 -> 72 s; level 1 against 3: Swin UNETR 2D build+forward+fit 44 -> 30 s, the JAX phase 620 ->
+# 501 s, TensorFlow's level-set evolution, window and speed tests 127 -> 102 s; level 0 against 1: Swin UNETR 2D 39
+# -> 19 CPU s, the JAX phase 16.3 -> 13.4 CPU min, but TensorFlow's compiled 3D level-set window 4.4 -> 12.7 CPU s.
+# Level 0 also runs long JAX trainings slower (the LSN small-target training: 20 -> 96 s), so that test trains on
+# 16 images, not 64. Same results at every setting.
+_LEVEL = "0" if os.environ.get("KERAS_BACKEND") == "jax" else "1"
+for _flag in (f"--xla_backend_optimization_level={_LEVEL}", "--xla_cpu_use_fusion_emitters=false"):
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 if os.environ.get("KERAS_BACKEND") == "jax":
@@ -100,6 +102,13 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     if call.when == "teardown" and _CPU_START in item.stash:
         outcome.get_result().user_properties.append(("cpu_s", round(_cpu_seconds() - item.stash[_CPU_START], 3)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long tests (marker `slow`: notebooks, process kills, trainings) first, the rest after, each group in file
+    order. pytest-xdist hands tests out in this order, so a phase ends on short tests on both workers instead of
+    one worker finishing a notebook while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
