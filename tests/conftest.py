@@ -104,13 +104,6 @@ def pytest_runtest_makereport(item, call):
         outcome.get_result().user_properties.append(("cpu_s", round(_cpu_seconds() - item.stash[_CPU_START], 3)))
 
 
-def pytest_collection_modifyitems(config, items):
-    """Long tests (marker `slow`: notebooks, process kills, trainings) first, the rest after, each group in file
-    order. pytest-xdist hands tests out in this order, so a phase ends on short tests on both workers instead of
-    one worker finishing a notebook while the other waits."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True)
 def _process_state_guard(request):
     """Fail a test that leaves a process-wide flag changed (and put the flag back for the next test).
