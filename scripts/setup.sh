@@ -10,9 +10,10 @@
 # `--index-strategy unsafe-best-match`, so it resolves the same versions pip does, and `--compile-bytecode`,
 # as pip does: where PYTHONDONTWRITEBYTECODE is set (as on CI's machines) nothing else writes the .pyc files,
 # and every process of the suite compiled TensorFlow and Keras again (`import keras_medseg` 20 CPU s instead of
-# 9; the TensorFlow phase 17.5 -> 26.6 min). A fresh venv: 68-71 s in the suite's runs (uv cache warm; 130 s beside
-# other work) instead of pip's 156-188 s. If uv fails for any reason, pip does the same install. Safe to run again: it only installs what is missing. The
-# checkout's own modules are byte-compiled too (an editable install has no .pyc otherwise).
+# 9; the TensorFlow phase 17.5 -> 26.6 min). A fresh venv: 60-71 s in the suite's runs (uv cache warm; 130 s beside
+# other work) instead of pip's 156-188 s. If uv fails for any reason, pip does the same install. Safe to run
+# again: it only installs what is missing. The checkout's own modules are byte-compiled too (an editable install
+# has no .pyc otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -19,12 +19,6 @@ def _version(dist):
         return "not installed"
 
 
-def _configured_backend():
-    from keras_medseg.utils.quiet_backend import configured_backend
-
-    return configured_backend()
-
-
 def _devices(backend):
     from keras_medseg.utils.quiet_backend import import_backend
 
@@ -46,9 +40,10 @@ def _devices(backend):
 
 def run(args):
     from keras_medseg.commands import _catalog as catalog
+    from keras_medseg.utils.quiet_backend import configured_backend
     from keras_medseg.version import __version__
 
-    backend = _configured_backend()
+    backend = configured_backend()
     package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
     lines = [
         f"keras-medseg {__version__}",

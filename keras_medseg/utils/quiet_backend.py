@@ -87,11 +87,9 @@ def configured_backend():
 def check_backend_installed():
     """Raise one clear `BackendNotInstalledError` (an `ImportError`) when Keras' backend is not installed.
 
-    Before Keras fails deep inside its import: which backend, why it was chosen, and which extra or variable
-    fixes it.
-
-    The base install of keras-medseg has no backend (extras `[tensorflow]`, `[jax]`, `[torch]`); without
-    `KERAS_BACKEND`, Keras picks TensorFlow.
+    Called before Keras would fail deep inside its import; the line says which backend, why it was chosen and
+    which extra or variable fixes it. The base install of keras-medseg has no backend (extras `[tensorflow]`,
+    `[jax]`, `[torch]`); without `KERAS_BACKEND`, Keras picks TensorFlow.
     """
     import importlib.util
 
