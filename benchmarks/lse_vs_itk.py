@@ -190,22 +190,27 @@ def lse_solver(shape, settings, image_scale=None):
     return edge, evolution
 
 
-def run_lse(image, u0, settings, image_scale=None):
+def run_lse(image, u0, settings, image_scale=None, evolution=None, timed=True):
     """Evolve with the zoo `lse` model (compiled loop, convergence stop) on one image.
 
     Returns `(inside mask, g, seconds, steps, converged)`; seconds = steady-state time of the evolution
-    (after a first, compiling call).
+    (after a first, compiling call). For the tests: `evolution`, the evolution model of an earlier `lse_solver`
+    call with the same shape and settings, is reused (it does not depend on `image_scale`: one compilation
+    instead of two); `timed=False` skips the timed second call (seconds None).
     """
     import numpy as np
 
-    edge, evolution = lse_solver(image.shape, settings, image_scale)
+    edge, own_evolution = lse_solver(image.shape, settings, image_scale)
+    evolution = own_evolution if evolution is None else evolution
     x = image[None, ..., None]
     g = np.asarray(edge.predict_on_batch(x))
     u = u0[None, ..., None]
-    evolution.predict_on_batch([g, u])  # compile, not timed
-    start = time.perf_counter()
-    u_final, steps = evolution.predict_on_batch([g, u])
-    seconds = time.perf_counter() - start
+    u_final, steps = evolution.predict_on_batch([g, u])  # compiles; timed below, on the second call
+    seconds = None
+    if timed:
+        start = time.perf_counter()
+        u_final, steps = evolution.predict_on_batch([g, u])
+        seconds = time.perf_counter() - start
     steps = int(np.asarray(steps)[0])
     max_steps = settings["chunk"] * settings["max_chunks"]
     return np.asarray(u_final)[0, ..., 0] < 0, g[0, ..., 0], seconds, steps, steps < max_steps
