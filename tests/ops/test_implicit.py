@@ -287,10 +287,12 @@ class TestBadGroupedInput:
             implicit_conv_solve(np.zeros((1, 6, 6, 2)), np.zeros((3, 3, 2)), 1.0, group_size=1.5)
 
 
-@pytest.mark.parametrize("spatial, kernel_size", [((6, 5), (3, 3)), ((6, 8), (3, 5)), ((4, 5, 6), (3, 3, 3)),
-                                                  ((3, 4, 7), (3, 1, 3))])
+@pytest.mark.parametrize("spatial, kernel_size", [((6, 8), (3, 5)), ((3, 4, 7), (3, 1, 3))])
 def test_native_gradients_equal_keras_ops_fallback_gradients(spatial, kernel_size):
-    """The native path (hand-written gradient on TensorFlow) gives the autodiff gradients of the fallback."""
+    """The native path (hand-written gradient on TensorFlow) gives the autodiff gradients of the fallback.
+
+    2D with an even last axis (the real FFT has a Nyquist bin) and a non-square kernel; 3D with an odd last axis
+    and a one-tap kernel axis (each case is a compilation on JAX: 4 shapes took 17 CPU s there)."""
     from tests.testing import value_and_grad
 
     rng = np.random.default_rng(11)
