@@ -141,3 +141,12 @@ def _reset_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def eager_tf_functions():
+    """Keras' train/test/predict functions run eagerly on TensorFlow in this test (`tests.testing`'s context)."""
+    from tests.testing import eager_tf_functions as eager
+
+    with eager():
+        yield

@@ -30,6 +30,7 @@ the picture in CONTRIBUTING.md.
 """
 
 import ast
+import functools
 import os
 import re
 
@@ -523,6 +524,41 @@ def test_checker_finds_command_cross_imports():
     assert len(problems) == 1 and "keras_medseg.commands.train" in problems[0], problems
 
 
+_IMPORT_FACTS = (
+    "import json, os, sys\n"
+    "import keras, keras_cv, tensorflow\n"  # hard dependencies, imported first
+    "os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None)\n"  # TensorFlow sets it on import
+    "before = dict(os.environ)\n"
+    "import keras_medseg\n"
+    "after = dict(os.environ)\n"
+    "import keras_medseg.zoo.vgg16_classifier\n"
+    "print(json.dumps({'changed_environment': {k: [before.get(k), after.get(k)] for k in set(before) | set(after)"
+    " if before.get(k) != after.get(k)}, 'training_imported': 'keras_medseg.training' in sys.modules,"
+    " 'training_modules': sorted(m for m in sys.modules if 'training' in m)}))\n"
+)
+
+
+@functools.cache
+def import_facts():
+    """What a fresh interpreter's `import keras_medseg` (then `import keras_medseg.zoo.vgg16_classifier`) did,
+    as a dict: `changed_environment` ({name: [before, after]}), `training_imported` and `training_modules`.
+
+    One subprocess (importing TensorFlow costs about 10 CPU s) shared by the tests of one pytest worker that ask:
+    `test_import_changes_no_environment_variable` here and `test_zoo_import_does_not_import_training`
+    (tests/training/test_layout.py).
+    """
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", _IMPORT_FACTS], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow  # a fresh interpreter imports TensorFlow (about 10-50 s on shared CPUs)
 def test_import_changes_no_environment_variable():
     """`import keras_medseg` leaves `os.environ` as it found it (the CLI quiets TensorFlow for itself).
@@ -530,23 +566,5 @@ def test_import_changes_no_environment_variable():
     Its dependencies are imported first (TensorFlow itself sets `TF_CPP_MIN_LOG_LEVEL` when imported, so
     the variable is removed again before the package is imported).
     """
-    import json
-    import subprocess
-    import sys
-
-    code = (
-        "import json, os\n"
-        "import keras, keras_cv, tensorflow\n"  # hard dependencies, imported first
-        "os.environ.pop('TF_CPP_MIN_LOG_LEVEL', None)\n"  # TensorFlow sets it on import
-        "before = dict(os.environ)\n"
-        "import keras_medseg\n"
-        "after = dict(os.environ)\n"
-        "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after)"
-        " if before.get(k) != after.get(k)}))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    changed = json.loads(out.stdout.strip().splitlines()[-1])
+    changed = import_facts()["changed_environment"]
     assert changed == {}, f"import keras_medseg changed environment variables: {changed}"

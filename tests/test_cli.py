@@ -10,6 +10,7 @@ import skimage.io
 from keras_medseg import zoo
 from keras_medseg.cli import main
 from keras_medseg.commands.train import parse_model_args
+from tests.testing import eager_tf_functions
 
 TINY_UNET = ["--arg", "filters=2", "--arg", "depth=1"]
 
@@ -39,8 +40,9 @@ def test_parse_model_args():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    rc = main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--epochs", "2",
-               "--batch-size", "8", "--out", str(out), "--quiet", "--class-balance"] + TINY_UNET)
+    with eager_tf_functions():
+        rc = main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--epochs", "2",
+                   "--batch-size", "8", "--out", str(out), "--quiet", "--class-balance"] + TINY_UNET)
     return rc, out
 
 
@@ -94,8 +96,9 @@ def test_train_on_folder(tmp_path, capsys):
         skimage.io.imsave(data / "images" / f"c{i}.png", img, check_contrast=False)
         skimage.io.imsave(data / "masks" / f"c{i}.png", ((img > 128) * 255).astype(np.uint8), check_contrast=False)
     out = tmp_path / "run"
-    assert main(["train", "unet", "--data", str(data), "--epochs", "1", "--out", str(out), "--quiet"]
-                + TINY_UNET) == 0
+    with eager_tf_functions():
+        assert main(["train", "unet", "--data", str(data), "--epochs", "1", "--out", str(out), "--quiet"]
+                    + TINY_UNET) == 0
     assert (out / "best.keras").exists()
     text = capsys.readouterr().out
     assert "class 1" in text
@@ -107,7 +110,8 @@ def test_train_on_folder(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not {"imexnet", "resnet_seg"} <= set(zoo.list()), reason="imexnet/resnet_seg not registered")
 def test_demo_fast(tmp_path, capsys):
-    assert main(["demo", "--fast", "--out", str(tmp_path), "--quiet"]) == 0
+    with eager_tf_functions():
+        assert main(["demo", "--fast", "--out", str(tmp_path), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "imexnet IoU" in text and "resnet_seg IoU" in text
     assert "rod, both ends bright" in text and "README headline" in text.strip().splitlines()[-1]

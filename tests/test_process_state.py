@@ -66,6 +66,8 @@ def test_a_test_that_leaks_a_flag_fails_and_the_next_test_starts_clean(tmp_path)
     """))
     env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND="jax" if keras.backend.backend() == "jax" else "numpy")
     env.pop("PYTEST_XDIST_WORKER", None)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # no installed plugins (xdist, hypothesis ...): 1.5 CPU s less;
+    # the guard is the suite's conftest fixture, no plugin
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr

@@ -113,9 +113,8 @@ def test_patches_extract_shows_a_bar_unless_quiet(tmp_path, capsys):
         captured = capsys.readouterr()
         assert label not in captured.err and "the store now holds" in captured.out
 
-
 @pytest.mark.slow  # builds and fits a VGG16 classifier on 16 px patches (about 20 s on a busy machine)
-def test_train_on_a_patch_store_shows_a_bar(tmp_path, capsys):
+def test_train_on_a_patch_store_shows_a_bar(tmp_path, capsys, eager_tf_functions):
     store = _store(tmp_path / "p.h5", size=32)
     assert main(["train", "vgg16_classifier", "--data", store, "--epochs", "1", "--batch-size", "4",
                  "--n-train", "8", "--n-val", "6", "--out", str(tmp_path / "run")]) == 0

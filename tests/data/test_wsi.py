@@ -354,9 +354,8 @@ def test_cli_patches_extract_and_info(tmp_path, capsys):
     assert main(["patches", "extract", str(tmp_path / "slide.png"), "--out", out, "--size", "16"]) == 2
     assert "32x32 patches" in capsys.readouterr().err
 
-
 @pytest.mark.slow
-def test_cli_train_and_evaluate_froc_on_a_patch_store(tmp_path, capsys):
+def test_cli_train_and_evaluate_froc_on_a_patch_store(tmp_path, capsys, eager_tf_functions):
     from keras_medseg.cli import main
 
     rng = np.random.default_rng(0)

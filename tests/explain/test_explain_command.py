@@ -160,8 +160,8 @@ def test_explain_refuses_nan_input_in_one_line(fill, tmp_path, capsys):
     with pytest.raises(ValueError, match=rf"`x` has {n} NaN and 0 Inf"):
         explain_image(model, img[None, ..., None], method="saliency")
 
-
-def test_a_model_trained_on_a_folder_is_explained_on_raw_images_as_it_was_trained(tmp_path, rng):
+def test_a_model_trained_on_a_folder_is_explained_on_raw_images_as_it_was_trained(tmp_path, rng,
+                                                                                 eager_tf_functions):
     """`train` on a folder z-scores each image and stores that in best.keras; explain on a raw 0-255 image
     then equals explaining the hand-z-scored image with the spec switched off."""
     from keras_medseg.data.scans.preprocess import load_preprocessing

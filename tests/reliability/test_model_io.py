@@ -68,18 +68,34 @@ def test_cli_refuses_a_lambda_model(command, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_plain_keras_load_of_a_saved_zoo_model_after_import(tmp_path):
-    """`import keras_medseg` registers everything a compiled zoo model needs (metrics included)."""
+    """`import keras_medseg` registers everything a compiled zoo model needs (metrics included).
+
+    One fresh interpreter (importing Keras and its backend costs about 10 CPU s): a plain `keras.saving.load_model`
+    fails while keras_medseg has not been imported, then the same load after `import keras_medseg` succeeds.
+    """
+    import json
     import subprocess
     import sys
 
     from keras_medseg import zoo
 
     path = _save(zoo.build("unet", input_size=16, depth=2, filters=4), tmp_path)
-    load = "import keras, sys; m = keras.saving.load_model(sys.argv[1]); print(m.name)"
-    without = subprocess.run([sys.executable, "-c", load, path], capture_output=True, text=True, timeout=120)
-    # what the import has to register: the zoo's loss and metrics (keras names the first one it cannot find)
-    assert without.returncode != 0 and "keras_medseg>" in without.stderr
-    out = subprocess.run([sys.executable, "-c", "import keras_medseg; " + load, path], capture_output=True,
-                         text=True, timeout=120)
+    code = (
+        "import json, sys, keras\n"
+        "try:\n"
+        "    keras.saving.load_model(sys.argv[1])\n"
+        "    before = None\n"
+        "except Exception as e:\n"
+        "    before = f'{type(e).__name__}: {e}'\n"
+        "medseg_was_imported = 'keras_medseg' in sys.modules\n"
+        "import keras_medseg\n"
+        "print(json.dumps({'before': before, 'medseg_was_imported': medseg_was_imported,\n"
+        "                  'after': keras.saving.load_model(sys.argv[1]).name}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("unet")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # what the import has to register: the zoo's loss and metrics (keras names the first one it cannot find)
+    assert result["before"] is not None and "keras_medseg>" in result["before"], result
+    assert not result["medseg_was_imported"], result
+    assert result["after"].endswith("unet"), result

@@ -47,7 +47,8 @@ def test_mixed_precision_build_train_predict(name, policy):
         assert _finite(model.weights), f"{name}: non-finite weights after a {policy} training step"
         x = data[0]
         if spec.trainable_with_fit and not hasattr(model, "generator"):
-            assert _finite(model.predict_on_batch(x)), f"{name}: non-finite prediction under {policy}"
+            # an eager call: `predict_on_batch` traces a predict function first (Swin UNETR 3D: 1.7 CPU s)
+            assert _finite(model(x, training=False)), f"{name}: non-finite prediction under {policy}"
     finally:
         keras.config.set_dtype_policy("float32")
 

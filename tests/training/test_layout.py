@@ -1,14 +1,12 @@
 """The training package after the layout moves: data loaded from one source decision; the zoo never imports
 training."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from keras_medseg.data import EvaluationData, SegmentationData, load_data, load_evaluation_data
 from keras_medseg.data.sources import PatchStoreSource, SyntheticSource, resolve_source
+from tests.test_architecture import import_facts
 
 
 def test_load_data_for_training_and_evaluation():
@@ -26,8 +24,7 @@ def test_load_data_for_training_and_evaluation():
         load_data("slides.h5")
 
 
-@pytest.mark.slow  # a fresh interpreter imports keras
+@pytest.mark.slow  # a fresh interpreter imports keras (shared with tests/test_architecture.py within a worker)
 def test_zoo_import_does_not_import_training():
-    code = ("import sys, keras_medseg.zoo.vgg16_classifier; "
-            "assert 'keras_medseg.training' not in sys.modules, sorted(m for m in sys.modules if 'training' in m)")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    facts = import_facts()  # a fresh interpreter: import keras_medseg, then keras_medseg.zoo.vgg16_classifier
+    assert not facts["training_imported"], facts["training_modules"]

@@ -17,7 +17,7 @@ from tests.data.test_volume_dataset import write_cases
 
 
 @pytest.mark.slow
-def test_train_command_on_volumes_then_predict_and_evaluate(tmp_path):
+def test_train_command_on_volumes_then_predict_and_evaluate(tmp_path, eager_tf_functions):
     root = write_cases(str(tmp_path / "data"), shapes=((20, 24, 16), (28, 18, 22), (16, 20, 18), (24, 24, 20)))
     out = str(tmp_path / "run")
     argv = ["train", "unet", "--data", root, "--spatial-dims", "3", "--patch-size", "16", "--epochs", "1",
