@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_smoke_run(tmp_path):
+def test_smoke_run(tmp_path, eager_tf_functions):
     result = lse_lsn_unet.run("smoke", out_dir=str(tmp_path), progress=False)
     assert result["preset"] == "smoke" and result["settings"] == lse_lsn_unet.PRESETS["smoke"]
     assert result["seconds"] > 0

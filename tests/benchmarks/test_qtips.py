@@ -8,7 +8,7 @@ import qtips
 
 
 @pytest.mark.slow
-def test_smoke_run(tmp_path):
+def test_smoke_run(tmp_path, eager_tf_functions):
     result = qtips.run("smoke", out_dir=str(tmp_path), progress=False)
     assert result["preset"] == "smoke" and result["settings"] == qtips.PRESETS["smoke"]
     assert result["seconds"] > 0

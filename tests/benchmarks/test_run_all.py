@@ -108,7 +108,7 @@ def test_replace_block_is_idempotent(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_preset_runs_every_real_section(tmp_path):
+def test_smoke_preset_runs_every_real_section(tmp_path, eager_tf_functions):
     pytest.importorskip("itk")
     pytest.importorskip("nilearn")
     rc = run_all.main(["--preset", "smoke", "--results-dir", str(tmp_path), "--no-progress"])
