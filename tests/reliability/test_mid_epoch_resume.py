@@ -8,7 +8,8 @@ or rewrites an epoch whose row was logged, and logs every epoch exactly once.
 The backup state is stamped into the weights file, so a kill between the
 weights and their JSON mirror cannot pair new weights with an old epoch count.
 
-Setting: 32 Q-tips images of 16 px, batch 8 -> 4 steps per epoch, 3 epochs,
+Setting: the smallest segmenter (`tests/testing/tiny_segmenter.py`, a 3x3 convolution with Adam: the claims
+are about the run folder, not the model), 32 Q-tips images of 16 px, batch 8 -> 4 steps per epoch, 3 epochs,
 `backup_every=2` -> mid-epoch backups after cumulative steps 2, 4, 6, ...; the
 kill comes at epoch 1 after its third batch, so the newest backup is
 "epoch 1, 2 batches in" (6 optimizer steps).
@@ -29,10 +30,10 @@ import pytest
 
 from keras_medseg.training import checkpointing, train
 from tests.testing.run_lock import run_folder_held_by_another_process
+from tests.testing.tiny_segmenter import tiny_segmenter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KW = {"model_kwargs": {"filters": 2, "depth": 1}, "n_train": 32, "n_val": 4, "size": 16, "batch_size": 8,
-      "verbose": 0, "epochs": 3}
+KW = {"n_train": 32, "n_val": 4, "size": 16, "batch_size": 8, "verbose": 0, "epochs": 3}
 STEPS = 4
 
 
@@ -104,13 +105,13 @@ def test_interrupt_mid_epoch_resumes_from_the_newest_backup(tmp_path):
     out = str(tmp_path / "run")
     kill = _KillMidEpoch()
     with pytest.raises(_Stop):
-        train("unet", out_dir=out, backup_every=2, callbacks=[kill], **KW)
+        train(tiny_segmenter(), out_dir=out, backup_every=2, callbacks=[kill], **KW)
     assert _state(os.path.join(out, "backup", "latest.weights.h5")) == {"epoch": 1, "batch": 2}
     assert _state(os.path.join(out, "backup", "epoch.weights.h5"))["epoch"] == 1
     before = _rows(os.path.join(out, "log.csv"))
     assert [r[0] for r in before[1:]] == ["0"]
     probe = _Probe()
-    result = train("unet", out_dir=out, backup_every=2, callbacks=[probe], **KW)
+    result = train(tiny_segmenter(), out_dir=out, backup_every=2, callbacks=[probe], **KW)
     _check_resumed(out, before, probe, result, kill.weights_at_backup)
 
 
@@ -127,14 +128,14 @@ def test_kill_between_the_weights_and_their_json_mirror(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpointing, "atomic_write_text", write)
     with pytest.raises(_Stop):
-        train("unet", out_dir=out, **KW)
+        train(tiny_segmenter(), out_dir=out, **KW)
     monkeypatch.undo()
     with open(os.path.join(out, "backup", "epoch_metadata.json")) as f:
         assert json.load(f)["epoch"] == 1  # the stale mirror
     stamped = _state(os.path.join(out, "backup", "epoch.weights.h5"))
     assert stamped["epoch"] == 2
     probe = _Probe()
-    result = train("unet", out_dir=out, callbacks=[probe], **KW)
+    result = train(tiny_segmenter(), out_dir=out, callbacks=[probe], **KW)
     assert probe.start["epoch"] == 2 and probe.start["iterations"] == 2 * STEPS
     assert len(result.history["loss"]) == 1
     rows = _rows(os.path.join(out, "log.csv"))
@@ -152,8 +153,9 @@ _KILL_SCRIPT = textwrap.dedent("""
         if self._epoch == 1 and batch == 2:   # epoch 1, third batch done; newest backup: 2 batches in
             os.kill(os.getpid(), signal.SIGKILL)
     checkpointing.CrashSafeBackup.on_train_batch_end = on_train_batch_end
-    train("unet", out_dir=sys.argv[1], backup_every=2, model_kwargs={"filters": 2, "depth": 1}, n_train=32,
-          n_val=4, size=16, batch_size=8, verbose=0, epochs=3)
+    from tests.testing.tiny_segmenter import tiny_segmenter
+    train(tiny_segmenter(), out_dir=sys.argv[1], backup_every=2, n_train=32, n_val=4, size=16, batch_size=8,
+          verbose=0, epochs=3)
 """)
 
 
@@ -170,7 +172,7 @@ def test_sigkill_mid_epoch_with_backup_every(tmp_path):
     before = _rows(os.path.join(out, "log.csv"))
     assert [r[0] for r in before[1:]] == ["0"]
     probe = _Probe()
-    result = train("unet", out_dir=out, backup_every=2, callbacks=[probe], **KW)
+    result = train(tiny_segmenter(), out_dir=out, backup_every=2, callbacks=[probe], **KW)
     _check_resumed(out, before, probe, result)
     keras.saving.load_model(os.path.join(out, "best.keras"), safe_mode=True)
 
@@ -206,12 +208,12 @@ def test_a_second_training_process_on_the_same_folder_is_refused(tmp_path, capsy
     with run_folder_held_by_another_process(out) as pid:
         busy = rf"run' is being written by another training process \(pid {pid}\)"
         with pytest.raises(RuntimeError, match=busy):
-            train("unet", out_dir=str(out), **dict(KW, epochs=1, n_train=8))
+            train(tiny_segmenter(), out_dir=str(out), **dict(KW, epochs=1, n_train=8))
         assert main(["train", "unet", "--n-train", "8", "--n-val", "4", "--size", "16", "--batch-size", "8",
                      "--quiet", "--epochs", "1", "--out", str(out), "--arg", "filters=2", "--arg", "depth=1"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "another training process" in err, err
-    result = train("unet", out_dir=str(out), **dict(KW, epochs=1, n_train=8))  # the lock died with its holder
+    result = train(tiny_segmenter(), out_dir=str(out), **dict(KW, epochs=1, n_train=8))  # the lock died with it
     assert len(result.history["loss"]) == 1
     fd = os.open(str(out / ".lock"), os.O_RDWR)
     try:
