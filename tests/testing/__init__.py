@@ -260,31 +260,6 @@ def _weighted_sum(outputs, weights):
     return total
 
 
-def _compiled(fn):
-    """`fn` compiled once with `jax.jit` on JAX (else `fn`), for the finite-difference evaluations.
-
-    Eager JAX recompiles a `fori_loop`/`while_loop` body it sees as a new
-    function on every call: a check of 48 entries evaluated the op 96 times,
-    each with its loops compiled again. A function JAX cannot trace (Python
-    control flow on values) is evaluated eagerly, as before.
-    """
-    if keras.backend.backend() != "jax":
-        return fn
-    import jax
-
-    jitted, state = jax.jit(fn), {"eager": False}
-
-    def call(*args):
-        if not state["eager"]:
-            try:
-                return jitted(*args)
-            except jax.errors.JAXTypeError:
-                state["eager"] = True
-        return fn(*args)
-
-    return call
-
-
 def check_op_gradients(fn, *arrays, rtol=1e-4, atol=1e-10, eps=1e-6, max_entries=48, seed=0,
                        wrt=None):
     """Compare autodiff and central-difference gradients of a pure op in float64.
@@ -311,7 +286,6 @@ def check_op_gradients(fn, *arrays, rtol=1e-4, atol=1e-10, eps=1e-6, max_entries
         return _weighted_sum(fn(*args), weights)
 
     _, grads = value_and_grad(scalar, *[ops.convert_to_tensor(a) for a in arrays])
-    evaluate = _compiled(scalar)
     errors = {}
     for i in wrt:
         idx = _sample(arrays[i].size, max_entries, rng)
@@ -319,7 +293,7 @@ def check_op_gradients(fn, *arrays, rtol=1e-4, atol=1e-10, eps=1e-6, max_entries
         def f(xi, i=i):
             args = list(arrays)
             args[i] = xi
-            return float(ops.convert_to_numpy(evaluate(*[ops.convert_to_tensor(a) for a in args])))
+            return float(ops.convert_to_numpy(scalar(*[ops.convert_to_tensor(a) for a in args])))
 
         numeric = numerical_gradient(f, arrays[i], eps=eps, indices=idx)
         errors[i] = _check_close(ops.convert_to_numpy(grads[i]), numeric, idx, rtol, atol, f"argument {i}")
@@ -372,7 +346,6 @@ def check_layer_gradients(layer_cls, init_kwargs, input_shape, input_data=None, 
         return [ops.convert_to_tensor(np.asarray(a, dtype=dtype)) for a in arrs]
 
     _, (g_inputs, g_weights) = value_and_grad(scalar, as_tensors(inputs), as_tensors(trainable))
-    evaluate = _compiled(scalar)
     errors = {}
     targets = []
     if check_inputs:
@@ -384,7 +357,7 @@ def check_layer_gradients(layer_cls, init_kwargs, input_shape, input_data=None, 
         def f(value, kind=kind, j=j):
             xs, tv = list(inputs), list(trainable)
             (xs if kind == "input" else tv)[j] = value
-            return float(ops.convert_to_numpy(evaluate(as_tensors(xs), as_tensors(tv))))
+            return float(ops.convert_to_numpy(scalar(as_tensors(xs), as_tensors(tv))))
 
         name = f"input {j}" if kind == "input" else layer.trainable_variables[j].path
         numeric = numerical_gradient(f, group[j], eps=eps, indices=idx)
