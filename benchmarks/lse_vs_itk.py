@@ -163,12 +163,13 @@ def near_boundary_fraction(a, b, distance=2):
     return float(np.logical_and(disagree, near).sum() / disagree.sum())
 
 # ------------------------------------------------------------------------------------------- solvers
-def lse_solver(shape, settings, image_scale=None):
+def lse_solver(shape, settings, image_scale=None, with_evolution=True):
     """Compiled `lse` pieces for one image shape: `(edge model, evolution model)`.
 
     The evolution model maps `[g, u0]` to `[u, steps taken]` (the zoo model's `lse_evolution` layer, same
     weights and settings, with `return_steps=True`), so the edge indicator can be handed to ITK too.
-    `image_scale=None` is the zoo default (adaptive edge scale).
+    `image_scale=None` is the zoo default (adaptive edge scale). `with_evolution=False`: the edge model only
+    (the evolution model is None).
     """
     import keras
 
@@ -181,6 +182,8 @@ def lse_solver(shape, settings, image_scale=None):
                       tolerance=settings["tolerance"], check_every=settings["chunk"], input_size=tuple(shape),
                       edge_threshold=None, region_margin=None)  # ITK's equation: the balloon is g itself
     edge = keras.Model(model.inputs[0], model.get_layer("lse_edge").output)
+    if not with_evolution:
+        return edge, None
     layer = model.get_layer("lse_evolution")
     counting = LevelSetEvolution.from_config({**layer.get_config(), "return_steps": True})
     g_in = keras.Input(tuple(shape) + (1,))
@@ -200,7 +203,7 @@ def run_lse(image, u0, settings, image_scale=None, evolution=None, timed=True):
     """
     import numpy as np
 
-    edge, own_evolution = lse_solver(image.shape, settings, image_scale)
+    edge, own_evolution = lse_solver(image.shape, settings, image_scale, with_evolution=evolution is None)
     evolution = own_evolution if evolution is None else evolution
     x = image[None, ..., None]
     g = np.asarray(edge.predict_on_batch(x))
