@@ -77,9 +77,8 @@ class LevelSetEvolution(keras.layers.Layer):
 
     Args:
         steps: number of time steps (int >= 1), default 100.
-        alpha, beta, gamma, dt, eps, kernel_size, trainable_kernels,
-            trainable_coefficients: as in `LevelSetStep` (defaults -1.0, 0.2,
-            1.0, 0.1, 1e-8, 3, True, True).
+        alpha, beta, gamma, dt, eps, kernel_size, trainable_kernels, trainable_coefficients: as in
+            `LevelSetStep` (defaults -1.0, 0.2, 1.0, 0.1, 1e-8, 3, True, True).
         tolerance: None (default, no stop) or a positive float: the largest
             mean speed of the front, in voxels per step over `check_every`
             steps, for it to count as stopped (e.g. 5e-4, the `lse` default).

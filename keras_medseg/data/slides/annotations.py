@@ -82,7 +82,7 @@ class Annotations:
         path: the file they came from (used in messages).
 
     Attributes:
-        polygons, path, num_tumors.
+        polygons, path: the arguments; num_tumors: the number of distinct tumour ids.
     """
 
     def __init__(self, polygons, path="<annotations>"):

@@ -282,8 +282,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         slide: path of the slide (pyramidal TIFF, SVS, ... or a small PNG).
         store: path of the `.h5` store (created when missing, else appended to).
         annotations: XML / GeoJSON path, `Annotations`, or `None` (normal slide).
-        level, size, inner_size, stride, min_tissue, tissue_threshold,
-            thumbnail_size: see `patch_grid`.
+        level, size, inner_size, stride, min_tissue, tissue_threshold, thumbnail_size: see `patch_grid`.
         slide_id: name stored with every patch, default the file name without extension.
         workers: int, reader processes, default 1 (read in this process).
         chunk_size: patches per commit, default 32.

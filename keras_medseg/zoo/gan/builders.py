@@ -191,9 +191,8 @@ def cyclegan(channels_a=1, channels_b=1, filters=32, generator="resnet", num_res
         cycle_weight: `lambda` of the cycle loss. Default 10.
         identity_weight: identity loss weight (0 = off). Default 0.
         spatial_dims: 2 or 3. Default 2.
-        adversarial_loss, learning_rate, beta_1, name: as in `cgan`.
-        Sub-networks: `f"{name}_generator_ab"`, `..._generator_ba`,
-        `..._discriminator_a`, `..._discriminator_b`.
+        adversarial_loss, learning_rate, beta_1, name: as in `cgan`. Sub-networks: `f"{name}_generator_ab"`,
+            `..._generator_ba`, `..._discriminator_a`, `..._discriminator_b`.
 
     Returns:
         A compiled `CycleGAN` (four Adam optimisers).
