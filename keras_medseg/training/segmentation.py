@@ -94,6 +94,8 @@ def _ignore_weights(y, sample_weight=None):
 
 @dataclasses.dataclass
 class TrainResult:
+    """What `train` returns: the best model, the history dict, the validation Dice/IoU table and the file paths."""
+
     model: keras.Model
     history: dict
     table: dict

@@ -34,6 +34,8 @@ TASKS = ("segmentation", "classification", "detection", "generation")
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: its builder, description and defaults and the `register_model` arguments."""
+
     name: str
     builder: Callable
     description: str
