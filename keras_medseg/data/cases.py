@@ -9,7 +9,9 @@ cases of a data source (see `keras_medseg.data.sources`):
   NIfTI, NRRD, MHA) or a DICOM series folder; its label map is the entry of
   `masks/` with the same name stem. An image without a label map raises
   `FileNotFoundError`, a label map without an image or two files with one stem
-  raise `ValueError`, each naming the file. Cases are sorted by name.
+  raise `ValueError`, each naming the file. Cases are sorted by name. Multi-modal cases (one file per modality,
+  nnU-Net's `case_0000`, `case_0001`, ... or the source's `modalities`) are grouped by
+  `keras_medseg.data.scans.modalities.images_by_case`: `image` is then a tuple of files in channel order.
 * a Medical Segmentation Decathlon `dataset.json` (or a folder holding one):
   its `training` list of `{"image", "label"}` pairs, in file order.
 * a list of `(image_path, label_path)` pairs.
@@ -64,6 +66,7 @@ import warnings
 import numpy as np
 
 from keras_medseg.data.scans.io import SCAN_EXTENSIONS, image_stem, read_image
+from keras_medseg.data.scans.modalities import images_by_case
 from keras_medseg.data.sources import (
     ImageFolderSource,
     ScanFolderSource,
@@ -348,13 +351,16 @@ def _entries(folder, role):
     return found
 
 
-def find_scans(path):
+def find_scans(path, modalities=None, modality_pattern=None):
     """The unlabelled scans under `path`: `[(name, path)]`, sorted by name.
 
     A file with a known image extension is one scan; a folder is one DICOM
     series when it holds `.dcm` files (or only files without an image
     extension); otherwise every image file and every DICOM series sub-folder
-    in it is a scan.
+    in it is a scan, or, with `modalities` (names in channel order), the
+    files of a folder are grouped into cases by `modality_pattern`
+    (`keras_medseg.data.scans.modalities.group_modalities`; `path` a tuple of
+    files, one per modality).
 
     Raises:
         FileNotFoundError: `path` does not exist or holds no scans (named).
@@ -372,7 +378,7 @@ def find_scans(path):
         raise FileNotFoundError(f"Input not found: {path!r}")
     if is_dicom_folder(path):
         return [(os.path.basename(os.path.normpath(path)), path)]
-    scans = sorted(_entries(path, "scan").items())
+    scans = sorted(images_by_case(_entries(path, "scan"), None, modalities, modality_pattern, path)[0].items())
     if not scans:
         raise FileNotFoundError(
             f"No scans in {path!r}: expected image files ({', '.join(SCAN_EXTENSIONS)}) or DICOM series folders."
@@ -417,13 +423,14 @@ def _label_folder(path):
     return found[0]
 
 
-def _from_folder(path):
+def _from_folder(path, modalities=None, pattern=None):
     images_dir = os.path.join(path, "images")
     labels_dir = _label_folder(path)
     images = _entries(images_dir, "image")
     if not images:
         raise FileNotFoundError(f"No image files ({', '.join(SCAN_EXTENSIONS)}) or DICOM series in {images_dir!r}")
     labels = _entries(labels_dir, "label")
+    images, modalities = images_by_case(images, labels, modalities, pattern, images_dir)  # per-modality files
     for stem, image in images.items():
         if stem not in labels:
             raise FileNotFoundError(
@@ -431,7 +438,8 @@ def _from_folder(path):
     for stem, label in labels.items():
         if stem not in images:
             raise ValueError(f"Mask {label!r} has no matching image in {images_dir!r}")
-    return [{"name": s, "image": images[s], "label": labels[s]} for s in sorted(images)]
+    extra = {"modalities": list(modalities)} if modalities else {}
+    return [{"name": s, "image": images[s], "label": labels[s], **extra} for s in sorted(images)]
 
 
 def find_cases(source):
@@ -460,16 +468,19 @@ def find_cases(source):
     ('spleen_10', '.../labelsTr/spleen_10.nii.gz')
     """
     if isinstance(source, (list, tuple)) and all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(f, (str, os.PathLike)) for f in p)
-            for p in source):
-        cases = [{"name": image_stem(os.path.basename(str(i)))[0] or os.path.basename(str(i)),
-                  "image": os.fspath(i), "label": os.fspath(lab)} for i, lab in source]
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[1], (str, os.PathLike)) and all(
+                isinstance(f, (str, os.PathLike)) for f in (p[0] if isinstance(p[0], (list, tuple)) else [p[0]]))
+            for p in source):  # (image, label) pairs; an image may be a tuple of modality files
+        cases = [{"name": image_stem(os.path.basename(str(lab if isinstance(i, (list, tuple)) else i)))[0]
+                  or os.path.basename(str(i)), "label": os.fspath(lab),
+                  "image": tuple(map(os.fspath, i)) if isinstance(i, (list, tuple)) else os.fspath(i)}
+                 for i, lab in source]
     else:
         src = resolve_source(source)
         if isinstance(src, ScanFolderSource) and src.dataset_json:
             cases = _from_msd(src.dataset_json)
         elif isinstance(src, (ScanFolderSource, ImageFolderSource)):
-            cases = _from_folder(src.path)
+            cases = _from_folder(src.path, getattr(src, "modalities", None), getattr(src, "modality_pattern", None))
         else:
             raise ValueError(f"A {src.kind.replace('_', ' ')} holds no image/label cases; expected a data folder "
                              f"(images/ + masks/ or labels/) or a dataset.json. Received: source={source!r}")
@@ -477,6 +488,7 @@ def find_cases(source):
         raise ValueError(f"No cases found. Received: source={source!r}")
     for case in cases:
         for key in ("image", "label"):
-            if not os.path.exists(case[key]):
-                raise FileNotFoundError(f"Case {case['name']!r}: {key} file not found: {case[key]!r}")
+            for f in case[key] if isinstance(case[key], tuple) else [case[key]]:
+                if not os.path.exists(f):
+                    raise FileNotFoundError(f"Case {case['name']!r}: {key} file not found: {f!r}")
     return cases

@@ -104,11 +104,19 @@ class ImageFolderSource:
 
 @dataclasses.dataclass(frozen=True)
 class ScanFolderSource:
-    """Scans with geometry: `DIR/images/` (+ `masks/` or `labels/`), or a `dataset.json` (then `dataset_json`)."""
+    """Scans with geometry: `DIR/images/` (+ `masks/` or `labels/`), or a `dataset.json` (then `dataset_json`).
+
+    `modalities` (names in channel order, e.g. `("t1", "flair")`) says that each case of `images/` is one file
+    per modality named by `modality_pattern` (default `"{case}_{modality}"`;
+    `keras_medseg.data.scans.modalities`); None: one file per case (nnU-Net's `case_0000`, `case_0001`, ...
+    numbering is recognised by the case finder).
+    """
 
     path: str
     dataset_json: Union[str, None] = None
     spatial_dims: int = 3
+    modalities: Union[tuple, None] = None
+    modality_pattern: Union[str, None] = None
     kind = "scan_folder"
 
 
@@ -175,7 +183,7 @@ def _check_spatial_dims(spatial_dims):
         raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
 
 
-def resolve_source(data, spatial_dims: int | None = None) -> DataSource:
+def resolve_source(data, spatial_dims: int | None = None, modalities=None, modality_pattern=None) -> DataSource:
     """Decide what a data argument is and return its typed source (the module docstring gives the order).
 
     Args:
@@ -184,6 +192,8 @@ def resolve_source(data, spatial_dims: int | None = None) -> DataSource:
             path (str or path-like): `FILE.h5`, `dataset.json`, or a folder.
         spatial_dims: 2 or 3, or None (default): how the arrays of a folder are
             read; None means 2 for image folders and 3 for scan folders.
+        modalities, modality_pattern: per-modality files of a scan folder
+            (`ScanFolderSource`); refused for other sources.
 
     Returns:
         One of `SyntheticSource`, `ArraySource`, `ImageFolderSource`,
@@ -202,6 +212,17 @@ def resolve_source(data, spatial_dims: int | None = None) -> DataSource:
     """
     if spatial_dims is not None:
         _check_spatial_dims(spatial_dims)
+    if modalities is not None or modality_pattern is not None:
+        from keras_medseg.data.scans.modalities import DEFAULT_PATTERN, check_modalities
+
+        src = resolve_source(data, spatial_dims)
+        if not isinstance(src, ScanFolderSource) or src.dataset_json:
+            raise ValueError("Per-modality files (--modalities) need a scan folder DIR/images/ + DIR/labels/ "
+                             f"(a dataset.json lists 4D images instead). Received: data={data!r}")
+        if modalities is None:
+            raise ValueError(f"`modality_pattern` needs `modalities`. Received: modality_pattern={modality_pattern!r}")
+        return dataclasses.replace(src, modalities=check_modalities(modalities),
+                                   modality_pattern=modality_pattern or DEFAULT_PATTERN)
     if isinstance(data, _SOURCES):
         return data
     if isinstance(data, (tuple, list)):

@@ -1,25 +1,21 @@
 """Reading image files: the one place where keras-medseg opens an image, volume or DICOM series.
 
-* `read_image(path)` -> `ImageRecord`: the voxels **with their geometry**,
-  for NIfTI (nibabel), DICOM series folders, NRRD and MetaImage (SimpleITK),
-  and PNG/JPEG/TIFF/`.npy`/`.npz` with unit spacing.
-* `write_image(path, labels, reference)`: a label map with the reference's
-  geometry (NIfTI, NRRD/MHA, or plain PNG/TIFF/`.npy`).
-* `read_array(path)`: just the array, through the same reader; the
-  data-folder loader (`keras_medseg.data.arrays`), `patches extract` and
-  `explain` read with it.
+* `read_image(path)` -> `ImageRecord`: the voxels **with their geometry**, for NIfTI (nibabel), DICOM series
+  folders, NRRD and MetaImage (SimpleITK), and PNG/JPEG/TIFF/`.npy`/`.npz` with unit spacing; a list of
+  files is one multi-modal case (`keras_medseg.data.scans.modalities`).
+* `write_image(path, labels, reference)`: a label map with the reference's geometry (NIfTI, NRRD/MHA, or
+  plain PNG/TIFF/`.npy`).
+* `read_array(path)`: just the array, through the same reader; the data-folder loader
+  (`keras_medseg.data.arrays`), `patches extract` and `explain` read with it.
 
-Readers: NIfTI (`.nii`, `.nii.gz`) through nibabel; DICOM series (a folder of
-slices) through SimpleITK's GDCM series reader after the slice checks of
-`keras_medseg.data.scans.dicom` (missing slices, uneven gaps, mixed pixel
-spacing or orientation, tilted stacks are refused, or resampled from the true
-slice positions with `resample_irregular=True`): slices sorted by position,
-rescale slope/intercept applied (CT in HU), spacing and direction from the
-headers; single DICOM files (an X-ray, a mammogram, one slice: `.dcm` or the
-`DICM` marker) through SimpleITK, 2D with their pixel spacing (`PixelSpacing`,
-else `ImagerPixelSpacing`) or, with `spatial_dims=3`, a one-slice volume; NRRD
-(`.nrrd`, `.nhdr`) and MetaImage (`.mha`, `.mhd`) through SimpleITK;
-PNG/JPEG/TIFF through scikit-image.
+Readers: NIfTI (`.nii`, `.nii.gz`) through nibabel; DICOM series (a folder of slices) through SimpleITK's GDCM
+series reader after the slice checks of `keras_medseg.data.scans.dicom` (missing slices, uneven gaps, mixed pixel
+spacing or orientation, tilted stacks are refused, or resampled from the true slice positions with
+`resample_irregular=True`): slices sorted by position, rescale slope/intercept applied (CT in HU), spacing and
+direction from the headers; single DICOM files (an X-ray, a mammogram, one slice: `.dcm` or the `DICM` marker)
+through SimpleITK, 2D with their pixel spacing (`PixelSpacing`, else `ImagerPixelSpacing`) or, with
+`spatial_dims=3`, a one-slice volume; NRRD (`.nrrd`, `.nhdr`) and MetaImage (`.mha`, `.mhd`) through
+SimpleITK; PNG/JPEG/TIFF through scikit-image.
 
 **NIfTI qform and sform.** The affine used is nibabel's (`get_best_affine()`,
 the NIfTI-1 rule): the sform when `sform_code > 0`, else the qform. When both
@@ -30,17 +26,13 @@ both equal to the affine used, and writes every file atomically
 (`keras_medseg.utils.atomic_io`: the previous file or none after a kill, never
 a truncated one; the mode follows the umask).
 
-**Axis order.** `ImageRecord.array` holds the voxels in *voxel index order*
-`(i, j, k)` as stored in the file, the order nibabel uses (for SimpleITK
-sources the array is transposed from SimpleITK's `(k, j, i)`), with any
-channel/time axes after the spatial ones. `affine` maps a voxel index
-`(i, j, k, 1)` to RAS+ millimetres, the NIfTI world convention:
-+x towards the patient's Right, +y Anterior, +z Superior. DICOM, NRRD and MHA store LPS+
-geometry; it is converted here (x and y negated) so every record speaks RAS+.
-`spacing` is the voxel size in mm along each array axis, `origin` the RAS+
-position of voxel `(0, 0, 0)` and `direction` the 3x3 matrix of unit column
-vectors, so `affine[:3, :3] == direction @ diag(spacing)` and
-`affine[:3, 3] == origin`.
+**Axis order.** `ImageRecord.array` holds the voxels in *voxel index order* `(i, j, k)` as stored in the file,
+the order nibabel uses (for SimpleITK sources the array is transposed from SimpleITK's `(k, j, i)`), with any
+channel/time axes after the spatial ones. `affine` maps a voxel index `(i, j, k, 1)` to RAS+ millimetres, the
+NIfTI world convention: +x towards the patient's Right, +y Anterior, +z Superior. DICOM, NRRD and MHA store LPS+
+geometry; it is converted here (x and y negated) so every record speaks RAS+. `spacing` is the voxel size in mm
+along each array axis, `origin` the RAS+ position of voxel `(0, 0, 0)` and `direction` the 3x3 matrix of unit
+column vectors, so `affine[:3, :3] == direction @ diag(spacing)` and `affine[:3, 3] == origin`.
 """
 
 from __future__ import annotations
@@ -266,18 +258,22 @@ def _read_file(path, ext, label, spatial_dims):
         raise ValueError(f"Cannot read {label}{path!r} (corrupt or not a {ext or 'known image'} file): {exc}") from exc
 
 
-def read_image(path, spatial_dims=None, resample_irregular=False):
+def read_image(path, spatial_dims=None, resample_irregular=False, channels=False):
     """Read an image, volume or DICOM series with its geometry.
 
     Args:
         path: str, a file (`.nii`, `.nii.gz`, `.nrrd`, `.nhdr`, `.mha`,
             `.mhd`, `.png`, `.jpg`, `.tif`, `.tiff`, `.npy`, `.npz`, `.dcm`
             or any file with the DICOM marker) or a folder holding one DICOM
-            series.
+            series; or a list of such files, one per modality of one case
+            (`keras_medseg.data.scans.modalities.stack_modalities`: stacked as
+            channels, all on the first file's grid, else refused naming the file).
         spatial_dims: int or None (default). When 3, the record must be a
-            single-channel 3D volume (a 4D NIfTI is refused; a single DICOM
-            slice is a one-slice volume); when 2, a 2D image. A 3-axis `.npy`
-            is read as a volume unless `spatial_dims=2` (then `(H, W, C)`).
+            3D volume (a single DICOM slice is a one-slice volume); when 2, a
+            2D image. A 3-axis `.npy` is a volume unless `spatial_dims=2`.
+        channels: bool (default False). With `spatial_dims=3`, a 4D NIfTI
+            `(i, j, k, C)` (channels last; `(i, j, k, 1, C)` too) is refused
+            unless True; a list `path` always allows channels.
         resample_irregular: bool (default False). A DICOM series with
             missing slices, uneven gaps, mixed pixel spacing or a tilted stack
             is refused unless True; then it is resampled onto a regular grid
@@ -309,13 +305,16 @@ def read_image(path, spatial_dims=None, resample_irregular=False):
     """
     if spatial_dims not in (None, 2, 3):
         raise ValueError(f"`spatial_dims` must be None, 2 or 3. Received: spatial_dims={spatial_dims!r}")
+    if isinstance(path, (list, tuple)):  # one file per modality, stacked as channels on the first file's grid
+        from keras_medseg.data.scans.modalities import stack_modalities
+        return stack_modalities([read_image(p, spatial_dims or 3, resample_irregular, True) for p in path])
     path = os.fspath(path)
     if os.path.isdir(path):
         try:
             record = _read_dicom_series(path, resample_irregular=resample_irregular)
-        except ValueError:
-            raise
         except Exception as exc:  # GDCM errors come as RuntimeError
+            if isinstance(exc, ValueError):
+                raise
             raise ValueError(f"Cannot read DICOM series in {path!r}: {exc}") from exc
     else:
         if not os.path.isfile(path):
@@ -328,11 +327,14 @@ def read_image(path, spatial_dims=None, resample_irregular=False):
                 f"Unsupported file type {path!r}; expected one of {', '.join(SCAN_EXTENSIONS)} or a DICOM folder."
             )
         record = _read_file(path, ext, "", spatial_dims)
+    if spatial_dims == 3 and channels and record.array.ndim == 5 and record.array.shape[3] == 1:
+        record = dataclasses.replace(record, array=record.array[:, :, :, 0, :])  # a NIfTI vector (i, j, k, 1, C)
     if spatial_dims == 3:
-        if record.spatial_dims != 3 or record.array.ndim != 3:
+        if record.spatial_dims != 3 or record.array.ndim != 3 + (channels and record.array.ndim == 4):
             raise ValueError(
                 f"Expected a single 3D volume in {path!r}; it holds an array of shape {record.array.shape} "
-                f"({record.array.ndim}D). Split 4D files (time series, several channels) into 3D volumes first."
+                f"({record.array.ndim}D). Channels (modalities) last are read with channels=True; split time "
+                "series into 3D volumes first."
             )
     elif spatial_dims == 2 and record.spatial_dims == 3:
         if record.array.shape[2:3] == (1,):

@@ -31,6 +31,7 @@ from keras_medseg.utils.atomic_io import atomic_path
 
 __all__ = [
     "PREPROCESSING_FILENAME",
+    "check_regions",
     "check_spec",
     "crop_to_foreground",
     "default_preprocessing",
@@ -44,7 +45,7 @@ __all__ = [
 # Name of the spec inside a `.keras` archive (and suffix of the side-car file otherwise).
 PREPROCESSING_FILENAME = "keras_medseg_preprocessing.json"
 _SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size", "split",
-              "label_values")
+              "label_values", "modalities", "modality_pattern", "regions")
 _PRESETS = ("ct_window", "percentile", "zscore", "none")
 
 
@@ -67,6 +68,9 @@ def default_preprocessing():
         "patch_size": None,
         "split": None,
         "label_values": None,
+        "modalities": None,
+        "modality_pattern": None,
+        "regions": None,
     }
 
 
@@ -122,6 +126,15 @@ def check_spec(spec):
             raise ValueError("`spec['label_values']` must be a list of distinct ints (the mask value of each class). "
                              f"Received: label_values={values!r}")
         out["label_values"] = [int(v) for v in values]
+    if out["modalities"] is not None:
+        from keras_medseg.data.scans.modalities import check_modalities
+
+        out["modalities"] = list(check_modalities(out["modalities"]))
+    if out["modality_pattern"] is not None and out["modalities"] is None:
+        raise ValueError("`spec['modality_pattern']` needs `spec['modalities']` (the names it fills in). "
+                         f"Received: modality_pattern={out['modality_pattern']!r}")
+    if out["regions"] is not None:
+        out["regions"] = check_regions(out["regions"])
     if out["split"] is not None:
         if not isinstance(out["split"], dict):
             raise ValueError(
@@ -129,6 +142,34 @@ def check_spec(spec):
                 f"Received: split={out['split']!r}"
             )
         out["split"] = {str(k): [str(c) for c in v] for k, v in out["split"].items()}
+    return out
+
+
+def check_regions(regions):
+    """Regions of a multi-label model as `[{"name": str, "values": [int, ...]}, ...]`, in channel order.
+
+    Accepts that list, a list of `(name, values)` pairs or a dict `{name: values}` (`values`: the mask values
+    inside the region). Regions may overlap; names are distinct.
+
+    Raises:
+        ValueError: no region, a repeated name, a region without integer values (named).
+    """
+    if isinstance(regions, dict):
+        regions = list(regions.items())
+    if not isinstance(regions, (list, tuple)) or not regions:
+        raise ValueError("`regions` must list at least one region (name and mask values). "
+                         f"Received: regions={regions!r}")
+    out = []
+    for item in regions:
+        name, values = (item.get("name"), item.get("values")) if isinstance(item, dict) else tuple(item)
+        values = [values] if isinstance(values, (int, np.integer)) else values
+        if not isinstance(values, (list, tuple)) or not values or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"Region {name!r} must list integer mask values, e.g. [1, 2, 3]. Received: {values!r}")
+        out.append({"name": str(name), "values": sorted({int(v) for v in values})})
+    names = [r["name"] for r in out]
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"Region names must be distinct and non-empty. Received: {names}")
     return out
 
 
@@ -249,8 +290,8 @@ def resolve_preprocessing(model_path, model=None):
 # ---------------------------------------------------------------- intensity
 
 
-def intensity(array, preset="zscore", mask=None, name="image", **params):
-    """Intensity normalisation presets.
+def intensity(array, preset="zscore", mask=None, name="image", spatial_dims=None, **params):
+    """Intensity normalisation presets, per channel for multi-channel (multi-modal) arrays.
 
     Args:
         array: numeric array (any shape).
@@ -260,9 +301,17 @@ def intensity(array, preset="zscore", mask=None, name="image", **params):
             scale to [0, 1]), "zscore" (`(x - mean) / (std + 1e-6)`, the
             statistics taken inside `mask` when given), "none" (float32 copy).
             A dict `{"preset": ..., **params}` (the spec's `intensity`) works too.
-        mask: optional bool array of `array`'s shape; the percentile and
-            z-score statistics are taken over its voxels only.
+            `nonzero=True` (zscore, percentile): the statistics are taken over
+            the non-zero voxels of each channel only, and zero voxels stay 0
+            (skull-stripped MR, whose background is 0).
+        mask: optional bool array of `array`'s spatial shape; the percentile
+            and z-score statistics are taken over its voxels only.
         name: str, how errors name the array (e.g. the file).
+        spatial_dims: int or None (default). When `array` has one axis more
+            than `spatial_dims` (channels last, e.g. `(D, H, W, C)` MR
+            sequences), every channel is normalised with its own statistics,
+            `x[..., c] = (x[..., c] - mean_c) / (std_c + 1e-6)` for zscore;
+            None treats the whole array as one channel.
 
     Returns:
         float32 array of `array`'s shape.
@@ -284,6 +333,15 @@ def intensity(array, preset="zscore", mask=None, name="image", **params):
     if not np.all(np.isfinite(x)):
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         raise ValueError(f"{name} holds {bad} NaN/inf voxels; clean or mask them before preprocessing.")
+    if spatial_dims is not None and x.ndim == int(spatial_dims) + 1:
+        return np.stack([intensity(x[..., c], preset, mask, f"{name} channel {c}", **params)
+                         for c in range(x.shape[-1])], axis=-1)
+    nonzero = bool(params.pop("nonzero", False)) and preset in ("zscore", "percentile")
+    if nonzero:
+        inside = x != 0
+        mask = inside if mask is None else np.asarray(mask, bool) & inside
+        if not mask.any():  # an empty channel stays empty
+            return np.zeros_like(x)
     sel = x
     if mask is not None:
         mask = np.asarray(mask, bool)
@@ -297,7 +355,8 @@ def intensity(array, preset="zscore", mask=None, name="image", **params):
     if preset == "none":
         return x.copy()
     if preset == "zscore":
-        return ((x - sel.mean()) / (sel.std() + 1e-6)).astype(np.float32)
+        out = ((x - sel.mean()) / (sel.std() + 1e-6)).astype(np.float32)
+        return np.where(inside, out, np.float32(0.0)) if nonzero else out
     if preset == "ct_window":
         low, high = float(params.get("low", -1000.0)), float(params.get("high", 1000.0))
     else:
@@ -309,6 +368,8 @@ def intensity(array, preset="zscore", mask=None, name="image", **params):
         low, high = (float(v) for v in np.percentile(sel, [lo_p, hi_p]))
         if high <= low:
             return np.zeros_like(x)
+        if nonzero:
+            return np.where(inside, (np.clip(x, low, high) - low) / (high - low), np.float32(0.0)).astype(np.float32)
     if high <= low:
         raise ValueError(f"`high` must be above `low`. Received: low={low}, high={high}")
     return ((np.clip(x, low, high) - low) / (high - low)).astype(np.float32)

@@ -25,8 +25,10 @@ import numpy as np
 
 from keras_medseg.data.batches import check_shard
 from keras_medseg.data.cases import dataset_label_values, find_cases, mask_ids, standardize_labels, warn_compacted
+from keras_medseg.data.regions import regions_from_labels
 from keras_medseg.data.scans.geometry import check_same_grid, to_model_space
 from keras_medseg.data.scans.io import read_image
+from keras_medseg.data.scans.preprocess import check_regions
 from keras_medseg.data.scans.preprocess import intensity as apply_intensity
 
 __all__ = ["VolumeDataset"]
@@ -118,12 +120,23 @@ class VolumeDataset(keras.utils.PyDataset):
         shard_index: this process's rank in `[0, num_shards)` (default 0).
         foreground_samples: foreground voxels kept per case to centre
             positive patches (default 10000).
+        regions: None (default: `y` holds class ids) or the regions of a
+            multi-label (sigmoid) model, `{name: mask values}` or
+            `[{"name", "values"}]` (`preprocess.check_regions`); `y` is then
+            `(batch_size, *patch_size, R)` float32 0/1 masks, channel `r` set
+            where the mask value is one of region `r`'s (regions may overlap:
+            whole tumour `{1, 2, 3}` holds tumour core `{2, 3}`), made after
+            augmentation from the augmented label patch.
         **kwargs: `keras.utils.PyDataset` arguments (`workers`,
             `use_multiprocessing`, `max_queue_size`).
 
     Output: `(x, y)` with `x` `(batch_size, *patch_size, C)` float32 and `y`
-    `(batch_size, *patch_size)` int32 class ids (plus `w`, float32 like `y`,
-    with an `ignore_value`).
+    `(batch_size, *patch_size)` int32 class ids, or region masks with
+    `regions` (plus `w` `(batch_size, *patch_size)` float32 with an
+    `ignore_value`). `C` is the number of channels of the cases: a 4D NIfTI
+    `(i, j, k, C)` or one file per modality (`find_cases`), each channel
+    normalised with its own statistics (`preprocess.intensity`); every case
+    must have the same `C`.
 
     Raises:
         ValueError: bad `patch_size`, `pos_fraction`, `spatial_dims`,
@@ -131,7 +144,8 @@ class VolumeDataset(keras.utils.PyDataset):
             a label map that does not lie on its image's grid (shape, or an
             affine more than 1 % of a voxel away: shifted, resampled, swapped
             axes; `keras_medseg.data.scans.geometry.check_same_grid`), naming
-            both files.
+            both files; a modality file off its case's first modality's grid,
+            or a case with another number of channels (named).
 
     Example:
 
@@ -147,7 +161,7 @@ class VolumeDataset(keras.utils.PyDataset):
     def __init__(self, source, patch_size, batch_size=2, spatial_dims=3, slice_axis=2, pos_fraction=0.5,
                  spacing=None, orientation=None, intensity=None, label_values=None, ignore_value=None,
                  cache_bytes=2**30, augment=None, steps_per_epoch=None, seed=0, foreground_samples=10000,
-                 resample_irregular=False, num_shards=1, shard_index=0, **kwargs):
+                 resample_irregular=False, num_shards=1, shard_index=0, regions=None, **kwargs):
         super().__init__(**kwargs)
         self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         if spatial_dims not in (2, 3):
@@ -179,6 +193,9 @@ class VolumeDataset(keras.utils.PyDataset):
                                                 spatial_dims=self._volume_dims())
             warn_compacted(label_values, repr(getattr(source, "path", source)))
         self.label_values = [int(v) for v in label_values]
+        self.regions = None if regions is None else check_regions(regions)
+        self._region_ids = None if regions is None else [self._class_ids(r) for r in self.regions]
+        self._channels = None
         self.cache_bytes = int(cache_bytes)
         self.augment = augment
         self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.cases) / (batch_size * self.num_shards))
@@ -189,12 +206,20 @@ class VolumeDataset(keras.utils.PyDataset):
         self._cached_bytes = 0
         self.loads = 0  # how many times a case was read from disk (cache misses)
 
+    def _class_ids(self, region):
+        missing = [v for v in region["values"] if v not in self.label_values]
+        if missing:
+            raise ValueError(f"Region {region['name']!r} lists mask values {missing} that no label map holds "
+                             f"(found {self.label_values}). Received: regions={self.regions!r}")
+        return [self.label_values.index(v) for v in region["values"]]
+
     # -- cases ---------------------------------------------------------------
     def spec(self, class_names=None):
         """The preprocessing spec to save with a model trained on this dataset (`save_preprocessing`)."""
         return {"spacing": None if self.spacing is None else list(self.spacing), "orientation": self.orientation,
                 "intensity": dict(self.intensity), "class_names": class_names, "spatial_dims": self.spatial_dims,
-                "patch_size": list(self.patch_size), "label_values": list(self.label_values)}
+                "patch_size": list(self.patch_size), "label_values": list(self.label_values),
+                "regions": self.regions}
 
     def _volume_dims(self):
         return 3 if self.spatial_dims == 3 or self.orientation is not None else None
@@ -203,7 +228,8 @@ class VolumeDataset(keras.utils.PyDataset):
         """Read and preprocess case `i`: `(image (*S, C) float32, labels (*S) int32)` in model space."""
         case = self.cases[i]
         volume_dims = self._volume_dims()
-        image = read_image(case["image"], spatial_dims=volume_dims, resample_irregular=self.resample_irregular)
+        image = read_image(case["image"], spatial_dims=volume_dims, resample_irregular=self.resample_irregular,
+                           channels=True)
         labels = read_image(case["label"], spatial_dims=volume_dims, resample_irregular=self.resample_irregular)
         d = image.spatial_dims
         check_same_grid(image, labels)  # the rule `evaluate` applies: no label map off its image's grid
@@ -212,9 +238,14 @@ class VolumeDataset(keras.utils.PyDataset):
                                     names=repr(case["label"]))
         img, _ = to_model_space(image.array, image.affine, self.spacing, self.orientation, order=1, spatial_dims=d)
         lab, _ = to_model_space(lab, labels.affine, self.spacing, self.orientation, order=0, spatial_dims=d)
-        img = apply_intensity(img, self.intensity, name=case["image"])
+        img = apply_intensity(img, self.intensity, name=image.path, spatial_dims=d)  # per channel
         if img.ndim == d:
             img = img[..., None]
+        if self._channels is None:
+            self._channels = (img.shape[-1], image.path)
+        elif img.shape[-1] != self._channels[0]:
+            raise ValueError(f"Case {case['name']!r} ({image.path!r}) has {img.shape[-1]} channels but "
+                             f"{self._channels[1]!r} has {self._channels[0]}; every case needs the same modalities.")
         if d == 2 and self.spatial_dims == 3:
             raise ValueError(f"Case {case['name']!r} is 2D but spatial_dims=3. Received: {case['image']!r}")
         return img.astype(np.float32), lab.astype(np.int32)
@@ -287,8 +318,11 @@ class VolumeDataset(keras.utils.PyDataset):
             out = self.augment({"image": x, "labels": y}, training=True, **sized)
             x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
             y = np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.int32)
-        if self.ignore_value is not None:  # ignored voxels: class 0 with weight 0 (the losses take voxel weights)
-            return x, np.maximum(y, 0), (y >= 0).astype(np.float32)
+        w = (y >= 0).astype(np.float32) if self.ignore_value is not None else None
+        if self._region_ids is not None:  # one 0/1 channel per region (ignored voxels: in none, weight 0)
+            y = regions_from_labels(y, self._region_ids, dtype="float32")
+        if w is not None:  # ignored voxels: class 0 with weight 0 (the losses take voxel weights)
+            return x, np.maximum(y, 0), w
         return x, y
 
     def case_slots(self, index, epoch=None):

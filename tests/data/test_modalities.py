@@ -1,0 +1,165 @@
+"""Multi-modal scans: 4D NIfTI and per-modality files through read_image, the case finder, per-channel
+intensity, VolumeDataset (channels and overlapping region targets) and augmentation; the geometry check."""
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from keras_medseg.data import VolumeDataset, find_cases, read_image
+from keras_medseg.data.scans.modalities import detect_numbered, group_modalities
+from keras_medseg.data.scans.preprocess import intensity
+from keras_medseg.data.sources import resolve_source
+from tests.data.scan_factory import oblique_affine
+
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+# brain-tumour style label values 1, 2, 3 and three nested regions
+REGIONS = [("whole", [1, 2, 3]), ("core", [2, 3]), ("enhancing", [3])]
+
+
+def _save(path, array, affine):
+    nib.save(nib.Nifti1Image(np.asarray(array), affine), path)
+    return path
+
+
+def write_multimodal_cases(root, n=3, shape=(16, 16, 16), layout="pattern", seed=0):
+    """`n` cases of 4 MR-like channels with a nested lesion (labels 1 oedema, 2 core, 3 enhancing), spacing
+    1 x 1 x 1.5 mm; `layout` "pattern" (`case_t1.nii.gz`, ...), "numbered" (`case_0000.nii.gz`, ...) or "4d"
+    (one `(i, j, k, 4)` file). Returns `root`."""
+    rng = np.random.default_rng(seed)
+    affine = np.diag([1.0, 1.0, 1.5, 1.0])
+    os.makedirs(os.path.join(root, "images"))
+    os.makedirs(os.path.join(root, "labels"))
+    grid = np.indices(shape)
+    for i in range(n):
+        centre = [rng.integers(6, s - 6) for s in shape]
+        r2 = sum((g - c) ** 2 for g, c in zip(grid, centre))
+        labels = np.select([r2 <= 2, r2 <= 6, r2 <= 14], [3, 2, 1], 0).astype(np.uint8)
+        brain = (r2 <= 60).astype(np.float32)  # a "skull-stripped" head: zero outside
+        channels = [brain * (rng.normal(100 + 30 * k, 5 + k, size=shape) + (20 + 10 * k) * labels)
+                    for k in range(len(MODALITIES))]
+        name = f"case{i:02d}"
+        _save(os.path.join(root, "labels", f"{name}.nii.gz"), labels, affine)
+        if layout == "4d":
+            _save(os.path.join(root, "images", f"{name}.nii.gz"), np.stack(channels, -1).astype(np.float32), affine)
+            continue
+        for k, (mod, ch) in enumerate(zip(MODALITIES, channels)):
+            suffix = mod if layout == "pattern" else f"{k:04d}"
+            _save(os.path.join(root, "images", f"{name}_{suffix}.nii.gz"), ch.astype(np.float32), affine)
+    return root
+
+
+def test_4d_nifti_and_per_modality_files_equal_nibabel(tmp_path):
+    root = write_multimodal_cases(str(tmp_path / "p"), n=1)
+    files = [os.path.join(root, "images", f"case00_{m}.nii.gz") for m in MODALITIES]
+    rec = read_image(files)
+    expected = np.stack([np.asarray(nib.load(f).dataobj) for f in files], axis=-1)
+    assert rec.array.shape == (16, 16, 16, 4) and rec.spatial_dims == 3
+    np.testing.assert_array_equal(rec.array, expected)
+    np.testing.assert_allclose(rec.affine, nib.load(files[0]).affine)
+    four = write_multimodal_cases(str(tmp_path / "f"), n=1, layout="4d")
+    path = os.path.join(four, "images", "case00.nii.gz")
+    with pytest.raises(ValueError, match=r"case00\.nii\.gz.*4D.*channels=True"):
+        read_image(path, spatial_dims=3)
+    rec4 = read_image(path, spatial_dims=3, channels=True)
+    np.testing.assert_array_equal(rec4.array, np.asarray(nib.load(path).dataobj))
+    np.testing.assert_allclose(rec4.array, rec.array)  # same seed: the same voxels either way
+
+
+def test_modality_off_the_grid_is_named(tmp_path):
+    root = write_multimodal_cases(str(tmp_path / "p"), n=1)
+    files = [os.path.join(root, "images", f"case00_{m}.nii.gz") for m in MODALITIES]
+    data = np.asarray(nib.load(files[2]).dataobj)
+    _save(files[2], data, oblique_affine())  # T2 with another affine
+    with pytest.raises(ValueError, match=r"^Modality file '.*case00_t2\.nii\.gz' does not share the voxel grid "
+                                         r"of the case's first modality '.*case00_t1\.nii\.gz'.* mm away"):
+        read_image(files)
+    _save(files[3], data[:, :, :12], np.diag([1.0, 1.0, 1.5, 1.0]))  # FLAIR cropped
+    with pytest.raises(ValueError, match=r"case00_flair\.nii\.gz' has shape \(16, 16, 12\).*\(16, 16, 16\)"):
+        read_image([files[0], files[3]])
+    ds = VolumeDataset([(tuple(files[:3]), os.path.join(root, "labels", "case00.nii.gz"))], patch_size=8)
+    with pytest.raises(ValueError, match=r"case00_t2\.nii\.gz"):
+        ds[0]
+
+
+def test_case_finder_groups_modalities(tmp_path):
+    root = write_multimodal_cases(str(tmp_path / "p"), n=2)
+    cases = find_cases(resolve_source(root, modalities=MODALITIES))
+    assert [c["name"] for c in cases] == ["case00", "case01"]
+    assert [os.path.basename(f) for f in cases[1]["image"]] == [f"case01_{m}.nii.gz" for m in MODALITIES]
+    assert cases[0]["modalities"] == list(MODALITIES)
+    numbered = write_multimodal_cases(str(tmp_path / "n"), n=2, layout="numbered")
+    cases = find_cases(numbered)  # nnU-Net's numbering needs no flag
+    assert cases[0]["modalities"] == ["0000", "0001", "0002", "0003"] and len(cases[0]["image"]) == 4
+    os.remove(os.path.join(root, "images", "case01_t2.nii.gz"))
+    with pytest.raises(FileNotFoundError, match=r"'case01' has no 't2' modality: expected case01_t2"):
+        find_cases(resolve_source(root, modalities=MODALITIES))
+    with pytest.raises(ValueError, match=r"stray\.nii\.gz.*not named"):
+        group_modalities({"case00_t1": "a", "stray": "stray.nii.gz"}, ("t1",))
+    with pytest.raises(ValueError, match="without a gap"):
+        detect_numbered(["a_0000", "a_0002"])
+    assert detect_numbered(["a_0000", "b"]) is None
+
+
+def test_per_channel_intensity_formula():
+    rng = np.random.default_rng(0)
+    x = rng.normal([0.0, 50.0, 500.0], [1.0, 10.0, 100.0], size=(6, 5, 4, 3)).astype(np.float32)
+    x[0] = 0.0
+    out = intensity(x, {"preset": "zscore"}, spatial_dims=3)
+    for c in range(3):
+        np.testing.assert_allclose(out[..., c], (x[..., c] - x[..., c].mean()) / (x[..., c].std() + 1e-6),
+                                   rtol=1e-5, atol=1e-5)
+    nz = intensity(x, {"preset": "zscore", "nonzero": True}, spatial_dims=3)
+    for c in range(3):
+        sel = x[..., c][x[..., c] != 0]
+        ref = np.where(x[..., c] != 0, (x[..., c] - sel.mean()) / (sel.std() + 1e-6), 0.0)
+        np.testing.assert_allclose(nz[..., c], ref, rtol=1e-5, atol=1e-5)
+    joint = intensity(x, "zscore")  # no spatial_dims: one set of statistics, as before
+    np.testing.assert_allclose(joint, (x - x.mean()) / (x.std() + 1e-6), rtol=1e-5, atol=1e-5)
+
+
+def test_volume_dataset_channels_regions_and_normalisation(tmp_path):
+    root = write_multimodal_cases(str(tmp_path / "p"), n=2)
+    ds = VolumeDataset(resolve_source(root, modalities=MODALITIES), patch_size=8, batch_size=2, regions=REGIONS,
+                       intensity={"preset": "zscore", "nonzero": True})
+    x, y = ds[0]
+    assert x.shape == (2, 8, 8, 8, 4) and x.dtype == np.float32
+    assert y.shape == (2, 8, 8, 8, 3) and y.dtype == np.float32
+    assert np.all(y[..., 0] >= y[..., 1]) and np.all(y[..., 1] >= y[..., 2])  # nested regions
+    image, labels, _, _ = ds.load_case(0)
+    files = ds.cases[0]["image"]
+    for k, f in enumerate(files):
+        raw = np.asarray(nib.load(f).dataobj, dtype=np.float64)
+        sel = raw[raw != 0]
+        ref = np.where(raw != 0, (raw - sel.mean()) / (sel.std() + 1e-6), 0.0)
+        np.testing.assert_allclose(image[..., k], ref, rtol=1e-4, atol=1e-4)
+    truth = np.asarray(nib.load(ds.cases[0]["label"]).dataobj)
+    np.testing.assert_array_equal(labels, truth)
+    assert ds.spec()["regions"] == [{"name": "whole", "values": [1, 2, 3]}, {"name": "core", "values": [2, 3]},
+                                    {"name": "enhancing", "values": [3]}]
+    with pytest.raises(ValueError, match=r"Region 'x' lists mask values \[7\]"):
+        VolumeDataset([(c["image"], c["label"]) for c in ds.cases], patch_size=8, regions={"x": [7]})
+
+
+def test_augmentation_keeps_channels_aligned(tmp_path):
+    from keras_medseg.data import augment as A
+
+    root = write_multimodal_cases(str(tmp_path / "p"), n=1)
+    files = [os.path.join(root, "images", f"case00_{m}.nii.gz") for m in MODALITIES]
+    label = os.path.join(root, "labels", "case00.nii.gz")
+    aug = A.Compose([A.RandomFlip(probability=1.0, seed=1),
+                     A.RandomAffine(rotation=0.3, scaling=0.1, probability=1.0, seed=2),
+                     A.RandomElastic(magnitude=(1.0, 3.0), spacing=8, probability=1.0, seed=3)])
+    kw = {"patch_size": 12, "batch_size": 2, "pos_fraction": 1.0, "intensity": "none"}
+    plain = VolumeDataset([(tuple(files), label)], **kw)[0]
+    warped = VolumeDataset([(tuple(files), label)], augment=aug, **kw)[0]
+    assert warped[0].shape == plain[0].shape == (2, 12, 12, 12, 4)
+    assert not np.allclose(warped[0], plain[0])
+    # every channel is its (masked) lesion-shaped signal: after the same warp, where one channel's brain mask
+    # holds, every other channel's does too (one draw for all channels and the labels)
+    inside = warped[0] > 1.0
+    assert (inside.all(-1) == inside.any(-1)).mean() > 0.97
+    lesion = warped[1] > 0
+    bright = warped[0][..., 3][lesion].mean() > warped[0][..., 3][~lesion & inside[..., 3]].mean()
+    assert bright  # the labels moved with the image
