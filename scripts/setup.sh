@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create ./.venv (if missing) and install keras-medseg with its test, TensorFlow, JAX,
-# torch, medical-IO, whole-slide (Dask, OpenSlide) and benchmark extras (the benchmarks need itk and nilearn).
+# torch, medical-IO, whole-slide (Dask, OpenSlide), benchmark (the benchmarks need itk and nilearn) and docs (MkDocs,
+# mkdocstrings) extras.
 # torch is pinned to the CPU build 2.13.0 (the wheel on this kind of machine's disk, found through pip's
 # find-links), so the `[torch]` extra does not pull a CUDA build. keras-cv is installed only so a test can
 # compare our 2D non-max suppression with its layer; the library does not need it.
@@ -26,7 +27,7 @@ fi
 if [ "$#" -gt 0 ]; then
   PACKAGES=("$@")
 else
-  PACKAGES=("torch==2.13.0" -e ".[test,tensorflow,jax,torch,keras-cv,medical,bench,slides]")
+  PACKAGES=("torch==2.13.0" -e ".[test,tensorflow,jax,torch,keras-cv,medical,bench,slides,docs]")
 fi
 
 uv_install() {

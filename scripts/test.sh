@@ -49,6 +49,11 @@ phase() {  # phase NAME PYTHON DIR ENV-ASSIGNMENTS... -- PYTEST-ARGS...
 
 echo "== keras-medseg lint: ruff check =="
 .venv/bin/ruff check . || status=$?
+echo "== keras-medseg docs: mkdocs build --strict (a broken link or reference, a docstring griffe cannot parse) =="
+docs_start=$SECONDS
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$REPORTS/site" || status=$?
+echo "== docs: $((SECONDS - docs_start)) s"
+walls+=("\"docs\": $((SECONDS - docs_start))")
 echo "== keras-medseg tests: TensorFlow backend =="
 phase tensorflow "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=tensorflow -- --durations=15 "$@"
 
