@@ -6,7 +6,8 @@ Commands import from here, never from each other.
 
 import ast
 
-__all__ = ["add_data_options", "add_resample_option", "add_scan_options", "parse_model_args", "report_failed_slides"]
+__all__ = ["add_data_options", "add_resample_option", "add_scan_options", "parse_model_args", "parse_regions",
+           "report_failed_slides"]
 
 
 def parse_model_args(items):
@@ -24,6 +25,31 @@ def parse_model_args(items):
         except (ValueError, SyntaxError):
             kwargs[key] = value
     return kwargs
+
+
+def parse_regions(text):
+    """`"whole=1,2,3; core=2,3; enhancing=3"` -> `[("whole", [1, 2, 3]), ("core", [2, 3]), ("enhancing", [3])]`.
+
+    Regions are separated by `;`, each `NAME=V,V,...` (mask values) or just `V,V,...` (named `region_<i>`).
+
+    Raises:
+        ValueError: a region without integer values (named, quoting the option).
+    """
+    if text is None:
+        return None
+    out = []
+    for i, part in enumerate(p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, _, values = part.rpartition("=")
+        try:
+            out.append((name.strip() or f"region_{i}", [int(v) for v in values.split(",") if v.strip()]))
+        except ValueError:
+            raise ValueError(f"`--regions` must look like 'whole=1,2,3;core=2,3;enhancing=3' (mask values). "
+                             f"Received: --regions {text!r}") from None
+    if not out or not all(v for _, v in out):
+        raise ValueError(f"`--regions` must give each region at least one mask value. Received: --regions {text!r}")
+    return out
 
 
 def report_failed_slides(failed, note="rerun to retry only these"):

@@ -19,6 +19,10 @@ def add_parser(subparsers):
     p.add_argument("--output", required=True,
                    help="folder for the label maps (created); refused when a label map would replace an input")
     add_scan_options(p)
+    p.add_argument("--region-output", choices=("merged", "regions", "both"), default="merged",
+                   help="multi-label models (trained with --regions): one merged label map OUTPUT/<name>.nii.gz "
+                        "(default; where regions overlap the last region listed wins, e.g. the innermost of nested "
+                        "regions), one 0/1 map per region OUTPUT/<name>_<region>.nii.gz, or both")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -28,7 +32,7 @@ def run(args):
 
     written = predict_files(args.model, args.input, args.output, overlap=args.overlap, batch_size=args.window_batch,
                             progress=not args.quiet, allow_padding=args.pad,
-                            resample_irregular=args.resample_irregular)
+                            resample_irregular=args.resample_irregular, region_output=args.region_output)
     for name, src, out in written:
         print(f"{name}: {src} -> {out}")
     return 0

@@ -16,12 +16,18 @@ down. With `--patch-size` (or a
 with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
 the preprocessing is saved in the checkpoint for `predict`:
 `keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`.
+Multi-modal volumes: a 4D NIfTI per case (channels last), nnU-Net's
+`case_0000.nii.gz`, `case_0001.nii.gz`, ... or `--modalities t1,t1ce,t2,flair`
+(files `images/<case>_<modality>.nii.gz`, `--modality-pattern` to change
+that); `--regions 'whole=1,2,3;core=2,3;enhancing=3'` trains one sigmoid
+channel per (overlapping) region with multi-label Dice + BCE and logs the
+Dice of each region.
 `--processes N` trains over N processes of this host (one GPU each), with
 `--coordinator HOST:PORT --process-id I` over several hosts
 (`keras_medseg.training.distribute`; `--batch-size` is the global batch).
 """
 
-from keras_medseg.commands._options import add_data_options, add_resample_option, parse_model_args
+from keras_medseg.commands._options import add_data_options, add_resample_option, parse_model_args, parse_regions
 
 
 def add_parser(subparsers):
@@ -66,7 +72,18 @@ def add_parser(subparsers):
                    help="training voxel size in mm (default: each case's own grid)")
     v.add_argument("--orientation", default=None, help="reorient volumes to this axis code, e.g. RAS")
     v.add_argument("--intensity", default="zscore",
-                   help="intensity preset: zscore (default), percentile, none, or ct_window:LOW:HIGH (HU)")
+                   help="intensity preset, per channel: zscore (default), percentile, none, ct_window:LOW:HIGH (HU); "
+                        "zscore:nonzero or percentile:nonzero take the statistics over non-zero voxels only "
+                        "(skull-stripped MR)")
+    v.add_argument("--modalities", default=None, metavar="NAMES",
+                   help="one file per modality: the names in channel order, comma-separated (e.g. t1,t1ce,t2,flair "
+                        "for images/<case>_t1.nii.gz, ...); default: one file per case (4D NIfTI: channels last) "
+                        "or nnU-Net's <case>_0000.nii.gz numbering")
+    v.add_argument("--modality-pattern", default=None, metavar="PATTERN",
+                   help="file stem of a modality (default '{case}_{modality}')")
+    v.add_argument("--regions", default=None, metavar="SPEC",
+                   help="multi-label training: one sigmoid channel per region of mask values, regions may overlap, "
+                        "e.g. 'whole=1,2,3;core=2,3;enhancing=3' (saved with the model for predict/evaluate)")
     v.add_argument("--pos-fraction", type=float, default=0.5, help="share of foreground-centred patches (default 0.5)")
     v.add_argument("--no-augment", action="store_true", help="train volumes without augmentation")
     return p
@@ -76,6 +93,11 @@ def _intensity(text):
     preset, *rest = text.split(":")
     if preset == "ct_window" and len(rest) == 2:
         return {"preset": "ct_window", "low": float(rest[0]), "high": float(rest[1])}
+    if rest == ["nonzero"] and preset in ("zscore", "percentile"):
+        return {"preset": preset, "nonzero": True}
+    if rest:
+        raise ValueError(f"`--intensity` must be zscore, percentile, none, ct_window:LOW:HIGH, zscore:nonzero or "
+                         f"percentile:nonzero. Received: --intensity {text!r}")
     return {"preset": preset}
 
 
@@ -92,11 +114,18 @@ def _run_volumes(args, source, model_kwargs):
                       pos_fraction=args.pos_fraction, augment=not args.no_augment, model_kwargs=model_kwargs,
                       seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every,
                       ignore_value=args.ignore_value, resample_irregular=args.resample_irregular,
-                      **_processes(args))
+                      regions=parse_regions(args.regions), modalities=args.modalities,
+                      modality_pattern=args.modality_pattern, **_processes(args))
     if r.model is None:  # a rank other than 0 of a run over several hosts: rank 0 reports
         return 0
+    kind = "regions" if r.spec.get("regions") else "classes"
     print(f"\ntrained on {len(r.split['train'])} cases, validated on {len(r.split['validation'])}; "
-          f"classes {r.spec['class_names']}")
+          f"{kind} {r.spec['class_names']}" + (f"; modalities {r.spec['modalities']}" if r.spec["modalities"] else ""))
+    if r.spec.get("regions"):  # the last epoch's Dice of each region (log.csv has every epoch)
+        prefix = "val_" if r.split["validation"] else ""
+        cells = [f"{k[len(prefix) + 5:]} {v[-1]:.4f}" for k, v in r.history.items()
+                 if k.startswith(prefix + "dice_") and v]
+        print(f"{'validation' if prefix else 'training'} Dice per region (last epoch): {', '.join(cells)}")
     print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
     return 0
 
@@ -151,7 +180,7 @@ def run(args):
             raise ValueError("Patch classifiers train in one process for now (their ROC-AUC callback predicts "
                              f"on one process). Received: --processes {args.processes}")
         return _run_patch_store(args, source, model_kwargs)
-    if args.patch_size is not None or getattr(source, "dataset_json", None):
+    if args.patch_size is not None or getattr(source, "dataset_json", None) or args.regions or args.modalities:
         return _run_volumes(args, source, model_kwargs)
     out = args.out or os.path.join("runs", args.model)
     result = train(args.model, source, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,

@@ -5,6 +5,14 @@
   frame, predicted window by window, brought back exactly).
 * `predict_files(model_path, inputs, output_dir)`: files or DICOM folders ->
   NIfTI label maps with each input's geometry.
+* Multi-label models (a spec with `regions`, `keras_medseg.training.train_volumes`)
+  give one 0/1 mask per region; `predict_files` writes them as one label map per
+  region (`<name>_<region>.nii.gz`) and/or one merged map (`merged_label_values`:
+  the last region listed that holds a voxel wins, so nested regions listed from
+  the largest to the smallest give the innermost region), and `evaluate_scans`
+  scores every region against the regions of the reference label map.
+* Multi-modal scans (a spec with `modalities` and a `modality_pattern`) are read
+  as one file per modality (`keras_medseg.data.scans.modalities`).
 * `evaluate_scans(model_path, data_dir, csv_path)`: per-case, per-class Dice,
   IoU, HD95, ASSD and surface Dice in mm, with a summary; held-out cases by
   default.
@@ -23,6 +31,7 @@ import os
 import numpy as np
 
 from keras_medseg.data.cases import find_cases, find_scans, mask_ids, standardize_labels
+from keras_medseg.data.regions import merge_regions, regions_from_labels
 from keras_medseg.data.scans.geometry import check_same_grid, from_model_space, to_model_space
 from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
 from keras_medseg.data.scans.preprocess import intensity, resolve_preprocessing
@@ -39,6 +48,7 @@ __all__ = [
     "ScanEvaluation",
     "evaluate_scans",
     "format_summary",
+    "merged_label_values",
     "original_label_values",
     "plan_outputs",
     "predict_files",
@@ -70,7 +80,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
     Args:
         model: Keras model `(B, *patch, C_in)` -> `(B, *patch, K)` (softmax,
-            or one sigmoid channel).
+            or one sigmoid channel; or R sigmoid regions when `spec` has `regions`).
         record: `ImageRecord` from `keras_medseg.data.read_image`.
         spec: preprocessing dict (see `save_preprocessing`); default
             `resolve_preprocessing` defaults from the model.
@@ -82,7 +92,9 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
     Returns:
         uint8 label array with the spatial shape of `record` (voxel index
-        order, the record's affine applies).
+        order, the record's affine applies); with `spec["regions"]`, uint8
+        0/1 masks `(*S, R)`, a voxel in region `r` where its sigmoid
+        probability (resampled linearly to the scan's grid) is above 0.5.
 
     Raises:
         ValueError: the scan is not a single-channel volume/image of the
@@ -106,15 +118,14 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
         raise ValueError(f"The model segments {d}D scans; {name!r} is {record.spatial_dims}D with shape {array.shape}.")
     if array.ndim == d and in_channels != 1 or array.ndim == d + 1 and array.shape[-1] != in_channels \
             or array.ndim not in (d, d + 1):
-        raise ValueError(
-            f"The model takes {in_channels}-channel {d}D inputs; {name!r} holds an array of shape {array.shape}."
-        )
+        raise ValueError(f"The model takes {in_channels}-channel {d}D inputs; {name!r} holds a {array.ndim}D array "
+                         f"of shape {array.shape}.")
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"{name!r} holds {bad} NaN/inf voxels; clean or mask them before predicting.")
     x, change = to_model_space(array, record.affine, spacing=spec.get("spacing"),
                                orientation=spec.get("orientation"), order=1, spatial_dims=d)
-    x = intensity(x, spec.get("intensity") or {"preset": "none"}, name=repr(name))
+    x = intensity(x, spec.get("intensity") or {"preset": "none"}, name=repr(name), spatial_dims=d)  # per channel
     if x.ndim == d:
         x = x[..., None]
     patch = spec.get("patch_size") or [int(s) if s is not None else None for s in model.inputs[0].shape[1:-1]]
@@ -129,6 +140,10 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
     del x
     resampled = tuple(change.model_shape) != tuple(change.reoriented_shape) or \
         not np.allclose(change.model_affine, change.reoriented_affine)
+    if spec.get("regions"):  # multi-label: each sigmoid channel on its own
+        if resampled:
+            return np.ascontiguousarray(from_model_space(probs, change, order=1) > 0.5).astype(np.uint8)
+        return np.ascontiguousarray(from_model_space((probs > 0.5).astype(np.uint8), change, order=0))
     if resampled:  # probabilities back onto the scan's grid (linear), then the arg-max
         return _argmax_uint8(from_model_space(probs, change, order=1))
     return np.ascontiguousarray(from_model_space(_argmax_uint8(probs), change, order=0))
@@ -154,7 +169,7 @@ def _load(model_path):
     return model, resolve_preprocessing(model_path, model)
 
 
-def plan_outputs(scans, output_dir, extension):
+def plan_outputs(scans, output_dir, extension, suffixes=None):
     """The label-map path of every scan, refusing any that would replace an input or another scan's label map.
 
     Rules (checked before anything is predicted):
@@ -169,38 +184,42 @@ def plan_outputs(scans, output_dir, extension):
       map of an earlier run) is replaced, atomically.
 
     Args:
-        scans: `[(name, input_path)]` (`find_scans`).
+        scans: `[(name, input_path)]` (`find_scans`; a multi-modal input is a tuple of paths).
         output_dir: str, the output folder.
         extension: ".nii.gz" or ".png".
+        suffixes: None (default: one output per scan) or a list of name suffixes (e.g. `["", "_core"]`):
+            one output `<name><suffix><extension>` per suffix.
 
     Returns:
-        list of output paths, in the order of `scans`.
+        list of output paths, in the order of `scans` (with `suffixes`: one list of paths per scan).
 
     Raises:
         ValueError: one of the cases above, naming both paths.
     """
     outputs, seen = [], {}
+    inputs = [f for _, src in scans for f in (src if isinstance(src, (list, tuple)) else [src])]
     for name, src in scans:
-        out = os.path.join(output_dir, name + extension)
-        key = os.path.normcase(os.path.abspath(out)).lower()
-        if key in seen:
-            raise ValueError(f"Scans {seen[key]!r} and {src!r} would both get the label map {out!r}: their names "
-                             "differ only in letter case; rename one.")
-        seen[key] = src
-        if os.path.isdir(out):
-            raise ValueError(f"Cannot write the label map of {src!r} to {out!r}: a folder of that name exists.")
-        if os.path.exists(out):
-            for _, other in scans:
-                if os.path.exists(other) and os.path.samefile(out, other):
-                    raise ValueError(
-                        f"Refusing to write the label map of {src!r} to {out!r}: that file is an input scan "
-                        f"({other!r}) and would be replaced. Choose another output folder (--output).")
-        outputs.append(out)
+        paths = [os.path.join(output_dir, name + suffix + extension) for suffix in (suffixes or [""])]
+        for out in paths:
+            key = os.path.normcase(os.path.abspath(out)).lower()
+            if key in seen:
+                raise ValueError(f"Scans {seen[key]!r} and {src!r} would both get the label map {out!r}: their "
+                                 "names differ only in letter case; rename one.")
+            seen[key] = src
+            if os.path.isdir(out):
+                raise ValueError(f"Cannot write the label map of {src!r} to {out!r}: a folder of that name exists.")
+            if os.path.exists(out):
+                for other in inputs:
+                    if os.path.exists(other) and os.path.samefile(out, other):
+                        raise ValueError(
+                            f"Refusing to write the label map of {src!r} to {out!r}: that file is an input scan "
+                            f"({other!r}) and would be replaced. Choose another output folder (--output).")
+        outputs.append(paths if suffixes is not None else paths[0])
     return outputs
 
 
 def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=False,
-                  resample_irregular=False):
+                  resample_irregular=False, region_output="merged"):
     """Predict every scan in `inputs` and write NIfTI label maps with each scan's geometry.
 
     Label maps never replace an input and never collide (`plan_outputs`, checked before the first scan is
@@ -220,31 +239,79 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
         resample_irregular: bool (default False): resample DICOM series with missing slices, uneven gaps,
             mixed pixel spacing or a tilted stack onto a regular grid instead of refusing them
             (`keras_medseg.data.scans.dicom`); the label map is written on that grid.
+        region_output: multi-label models only: "merged" (default: `<name>.nii.gz`, one label map by
+            `merged_label_values`), "regions" (`<name>_<region>.nii.gz`, one 0/1 map per region) or "both".
+
+    Multi-modal models (a spec with `modalities` and `modality_pattern`) take a folder of per-modality files,
+    grouped into cases as in training; a modality off its case's first modality's grid is refused (named).
 
     Returns:
-        list of `(name, input_path, output_path)`.
+        list of `(name, input_path, output_path)` (multi-label: one entry per file written).
 
     Raises:
         FileNotFoundError / ValueError: missing model or input, unreadable
             scans, bad inputs, outputs that would replace an input or collide
             (each names the file).
     """
+    if region_output not in ("merged", "regions", "both"):
+        raise ValueError(f"`region_output` must be 'merged', 'regions' or 'both'. Received: {region_output!r}")
     model, spec = _load(model_path)
-    d = spec["spatial_dims"]
+    d, regions = spec["spatial_dims"], spec.get("regions")
     written = []
-    scans = find_scans(inputs)
+    pattern = spec.get("modality_pattern")
+    scans = find_scans(inputs, spec.get("modalities") if pattern else None, pattern)
     if os.path.isfile(output_dir):
         raise ValueError(f"`output_dir` must be a folder; {output_dir!r} is a file.")
-    outputs = plan_outputs(scans, output_dir, ".nii.gz" if d == 3 else ".png")
+    suffixes = None
+    if regions:  # "" is the merged map, "_<region>" one per region
+        suffixes = ([""] if region_output != "regions" else []) + (
+            [f"_{r['name']}" for r in regions] if region_output != "merged" else [])
+    outputs = plan_outputs(scans, output_dir, ".nii.gz" if d == 3 else ".png", suffixes)
     os.makedirs(output_dir, exist_ok=True)
     for i, ((name, path), out) in enumerate(zip(scans, outputs)):
         logger.info("predict %d/%d: %s", i + 1, len(scans), path)
-        record = read_image(path, spatial_dims=d, resample_irregular=resample_irregular)
+        record = read_image(path, spatial_dims=d, resample_irregular=resample_irregular,
+                            channels=int(model.inputs[0].shape[-1]) > 1)
         labels = predict_scan(model, record, spec, overlap=overlap, batch_size=batch_size, progress=progress,
                               allow_padding=allow_padding)
-        write_image(out, original_label_values(labels, spec), record)
-        written.append((name, path, out))
+        if not regions:
+            write_image(out, original_label_values(labels, spec), record)
+            written.append((name, path, out))
+            continue
+        maps = ([merge_regions(labels, merged_label_values(regions))] if region_output != "regions" else []) + (
+            [labels[..., r] for r in range(len(regions))] if region_output != "merged" else [])
+        for target, array in zip(out, maps):
+            write_image(target, array, record)
+            written.append((name, path, target))
     return written
+
+
+def merged_label_values(regions):
+    """The value each region writes in a merged label map (`keras_medseg.data.regions.merge_regions`).
+
+    Rule: a voxel takes the value of the *last* region listed that holds it; region `r` writes the smallest
+    of its mask values that no later region lists (its "own" values), else its smallest value. Nested regions
+    listed from the largest to the smallest (whole tumour {1, 2, 3}, tumour core {2, 3}, enhancing {3})
+    therefore give back the label map (1, 2, 3): the innermost region wins.
+
+    Args:
+        regions: the spec's regions, `[{"name", "values"}]` in channel order.
+
+    Returns:
+        list of int, one per region.
+
+    Example:
+
+    >>> keras_medseg.predict.scans.merged_label_values([{"name": "wt", "values": [1, 2, 4]},
+    ...     {"name": "tc", "values": [1, 4]}, {"name": "et", "values": [4]}])
+    [2, 1, 4]
+    """
+    out = []
+    for r, region in enumerate(regions):
+        later = {v for other in regions[r + 1:] for v in other["values"]}
+        own = [v for v in region["values"] if v not in later]
+        out.append(min(own or region["values"]))
+    return out
 
 
 def original_label_values(labels, spec):
@@ -310,14 +377,15 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
             the `predict_scan` errors (each names the file).
     """
     model, spec = _load(model_path)
-    d = spec["spatial_dims"]
-    source = resolve_source(data_dir)
+    d, regions = spec["spatial_dims"], spec.get("regions")
+    pattern = spec.get("modality_pattern")  # per-modality files, found as in training
+    source = resolve_source(data_dir, modalities=spec.get("modalities") if pattern else None, modality_pattern=pattern)
     cases = {c["name"]: c for c in find_cases(source)}  # refuses a source without cases
     data_dir = source.path
     csv_path = csv_path or os.path.join(data_dir, "evaluation.csv")
     for case in cases.values():  # before any work: the scores never replace a scan or a label map
-        for key in ("image", "label"):
-            if os.path.isfile(csv_path) and os.path.samefile(csv_path, case[key]):
+        for key, f in [(k, f) for k in ("image", "label") for f in np.atleast_1d(case[k]).tolist()]:
+            if os.path.isfile(csv_path) and os.path.samefile(csv_path, f):
                 raise ValueError(f"Refusing to write the scores to {csv_path!r}: that file is the {key} of case "
                                  f"{case['name']!r}. Choose another CSV path (--csv).")
     split = spec.get("split")
@@ -337,10 +405,15 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     class_names = spec.get("class_names") or []
     per_case = {}
     for name in roles:
-        image = read_image(cases[name]["image"], spatial_dims=d, resample_irregular=resample_irregular)
+        image = read_image(cases[name]["image"], spatial_dims=d, resample_irregular=resample_irregular,
+                           channels=True)
         mask = read_image(cases[name]["label"], spatial_dims=d, resample_irregular=resample_irregular)
         check_same_grid(image, mask)
         ids, where = mask_ids(mask.array, d, name=repr(mask.path)), repr(mask.path)
+        if regions:  # multi-label: each region of the prediction against that region of the label map
+            per_case[name] = _region_metrics(ids, model, image, spec, ignore_value, tolerance, overlap=overlap,
+                                             batch_size=batch_size, progress=progress, allow_padding=allow_padding)
+            continue
         if spec.get("label_values"):  # the classes the model learnt, by their mask values
             truth, _ = standardize_labels(ids, ignore_value=ignore_value, label_values=spec["label_values"],
                                           names=where)
@@ -380,6 +453,18 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
                 + (f", {counts['train']} TRAINING" if counts["train"] else "")
                 + f"); skipped {len(skipped)} training cases")
     return ScanEvaluation(per_case, summarize_metrics(per_case), roles, csv_path, skipped, note)
+
+
+def _region_metrics(ids, model, image, spec, ignore_value, tolerance, **kwargs):
+    """`segmentation_metrics` of every region: `{region name: {metric: value}}` (ignored voxels in neither)."""
+    truth = regions_from_labels(ids, [r["values"] for r in spec["regions"]])
+    pred = predict_scan(model, image, spec, **kwargs)
+    keep = ids != ignore_value if ignore_value is not None else np.ones(ids.shape, bool)
+    metrics = {}
+    for r, region in enumerate(spec["regions"]):
+        metrics.update(segmentation_metrics(np.where(keep, pred[..., r], 0), np.where(keep, truth[..., r], 0),
+                                            spacing=image.spacing, classes={1: region["name"]}, tolerance=tolerance))
+    return metrics
 
 
 def format_summary(result):

@@ -11,10 +11,19 @@ augmentation on the training side), the zoo model is built for the data
 crash), and the preprocessing spec (spacing, orientation, intensity preset,
 class names, patch size, the split) is saved inside the best checkpoint so
 `keras-medseg predict` repeats it.
+
+Multi-modal cases (a 4D NIfTI, or one file per modality with `modalities`)
+train with one input channel per modality; `regions` (overlapping sets of
+mask values, e.g. whole tumour `{1, 2, 3}`, tumour core `{2, 3}`, enhancing
+`{3}`) trains a multi-label model instead: one sigmoid channel per region
+(`multilabel_model`), `keras_medseg.losses.MultiLabelDiceCELoss`, the mean
+and per-region Dice (`keras_medseg.metrics.MultiLabelDice`) in the log; the
+regions and modalities are saved in the spec for `predict` and `evaluate`.
 """
 
 import dataclasses
 import json
+import re
 
 import keras
 import numpy as np
@@ -22,7 +31,7 @@ import numpy as np
 from keras_medseg.data.batches import check_shard
 from keras_medseg.training.distribute import current_group, distributable
 
-__all__ = ["VolumeTrainResult", "default_augmentation", "train_volumes"]
+__all__ = ["VolumeTrainResult", "default_augmentation", "multilabel_model", "train_volumes"]
 
 
 def default_augmentation(spatial_dims, seed=0):
@@ -71,11 +80,73 @@ def _json_labels(json_path):
                          f"{json_path!r}") from None
 
 
+def _metric_name(name):
+    return "dice_" + (re.sub(r"\W+", "_", name).strip("_") or "region")
+
+
+def multilabel_model(model, region_names):
+    """The model with its softmax head made one sigmoid per region, compiled for multi-label training.
+
+    The zoo's segmenters end in an `Activation` layer (softmax over `num_classes` channels); the new model
+    applies a sigmoid to the same logits instead (same layers and weights, same output name), so each
+    channel says on its own whether a voxel is in its region. Compiled with the model's optimizer,
+    `MultiLabelDiceCELoss` and `MultiLabelDice` (mean over regions as `dice`, and one per region as
+    `dice_<name>`).
+
+    Args:
+        model: a functional Keras model with one output made by an `Activation` layer, `(N, *S, R)`.
+        region_names: list of R str, the regions in channel order.
+
+    Returns:
+        compiled `keras.Model` `(N, *S, C) -> (N, *S, R)` sigmoid probabilities.
+
+    Raises:
+        ValueError: several outputs (e.g. deep supervision), a head that is not an `Activation` layer, or
+            a channel count other than R (named).
+    """
+    from keras_medseg.losses import MultiLabelDiceCELoss
+    from keras_medseg.metrics import MultiLabelDice
+
+    outputs = list(model.outputs or [])
+    layer = outputs[0]._keras_history.operation if len(outputs) == 1 else None
+    if not isinstance(layer, keras.layers.Activation):
+        raise ValueError(f"Multi-label training needs a model with one output made by an Activation layer; "
+                         f"{model.name!r} has {len(outputs)} outputs"
+                         + ("" if len(outputs) != 1 else f" ending in {type(layer).__name__}") + ".")
+    r = len(region_names)
+    if int(outputs[0].shape[-1]) != r:
+        raise ValueError(f"Model {model.name!r} has {int(outputs[0].shape[-1])} output channels; expected one per "
+                         f"region, {r}. Received: regions={list(region_names)}")
+    head = keras.layers.Activation("sigmoid", dtype="float32", name=layer.name)(layer.input)
+    out = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, head, name=model.name)
+    metrics = [MultiLabelDice(r, name="dice")] + [MultiLabelDice(r, region=i, name=_metric_name(n))
+                                                  for i, n in enumerate(region_names)]
+    out.compile(optimizer=getattr(model, "optimizer", None) or keras.optimizers.Adam(1e-3),
+                loss=MultiLabelDiceCELoss(), metrics=metrics)
+    return out
+
+
+def _json_modalities(json_path):
+    """The channel names of a dataset.json's `modality` (MSD: `{"0": "FLAIR", "1": "T1w", ...}`), or None."""
+    if json_path is None:
+        return None
+    with open(json_path) as f:
+        mods = json.load(f).get("modality")
+    if not isinstance(mods, dict) or not mods:
+        return None
+    try:
+        return [str(mods[k]) for k in sorted(mods, key=int)]
+    except ValueError:
+        raise ValueError(f"dataset.json `modality` must map channel numbers to names. Received: {mods!r} in "
+                         f"{json_path!r}") from None
+
+
 @distributable
 def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_size=96, epochs=5,
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
                   val_fraction=0.2, pos_fraction=0.5, augment=True, cache_bytes=2**30, model_kwargs=None,
-                  seed=0, verbose=1, backup_every=None, ignore_value=None, resample_irregular=False):
+                  seed=0, verbose=1, backup_every=None, ignore_value=None, resample_irregular=False, regions=None,
+                  modalities=None, modality_pattern=None):
     """Train a zoo segmentation model on a folder of volumes or a `dataset.json`, resumably.
 
     Args:
@@ -107,6 +178,16 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
             unlabelled border; default None).
         resample_irregular: resample irregular DICOM series from their true
             slice positions instead of refusing them (default False).
+        regions: None (default: one softmax class per mask value) or the
+            regions of a multi-label model, `{name: mask values}` or a list
+            of `(name, values)` in channel order (may overlap); see the
+            module docstring.
+        modalities: names of the per-modality files of each case in channel
+            order (e.g. `["t1", "t1ce", "t2", "flair"]` for
+            `images/p1_t1.nii.gz`, ...), found by `modality_pattern` (default
+            `"{case}_{modality}"`); None (default): one file per case (a 4D
+            NIfTI has its channels inside) or nnU-Net's `case_0000`, ...
+            numbering.
         processes, coordinator, process_id: train over several processes, as
             for `keras_medseg.training.train` (default None: this one);
             `batch_size` is then the global batch, a multiple of `processes`,
@@ -135,6 +216,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     """
     from keras_medseg import zoo
     from keras_medseg.data.cases import dataset_label_values, find_cases, warn_compacted
+    from keras_medseg.data.scans.modalities import DEFAULT_PATTERN, check_case_grids
+    from keras_medseg.data.scans.preprocess import check_regions
     from keras_medseg.data.scans.volume_dataset import VolumeDataset
     from keras_medseg.data.sources import resolve_source
     from keras_medseg.training import runner
@@ -148,10 +231,16 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction!r}")
     keras.utils.set_random_seed(seed)
     if isinstance(data, (list, tuple)):  # (image, label) path pairs
-        cases, json_path = find_cases(data), None
+        cases, json_path, pattern = find_cases(data), None, None
     else:
-        source = resolve_source(data, spatial_dims)
+        source = resolve_source(data, spatial_dims, modalities=modalities, modality_pattern=modality_pattern)
         cases, json_path = find_cases(source), getattr(source, "dataset_json", None)
+        pattern = getattr(source, "modality_pattern", None)
+    modalities = cases[0].get("modalities") or _json_modalities(json_path)
+    if cases[0].get("modalities"):  # per-modality files: how predict and evaluate find them again
+        pattern = pattern or DEFAULT_PATTERN
+    regions = None if regions is None else check_regions(regions)
+    check_case_grids(cases)  # one line naming a modality file off its case's grid, before any model is built
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = 0 if len(cases) < 2 or val_fraction == 0 else max(1, round(val_fraction * len(cases)))
     val_cases = [cases[i] for i in sorted(order[:n_val])]
@@ -166,6 +255,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     else:
         warn_compacted(values, repr(getattr(data, "path", data)))
     class_names = [names[v] for v in values] if names else [f"class_{v}" for v in values]
+    if regions is not None:  # multi-label: one sigmoid channel per region
+        class_names = [r["name"] for r in regions]
     if augment is True:
         augment = default_augmentation(spatial_dims, seed=seed)
     elif augment is False:
@@ -174,21 +265,23 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     common = {"patch_size": patch_size, "batch_size": batch_size // group.size, "spatial_dims": spatial_dims,
               "spacing": spacing, "orientation": orientation, "intensity": intensity, "pos_fraction": pos_fraction,
               "cache_bytes": cache_bytes, "label_values": values, "ignore_value": ignore_value,
-              "resample_irregular": resample_irregular}
+              "resample_irregular": resample_irregular, "regions": regions}
     train_ds = VolumeDataset([(c["image"], c["label"]) for c in train_cases], augment=augment,
                              steps_per_epoch=steps_per_epoch, seed=seed, **common, **shard)
     val_ds = None
     if val_cases:
         val_ds = VolumeDataset([(c["image"], c["label"]) for c in val_cases], seed=seed + 1,
                                steps_per_epoch=max(1, -(-len(val_cases) // group.size)), **common, **shard)
-    x, _ = train_ds[0]
+    x = train_ds[0][0]
     kwargs = {"spatial_dims": spatial_dims, "num_classes": len(class_names), "in_channels": int(x.shape[-1])}
     kwargs.update(model_kwargs or {})
     with group.model_scope():
         model = zoo.build(model_name, **kwargs)
+        if regions is not None:
+            model = multilabel_model(model, class_names)
     monitor = "val_loss" if val_ds is not None else "loss"
     spec = train_ds.spec(class_names)
-    spec["split"] = split
+    spec.update({"split": split, "modalities": modalities, "modality_pattern": pattern})
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
     run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
                      backup_every=backup_every, preprocessing=spec, verbose=verbose)

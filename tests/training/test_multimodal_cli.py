@@ -1,0 +1,83 @@
+"""A multi-modal case folder (4 MR-like channels, one file per modality) with 3 overlapping regions, end to end
+from the command line: `train --modalities ... --regions ...`, `predict` (region maps and the merged map in the
+input's geometry), `evaluate` (Dice per region); a modality on another grid gets one line naming it."""
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from keras_medseg.cli import main
+from keras_medseg.data import load_preprocessing
+from keras_medseg.predict.scans import merged_label_values
+from tests.data.test_modalities import MODALITIES, write_multimodal_cases
+
+REGIONS = "whole=1,2,3;core=2,3;enhancing=3"
+
+
+def _train_argv(root, out, *extra):
+    return ["train", "unet", "--data", root, "--spatial-dims", "3", "--patch-size", "16", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "2", "--out", out, "--arg", "filters=4", "--arg", "depth=2",
+            "--modalities", ",".join(MODALITIES), "--regions", REGIONS, "--intensity", "zscore:nonzero",
+            "--no-augment", "--quiet", *extra]
+
+
+@pytest.mark.slow
+def test_multimodal_multilabel_train_predict_evaluate(tmp_path, capsys, eager_tf_functions):
+    root = write_multimodal_cases(str(tmp_path / "data"), n=4)
+    out = str(tmp_path / "run")
+    assert main(_train_argv(root, out)) == 0
+    printed = capsys.readouterr().out
+    assert "regions ['whole', 'core', 'enhancing']" in printed and "Dice per region" in printed
+    best = os.path.join(out, "best.keras")
+    spec = load_preprocessing(best)
+    assert spec["modalities"] == list(MODALITIES) and spec["modality_pattern"] == "{case}_{modality}"
+    assert [r["values"] for r in spec["regions"]] == [[1, 2, 3], [2, 3], [3]]
+    assert spec["intensity"] == {"preset": "zscore", "nonzero": True}
+    log = open(os.path.join(out, "log.csv")).readline()
+    assert all(f"val_dice_{r}" in log for r in ("whole", "core", "enhancing"))
+    # predict: per-modality files grouped as in training; region maps and the merged map in the input's geometry
+    pred = str(tmp_path / "pred")
+    assert main(["predict", best, "--input", os.path.join(root, "images"), "--output", pred,
+                 "--region-output", "both", "--quiet"]) == 0
+    reference = nib.load(os.path.join(root, "images", "case00_t1.nii.gz"))
+    merged = nib.load(os.path.join(pred, "case00.nii.gz"))
+    np.testing.assert_allclose(merged.affine, reference.affine, atol=1e-6)
+    assert merged.shape == reference.shape
+    maps = [np.asarray(nib.load(os.path.join(pred, f"case00_{r}.nii.gz")).dataobj) for r in
+            ("whole", "core", "enhancing")]
+    assert all(m.shape == reference.shape and set(np.unique(m)) <= {0, 1} for m in maps)
+    expected = np.select([maps[2] > 0, maps[1] > 0, maps[0] > 0], [3, 2, 1], 0)  # the innermost region wins
+    np.testing.assert_array_equal(np.asarray(merged.dataobj), expected)
+    assert sorted(os.listdir(pred)) == sorted(f"case{i:02d}{s}.nii.gz" for i in range(4)
+                                              for s in ("", "_whole", "_core", "_enhancing"))
+    # evaluate: the held-out case, one row per region
+    csv = str(tmp_path / "eval.csv")
+    assert main(["evaluate", best, "--data", root, "--csv", csv, "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert all(any(line.startswith(r) for line in table.splitlines()) for r in ("whole", "core", "enhancing"))
+    rows = open(csv).read().splitlines()
+    assert rows[0].startswith("case,role,class,dice") and len(rows) == 1 + 3
+
+
+def test_modality_on_another_grid_is_one_line(tmp_path, capsys):
+    root = write_multimodal_cases(str(tmp_path / "data"), n=2)
+    bad = os.path.join(root, "images", "case01_flair.nii.gz")
+    img = nib.load(bad)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += (0.0, 0.0, 3.0)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), bad)
+    assert main(_train_argv(root, str(tmp_path / "run"))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "case01_flair.nii.gz" in err[0] and "case01_t1.nii.gz" in err[0] and "3 mm" in err[0]
+
+
+def test_merge_rule_and_region_option_errors():
+    from keras_medseg.commands._options import parse_regions
+
+    regions = [{"name": n, "values": v} for n, v in parse_regions(REGIONS)]
+    assert merged_label_values(regions) == [1, 2, 3]
+    assert parse_regions("1,2;2") == [("region_0", [1, 2]), ("region_1", [2])]
+    with pytest.raises(ValueError, match="--regions"):
+        parse_regions("whole=a,b")
