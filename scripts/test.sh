@@ -23,7 +23,7 @@ echo "== setup: $((SECONDS - start_all)) s"
 export TF_CPP_MIN_LOG_LEVEL=2
 export KERAS_MEDSEG_FAST=1
 # TensorFlow's oneDNN kernels (on by default only on CPUs with AVX-512 VNNI/BF16): without them a strided
-# Conv3D's gradient takes seconds on AMD EPYC (README, "Speed on the CPU").
+# Conv3D's gradient takes seconds on AMD EPYC (docs/install.md, "Speed on the CPU").
 export TF_ENABLE_ONEDNN_OPTS=1
 WORKERS=${PYTEST_WORKERS:-2}
 REPORTS=.test-reports

@@ -161,3 +161,18 @@ def test_nav_and_pages_agree():
     assert not [p for p in nav if p not in pages], "mkdocs.yml's nav names a page docs/ does not have"
     assert not [p for p in pages if p not in nav], "a page in docs/ is missing from mkdocs.yml's nav"
     assert len(nav) == len(set(nav))
+
+
+def test_generated_blocks_are_in_the_files_their_scripts_write():
+    """The README keeps the blocks benchmarks/run_all.py and scripts/execute_tutorials.py rewrite; the zoo's
+    parameter table (benchmarks/zoo3d.py --counts) moved to docs/zoo.md with the text around it."""
+    files = {"README.md": ("results-headline", "tutorials"), "docs/zoo.md": ("zoo3d_params",)}
+    for file, blocks in files.items():
+        with open(os.path.join(ROOT, file), encoding="utf-8") as f:
+            text = f.read()
+        for block in blocks:
+            assert [text.count(f"<!-- {end} {block} -->") for end in ("BEGIN", "END")] == [1, 1], (file, block)
+    with open(os.path.join(ROOT, "benchmarks", "zoo3d.py"), encoding="utf-8") as f:
+        assert 'os.path.join(os.path.dirname(HERE), "docs", "zoo.md")' in f.read()
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert len(f.read().splitlines()) < 250

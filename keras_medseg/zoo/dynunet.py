@@ -172,7 +172,7 @@ def dynunet(*, spatial_dims: int = 3, input_size: int | tuple | None = None, in_
     >>> history = model.fit(x, [y] * 3, verbose=0)
 
     Reference: Isensee et al., "nnU-Net", Nature Methods 2021; parameter counts
-    checked against MONAI's `DynUNet` (table in the README).
+    checked against MONAI's `DynUNet` (table in docs/zoo.md).
     """
     spatial_dims = check_spatial_dims(spatial_dims)
     in_channels = check_positive_int(in_channels, "in_channels")

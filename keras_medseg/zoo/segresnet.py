@@ -121,7 +121,7 @@ def segresnet(*, spatial_dims: int = 3, input_size: int | tuple | None = None, i
 
     Reference: Myronenko, "3D MRI brain tumor segmentation using autoencoder
     regularization", BrainLes 2018; parameter counts checked against MONAI's
-    `SegResNet` (table in the README).
+    `SegResNet` (table in docs/zoo.md).
     """
     spatial_dims = check_spatial_dims(spatial_dims)
     in_channels = check_positive_int(in_channels, "in_channels")

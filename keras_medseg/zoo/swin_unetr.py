@@ -102,7 +102,7 @@ def swin_unetr(*, spatial_dims: int = 3, input_size: int | tuple = 96, in_channe
 
     Reference: Hatamizadeh et al., "Swin UNETR: Swin Transformers for Semantic
     Segmentation of Brain Tumors in MRI Images", BrainLes 2021; parameter counts
-    checked against MONAI's `SwinUNETR` (table in the README).
+    checked against MONAI's `SwinUNETR` (table in docs/zoo.md).
     """
     spatial_dims = check_spatial_dims(spatial_dims)
     in_channels = check_positive_int(in_channels, "in_channels")

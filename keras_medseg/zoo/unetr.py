@@ -112,7 +112,7 @@ def unetr(*, spatial_dims: int = 3, input_size: int | tuple = 96, in_channels: i
 
     Reference: Hatamizadeh et al., "UNETR: Transformers for 3D Medical Image
     Segmentation", WACV 2022; parameter counts checked against MONAI's `UNETR`
-    (table in the README).
+    (table in docs/zoo.md).
     """
     spatial_dims = check_spatial_dims(spatial_dims)
     in_channels = check_positive_int(in_channels, "in_channels")
