@@ -45,15 +45,38 @@ README = os.path.join(ROOT, "README.md")
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_PATTERN = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*\n*")
 README_BEGIN, README_END = "<!-- BEGIN tutorials -->", "<!-- END tutorials -->"
-TIMEOUT_S = {"fast": 900, "full": 4 * 3600}
+TIMEOUT_S = {"fast": 900, "full": 3600}  # per cell
 
 
-#: The first code cell of every tutorial: installs the published package in Colab or a fresh environment,
-#: this checkout (editable) when the notebook runs from its tutorials/ folder, nothing when importable.
-INSTALL_CELL = """\
-# Install keras-medseg if it is not importable yet: in Colab (or any fresh environment) the published
-# package; inside a checkout of the repository (this notebook opened from its tutorials/ folder) that
-# checkout, editable. In Colab, restart the session once if pip upgraded Keras or TensorFlow.
+#: Extras each tutorial installs (keyed by the notebook's number); the others get `DEFAULT_EXTRAS`.
+DEFAULT_EXTRAS = ("tensorflow",)
+EXTRAS = {"05": ("tensorflow", "medical"), "06": ("tensorflow", "slides")}
+
+
+def git_url():
+    """The pip URL of this repository's source on GitHub (`BRANCH`), built from `GITHUB_OWNER`."""
+    return f"git+https://github.com/{GITHUB_OWNER}/{REPOSITORY}@{BRANCH}"
+
+
+def extras_of(name):
+    """The extras that notebook `name` installs, e.g. `"tensorflow,medical"`."""
+    return ",".join(EXTRAS.get(os.path.basename(name)[:2], DEFAULT_EXTRAS))
+
+
+def install_cell(name):
+    """The first code cell of notebook `name`.
+
+    keras-medseg is not published on PyPI yet, so in Colab (or any fresh environment) the cell installs
+    the repository's source from GitHub with pip's direct-reference syntax; inside a checkout (the
+    notebook opened from its tutorials/ folder) it installs that checkout, editable; nothing when
+    `keras_medseg` is importable already.
+    """
+    extras = extras_of(name)
+    return f"""\
+# Install keras-medseg if it is not importable yet. The package is not published on PyPI yet: in Colab
+# (or any fresh environment) this installs the repository's source from GitHub ({BRANCH} branch); inside a
+# checkout of the repository (this notebook opened from its tutorials/ folder) that checkout, editable.
+# In Colab, restart the session once if pip upgraded Keras or TensorFlow.
 import importlib.util
 import os
 import subprocess
@@ -62,7 +85,8 @@ import sys
 if importlib.util.find_spec("keras_medseg") is None:
     checkout = os.path.abspath("..")  # the repository root when the notebook runs from tutorials/
     in_checkout = all(os.path.exists(os.path.join(checkout, f)) for f in ("pyproject.toml", "keras_medseg"))
-    target = ["-e", checkout + "[medical]"] if in_checkout else ["keras-medseg[medical]"]
+    source = "keras-medseg[{extras}] @ {git_url()}"
+    target = ["-e", checkout + "[{extras}]"] if in_checkout else [source]
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *target], check=True)"""
 
 
@@ -108,24 +132,25 @@ def set_badge(nb, name):
     return new != old
 
 
-def set_install_cell(nb):
-    """Make `INSTALL_CELL` the notebook's first code cell (replacing an older install cell).
+def set_install_cell(nb, name):
+    """Make `install_cell(name)` the notebook's first code cell (replacing an older install cell).
 
     An existing first code cell that runs pip is replaced; otherwise the cell is inserted before
     the first code cell. Returns True when the notebook changed.
     """
     import nbformat
 
+    source = install_cell(name)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            if cell.source == INSTALL_CELL:
+            if cell.source == source:
                 return False
             if "pip" in cell.source:
-                cell.source = INSTALL_CELL
+                cell.source = source
             else:
-                nb.cells.insert(index, nbformat.v4.new_code_cell(INSTALL_CELL))
+                nb.cells.insert(index, nbformat.v4.new_code_cell(source))
             return True
-    nb.cells.append(nbformat.v4.new_code_cell(INSTALL_CELL))
+    nb.cells.append(nbformat.v4.new_code_cell(source))
     return True
 
 
@@ -160,10 +185,10 @@ def update_readme(paths, readme=README):
     return new != text
 
 
-def refresh_badges(paths):
+def refresh_badges(paths, readme=True):
     """Write the badges and the install cell into the source notebooks, the list into README.md.
 
-    Returns the names of the files that changed.
+    `readme=False` leaves README.md alone. Returns the names of the files that changed.
     """
     import nbformat
 
@@ -171,10 +196,10 @@ def refresh_badges(paths):
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         badge_changed = set_badge(nb, os.path.basename(path))
-        if set_install_cell(nb) or badge_changed:
+        if set_install_cell(nb, os.path.basename(path)) or badge_changed:
             nbformat.write(nb, path)
             changed.append(os.path.basename(path))
-    if update_readme(paths):
+    if readme and update_readme(paths):
         changed.append("README.md")
     return changed
 
@@ -208,13 +233,51 @@ def _kernel_environment(mode):
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_ENABLE_ONEDNN_OPTS": "1",  # TensorFlow's oneDNN kernels, as the test suite and the command line use
     }
     if mode == "fast":
         env["KERAS_MEDSEG_FAST"] = "1"
     return env
 
 
-def execute(path, mode="fast", out_dir=EXECUTED):
+def reproduce_command(name, mode):
+    """The command that rebuilds the executed copy of notebook `name` in `mode`."""
+    return f"python scripts/execute_tutorials.py --{mode} --only {name[:2]}"
+
+
+def machine():
+    """One line describing this machine: CPU cores and the 1-minute load average now."""
+    import platform
+
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}), load average {os.getloadavg()[0]:.2f}"
+
+
+#: First line of the markdown cell that `execute` puts after the title cell of each executed copy.
+RUN_NOTE = "**This copy's run.**"
+
+
+def run_note(meta):
+    """Markdown cell text saying how the executed copy was made (command, mode, time, machine)."""
+    minutes, seconds = divmod(round(meta["seconds"]), 60)
+    settings = ("the notebook's full settings" if meta["mode"] == "full"
+                else "fast mode (`KERAS_MEDSEG_FAST=1`, the test suite's smoke-sized settings)")
+    return (f"{RUN_NOTE} Executed top to bottom with `{meta['command']}` at {settings} on the "
+            f"{meta['backend']} backend (Keras {meta['keras']}), {meta['date']}: {minutes} min {seconds:02d} s "
+            f"on {meta['cpus']} CPU cores, no GPU, load average {meta['load_start']:.2f} at the start and "
+            f"{meta['load_end']:.2f} at the end (other jobs shared the machine when the load is above 0). The "
+            "numbers below are that run's.")
+
+
+def set_run_note(nb, meta):
+    """Put `run_note(meta)` after the notebook's first cell (replacing an older note)."""
+    import nbformat
+
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "markdown" and c.source.startswith(RUN_NOTE))]
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(run_note(meta)))
+    return nb
+
+
+def execute(path, mode="full", out_dir=EXECUTED):
     """Run one notebook top to bottom and write the copy with outputs; returns the seconds it took."""
     import importlib.metadata
 
@@ -223,12 +286,13 @@ def execute(path, mode="fast", out_dir=EXECUTED):
 
     name = os.path.basename(path)
     nb = nbformat.read(path, as_version=4)
-    saved = {k: os.environ.get(k) for k in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "KERAS_MEDSEG_FAST",
-                                            "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS",
+                                            "KERAS_MEDSEG_FAST", "MPLBACKEND")}
     os.environ.update(_kernel_environment(mode))
     if mode != "fast":
         os.environ.pop("KERAS_MEDSEG_FAST", None)
     os.environ.pop("MPLBACKEND", None)  # the kernel picks the inline backend, so figures become outputs
+    load_start = os.getloadavg()[0]
     start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="keras_medseg_tutorial_") as work:
@@ -243,14 +307,19 @@ def execute(path, mode="fast", out_dir=EXECUTED):
                 os.environ[key] = value
     seconds = time.perf_counter() - start
     drop_native_logs(nb)
-    nb.metadata["keras_medseg_execution"] = {
+    meta = {
         "mode": mode,
         "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         "keras": importlib.metadata.version("keras"),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(seconds, 1),
-        "command": "python scripts/execute_tutorials.py" + (" --full" if mode == "full" else ""),
+        "command": reproduce_command(name, mode),
+        "cpus": os.cpu_count(),
+        "load_start": round(load_start, 2),
+        "load_end": round(os.getloadavg()[0], 2),
     }
+    nb.metadata["keras_medseg_execution"] = meta
+    set_run_note(nb, meta)
     os.makedirs(out_dir, exist_ok=True)
     nbformat.write(nb, os.path.join(out_dir, name))
     return seconds
@@ -259,17 +328,19 @@ def execute(path, mode="fast", out_dir=EXECUTED):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fast", dest="mode", action="store_const", const="fast",
-                      help="KERAS_MEDSEG_FAST=1: smoke-sized runs (default; the committed copies)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="the notebooks' own defaults (slow on a CPU)")
+                      help="the notebooks' own settings (default; the committed copies)")
+    mode.add_argument("--fast", dest="mode", action="store_const", const="fast",
+                      help="KERAS_MEDSEG_FAST=1: the test suite's smoke-sized runs (a quick look, not committed)")
     p.add_argument("--only", action="append", default=None, metavar="PREFIX",
                    help="only notebooks whose file name starts with PREFIX (repeatable)")
     p.add_argument("--badges-only", action="store_true",
                    help="refresh the Colab badges, install cells and README list only")
+    p.add_argument("--no-readme", action="store_true",
+                   help="leave README.md alone (its tutorial list is not rewritten)")
     args = p.parse_args(argv)
     paths = notebooks()
-    changed = refresh_badges(paths)
+    changed = refresh_badges(paths, readme=not args.no_readme)
     if changed:
         print("badges refreshed:", ", ".join(changed))
     if args.badges_only:
@@ -278,13 +349,14 @@ def main(argv=None):
         paths = [q for q in paths if any(os.path.basename(q).startswith(pre) for pre in args.only)]
         if not paths:
             p.error(f"no notebook in tutorials/ starts with {args.only}")
-    run_mode = args.mode or "fast"
+    run_mode = args.mode or "full"
     total = 0.0
     for path in paths:
-        print(f"executing {os.path.basename(path)} ({run_mode} mode) ...", flush=True)
+        print(f"executing {os.path.basename(path)} ({run_mode} mode; {machine()}) ...", flush=True)
         seconds = execute(path, run_mode)
         total += seconds
-        print(f"  done in {seconds:.0f} s -> tutorials/executed/{os.path.basename(path)}", flush=True)
+        print(f"  done in {seconds:.0f} s ({machine()}) -> tutorials/executed/{os.path.basename(path)}",
+              flush=True)
     print(f"{len(paths)} notebook(s) in {total:.0f} s")
     return 0
 
