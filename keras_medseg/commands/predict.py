@@ -33,6 +33,7 @@ def run(args):
     written = predict_files(args.model, args.input, args.output, overlap=args.overlap, batch_size=args.window_batch,
                             progress=not args.quiet, allow_padding=args.pad,
                             resample_irregular=args.resample_irregular, region_output=args.region_output)
-    for name, src, out in written:
+    for name, src, out in written:  # a multi-modal scan: its first modality file and how many more
+        src = src if isinstance(src, str) else f"{src[0]} (+{len(src) - 1} modalities)"
         print(f"{name}: {src} -> {out}")
     return 0

@@ -105,6 +105,7 @@ def _run_volumes(args, source, model_kwargs):
     import os
 
     from keras_medseg.training import train_volumes
+    from keras_medseg.training.volumes import region_metric_name
 
     patch = args.patch_size[0] if args.patch_size and len(args.patch_size) == 1 else tuple(args.patch_size or (96,))
     r = train_volumes(args.model, source, out_dir=args.out or os.path.join("runs", args.model),
@@ -123,8 +124,8 @@ def _run_volumes(args, source, model_kwargs):
           f"{kind} {r.spec['class_names']}" + (f"; modalities {r.spec['modalities']}" if r.spec["modalities"] else ""))
     if r.spec.get("regions"):  # the last epoch's Dice of each region (log.csv has every epoch)
         prefix = "val_" if r.split["validation"] else ""
-        cells = [f"{k[len(prefix) + 5:]} {v[-1]:.4f}" for k, v in r.history.items()
-                 if k.startswith(prefix + "dice_") and v]
+        keys = [(name, prefix + region_metric_name(name)) for name in r.spec["class_names"]]
+        cells = [f"{name} {r.history[k][-1]:.4f}" for name, k in keys if r.history.get(k)]
         print(f"{'validation' if prefix else 'training'} Dice per region (last epoch): {', '.join(cells)}")
     print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
     return 0

@@ -360,6 +360,9 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
         ignore_value: mask value left out of every score (default None).
         resample_irregular: see `predict_files`.
 
+    A multi-label model (spec `regions`) is scored per region: its 0/1 mask against the reference's region
+    (voxels whose mask value is one of the region's), rows named by the region.
+
     Label maps are read by the one mask rule (`keras_medseg.data.cases`):
     with the model's saved `label_values` when it has them (so masks with
     ids `{0, 1, 4}` are scored as the classes the model learnt), else with

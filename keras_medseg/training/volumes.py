@@ -31,7 +31,7 @@ import numpy as np
 from keras_medseg.data.batches import check_shard
 from keras_medseg.training.distribute import current_group, distributable
 
-__all__ = ["VolumeTrainResult", "default_augmentation", "multilabel_model", "train_volumes"]
+__all__ = ["VolumeTrainResult", "default_augmentation", "multilabel_model", "region_metric_name", "train_volumes"]
 
 
 def default_augmentation(spatial_dims, seed=0):
@@ -80,7 +80,9 @@ def _json_labels(json_path):
                          f"{json_path!r}") from None
 
 
-def _metric_name(name):
+def region_metric_name(name):
+    """The log name of a region's Dice: `"dice_<name>"`, non-word characters as `_` (`"tumour core"` ->
+    `dice_tumour_core`)."""
     return "dice_" + (re.sub(r"\W+", "_", name).strip("_") or "region")
 
 
@@ -119,7 +121,7 @@ def multilabel_model(model, region_names):
                          f"region, {r}. Received: regions={list(region_names)}")
     head = keras.layers.Activation("sigmoid", dtype="float32", name=layer.name)(layer.input)
     out = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, head, name=model.name)
-    metrics = [MultiLabelDice(r, name="dice")] + [MultiLabelDice(r, region=i, name=_metric_name(n))
+    metrics = [MultiLabelDice(r, name="dice")] + [MultiLabelDice(r, region=i, name=region_metric_name(n))
                                                   for i, n in enumerate(region_names)]
     out.compile(optimizer=getattr(model, "optimizer", None) or keras.optimizers.Adam(1e-3),
                 loss=MultiLabelDiceCELoss(), metrics=metrics)
