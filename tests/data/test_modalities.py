@@ -180,3 +180,18 @@ def test_msd_dataset_json_with_4d_images(tmp_path):
     x, y = ds[0]
     assert x.shape == (2, 8, 8, 8, 4) and y.shape == (2, 8, 8, 8, 3)
     assert _json_modalities(os.path.join(root, "dataset.json")) == ["FLAIR", "T1w", "t1gd", "T2w"]
+
+
+def test_regions_with_an_ignore_value(tmp_path):
+    root = write_multimodal_cases(str(tmp_path / "p"), n=1)
+    label = os.path.join(root, "labels", "case00.nii.gz")
+    lab = np.asarray(nib.load(label).dataobj).copy()
+    lab[:, :, :2] = 255  # an unlabelled border
+    _save(label, lab, np.diag([1.0, 1.0, 1.5, 1.0]))
+    ds = VolumeDataset(resolve_source(root, modalities=MODALITIES), patch_size=16, batch_size=1, regions=REGIONS,
+                       ignore_value=255, pos_fraction=1.0)
+    x, y, w = ds[0]
+    assert y.shape == (1, 16, 16, 16, 3) and w.shape == (1, 16, 16, 16)
+    crop = ds.sample_patch(*ds.load_case(0), np.random.default_rng([0, 0, 0]))[1]
+    np.testing.assert_array_equal(w[0], (crop >= 0).astype(np.float32))
+    assert np.all(y[0][w[0] == 0] == 0)  # ignored voxels are in no region

@@ -81,3 +81,24 @@ def test_merge_rule_and_region_option_errors():
     assert parse_regions("1,2;2") == [("region_0", [1, 2]), ("region_1", [2])]
     with pytest.raises(ValueError, match="--regions"):
         parse_regions("whole=a,b")
+
+
+def test_every_volume_segmenter_gets_sigmoid_region_heads():
+    import keras
+
+    from keras_medseg import zoo
+    from keras_medseg.training.volumes import multilabel_model
+
+    names = [n for n in zoo.list() if zoo.get_spec(n).task == "segmentation" and 3 in zoo.get_spec(n).spatial_dims
+             and {"num_classes", "in_channels"} <= set(zoo.describe(n)["arguments"])]  # what train_volumes builds
+    assert {"unet", "segresnet", "unetr", "swin_unetr", "dynunet"} <= set(names)
+    for name in names:
+        tiny = {k: v for k, v in zoo.get_spec(name).tiny.items() if k not in ("deep_supervision", "num_classes")}
+        size = tiny.get("input_size") or 16
+        model = multilabel_model(zoo.build(name, spatial_dims=3, in_channels=4, num_classes=3, **tiny),
+                                 ["whole", "core", "enhancing"])
+        y = keras.ops.convert_to_numpy(model(np.random.default_rng(0).normal(size=(1, size, size, size, 4))))
+        assert y.shape == (1, size, size, size, 3), name
+        assert np.all((y > 0) & (y < 1)) and not np.allclose(y.sum(-1), 1.0), name  # sigmoids, not a softmax
+    with pytest.raises(ValueError, match="one per region, 2"):
+        multilabel_model(zoo.build("unet", spatial_dims=3, num_classes=3, depth=2, filters=4), ["a", "b"])
