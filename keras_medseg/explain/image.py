@@ -111,7 +111,7 @@ def prepare_input(image, model, spec=None, name="IMAGE"):
     if spec is not None:  # on the model's grid, as predict normalises a scan after resampling it
         from keras_medseg.data.scans.preprocess import intensity
 
-        img = intensity(img, spec.get("intensity") or {"preset": "none"}, name=name)
+        img = intensity(img, spec.get("intensity") or {"preset": "none"}, name=name, spatial_dims=len(spatial))
     return img[None]
 
 

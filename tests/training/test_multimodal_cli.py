@@ -102,3 +102,28 @@ def test_every_volume_segmenter_gets_sigmoid_region_heads():
         assert np.all((y > 0) & (y < 1)) and not np.allclose(y.sum(-1), 1.0), name  # sigmoids, not a softmax
     with pytest.raises(ValueError, match="one per region, 2"):
         multilabel_model(zoo.build("unet", spatial_dims=3, num_classes=3, depth=2, filters=4), ["a", "b"])
+
+
+def test_predict_4d_nifti_with_a_region_model(tmp_path):
+    from keras_medseg import zoo
+    from keras_medseg.data import save_preprocessing
+    from keras_medseg.predict.scans import predict_files
+    from keras_medseg.training.volumes import multilabel_model
+
+    root = write_multimodal_cases(str(tmp_path / "d"), n=1, layout="4d")
+    model = multilabel_model(zoo.build("unet", spatial_dims=3, in_channels=4, num_classes=3, depth=2, filters=4),
+                             ["whole", "core", "enhancing"])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    regions = [{"name": n, "values": v} for n, v in (("whole", [1, 2, 3]), ("core", [2, 3]), ("enhancing", [3]))]
+    save_preprocessing(path, {"regions": regions, "patch_size": [16, 16, 16], "spatial_dims": 3,
+                              "modalities": ["FLAIR", "T1w", "t1gd", "T2w"]})
+    written = predict_files(path, os.path.join(root, "images"), str(tmp_path / "out"), progress=False,
+                            region_output="regions")
+    assert [os.path.basename(w[2]) for w in written] == ["case00_whole.nii.gz", "case00_core.nii.gz",
+                                                         "case00_enhancing.nii.gz"]
+    source = nib.load(os.path.join(root, "images", "case00.nii.gz"))
+    for _, _, out in written:
+        img = nib.load(out)
+        assert img.shape == source.shape[:3]
+        np.testing.assert_allclose(img.affine, source.affine, atol=1e-6)
