@@ -84,6 +84,11 @@ def add_parser(subparsers):
     v.add_argument("--regions", default=None, metavar="SPEC",
                    help="multi-label training: one sigmoid channel per region of mask values, regions may overlap, "
                         "e.g. 'whole=1,2,3;core=2,3;enhancing=3' (saved with the model for predict/evaluate)")
+    v.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="disk cache of the preprocessed cases (memory-mapped; for data sets larger than RAM): each "
+                        "case is read and resampled once, also across runs with the same preprocessing")
+    v.add_argument("--cache-dir-gb", type=float, default=None, metavar="GB",
+                   help="size budget of --cache-dir in GB (default: no limit); least recently used cases go first")
     v.add_argument("--pos-fraction", type=float, default=0.5, help="share of foreground-centred patches (default 0.5)")
     v.add_argument("--no-augment", action="store_true", help="train volumes without augmentation")
     return p
@@ -116,7 +121,9 @@ def _run_volumes(args, source, model_kwargs):
                       seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every,
                       ignore_value=args.ignore_value, resample_irregular=args.resample_irregular,
                       regions=parse_regions(args.regions), modalities=args.modalities,
-                      modality_pattern=args.modality_pattern, **_processes(args))
+                      modality_pattern=args.modality_pattern, cache_dir=args.cache_dir,
+                      cache_dir_bytes=None if args.cache_dir_gb is None else int(args.cache_dir_gb * 1e9),
+                      **_processes(args))
     if r.model is None:  # a rank other than 0 of a run over several hosts: rank 0 reports
         return 0
     kind = "regions" if r.spec.get("regions") else "classes"
@@ -181,7 +188,8 @@ def run(args):
             raise ValueError("Patch classifiers train in one process for now (their ROC-AUC callback predicts "
                              f"on one process). Received: --processes {args.processes}")
         return _run_patch_store(args, source, model_kwargs)
-    if args.patch_size is not None or getattr(source, "dataset_json", None) or args.regions or args.modalities:
+    if (args.patch_size is not None or getattr(source, "dataset_json", None) or args.regions or args.modalities
+            or args.cache_dir):
         return _run_volumes(args, source, model_kwargs)
     out = args.out or os.path.join("runs", args.model)
     result = train(args.model, source, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,

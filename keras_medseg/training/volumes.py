@@ -148,7 +148,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
                   val_fraction=0.2, pos_fraction=0.5, augment=True, cache_bytes=2**30, model_kwargs=None,
                   seed=0, verbose=1, backup_every=None, ignore_value=None, resample_irregular=False, regions=None,
-                  modalities=None, modality_pattern=None):
+                  modalities=None, modality_pattern=None, cache_dir=None, cache_dir_bytes=None):
     """Train a zoo segmentation model on a folder of volumes or a `dataset.json`, resumably.
 
     Args:
@@ -172,6 +172,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         pos_fraction: positive patch share (default 0.5).
         augment: True for `default_augmentation`, False for none, or a layer.
         cache_bytes: case cache budget per dataset in bytes (default 1 GiB).
+        cache_dir: folder of a disk cache of the preprocessed cases, below the
+            memory cache (default None: none; `VolumeDataset(cache_dir=...)`):
+            data sets larger than RAM are read and resampled once.
+        cache_dir_bytes: size budget of `cache_dir` in bytes (default None: no limit).
         model_kwargs: extra builder arguments (default None).
         seed: seed of the split, weights and sampling (default 0).
         verbose: Keras verbosity (default 1).
@@ -267,7 +271,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     common = {"patch_size": patch_size, "batch_size": batch_size // group.size, "spatial_dims": spatial_dims,
               "spacing": spacing, "orientation": orientation, "intensity": intensity, "pos_fraction": pos_fraction,
               "cache_bytes": cache_bytes, "label_values": values, "ignore_value": ignore_value,
-              "resample_irregular": resample_irregular, "regions": regions}
+              "resample_irregular": resample_irregular, "regions": regions, "cache_dir": cache_dir,
+              "cache_dir_bytes": cache_dir_bytes}
     train_ds = VolumeDataset([(c["image"], c["label"]) for c in train_cases], augment=augment,
                              steps_per_epoch=steps_per_epoch, seed=seed, **common, **shard)
     val_ds = None

@@ -193,3 +193,30 @@ def test_two_processes_share_one_cache_folder(tmp_path):
                          .astype("float64").sum()) for f in files}
     assert a == b == pytest.approx(expected)
     assert len(os.listdir(folder)) == 4 and _leftovers(folder) == []
+
+
+def test_volume_dataset_with_a_disk_cache_gives_the_same_batches_and_reads_each_case_once(tmp_path):
+    """Memory cache of 0 bytes: without the disk cache every batch reads its cases again; with it, the first
+    pass reads each case once, a second dataset on the same folder reads none, and the batches are equal; another
+    intensity preset is another entry."""
+    from keras_medseg.data import VolumeDataset
+    from tests.data.test_volume_dataset import write_cases
+
+    folder = write_cases(str(tmp_path / "vols"))
+    kw = {"patch_size": 8, "batch_size": 3, "steps_per_epoch": 2, "spacing": (1.5, 1.5, 2.0), "cache_bytes": 0,
+          "pos_fraction": 0.5, "foreground_samples": 20}
+    plain = VolumeDataset(folder, **kw)
+    reference = [plain[k] for k in range(2)]
+    assert plain.loads == 6
+    cache_dir = str(tmp_path / "cache")
+    for run in range(2):
+        ds = VolumeDataset(folder, cache_dir=cache_dir, **kw)
+        for k in range(2):
+            x, y = ds[k]
+            np.testing.assert_array_equal(x, reference[k][0])
+            np.testing.assert_array_equal(y, reference[k][1])
+        assert ds.loads == (3 if run == 0 else 0)
+    assert len(os.listdir(cache_dir)) == 3
+    other = VolumeDataset(folder, cache_dir=cache_dir, intensity="none", **kw)
+    other[0]
+    assert other.loads == 3 and len(os.listdir(cache_dir)) == 6

@@ -26,9 +26,12 @@ def _train_argv(root, out, *extra):
 @pytest.mark.slow
 def test_multimodal_multilabel_train_predict_evaluate(tmp_path, capsys, eager_tf_functions):
     root = write_multimodal_cases(str(tmp_path / "data"), n=4)
-    out = str(tmp_path / "run")
-    assert main(_train_argv(root, out)) == 0
+    out, cache = str(tmp_path / "run"), str(tmp_path / "cache")
+    assert main(_train_argv(root, out, "--cache-dir", cache)) == 0
     printed = capsys.readouterr().out
+    # the disk cache holds every case read (4 modalities + labels each), preprocessed, and nothing half-written
+    entries = os.listdir(cache)
+    assert len(entries) == 4 and not [e for e in entries if e.startswith(".")]
     assert "regions ['whole', 'core', 'enhancing']" in printed and "Dice per region" in printed
     best = os.path.join(out, "best.keras")
     spec = load_preprocessing(best)

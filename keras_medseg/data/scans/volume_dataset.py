@@ -26,6 +26,7 @@ import numpy as np
 from keras_medseg.data.batches import check_shard
 from keras_medseg.data.cases import dataset_label_values, find_cases, mask_ids, standardize_labels, warn_compacted
 from keras_medseg.data.regions import regions_from_labels
+from keras_medseg.data.scans.disk_cache import VolumeDiskCache
 from keras_medseg.data.scans.geometry import check_same_grid, to_model_space
 from keras_medseg.data.scans.io import read_image
 from keras_medseg.data.scans.preprocess import check_regions
@@ -99,6 +100,15 @@ class VolumeDataset(keras.utils.PyDataset):
             positions instead of refused (`keras_medseg.data.scans.dicom`).
         cache_bytes: memory budget of the preprocessed-case cache in bytes
             (default 1 GiB); least recently used cases are dropped first.
+        cache_dir: folder of a disk cache of preprocessed cases (default
+            None: none), the tier below the memory cache for data sets larger
+            than RAM: each case is read and preprocessed once, then memory-mapped
+            (`keras_medseg.data.scans.disk_cache.VolumeDiskCache`; entries keyed
+            by the case's files and the preprocessing, so a changed spec or a
+            rewritten file is read again). Worker processes, the ranks of a
+            distributed run and later runs may share the folder.
+        cache_dir_bytes: size budget of `cache_dir` in bytes (default None: no
+            limit); least recently used entries are deleted first.
         augment: optional layer applied to `{"image", "labels"}` batches
             (default None); its seed generators are reset from `(seed, epoch,
             batch index)` before each batch, so batches are reproducible
@@ -161,7 +171,8 @@ class VolumeDataset(keras.utils.PyDataset):
     def __init__(self, source, patch_size, batch_size=2, spatial_dims=3, slice_axis=2, pos_fraction=0.5,
                  spacing=None, orientation=None, intensity=None, label_values=None, ignore_value=None,
                  cache_bytes=2**30, augment=None, steps_per_epoch=None, seed=0, foreground_samples=10000,
-                 resample_irregular=False, num_shards=1, shard_index=0, regions=None, **kwargs):
+                 resample_irregular=False, num_shards=1, shard_index=0, regions=None, cache_dir=None,
+                 cache_dir_bytes=None, **kwargs):
         super().__init__(**kwargs)
         self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         if spatial_dims not in (2, 3):
@@ -197,6 +208,7 @@ class VolumeDataset(keras.utils.PyDataset):
         self._region_ids = None if regions is None else [self._class_ids(r) for r in self.regions]
         self._channels = None
         self.cache_bytes = int(cache_bytes)
+        self.disk_cache = None if cache_dir is None else VolumeDiskCache(cache_dir, cache_dir_bytes)
         self.augment = augment
         self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.cases) / (batch_size * self.num_shards))
         self.seed = int(seed)
@@ -241,11 +253,6 @@ class VolumeDataset(keras.utils.PyDataset):
         img = apply_intensity(img, self.intensity, name=image.path, spatial_dims=d)  # per channel
         if img.ndim == d:
             img = img[..., None]
-        if self._channels is None:
-            self._channels = (img.shape[-1], image.path)
-        elif img.shape[-1] != self._channels[0]:
-            raise ValueError(f"Case {case['name']!r} ({image.path!r}) has {img.shape[-1]} channels but "
-                             f"{self._channels[1]!r} has {self._channels[0]}; every case needs the same modalities.")
         if d == 2 and self.spatial_dims == 3:
             raise ValueError(f"Case {case['name']!r} is 2D but spatial_dims=3. Received: {case['image']!r}")
         return img.astype(np.float32), lab.astype(np.int32)
@@ -255,13 +262,12 @@ class VolumeDataset(keras.utils.PyDataset):
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
-        image, labels = self._read(i)
-        self.loads += 1
-        fg = np.flatnonzero(labels > 0)
+        image, labels, fg, fill = self._load(i)
+        self._check_channels(i, image)
         if fg.size > self.foreground_samples:
             rng = np.random.default_rng([self.seed, i])
             fg = np.sort(rng.choice(fg, self.foreground_samples, replace=False))
-        entry = (image, labels, fg, float(image.min()))
+        entry = (image, labels, fg, fill)
         nbytes = image.nbytes + labels.nbytes + fg.nbytes
         if nbytes <= self.cache_bytes:
             while self._cache and self._cached_bytes + nbytes > self.cache_bytes:
@@ -270,6 +276,40 @@ class VolumeDataset(keras.utils.PyDataset):
             self._cache[i] = entry
             self._cached_bytes += nbytes
         return entry
+
+    def _check_channels(self, i, image):
+        if self._channels is None:
+            self._channels = (image.shape[-1], self.cases[i]["image"])
+        elif image.shape[-1] != self._channels[0]:
+            raise ValueError(f"Case {self.cases[i]['name']!r} ({self.cases[i]['image']!r}) has {image.shape[-1]} "
+                             f"channels but {self._channels[1]!r} has {self._channels[0]}; every case needs the same "
+                             "modalities.")
+
+    def _load(self, i):
+        """`(image, labels, every foreground flat index, fill)` of case `i`: from the disk cache (memory maps) when
+        there, else read and preprocessed (and put in the disk cache)."""
+        files = None
+        if self.disk_cache is not None:
+            case = self.cases[i]
+            images = case["image"] if isinstance(case["image"], (list, tuple)) else [case["image"]]
+            files = [*images, case["label"]]
+            hit = self.disk_cache.get(files, self._disk_key())
+            if hit is not None:
+                return hit["image"], hit["labels"], hit["foreground"], float(hit["meta"]["fill"])
+        image, labels = self._read(i)
+        self.loads += 1
+        fg, fill = np.flatnonzero(labels > 0), float(image.min())
+        if files is not None:
+            out = self.disk_cache.put(files, self._disk_key(), {"image": image, "labels": labels, "foreground": fg},
+                                      extra={"fill": fill})
+            image, labels, fg = out["image"], out["labels"], out["foreground"]
+        return image, labels, fg, fill
+
+    def _disk_key(self):
+        """What the preprocessed arrays depend on besides the files (the disk cache's key)."""
+        return {"version": 1, "spacing": self.spacing, "orientation": self.orientation, "intensity": self.intensity,
+                "label_values": self.label_values, "ignore_value": self.ignore_value,
+                "resample_irregular": self.resample_irregular, "volume_dims": self._volume_dims()}
 
     @property
     def cached_bytes(self):
