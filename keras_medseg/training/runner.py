@@ -61,7 +61,7 @@ from keras_medseg.training.checkpointing import CrashSafeBackup, RunFolderLock, 
 from keras_medseg.training.distribute.group import current_group
 from keras_medseg.utils.validation import check_positive_int
 
-__all__ = ["RunResult", "SetEpoch", "fit"]
+__all__ = ["RunResult", "SetEpoch", "fit", "set_random_seed"]
 
 CHECKPOINT_NAME = "best.keras"
 LOG_NAME = "log.csv"
@@ -101,6 +101,51 @@ class RunResult:
                     number = float("nan")
                 out.setdefault(key, []).append(int(number) if key == "epoch" else number)
         return out
+
+
+def set_random_seed(seed):
+    """`keras.utils.set_random_seed(seed)` without importing TensorFlow into a JAX or torch process.
+
+    Keras seeds TensorFlow whenever it is installed, and so imports it: about
+    3 CPU s (measured on 2 cores) in every process of a JAX or torch run,
+    which never uses it. Here TensorFlow is seeded when it is the backend or
+    already imported (a caller's `tf.data` pipeline), as Keras does; else
+    Python, NumPy, Keras' global seed (the weights of unseeded initializers,
+    dropout) and torch are seeded exactly as Keras seeds them.
+
+    Args:
+        seed: int.
+
+    Raises:
+        ValueError: `seed` not an int.
+    """
+    import sys
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    _seed_without_tensorflow(seed)
+
+
+def _seed_without_tensorflow(seed):
+    """What `keras.utils.set_random_seed` does (Keras 3 `rng_utils`), TensorFlow left out."""
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)  # re-made from the seed
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def _forget_best(checkpoint):
@@ -158,7 +203,7 @@ def _split_arrays(group, x, y, validation_data, fit_kwargs, seed):
 
 
 def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor="val_loss", mode="auto",
-        backup_every=None, preprocessing=None, callbacks=None, verbose=1, resume=True, seed=0,
+        backup_every=None, preprocessing=None, callbacks=None, verbose=1, resume=True, seed=None,
         **fit_kwargs) -> RunResult:
     """Fit `model` in a run folder: locked, backed up, resumable, logged, best checkpoint kept.
 
@@ -182,8 +227,12 @@ def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor
             backup and log (default None).
         verbose: Keras verbosity (default 1, a progress bar).
         resume: True (default) resumes from `out_dir/backup`; False starts afresh.
-        seed: int, the order of array batches in a run over several processes
-            (default 0; the same on every process).
+        seed: int or None: array data are read in an order drawn from
+            `(seed, epoch)` (`keras_medseg.data.ArrayBatches`), the same in
+            one process and in several, so a run over `N` processes trains
+            like one process with the same global batch, and a resumed run
+            like an uninterrupted one (default None: Keras' own shuffle in
+            one process, seed 0 over several processes).
         **fit_kwargs: other `keras.Model.fit` arguments (`batch_size`,
             `shuffle`, `sample_weight`, `steps_per_epoch`, ...).
 
@@ -224,8 +273,8 @@ def fit(model, x=None, y=None, *, out_dir, epochs, validation_data=None, monitor
             saving = [CrashSafeBackup(backup_dir, backup_every=backup_every, write=False)]
         saving = group.writer_callbacks(saving)  # every rank restores the backup the same way
         engine_cbs = group.fit_callbacks()
-        if group.distributed:
-            x, y, validation_data = _split_arrays(group, x, y, validation_data, fit_kwargs, seed)
+        if group.distributed or seed is not None:
+            x, y, validation_data = _split_arrays(group, x, y, validation_data, fit_kwargs, seed or 0)
         epochs_of_data = [SetEpoch(d) for d in (x, validation_data) if hasattr(d, "set_epoch")]
         if hasattr(x, "set_epoch"):  # it orders its batches from its seed: Keras must not reshuffle them
             fit_kwargs["shuffle"] = False

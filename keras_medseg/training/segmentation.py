@@ -145,7 +145,9 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
         batch_size: batch size (default 16).
         model_kwargs: extra builder arguments for a zoo name (default None).
         verbose: Keras verbosity, 1 = progress bar (default 1).
-        seed: Keras/NumPy seed for weights and data (default 0).
+        seed: seed of the weights, the data (Q-tips set, folder split) and
+            the order of the training batches, which is the same with any
+            number of processes (default 0).
         n_train, n_val, size: Q-tips sizes (see `keras_medseg.data.load_data`).
         callbacks: extra Keras callbacks (default None).
         class_balance: weight every training pixel by `class_balance_weights`
@@ -207,7 +209,7 @@ def train(model_or_name: str | keras.Model, data: str | tuple | DataSource | Seg
     if group.distributed and distribute not in (None, "none"):
         raise ValueError(f"`distribute` (several devices of one process) and `processes` do not go together: "
                          f"use one process per device. Received: distribute={distribute!r}")
-    keras.utils.set_random_seed(seed)
+    runner.set_random_seed(seed)  # the same weights on every process; no TensorFlow import in a JAX/torch one
     data = load_data(data, n_train=n_train, n_val=n_val, size=size, seed=seed, spatial_dims=spatial_dims,
                      ignore_value=ignore_value, resample_irregular=resample_irregular)
     if isinstance(model_or_name, str):
