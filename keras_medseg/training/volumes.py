@@ -235,7 +235,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     check_shard(group.size, group.rank, check_positive_int(batch_size, "batch_size"))
     if not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction!r}")
-    keras.utils.set_random_seed(seed)
+    runner.set_random_seed(seed)  # as Keras seeds, without importing TensorFlow into a JAX or torch process
     if isinstance(data, (list, tuple)):  # (image, label) path pairs
         cases, json_path, pattern = find_cases(data), None, None
     else:
