@@ -9,7 +9,8 @@
 # test at all (pytest exit 5), makes this script exit non-zero. At the end it prints each phase's wall time,
 # the slowest files and the slowest tests (scripts/suite_durations.py over the junit reports in
 # .test-reports/). Extra arguments go to every pytest run (e.g. `-x`, `-k unet`). The fast selection while
-# developing (not CI): `.venv/bin/python -m pytest -n 2 -m "not slow"`.
+# developing (not CI): `.venv/bin/python -m pytest -n 2 -m "not slow"`. The JAX phase is also the floors phase: its
+# venv gets Keras, NumPy and JAX at the floors of pyproject.toml (scripts/floors.txt), and this script prints them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -64,10 +65,17 @@ WHEEL_TESTS="$ROOT/$REPORTS/wheel-tests"
 mkdir -p "$WHEEL_TESTS" && cp -r tests pyproject.toml "$WHEEL_TESTS/"
 .venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation . -w "$REPORTS/dist"
 WHEEL=$(ls "$ROOT/$REPORTS"/dist/keras_medseg-*.whl)
-VENV="$REPORTS/venv-jax" bash scripts/setup.sh "$WHEEL[jax,test]" &
+# the JAX venv is also the floors phase: Keras, NumPy and JAX at the floors of pyproject.toml (scripts/floors.txt),
+# so the lowest versions the package allows are the ones this phase passes, at no extra CI time
+VENV="$REPORTS/venv-jax" bash scripts/setup.sh "$WHEEL[jax,test]" -c scripts/floors.txt &
 jax_venv=$!
 VENV="$REPORTS/venv-torch" bash scripts/setup.sh "torch==2.13.0" "$WHEEL[torch,test]"
 wait "$jax_venv"
+"$REPORTS/venv-jax/bin/python" - scripts/floors.txt <<'EOF' || status=1
+import importlib.metadata as m, sys
+names = [line.split("==")[0] for line in open(sys.argv[1]) if "==" in line and not line.startswith("#")]
+print("== floors phase (JAX venv):", ", ".join(f"{n} {m.version(n)}" for n in names))
+EOF
 for b in jax torch; do
   "$REPORTS/venv-$b/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)" \
     || { echo "venv-$b has TensorFlow installed: the wheel's [$b] extra pulled it in"; status=1; }

@@ -19,8 +19,8 @@
   1.5-6 CPU s on XLA:CPU (0.3 s with the classic kernel), so building a tiny
   3D UNet cost 68 CPU s instead of 19. The CLI does the same
   (`utils.quiet_backend`).
-* XLA at a low backend optimisation level (0 on JAX, 1 elsewhere) with the fusion emitters off, for JAX and
-  TensorFlow's compiled loops, here and in subprocesses; in the JAX phase a
+* XLA at a low backend optimisation level (0 on JAX, 1 elsewhere) with the fusion emitters off
+  (where XLA knows that flag), for JAX and TensorFlow's compiled loops, here and in subprocesses; in the JAX phase a
   compilation cache shared by the workers of one run (compile-bound; see below).
 * Every test runs inside a guard of process-wide flags
   (`tests.testing.process_state`): a test that leaves TensorFlow op
@@ -52,7 +52,26 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 # Level 0 also runs long JAX trainings slower (the LSN small-target training: 20 -> 96 s), so that test trains on
 # 16 images, not 64. Same results at every setting.
 _LEVEL = "0" if os.environ.get("KERAS_BACKEND") == "jax" else "1"
-for _flag in (f"--xla_backend_optimization_level={_LEVEL}", "--xla_cpu_use_fusion_emitters=false"):
+_FLAGS = [f"--xla_backend_optimization_level={_LEVEL}", "--xla_cpu_use_fusion_emitters=false"]
+
+
+def _jaxlib_before(version):
+    # the installed jaxlib's version, read without importing JAX (XLA_FLAGS must be set first)
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        release = installed("jaxlib").split(".")[:3]
+    except PackageNotFoundError:
+        return False
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in release) < version
+
+
+# XLA aborts the process on a flag it does not know, and jaxlib before 0.5.3 does not know the fusion-emitter flag
+# (measured: 0.5.1 and 0.4.30 abort): the floors phase runs an older JAX (scripts/floors.txt)
+if _jaxlib_before((0, 5, 3)):
+    _FLAGS.remove("--xla_cpu_use_fusion_emitters=false")
+for _flag in _FLAGS:
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 if os.environ.get("KERAS_BACKEND") == "jax":
