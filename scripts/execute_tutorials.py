@@ -1,27 +1,35 @@
 """Execute the tutorial notebooks and keep copies with their outputs in `tutorials/executed/`.
 
-    python scripts/execute_tutorials.py              # fast mode (KERAS_MEDSEG_FAST=1): the committed copies
-    python scripts/execute_tutorials.py --full       # the notebooks' own defaults (much longer on a CPU)
-    python scripts/execute_tutorials.py --only 01    # notebooks whose file name starts with "01"
+    python scripts/execute_tutorials.py --only 05        # full settings (the default), as the committed copies
+    python scripts/execute_tutorials.py --fast           # KERAS_MEDSEG_FAST=1, smoke-sized (what the test suite runs)
+    python scripts/execute_tutorials.py --no-readme      # leave README.md's tutorial list alone
     python scripts/execute_tutorials.py --badges-only    # refresh badges and install cells, execute nothing
 
 Every `tutorials/[0-9]*.ipynb` is picked up (a new numbered notebook needs no
 change here). Before executing, the script writes the "Open in Colab" badge
-as the first line of each notebook's first cell, `INSTALL_CELL` as its first
-code cell, and the tutorial list between
+as the first line of each notebook's first cell, `install_cell(name)` as its
+first code cell (keras-medseg is not on PyPI yet: in Colab it installs the
+repository's source from its git URL with the notebook's `EXTRAS`; in a
+checkout, the checkout), and, unless `--no-readme`, the tutorial list between
 `<!-- BEGIN tutorials -->` and `<!-- END tutorials -->` in README.md, all
 from `GITHUB_OWNER` below. Each notebook runs top to bottom with nbclient on
 the `python3` kernel of this interpreter, in a temporary working directory
 (runs, checkpoints and sample images stay out of the repository), with
-`PYTHONPATH` set to this checkout so the checkout's `keras_medseg` is used;
-the copy with its outputs is written to `tutorials/executed/<name>.ipynb`
-with the mode, backend, Keras version, date and run time in its metadata
-(`keras_medseg_execution`). The source notebooks stay without outputs (the
-test suite executes them itself).
+`PYTHONPATH` set to this checkout so the checkout's `keras_medseg` is used
+and TensorFlow's oneDNN kernels on; the copy with its outputs is written to
+`tutorials/executed/<name>.ipynb` with the mode, backend, Keras version,
+date, run time, command and machine load in its metadata
+(`keras_medseg_execution`) and in a markdown cell after its title
+(`run_note`). The source notebooks stay without outputs (the test suite
+executes them itself, in fast mode).
 
-The committed copies were made in fast mode (`--fast`, the default) on the
-TensorFlow backend: their numbers are those of a smoke-sized run, their plots
-show what each step produces.
+The committed copies are full runs, each made by
+`python scripts/execute_tutorials.py --full --no-readme --only NN` on the
+TensorFlow backend (Keras 3.15.1) on 7 December 2026, on a machine with 2 CPU
+cores and no GPU that other jobs shared (load average 5-10; 01, 02, 03 and 06
+partly ran side by side): 01 11 min 33 s, 02 27 min 42 s (25 min of it the
+VGG16 classifier), 03 7 min 15 s, 04 1 min 18 s, 05 2 min 3 s, 06 3 min 15 s.
+tutorials/README.md lists what each copy shows.
 """
 
 import argparse

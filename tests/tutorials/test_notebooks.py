@@ -8,9 +8,11 @@ land in the repository. Check one notebook with
 
 The fast checks (no execution) ask for what makes a notebook usable from
 GitHub: the "Open in Colab" badge in its first cell and in the README, an
-install cell for the published package with a fallback to the checkout, and
-a current executed copy with outputs in `tutorials/executed/` (rebuilt by
-`python scripts/execute_tutorials.py`).
+install cell that installs the repository's source from its git URL (the
+package is not published yet) with a fallback to the checkout, and a current
+executed copy with outputs in `tutorials/executed/`, made at the notebook's
+full settings and saying which command made it (rebuilt by
+`python scripts/execute_tutorials.py --full --only NN`).
 """
 
 import importlib.util
@@ -80,11 +82,14 @@ def test_notebook_opens_in_colab(path):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         assert badge in f.read(), f"README.md lacks the Colab badge of {name}"
     install = _code(nb)[0]
-    assert install == execute_tutorials.INSTALL_CELL, (
-        f"{name}: the first code cell must be the install cell (published package, or the checkout when run "
-        "inside it); run `python scripts/execute_tutorials.py --badges-only`"
+    assert install == execute_tutorials.install_cell(name), (
+        f"{name}: the first code cell must be the install cell (the repository's source from GitHub, or the "
+        "checkout when run inside it); run `python scripts/execute_tutorials.py --badges-only --no-readme`"
     )
-    assert '"keras-medseg[medical]"' in install and '"-e"' in install
+    extras = execute_tutorials.extras_of(name)
+    git = f"git+https://github.com/{execute_tutorials.GITHUB_OWNER}/{execute_tutorials.REPOSITORY}@main"
+    assert f'"keras-medseg[{extras}] @ {git}"' in install and '"-e"' in install
+    assert "not published" in install
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -100,7 +105,14 @@ def test_executed_copy_is_current(path):
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"], f"tutorials/executed/{name} holds an error"
     assert any("image/png" in o.get("data", {}) for o in outputs), f"tutorials/executed/{name} shows no figure"
-    assert executed.metadata["keras_medseg_execution"]["mode"] in ("fast", "full")
+    meta = executed.metadata["keras_medseg_execution"]
+    assert meta["mode"] == "full", f"tutorials/executed/{name} was made in {meta['mode']} mode; {hint}"
+    note = executed.cells[1]
+    assert note.cell_type == "markdown" and note.source == execute_tutorials.run_note(meta), (
+        f"tutorials/executed/{name} does not say which command made it; {hint}")
+    assert meta["command"] == execute_tutorials.reproduce_command(name, "full")
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "(claim" in printed, f"tutorials/executed/{name} prints no claim"
 
 
 def test_badge_helpers(tmp_path):
@@ -124,12 +136,28 @@ def test_install_cell_helper():
     old = nbformat.v4.new_code_cell('import sys\nif "google.colab" in sys.modules:\n    !pip install keras-medseg')
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), old,
                                          nbformat.v4.new_code_cell("import keras")])
-    assert execute_tutorials.set_install_cell(nb)
-    assert [c.source for c in nb.cells[1:]] == [execute_tutorials.INSTALL_CELL, "import keras"]
-    assert not execute_tutorials.set_install_cell(nb)
+    cell = execute_tutorials.install_cell("05_x.ipynb")
+    assert execute_tutorials.set_install_cell(nb, "05_x.ipynb")
+    assert [c.source for c in nb.cells[1:]] == [cell, "import keras"]
+    assert '"keras-medseg[tensorflow,medical] @ git+https://github.com/' in cell
+    assert not execute_tutorials.set_install_cell(nb, "05_x.ipynb")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell("x = 1")])
-    assert execute_tutorials.set_install_cell(nb)
-    assert [c.source for c in nb.cells[1:]] == [execute_tutorials.INSTALL_CELL, "x = 1"]
+    assert execute_tutorials.set_install_cell(nb, "01_y.ipynb")
+    assert [c.source for c in nb.cells[1:]] == [execute_tutorials.install_cell("01_y.ipynb"), "x = 1"]
+    assert "[tensorflow] @ git+" in nb.cells[1].source
+
+
+def test_run_note_helper():
+    meta = {"mode": "full", "backend": "tensorflow", "keras": "3.0", "date": "2026-01-01 00:00 UTC",
+            "seconds": 125.4, "command": execute_tutorials.reproduce_command("05_x.ipynb", "full"), "cpus": 2,
+            "load_start": 1.5, "load_end": 2.0}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell("x = 1")])
+    execute_tutorials.set_run_note(nb, meta)
+    execute_tutorials.set_run_note(nb, meta)  # replaces, never stacks
+    assert [c.cell_type for c in nb.cells] == ["markdown", "markdown", "code"]
+    note = nb.cells[1].source
+    assert "`python scripts/execute_tutorials.py --full --only 05`" in note and "2 min 05 s" in note
+    assert "full settings" in note and "2 CPU cores" in note
 
 
 def test_native_log_lines_are_dropped():
