@@ -12,7 +12,7 @@
 * `TF_ENABLE_ONEDNN_OPTS=1`: TensorFlow turns its oneDNN kernels on by
   default only on CPUs with AVX-512 VNNI/BF16; elsewhere (AMD EPYC Zen 3 in
   CI) a strided Conv3D's gradient runs TensorFlow's generic Eigen kernel,
-  100-600x slower (README, "Speed on the CPU"). The suite runs as users are
+  100-600x slower (docs/install.md, "Speed on the CPU"). The suite runs as users are
   told to run.
 * `JAX_THREEFRY_PARTITIONABLE=0`: JAX 0.10's default ("partitionable")
   threefry compiles its random-number kernel for every new weight shape in
