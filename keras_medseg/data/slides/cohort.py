@@ -34,8 +34,8 @@ into patches in parallel with `dask.distributed`:
 Why not more reader processes per slide: `extract_slide(workers=2)` sends
 every patch through a pipe to ONE writer process that compresses and
 appends all of them, so the writer, not the readers, sets the pace, and the
-readers compete with it for the cores (measured: `benchmarks/wsi.py`, README
-"Whole slides"). Here every worker decodes, compresses and writes its own
+readers compete with it for the cores (measured: `benchmarks/wsi.py`,
+docs/slides.md). Here every worker decodes, compresses and writes its own
 slide, so workers add up until the disk or the scheduler saturates.
 
 Reference: the lecture "Convolutional networks - theory" (cancer detection in
