@@ -25,8 +25,8 @@ import sys
 
 from keras_medseg.utils.errors import DiskFullError, raise_if_disk_full
 
-__all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "remove_dead_temporaries",
-           "remove_stale_temporaries", "temporary_name"]
+__all__ = ["atomic_path", "atomic_savefig", "atomic_write_text", "check_free_space", "pid_alive",
+           "remove_dead_temporaries", "remove_stale_temporaries", "temporary_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def remove_stale_temporaries(folder, depth=1):
     return removed
 
 
-def _alive(pid):
+def pid_alive(pid):
+    """Whether process `pid` runs on this host (a writer that left a temporary file may still be writing it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -119,7 +120,8 @@ def remove_dead_temporaries(path):
         if not (name.startswith(head + ".") and name.endswith(".tmp" + tail)):
             continue
         pid = name[len(head) + 1: len(name) - len(".tmp" + tail)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and entry.is_file(follow_symlinks=False):
+        dead = pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
+        if dead and entry.is_file(follow_symlinks=False):
             try:
                 os.remove(entry.path)
                 removed.append(entry.path)

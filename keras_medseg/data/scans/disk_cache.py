@@ -40,23 +40,13 @@ import time
 
 import numpy as np
 
-from keras_medseg.utils.atomic_io import check_free_space
+from keras_medseg.utils.atomic_io import check_free_space, pid_alive
 from keras_medseg.utils.errors import DiskFullError, raise_if_disk_full
 
 __all__ = ["VolumeDiskCache"]
 
 _FORMAT = "keras-medseg-volume-cache"
 _META = "meta.json"
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by another user
-        return True
-    return True
 
 
 def _signature(path):
@@ -248,7 +238,7 @@ class VolumeDiskCache:
                 pid = int(parts[2])
             else:
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 shutil.rmtree(item.path, ignore_errors=True)
 
     @staticmethod
