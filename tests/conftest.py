@@ -68,7 +68,7 @@ def _jaxlib_before(version):
 
 
 # XLA aborts the process on a flag it does not know, and jaxlib before 0.5.3 does not know the fusion-emitter flag
-# (measured: 0.5.1 and 0.4.30 abort): the floors phase runs an older JAX (scripts/floors.txt)
+# (measured: 0.5.1 and 0.4.30 abort): below the floor (scripts/floors.txt), but a run against an older JAX still starts
 if _jaxlib_before((0, 5, 3)):
     _FLAGS.remove("--xla_cpu_use_fusion_emitters=false")
 for _flag in _FLAGS:
