@@ -13,10 +13,12 @@ A run over `N` processes is started in one of two ways:
 `process_group(...)` decides which and returns this process's
 `ProcessGroup` (or None when the caller must launch); `current_group()` is
 the group of this process afterwards (rank 0 of 1 when not distributed).
-Before the engine starts, process 0 checks its port is free and the others
-wait (at most `timeout` seconds, `KERAS_MEDSEG_TIMEOUT`, default 1800) until
-the coordinator accepts connections, so a port in use or an unreachable
-coordinator ends in one line instead of an engine's stack trace or a hang.
+Before the engine starts, process 0 checks its port is free and holds a
+roll call on it (`_rendezvous`): the others check in (at most `timeout`
+seconds, `KERAS_MEDSEG_TIMEOUT`, default 1800), so a port in use, an
+unreachable coordinator, a process that never comes or two with the same
+rank end in one line on every process instead of an engine's stack trace
+(JAX aborts a process whose peers do not come) or a hang.
 """
 
 import contextlib
@@ -188,6 +190,7 @@ def _join(size, coordinator, rank):
     """Start the engine for rank `rank` of `size` and make it this process's group."""
     import keras
 
+    from keras_medseg.training.distribute._rendezvous import check_in, roll_call
     from keras_medseg.training.distribute.engines import start_engine
 
     addresses = parse_addresses(coordinator)
@@ -200,8 +203,11 @@ def _join(size, coordinator, rank):
     own = addresses[rank] if tensorflow else addresses[0]
     if tensorflow or rank == 0:
         _check_port_free(*own)
-    if rank > 0:
-        _wait_for_coordinator(*addresses[0], timeout)
+    if rank == 0:
+        roll_call(*addresses[0], size, timeout)  # every process checked in (one line naming those that did not)
+    else:
+        check_in(*addresses[0], rank, size, timeout)
+        _wait_for_coordinator(*addresses[0], timeout)  # process 0's engine serves the port now
     engine = start_engine([f"{h}:{p}" for h, p in addresses], size, rank, timeout)
     _CURRENT[0] = ProcessGroup(rank, size, [f"{h}:{p}" for h, p in addresses], engine)
     return _CURRENT[0]
@@ -222,7 +228,8 @@ def process_group(processes=None, coordinator=None, process_id=None):
 
     Raises:
         ValueError: inconsistent arguments (named).
-        DistributedError: a port in use, an unreachable coordinator.
+        DistributedError: a port in use, an unreachable coordinator, a process that did not join within the
+            timeout, two processes with one rank.
     """
     if processes is not None:
         processes = check_positive_int(processes, "processes")
