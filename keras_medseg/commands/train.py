@@ -22,6 +22,11 @@ Multi-modal volumes: a 4D NIfTI per case (channels last), nnU-Net's
 that); `--regions 'whole=1,2,3;core=2,3;enhancing=3'` trains one sigmoid
 channel per (overlapping) region with multi-label Dice + BCE and logs the
 Dice of each region.
+Volumes are validated on whole scans (`--val-every K`, default 5, and the last
+epoch: the `predict` path on each validation scan, Dice per case and class,
+`--val-hd95` adds HD95; the best checkpoint is chosen on `val_scan_dice`),
+preprocessed once into a disk cache (`--cache-dir`, default OUT/cache; `none`
+turns it off) and loaded by `--workers N` threads (default 2).
 `--processes N` trains over N processes of this host (one GPU each), with
 `--coordinator HOST:PORT --process-id I` over several hosts
 (`keras_medseg.training.distribute`; `--batch-size` is the global batch).
@@ -85,10 +90,18 @@ def add_parser(subparsers):
                    help="multi-label training: one sigmoid channel per region of mask values, regions may overlap, "
                         "e.g. 'whole=1,2,3;core=2,3;enhancing=3' (saved with the model for predict/evaluate)")
     v.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="disk cache of the preprocessed cases (memory-mapped; for data sets larger than RAM): each "
-                        "case is read and resampled once, also across runs with the same preprocessing")
+                   help="disk cache of the preprocessed cases (memory-mapped; for data sets larger than RAM and "
+                        "worker processes): each case is read and resampled once, also across runs with the same "
+                        "preprocessing (default: OUT/cache; 'none': no disk cache)")
     v.add_argument("--cache-dir-gb", type=float, default=None, metavar="GB",
                    help="size budget of --cache-dir in GB (default: no limit); least recently used cases go first")
+    v.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data-loading workers (threads) of the training patches (default 2, or 1 on one core)")
+    v.add_argument("--val-every", type=int, default=None, metavar="K",
+                   help="predict the whole validation scans every K epochs and on the last (the predict path; Dice "
+                        "per case and class in the log as val_scan_dice*); the best checkpoint is chosen on "
+                        "val_scan_dice (default 5; 0: off, the patch val_loss chooses)")
+    v.add_argument("--val-hd95", action="store_true", help="also log the HD95 (mm) of the whole-scan validation")
     v.add_argument("--pos-fraction", type=float, default=0.5, help="share of foreground-centred patches (default 0.5)")
     v.add_argument("--no-augment", action="store_true", help="train volumes without augmentation")
     return p
@@ -121,9 +134,10 @@ def _run_volumes(args, source, model_kwargs):
                       seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every,
                       ignore_value=args.ignore_value, resample_irregular=args.resample_irregular,
                       regions=parse_regions(args.regions), modalities=args.modalities,
-                      modality_pattern=args.modality_pattern, cache_dir=args.cache_dir,
+                      modality_pattern=args.modality_pattern,
+                      cache_dir="auto" if args.cache_dir is None else args.cache_dir,
                       cache_dir_bytes=None if args.cache_dir_gb is None else int(args.cache_dir_gb * 1e9),
-                      **_processes(args))
+                      workers=args.workers, **_val_options(args), **_processes(args))
     if r.model is None:  # a rank other than 0 of a run over several hosts: rank 0 reports
         return 0
     kind = "regions" if r.spec.get("regions") else "classes"
@@ -134,8 +148,22 @@ def _run_volumes(args, source, model_kwargs):
         keys = [(name, prefix + region_metric_name(name)) for name in r.spec["class_names"]]
         cells = [f"{name} {r.history[k][-1]:.4f}" for name, k in keys if r.history.get(k)]
         print(f"{'validation' if prefix else 'training'} Dice per region (last epoch): {', '.join(cells)}")
+    if r.scan_scores:  # the best checkpoint's whole-scan Dice of each validation case
+        print(f"whole-scan validation Dice of the best checkpoint (epoch {r.best_epoch + 1}, {r.monitor}):")
+        for case, classes in r.scan_scores.items():
+            print(f"  {case:24s} " + ", ".join(f"{name} {v['dice']:.4f}" + (f" (HD95 {v['hd95']:.3g} mm)"
+                                                                       if "hd95" in v else "")
+                                               for name, v in classes.items()))
     print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
     return 0
+
+
+def _val_options(args):
+    """`val_every` / `val_hd95` for `train_volumes` (`--val-every` left out: the library's default)."""
+    out = {"val_hd95": bool(args.val_hd95)}
+    if args.val_every is not None:
+        out["val_every"] = args.val_every
+    return out
 
 
 def _processes(args):
@@ -189,7 +217,7 @@ def run(args):
                              f"on one process). Received: --processes {args.processes}")
         return _run_patch_store(args, source, model_kwargs)
     if (args.patch_size is not None or getattr(source, "dataset_json", None) or args.regions or args.modalities
-            or args.cache_dir):
+            or args.cache_dir not in (None, "none")):
         return _run_volumes(args, source, model_kwargs)
     out = args.out or os.path.join("runs", args.model)
     result = train(args.model, source, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,

@@ -12,6 +12,16 @@ crash), and the preprocessing spec (spacing, orientation, intensity preset,
 class names, patch size, the split) is saved inside the best checkpoint so
 `keras-medseg predict` repeats it.
 
+By default the best checkpoint is chosen on whole validation scans: every
+`val_every` epochs (default 5) and on the last one, each validation scan is
+predicted whole by the `predict` path and scored on its own grid
+(`keras_medseg.training.scan_validation.ScanValidation`; `val_scan_dice`,
+per-class `val_scan_dice_<class>`, optional HD95 in the log; per-case scores
+in `scan_validation.csv`). The training cases are preprocessed once into a
+disk cache in the run folder (`cache_dir="auto"`: `<out_dir>/cache`, filled
+up front with a progress bar) and loaded by 2 worker threads
+(`default_workers`, `default_multiprocessing`).
+
 Multi-modal cases (a 4D NIfTI, or one file per modality with `modalities`)
 train with one input channel per modality; `regions` (overlapping sets of
 mask values, e.g. whole tumour `{1, 2, 3}`, tumour core `{2, 3}`, enhancing
@@ -23,6 +33,8 @@ regions and modalities are saved in the spec for `predict` and `evaluate`.
 
 import dataclasses
 import json
+import logging
+import os
 import re
 
 import keras
@@ -31,7 +43,13 @@ import numpy as np
 from keras_medseg.data.batches import check_shard
 from keras_medseg.training.distribute import current_group, distributable
 
-__all__ = ["VolumeTrainResult", "default_augmentation", "multilabel_model", "region_metric_name", "train_volumes"]
+logger = logging.getLogger(__name__)
+
+#: `train_volumes`' default `val_every`: whole-scan validation every 5 epochs (and on the last one).
+DEFAULT_VAL_EVERY = 5
+
+__all__ = ["DEFAULT_VAL_EVERY", "VolumeTrainResult", "default_augmentation", "default_multiprocessing",
+           "default_workers", "multilabel_model", "region_metric_name", "resolve_cache_dir", "train_volumes"]
 
 
 def default_augmentation(spatial_dims, seed=0):
@@ -55,7 +73,17 @@ def default_augmentation(spatial_dims, seed=0):
 
 @dataclasses.dataclass
 class VolumeTrainResult:
-    """What `train_volumes` returns."""
+    """What `train_volumes` returns.
+
+    Attributes:
+        model: the best model (None on a rank other than 0 of a run over several processes).
+        history, checkpoint, log, spec, split: the fit's history, `best.keras`, `log.csv`, the preprocessing
+            spec saved in the checkpoint, the case split.
+        best_epoch: the epoch (from 0) `best.keras` was saved at, or None.
+        monitor: the log key that chose it (`val_scan_dice` with whole-scan validation).
+        scan_scores: with whole-scan validation, the best epoch's per-case scores
+            `{case: {class: {"dice": ..., "hd95": ...}}}` (`scan_validation.csv`); else None.
+    """
 
     model: object
     history: dict
@@ -63,6 +91,9 @@ class VolumeTrainResult:
     log: str
     spec: dict
     split: dict
+    best_epoch: int = None
+    monitor: str = None
+    scan_scores: dict = None
 
 
 def _json_labels(json_path):
@@ -148,7 +179,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
                   val_fraction=0.2, pos_fraction=0.5, augment=True, cache_bytes=2**30, model_kwargs=None,
                   seed=0, verbose=1, backup_every=None, ignore_value=None, resample_irregular=False, regions=None,
-                  modalities=None, modality_pattern=None, cache_dir=None, cache_dir_bytes=None):
+                  modalities=None, modality_pattern=None, cache_dir="auto", cache_dir_bytes=None,
+                  val_every=DEFAULT_VAL_EVERY, val_hd95=False, workers=None, use_multiprocessing=None):
     """Train a zoo segmentation model on a folder of volumes or a `dataset.json`, resumably.
 
     Args:
@@ -173,9 +205,32 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         augment: True for `default_augmentation`, False for none, or a layer.
         cache_bytes: case cache budget per dataset in bytes (default 1 GiB).
         cache_dir: folder of a disk cache of the preprocessed cases, below the
-            memory cache (default None: none; `VolumeDataset(cache_dir=...)`):
-            data sets larger than RAM are read and resampled once.
+            memory cache (`VolumeDataset(cache_dir=...)`): each case is read,
+            resampled and normalised once, then memory-mapped, so data sets
+            larger than RAM and worker processes (whose memory caches start
+            empty every epoch) do not redo it. Default "auto":
+            `<out_dir>/cache` (next to the run it serves, deleted with it,
+            reused when the run resumes; pass the same folder to several runs
+            to share it); None or "none": no disk cache.
         cache_dir_bytes: size budget of `cache_dir` in bytes (default None: no limit).
+        val_every: whole-scan validation every that many epochs and on the
+            last epoch (`keras_medseg.training.scan_validation.ScanValidation`:
+            sliding-window prediction of every validation scan by the
+            `predict` path, Dice per case and class on the scan's grid);
+            `best.keras` is then chosen on `val_scan_dice` (max). Default
+            `DEFAULT_VAL_EVERY` (5): one pass costs about as many forward
+            passes as the windows of the validation scans (a 250x250x100
+            voxel scan with 96^3 windows at overlap 0.5: ~100 windows), often
+            more than a training epoch of 50 steps; 0 turns it off (then the
+            patch `val_loss` chooses). 2D models on slices of 3D volumes
+            keep the patch validation (`predict_scan` segments scans of the
+            model's dimensionality).
+        val_hd95: bool, also log HD95 in mm per class (default False).
+        workers: data-loading workers of the training `VolumeDataset`
+            (`keras.utils.PyDataset(workers=...)`); default None: 2 (see
+            `default_workers`).
+        use_multiprocessing: worker processes (True) or threads (False);
+            default None: `default_multiprocessing()` of the backend.
         model_kwargs: extra builder arguments (default None).
         seed: seed of the split, weights and sampling (default 0).
         verbose: Keras verbosity (default 1).
@@ -227,10 +282,22 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     from keras_medseg.data.scans.volume_dataset import VolumeDataset
     from keras_medseg.data.sources import resolve_source
     from keras_medseg.training import runner
+    from keras_medseg.training.scan_validation import MONITOR, ScanValidation, check_val_every, read_scan_scores
     from keras_medseg.utils.model_io import load_model
     from keras_medseg.utils.validation import check_positive_int
 
     epochs = check_positive_int(epochs, "epochs")
+    val_every = check_val_every(val_every)
+    workers = default_workers() if workers is None else check_positive_int(workers, "workers")
+    if use_multiprocessing is None:
+        use_multiprocessing = default_multiprocessing()
+    elif use_multiprocessing and keras.backend.backend() in FORK_UNSAFE:
+        import warnings
+
+        warnings.warn(f"Worker processes hang on the {keras.backend.backend()} backend (Keras forks them from a "
+                      "process whose runtime runs thread pools); the workers are threads instead.", stacklevel=2)
+        use_multiprocessing = False
+    cache_dir = resolve_cache_dir(cache_dir, out_dir)
     group = current_group()
     check_shard(group.size, group.rank, check_positive_int(batch_size, "batch_size"))
     if not 0.0 <= float(val_fraction) < 1.0:
@@ -274,11 +341,16 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
               "resample_irregular": resample_irregular, "regions": regions, "cache_dir": cache_dir,
               "cache_dir_bytes": cache_dir_bytes}
     train_ds = VolumeDataset([(c["image"], c["label"]) for c in train_cases], augment=augment,
-                             steps_per_epoch=steps_per_epoch, seed=seed, **common, **shard)
+                             steps_per_epoch=steps_per_epoch, seed=seed, workers=workers,
+                             use_multiprocessing=bool(use_multiprocessing) and workers > 1, **common, **shard)
     val_ds = None
     if val_cases:
         val_ds = VolumeDataset([(c["image"], c["label"]) for c in val_cases], seed=seed + 1,
                                steps_per_epoch=max(1, -(-len(val_cases) // group.size)), **common, **shard)
+    if cache_dir is not None:  # preprocess every case once, up front, with a progress bar (rank 0)
+        train_ds.fill_cache(progress=bool(verbose) and group.is_writer)
+        if val_ds is not None:
+            val_ds.fill_cache()
     x = train_ds[0][0]
     kwargs = {"spatial_dims": spatial_dims, "num_classes": len(class_names), "in_channels": int(x.shape[-1])}
     kwargs.update(model_kwargs or {})
@@ -286,14 +358,88 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         model = zoo.build(model_name, **kwargs)
         if regions is not None:
             model = multilabel_model(model, class_names)
-    monitor = "val_loss" if val_ds is not None else "loss"
     spec = train_ds.spec(class_names)
     spec.update({"split": split, "modalities": modalities, "modality_pattern": pattern})
+    scans = None
+    if val_cases and val_every and _whole_scans(val_cases[0], spatial_dims, resample_irregular):
+        scans = ScanValidation(val_cases, spec, every=val_every, hd95=val_hd95, ignore_value=ignore_value,
+                               resample_irregular=resample_irregular, verbose=verbose,
+                               csv_path=os.path.join(os.fspath(out_dir), SCAN_CSV))
+    monitor = MONITOR if scans else "val_loss" if val_ds is not None else "loss"
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
     run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
+                     mode="max" if scans else "auto", callbacks=[scans] if scans else None,
                      backup_every=backup_every, preprocessing=spec, verbose=verbose)
+    best_epoch = _best_epoch(run.checkpoint)
+    scores = read_scan_scores(scans.csv_path, best_epoch) if scans and best_epoch is not None else None
+    extra = {"best_epoch": best_epoch, "monitor": monitor, "scan_scores": scores}
     if not group.is_writer:
-        return VolumeTrainResult(None, run.history, run.checkpoint, run.log, spec, split)
+        return VolumeTrainResult(None, run.history, run.checkpoint, run.log, spec, split, **extra)
     with group.local_scope():
         best = load_model(run.checkpoint)
-    return VolumeTrainResult(best, run.history, run.checkpoint, run.log, spec, split)
+    return VolumeTrainResult(best, run.history, run.checkpoint, run.log, spec, split, **extra)
+
+
+SCAN_CSV = "scan_validation.csv"
+#: Backends on which a forked PyDataset worker hung in our runs (a 2-worker `fit` on augmented volumes).
+FORK_UNSAFE = ("tensorflow", "jax")
+
+
+def default_workers():
+    """`train_volumes`' default number of data-loading workers: 2 (1 on a one-core machine).
+
+    Measured with `benchmarks/volume_workers.py` on 2 busy cores (`docs/scans.md`): 2 worker threads fed
+    `fit` of a small 3D UNet 1.04-1.15x as fast as one worker on TensorFlow, JAX and torch (the next batch
+    is made while the model trains), at a cost of at most 16 % of the bare loading rate.
+    """
+    return min(2, os.cpu_count() or 1)
+
+
+def default_multiprocessing():
+    """Whether `train_volumes`' workers are processes (True) or threads (False) on the active backend.
+
+    Threads on every backend. Keras forks its worker processes from the training process at every epoch;
+    on TensorFlow and JAX (`FORK_UNSAFE`) a forked worker running the augmentation's backend ops hung in our
+    runs (their runtimes' thread pools do not survive a fork; JAX warns so), and `train_volumes` turns an
+    explicit `use_multiprocessing=True` there into threads, with a warning. On torch processes work (2
+    processes fed `fit` as fast as 2 threads in `benchmarks/volume_workers.py`, 1.20x against 1.15x one
+    worker, and loaded slower, 0.84x against 1.16x), while threads share the memory cache and copy no
+    batches. See `docs/scans.md` for the numbers.
+    """
+    return False
+
+
+def resolve_cache_dir(cache_dir, out_dir):
+    """`train_volumes`' `cache_dir`: "auto" -> `<out_dir>/cache`, None or "none" -> None, else the folder.
+
+    Raises:
+        ValueError: not a str/path or None (named).
+    """
+    if cache_dir is None or isinstance(cache_dir, str) and cache_dir.lower() == "none":
+        return None
+    if isinstance(cache_dir, str) and cache_dir == "auto":
+        return os.path.join(os.fspath(out_dir), "cache")
+    if not isinstance(cache_dir, (str, os.PathLike)):
+        raise ValueError(f"`cache_dir` must be a folder, 'auto' or None. Received: cache_dir={cache_dir!r}")
+    return os.fspath(cache_dir)
+
+
+def _whole_scans(case, spatial_dims, resample_irregular):
+    """Whether the validation scans can be predicted whole by a model of `spatial_dims` (not 2D slices of 3D)."""
+    if spatial_dims == 3:
+        return True
+    from keras_medseg.data.scans.io import read_image
+
+    if read_image(case["image"], resample_irregular=resample_irregular, channels=True).spatial_dims == 2:
+        return True
+    logger.info("2D model on slices of 3D volumes: the best checkpoint is chosen on the patch val_loss")
+    return False
+
+
+def _best_epoch(checkpoint):
+    """The epoch `best.keras` was written at (its `.best.json`), or None."""
+    try:
+        with open(checkpoint + ".best.json") as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -18,7 +18,9 @@ folder that holds one, or a list of `(image_path, label_path)` pairs.
 """
 
 import collections
+import contextlib
 import math
+import threading
 
 import keras
 import numpy as np
@@ -111,8 +113,10 @@ class VolumeDataset(keras.utils.PyDataset):
             limit); least recently used entries are deleted first.
         augment: optional layer applied to `{"image", "labels"}` batches
             (default None); its seed generators are reset from `(seed, epoch,
-            batch index)` before each batch, so batches are reproducible
-            (with `workers=1`, the default). A layer with a `margin(patch_size)`
+            batch index)` before each batch, so batches are reproducible with
+            any number of workers (worker threads each augment with their own
+            copy of the layer, `keras.layers.serialize` round trip; a layer
+            that cannot be copied is used by one thread at a time). A layer with a `margin(patch_size)`
             method (`augment.Compose`, a warp) gets patches cropped that
             much wider and returns `patch_size` (`output_size`): its warp
             reads the scan around the patch, not padding.
@@ -138,7 +142,14 @@ class VolumeDataset(keras.utils.PyDataset):
             whole tumour `{1, 2, 3}` holds tumour core `{2, 3}`), made after
             augmentation from the augmented label patch.
         **kwargs: `keras.utils.PyDataset` arguments (`workers`,
-            `use_multiprocessing`, `max_queue_size`).
+            `use_multiprocessing`, `max_queue_size`). Worker threads
+            (`workers=N`, the default `use_multiprocessing=False`) share the
+            memory cache (guarded by a lock). Worker processes are forked by
+            Keras at every epoch with an empty view of the parent's later
+            cache entries, so give them a `cache_dir`; a fork of a process
+            whose TensorFlow or JAX runtime runs thread pools hung in our
+            runs when the augmentation ran backend ops in the child
+            (`keras_medseg.training.volumes.default_multiprocessing`).
 
     Output: `(x, y)` with `x` `(batch_size, *patch_size, C)` float32 and `y`
     `(batch_size, *patch_size)` int32 class ids, or region masks with
@@ -217,6 +228,47 @@ class VolumeDataset(keras.utils.PyDataset):
         self._cache = collections.OrderedDict()
         self._cached_bytes = 0
         self.loads = 0  # how many times a case was read from disk (cache misses)
+        self._init_locks()
+
+    def _init_locks(self):
+        self._lock = threading.Lock()  # the memory cache, shared by worker threads
+        self._case_locks = {}  # case index -> lock held while one thread reads that case
+        self._augment_lock = threading.Lock()  # a layer that cannot be copied: one thread at a time
+        self._free_augment = [] if self.augment is None else [self.augment]  # copies no thread is using
+        self._augment_source = self.augment
+        self._copyable = True
+
+    def __getstate__(self):  # worker processes started by pickling (spawn): no locks, no layer copies
+        state = self.__dict__.copy()
+        for key in ("_lock", "_case_locks", "_augment_lock", "_free_augment", "_augment_source"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_locks()
+
+    @contextlib.contextmanager
+    def _augmentation(self):
+        """The augmentation layer for this batch: one no other thread is using (a copy made when all are busy)."""
+        with self._lock:
+            if self._augment_source is not self.augment:  # a layer set after construction: its own copies
+                self._augment_source, self._free_augment, self._copyable = self.augment, [self.augment], True
+            layer = self._free_augment.pop() if self._free_augment else None
+        if layer is None and self._copyable:
+            try:
+                layer = keras.layers.deserialize(keras.layers.serialize(self.augment))
+            except Exception:  # a custom layer without a config round trip: share the original, one at a time
+                self._copyable = False
+        if layer is None:
+            with self._augment_lock:
+                yield self.augment
+            return
+        try:
+            yield layer
+        finally:
+            with self._lock:
+                self._free_augment.append(layer)
 
     def _class_ids(self, region):
         missing = [v for v in region["values"] if v not in self.label_values]
@@ -258,10 +310,24 @@ class VolumeDataset(keras.utils.PyDataset):
         return img.astype(np.float32), lab.astype(np.int32)
 
     def load_case(self, i):
-        """`(image, labels, foreground_flat_indices, fill)` of case `i`, from the cache when there."""
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
+        """`(image, labels, foreground_flat_indices, fill)` of case `i`, from the cache when there.
+
+        Thread-safe: worker threads share the memory cache, and one case is read by one thread at a time
+        (a second thread waits and takes the first one's result, or its disk-cache entry).
+        """
+        with self._lock:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+                return self._cache[i]
+            case_lock = self._case_locks.setdefault(i, threading.Lock())
+        with case_lock:
+            with self._lock:
+                if i in self._cache:  # another thread read it while this one waited
+                    self._cache.move_to_end(i)
+                    return self._cache[i]
+            return self._load_entry(i)
+
+    def _load_entry(self, i):
         image, labels, fg, fill = self._load(i)
         self._check_channels(i, image)
         if fg.size > self.foreground_samples:
@@ -269,12 +335,13 @@ class VolumeDataset(keras.utils.PyDataset):
             fg = np.sort(rng.choice(fg, self.foreground_samples, replace=False))
         entry = (image, labels, fg, fill)
         nbytes = image.nbytes + labels.nbytes + fg.nbytes
-        if nbytes <= self.cache_bytes:
-            while self._cache and self._cached_bytes + nbytes > self.cache_bytes:
-                _, old = self._cache.popitem(last=False)
-                self._cached_bytes -= old[0].nbytes + old[1].nbytes + old[2].nbytes
-            self._cache[i] = entry
-            self._cached_bytes += nbytes
+        with self._lock:
+            if nbytes <= self.cache_bytes:
+                while self._cache and self._cached_bytes + nbytes > self.cache_bytes:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached_bytes -= old[0].nbytes + old[1].nbytes + old[2].nbytes
+                self._cache[i] = entry
+                self._cached_bytes += nbytes
         return entry
 
     def _check_channels(self, i, image):
@@ -297,7 +364,8 @@ class VolumeDataset(keras.utils.PyDataset):
             if hit is not None:
                 return hit["image"], hit["labels"], hit["foreground"], float(hit["meta"]["fill"])
         image, labels = self._read(i)
-        self.loads += 1
+        with self._lock:
+            self.loads += 1
         fg, fill = np.flatnonzero(labels > 0), float(image.min())
         if files is not None:
             out = self.disk_cache.put(files, self._disk_key(), {"image": image, "labels": labels, "foreground": fg},
@@ -310,6 +378,37 @@ class VolumeDataset(keras.utils.PyDataset):
         return {"version": 1, "spacing": self.spacing, "orientation": self.orientation, "intensity": self.intensity,
                 "label_values": self.label_values, "ignore_value": self.ignore_value,
                 "resample_irregular": self.resample_irregular, "volume_dims": self._volume_dims()}
+
+    def fill_cache(self, progress=False, workers=None):
+        """Read and preprocess every case once now (into the disk cache, and the memory cache within its budget).
+
+        With a `cache_dir`, the first epoch then reads memory maps instead of scans, and the one-time
+        cost shows up front with a progress bar instead of as a slow first epoch. Cases already in the
+        disk cache are only opened.
+
+        Args:
+            progress: bool, a Keras progress bar over the cases (default False).
+            workers: threads reading cases at once (default None: the dataset's `workers`).
+
+        Returns:
+            int, the number of cases read from their files (not found in the disk cache).
+        """
+        from multiprocessing.pool import ThreadPool
+
+        workers = max(1, int(workers or self.workers or 1))
+        bar = keras.utils.Progbar(len(self.cases), unit_name="case") if progress else None
+        before = self.loads
+        if workers == 1:
+            for i in range(len(self.cases)):
+                self.load_case(i)
+                if bar is not None:
+                    bar.add(1)
+        else:
+            with ThreadPool(workers) as pool:
+                for _ in pool.imap_unordered(self.load_case, range(len(self.cases))):
+                    if bar is not None:
+                        bar.add(1)
+        return self.loads - before
 
     @property
     def cached_bytes(self):
@@ -353,11 +452,12 @@ class VolumeDataset(keras.utils.PyDataset):
             ys.append(y)
         x, y = np.stack(xs), np.stack(ys)
         if self.augment is not None:
-            _reseed(self.augment, key)
             sized = {"output_size": self.patch_size} if margin and any(margin) else {}
-            out = self.augment({"image": x, "labels": y}, training=True, **sized)
-            x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
-            y = np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.int32)
+            with self._augmentation() as layer:
+                _reseed(layer, key)
+                out = layer({"image": x, "labels": y}, training=True, **sized)
+                x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
+                y = np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.int32)
         w = (y >= 0).astype(np.float32) if self.ignore_value is not None else None
         if self._region_ids is not None:  # one 0/1 channel per region (ignored voxels: in none, weight 0)
             y = regions_from_labels(y, self._region_ids, dtype="float32")
