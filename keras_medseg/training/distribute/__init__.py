@@ -7,9 +7,9 @@ keras-medseg ships no scheduler and no collective of its own:
   (`keras.distribution.DataParallel`) (`scopes`);
 * several processes (one per GPU) and hosts, on every backend: the
   `processes=`, `coordinator=`, `process_id=` arguments of
-  `keras_medseg.training.train` and `train_volumes` (and `keras-medseg train
-  --processes N [--coordinator HOST:PORT --process-id I]`; patch classifiers
-  train in one process for now, their sampler splits by rank already):
+  `keras_medseg.training.train`, `train_volumes` and `train_patch_classifier`
+  (and `keras-medseg train --processes N [--coordinator HOST:PORT
+  --process-id I]`):
   `jax.distributed` + `keras.distribution.DataParallel`,
   `tf.distribute.MultiWorkerMirroredStrategy`, or `torch.distributed` with a
   gradient all-reduce (`engines`); `launch` starts local processes and
