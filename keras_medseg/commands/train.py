@@ -172,11 +172,14 @@ def _processes(args):
 
 def _run_patch_store(args, source, model_kwargs):
     from keras_medseg.training import train_patch_classifier
+    from keras_medseg.training.distribute import current_group
 
     r = train_patch_classifier(args.model, source.path, epochs=args.epochs, batch_size=args.batch_size,
                                n_train=args.n_train, n_val=args.n_val, seed=args.seed, out_dir=args.out,
                                model_kwargs=model_kwargs, verbose=0 if args.quiet else 1,
-                               backup_every=args.backup_every)
+                               backup_every=args.backup_every, **_processes(args))
+    if not current_group().is_writer:  # a rank other than 0 of a run over several hosts: rank 0 reports
+        return 0
     print(f"\nbest validation ROC-AUC {r.best_roc_auc:.4f} (epoch {r.best_epoch} of {r.num_epochs}, "
           f"{r.num_val} validation patches)")
     print(f"checkpoint  {r.checkpoint}\nlog         {r.log}")
@@ -212,9 +215,6 @@ def run(args):
     if refusal:
         raise ValueError(refusal)
     if isinstance(source, PatchStoreSource):  # WSI patch store (.h5): three-step sampler + the VGG16 recipe
-        if args.processes not in (None, 1):
-            raise ValueError("Patch classifiers train in one process for now (their ROC-AUC callback predicts "
-                             f"on one process). Received: --processes {args.processes}")
         return _run_patch_store(args, source, model_kwargs)
     if (args.patch_size is not None or getattr(source, "dataset_json", None) or args.regions or args.modalities
             or args.cache_dir not in (None, "none")):
