@@ -76,3 +76,23 @@ def test_evaluate_scan_folder(tmp_path, capsys):
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert [(r["case"], r["class"]) for r in rows] == [("p2", "ball")] and float(rows[0]["dice"]) == 1.0
+
+
+def test_predict_probabilities_and_flips(tmp_path, capsys):
+    shape = (24, 26, 9)
+    aff = oblique_affine(spacing=(0.9, 0.8, 2.5), angle=0.3)
+    (tmp_path / "scans").mkdir()
+    write_nifti(tmp_path / "scans" / "ct1.nii.gz", ball(shape, (12, 13, 4), 5.0, (0.9, 0.8, 2.5)).astype(np.float32),
+                aff)
+    model = str(tmp_path / "m.keras")
+    _threshold_model(model, {"spacing": [1.0, 1.0, 2.0], "orientation": "RAS", "intensity": {"preset": "none"}})
+    assert main(["predict", model, "--input", str(tmp_path / "scans"), "--output", str(tmp_path / "out"),
+                 "--quiet", "--probabilities", "--flips", "0", "2"]) == 0
+    assert "ct1_probabilities.nii.gz" in capsys.readouterr().out
+    labels = np.asarray(nibabel.load(str(tmp_path / "out" / "ct1.nii.gz")).dataobj)
+    probs = nibabel.load(str(tmp_path / "out" / "ct1_probabilities.nii.gz"))
+    assert probs.shape == shape + (2,)
+    np.testing.assert_allclose(probs.affine, nibabel.load(str(tmp_path / "scans" / "ct1.nii.gz")).affine, atol=1e-5)
+    np.testing.assert_array_equal(labels, np.argmax(probs.get_fdata(), -1))
+    assert main(["predict", model, "--input", str(tmp_path / "scans"), "--output", str(tmp_path / "o2"),
+                 "--quiet", "--flips", "3"]) == 2

@@ -22,32 +22,19 @@ The preprocessing comes from the spec saved with the model
 get `default_preprocessing()` (own voxel grid, per-scan z-score).
 """
 
-import csv
-import dataclasses
-import io
 import logging
 import os
 
 import numpy as np
 
-from keras_medseg.data.cases import find_cases, find_scans, mask_ids, standardize_labels
-from keras_medseg.data.regions import merge_regions, regions_from_labels
-from keras_medseg.data.scans.geometry import check_same_grid, from_model_space, to_model_space
+from keras_medseg.data.cases import find_scans
+from keras_medseg.data.regions import merge_regions
+from keras_medseg.data.scans.geometry import from_model_space, resample_to_grid, to_model_space, undo_reorient
 from keras_medseg.data.scans.io import ImageRecord, read_image, write_image
 from keras_medseg.data.scans.preprocess import intensity, resolve_preprocessing
-from keras_medseg.data.sources import resolve_source
-from keras_medseg.evaluation.surface import (
-    METRIC_NAMES,
-    segmentation_metrics,
-    summarize_metrics,
-)
-from keras_medseg.inference import sliding_window
-from keras_medseg.utils.atomic_io import atomic_write_text
+from keras_medseg.inference import sliding_window_slabs
 
 __all__ = [
-    "ScanEvaluation",
-    "evaluate_scans",
-    "format_summary",
     "merged_label_values",
     "original_label_values",
     "plan_outputs",
@@ -69,14 +56,22 @@ def _argmax_uint8(probs, chunk=16):
     return out
 
 
-def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=False, allow_padding=False):
+def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=False, allow_padding=False,
+                 flips=None, return_probabilities=False):
     """Segment one scan with a model, returning labels on the scan's own grid.
 
     Steps: reorient to `spec["orientation"]` and resample to `spec["spacing"]`
     (linear), apply `spec["intensity"]`, sliding-window inference with
     windows of `spec["patch_size"]` (Gaussian blending), resample the class
     probabilities back to the scan's exact voxel grid (linear) and take the
-    arg-max.
+    arg-max. On the model's own grid (no spacing change) the blended
+    probabilities stream out of `keras_medseg.inference.sliding_window_slabs`
+    band by band into the uint8 label map: no full-size float map is made
+    unless `return_probabilities`; with a spacing change the float32
+    probability map on the model grid is kept and resampled back one channel
+    at a time into a running arg-max. The labels equal the arg-max of the
+    `sliding_window` probabilities brought back with `from_model_space`
+    (tests/test_predict_fast.py).
 
     Args:
         model: Keras model `(B, *patch, C_in)` -> `(B, *patch, K)` (softmax,
@@ -89,12 +84,20 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
         progress: bool, Keras progress bar over the windows.
         allow_padding: bool (default False). A scan smaller than the window
             along some axis is refused unless True (then it is padded).
+        flips: None (default) or spatial axes of the model grid, e.g.
+            `(0, 1, 2)`: mirroring test-time augmentation (each window also
+            predicted mirrored along every subset of these axes, the
+            probabilities averaged; `keras_medseg.inference.sliding_window_slabs`).
+        return_probabilities: bool (default False): also return the float32
+            class (or region) probabilities on the scan's grid.
 
     Returns:
         uint8 label array with the spatial shape of `record` (voxel index
         order, the record's affine applies); with `spec["regions"]`, uint8
         0/1 masks `(*S, R)`, a voxel in region `r` where its sigmoid
         probability (resampled linearly to the scan's grid) is above 0.5.
+        With `return_probabilities`: `(labels, probabilities)`, the second
+        float32 `(*S, K)` (softmax: sums to 1 per voxel; labels = its arg-max).
 
     Raises:
         ValueError: the scan is not a single-channel volume/image of the
@@ -125,7 +128,8 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
         raise ValueError(f"{name!r} holds {bad} NaN/inf voxels; clean or mask them before predicting.")
     x, change = to_model_space(array, record.affine, spacing=spec.get("spacing"),
                                orientation=spec.get("orientation"), order=1, spatial_dims=d)
-    x = intensity(x, spec.get("intensity") or {"preset": "none"}, name=repr(name), spatial_dims=d)  # per channel
+    x = _normalise(x, spec.get("intensity") or {"preset": "none"}, repr(name), d,  # per channel
+                   fresh=x is not array and x.base is None)
     if x.ndim == d:
         x = x[..., None]
     patch = spec.get("patch_size") or [int(s) if s is not None else None for s in model.inputs[0].shape[1:-1]]
@@ -136,17 +140,65 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
             f"The window {tuple(patch)} is larger than the scan {name!r} ({tuple(x.shape[:d])} voxels on the model "
             f"grid) along axes {[i for i, _, _ in small]}; pass allow_padding=True (--pad) to pad it."
         )
-    probs = sliding_window(model, x, tuple(patch), overlap=overlap, batch_size=batch_size, progress=progress)
-    del x
+    regions = bool(spec.get("regions"))
     resampled = tuple(change.model_shape) != tuple(change.reoriented_shape) or \
         not np.allclose(change.model_affine, change.reoriented_affine)
-    if spec.get("regions"):  # multi-label: each sigmoid channel on its own
-        if resampled:
-            return np.ascontiguousarray(from_model_space(probs, change, order=1) > 0.5).astype(np.uint8)
-        return np.ascontiguousarray(from_model_space((probs > 0.5).astype(np.uint8), change, order=0))
-    if resampled:  # probabilities back onto the scan's grid (linear), then the arg-max
-        return _argmax_uint8(from_model_space(probs, change, order=1))
-    return np.ascontiguousarray(from_model_space(_argmax_uint8(probs), change, order=0))
+    probs = labels = None
+    for _, start, stop, band in sliding_window_slabs(model, x, tuple(patch), overlap=overlap, batch_size=batch_size,
+                                                     progress=progress, flips=flips):
+        if resampled or return_probabilities:
+            if probs is None:
+                probs = np.empty(x.shape[:d] + band.shape[-1:], dtype=np.float32)
+            probs[start:stop] = band
+        if not resampled:
+            if labels is None:
+                labels = np.empty(x.shape[:d] + (band.shape[-1:] if regions else ()), dtype=np.uint8)
+            labels[start:stop] = band > 0.5 if regions else _argmax_uint8(band)
+    del x
+    if not resampled:  # only the (exact) reorientation to undo
+        labels = np.ascontiguousarray(from_model_space(labels, change, order=0))
+        if return_probabilities:
+            probs = np.ascontiguousarray(from_model_space(probs, change, order=1))
+    elif return_probabilities:  # probabilities back onto the scan's grid (linear), then the arg-max
+        probs = np.ascontiguousarray(from_model_space(probs, change, order=1))
+        labels = (probs > 0.5).astype(np.uint8) if regions else _argmax_uint8(probs)
+    else:
+        labels = _resampled_labels(probs, change, regions)
+    return (labels, probs) if return_probabilities else labels
+
+
+def _normalise(x, preset, name, d, fresh):
+    """`intensity(x, preset)`; pointwise presets slab by slab into one float32 array (`x` itself when `fresh`)."""
+    kind = preset.get("preset") if isinstance(preset, dict) else preset
+    if kind not in ("ct_window", "none") or x.ndim < 1:
+        return intensity(x, preset, name=name, spatial_dims=d)  # statistics over the whole scan
+    out = x if fresh and x.dtype == np.float32 else np.empty(x.shape, dtype=np.float32)
+    step = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))  # about 16 MB of float32 per slab
+    for i in range(0, x.shape[0], step):
+        out[i:i + step] = intensity(x[i:i + step], preset, name=name, spatial_dims=d)
+    return out
+
+
+def _resampled_labels(probs, change, regions):
+    """`argmax(from_model_space(probs, change, 1))` (or `> 0.5` per region) one resampled channel at a time."""
+    k = probs.shape[-1]
+    grid = (change.model_affine, change.reoriented_shape, change.reoriented_affine)
+    labels = best = None
+    for c in range(k):
+        v = resample_to_grid(probs[..., c], grid[0], grid[1], grid[2], order=1)
+        if regions:
+            labels = np.empty(v.shape + (k,), np.uint8) if labels is None else labels
+            labels[..., c] = v > 0.5
+        elif k == 1:
+            labels = (v > 0.5).astype(np.uint8)
+        elif best is None:
+            best, labels = v, np.zeros(v.shape, np.uint8 if k <= 256 else np.int32)
+        else:  # strictly greater: ties keep the lower class, as np.argmax
+            labels[v > best] = c
+            np.maximum(best, v, out=best)
+    if change.ornt is not None:
+        labels = undo_reorient(labels, change.ornt)
+    return np.ascontiguousarray(labels)
 
 
 def resolve_preprocessing_from_model(model):
@@ -219,7 +271,7 @@ def plan_outputs(scans, output_dir, extension, suffixes=None):
 
 
 def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=False,
-                  resample_irregular=False, region_output="merged"):
+                  resample_irregular=False, region_output="merged", flips=None, probabilities=False):
     """Predict every scan in `inputs` and write NIfTI label maps with each scan's geometry.
 
     Label maps never replace an input and never collide (`plan_outputs`, checked before the first scan is
@@ -241,12 +293,16 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
             (`keras_medseg.data.scans.dicom`); the label map is written on that grid.
         region_output: multi-label models only: "merged" (default: `<name>.nii.gz`, one label map by
             `merged_label_values`), "regions" (`<name>_<region>.nii.gz`, one 0/1 map per region) or "both".
+        flips: None (default) or spatial axes for mirroring test-time augmentation (see `predict_scan`).
+        probabilities: bool (default False): also write the class (region) probabilities on the scan's grid,
+            float32 `(*S, K)`, as `<name>_probabilities.nii.gz` (2D inputs too: NIfTI keeps the floats).
 
     Multi-modal models (a spec with `modalities` and `modality_pattern`) take a folder of per-modality files,
     grouped into cases as in training; a modality off its case's first modality's grid is refused (named).
 
     Returns:
-        list of `(name, input_path, output_path)` (multi-label: one entry per file written).
+        list of `(name, input_path, output_path)` (multi-label: one entry per file written; with
+        `probabilities`, the probability map's entry follows its label map's).
 
     Raises:
         FileNotFoundError / ValueError: missing model or input, unreadable
@@ -255,6 +311,8 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
     """
     if region_output not in ("merged", "regions", "both"):
         raise ValueError(f"`region_output` must be 'merged', 'regions' or 'both'. Received: {region_output!r}")
+    if not isinstance(probabilities, (bool, np.bool_)):
+        raise ValueError(f"`probabilities` must be True or False. Received: probabilities={probabilities!r}")
     model, spec = _load(model_path)
     d, regions = spec["spatial_dims"], spec.get("regions")
     written = []
@@ -266,23 +324,38 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
     if regions:  # "" is the merged map, "_<region>" one per region
         suffixes = ([""] if region_output != "regions" else []) + (
             [f"_{r['name']}" for r in regions] if region_output != "merged" else [])
-    outputs = plan_outputs(scans, output_dir, ".nii.gz" if d == 3 else ".png", suffixes)
+    elif probabilities:
+        suffixes = [""]
+    ext = ".nii.gz" if d == 3 else ".png"
+    outputs = plan_outputs(scans, output_dir, ext, suffixes)
+    prob_outputs = plan_outputs(scans, output_dir, ".nii.gz", ["_probabilities"]) if probabilities else None
+    taken = {os.path.normcase(os.path.abspath(f)).lower() for o in outputs for f in np.atleast_1d(o).tolist()}
+    for paths in prob_outputs or []:
+        if os.path.normcase(os.path.abspath(paths[0])).lower() in taken:
+            raise ValueError(f"The probability map {paths[0]!r} would replace a label map of this run (a region "
+                             "named 'probabilities'?); rename the region or drop --probabilities.")
     os.makedirs(output_dir, exist_ok=True)
     for i, ((name, path), out) in enumerate(zip(scans, outputs)):
         logger.info("predict %d/%d: %s", i + 1, len(scans), path)
         record = read_image(path, spatial_dims=d, resample_irregular=resample_irregular,
                             channels=int(model.inputs[0].shape[-1]) > 1)
         labels = predict_scan(model, record, spec, overlap=overlap, batch_size=batch_size, progress=progress,
-                              allow_padding=allow_padding)
+                              allow_padding=allow_padding, flips=flips, return_probabilities=probabilities)
+        probs = None
+        if probabilities:
+            labels, probs = labels
         if not regions:
-            write_image(out, original_label_values(labels, spec), record)
-            written.append((name, path, out))
-            continue
-        maps = ([merge_regions(labels, merged_label_values(regions))] if region_output != "regions" else []) + (
-            [labels[..., r] for r in range(len(regions))] if region_output != "merged" else [])
-        for target, array in zip(out, maps):
+            targets, maps = [out[0] if probabilities else out], [original_label_values(labels, spec)]
+        else:
+            targets = out
+            maps = ([merge_regions(labels, merged_label_values(regions))] if region_output != "regions" else []) + (
+                [labels[..., r] for r in range(len(regions))] if region_output != "merged" else [])
+        for target, array in zip(targets, maps):
             write_image(target, array, record)
             written.append((name, path, target))
+        if probs is not None:
+            write_image(prob_outputs[i][0], probs, record)
+            written.append((name, path, prob_outputs[i][0]))
     return written
 
 
@@ -326,170 +399,5 @@ def original_label_values(labels, spec):
     return lut[labels]
 
 
-@dataclasses.dataclass
-class ScanEvaluation:
-    """What `evaluate_scans` scored: per-case metrics, summary and which cases they were."""
-
-    per_case: dict
-    summary: dict
-    roles: dict
-    csv_path: str
-    skipped: list
-    note: str
-
-
-def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, tolerance=1.0, overlap=0.5,
-                   batch_size=2, progress=False, allow_padding=False, ignore_value=None, resample_irregular=False):
-    """Per-case, per-class Dice, IoU, HD95, ASSD and surface Dice (mm) of a model on a folder of scans.
-
-    Args:
-        model_path: str, a `.keras` model with (or without) a saved spec.
-        data_dir: a scan folder, as a typed source (`keras_medseg.data.sources`)
-            or a path it decides on: `DIR/images/<name>.<ext>` (files or DICOM
-            folders) and `DIR/masks/<name>.<ext>` (or `DIR/labels/`) label maps on
-            the same grids, or a `dataset.json`; the cases are those of
-            `keras_medseg.data.cases.find_cases`.
-        csv_path: str or None; default `DIR/evaluation.csv` (the folder of a `dataset.json`). One row per case
-            and class (`case, role, class, dice, iou, hd95, assd,
-            surface_dice`).
-        include_training: bool (default False). When the model's spec
-            records a split, cases it was trained on are skipped unless
-            True (then their rows say `train`).
-        tolerance: surface Dice tolerance in mm (default 1.0).
-        overlap, batch_size, progress, allow_padding: see `predict_scan`.
-        ignore_value: mask value left out of every score (default None).
-        resample_irregular: see `predict_files`.
-
-    A multi-label model (spec `regions`) is scored per region: its 0/1 mask against the reference's region
-    (voxels whose mask value is one of the region's), rows named by the region.
-
-    Label maps are read by the one mask rule (`keras_medseg.data.cases`):
-    with the model's saved `label_values` when it has them (so masks with
-    ids `{0, 1, 4}` are scored as the classes the model learnt), else with
-    their ids kept as they are (0/255 editor masks as 0/1). Each must lie on
-    its image's grid (`keras_medseg.data.scans.geometry.check_same_grid`).
-
-    Returns:
-        `ScanEvaluation` (per-case metrics, summary, each case's role
-        `validation`/`unseen`/`train`/`unknown`, CSV path, skipped training
-        cases, and a note saying which cases were scored).
-
-    Raises:
-        FileNotFoundError: missing folders or a scan without a label map.
-        ValueError: a label map whose geometry differs from its image's, and
-            the `predict_scan` errors (each names the file).
-    """
-    model, spec = _load(model_path)
-    d, regions = spec["spatial_dims"], spec.get("regions")
-    pattern = spec.get("modality_pattern")  # per-modality files, found as in training
-    source = resolve_source(data_dir, modalities=spec.get("modalities") if pattern else None, modality_pattern=pattern)
-    cases = {c["name"]: c for c in find_cases(source)}  # refuses a source without cases
-    data_dir = source.path
-    csv_path = csv_path or os.path.join(data_dir, "evaluation.csv")
-    for case in cases.values():  # before any work: the scores never replace a scan or a label map
-        for key, f in [(k, f) for k in ("image", "label") for f in np.atleast_1d(case[k]).tolist()]:
-            if os.path.isfile(csv_path) and os.path.samefile(csv_path, f):
-                raise ValueError(f"Refusing to write the scores to {csv_path!r}: that file is the {key} of case "
-                                 f"{case['name']!r}. Choose another CSV path (--csv).")
-    split = spec.get("split")
-    train = set(split.get("train", [])) if split else set()
-    val = set(split.get("validation", [])) if split else set()
-    roles, skipped = {}, []
-    for name in sorted(cases):
-        if not split:
-            roles[name] = "unknown"
-        elif name in train:
-            if not include_training:
-                skipped.append(name)
-                continue
-            roles[name] = "train"
-        else:
-            roles[name] = "validation" if name in val else "unseen"
-    class_names = spec.get("class_names") or []
-    per_case = {}
-    for name in roles:
-        image = read_image(cases[name]["image"], spatial_dims=d, resample_irregular=resample_irregular,
-                           channels=True)
-        mask = read_image(cases[name]["label"], spatial_dims=d, resample_irregular=resample_irregular)
-        check_same_grid(image, mask)
-        ids, where = mask_ids(mask.array, d, name=repr(mask.path)), repr(mask.path)
-        if regions:  # multi-label: each region of the prediction against that region of the label map
-            per_case[name] = _region_metrics(ids, model, image, spec, ignore_value, tolerance, overlap=overlap,
-                                             batch_size=batch_size, progress=progress, allow_padding=allow_padding)
-            continue
-        if spec.get("label_values"):  # the classes the model learnt, by their mask values
-            truth, _ = standardize_labels(ids, ignore_value=ignore_value, label_values=spec["label_values"],
-                                          names=where)
-        else:
-            # The one mask rule, but class ids are kept as they are within a case (a case may
-            # lack a class): editor binary masks (0/255, 0/65535) become 0/1, other ids stay.
-            truth, values = standardize_labels(ids, ignore_value=ignore_value, names=where)
-            if values != list(range(len(values))):
-                truth, _ = standardize_labels(ids, ignore_value=ignore_value, names=where,
-                                              label_values=range(max(values) + 1))
-        pred = predict_scan(model, image, spec, overlap=overlap, batch_size=batch_size, progress=progress,
-                            allow_padding=allow_padding)
-        if np.any(truth < 0):  # ignored voxels count in neither map
-            pred, truth = np.where(truth < 0, 0, pred), np.maximum(truth, 0)
-        classes = {i: (class_names[i] if i < len(class_names) else str(i))
-                   for i in range(1, max(len(class_names), int(truth.max()) + 1, int(pred.max()) + 1))}
-        per_case[name] = segmentation_metrics(pred, truth, spacing=image.spacing, classes=classes,
-                                              tolerance=tolerance)
-    if not per_case:
-        raise ValueError(
-            f"No held-out case to score in {data_dir!r}: all {len(skipped)} cases were training cases of this "
-            "model. Pass include_training=True (--include-training) to score them anyway."
-        )
-    buffer = io.StringIO()
-    w = csv.writer(buffer, lineterminator="\n")
-    w.writerow(["case", "role", "class", *METRIC_NAMES])
-    for name, metrics in per_case.items():
-        for cname, vals in metrics.items():
-            w.writerow([name, roles[name], cname, *(f"{vals[m]:.6g}" for m in METRIC_NAMES)])
-    atomic_write_text(csv_path, buffer.getvalue())
-    counts = {r: sum(1 for v in roles.values() if v == r) for r in ("validation", "unseen", "train", "unknown")}
-    if not split:
-        note = (f"scored all {len(per_case)} cases; the model records no training split, so some may be "
-                "training cases")
-    else:
-        note = (f"scored {len(per_case)} cases ({counts['validation']} validation, {counts['unseen']} unseen"
-                + (f", {counts['train']} TRAINING" if counts["train"] else "")
-                + f"); skipped {len(skipped)} training cases")
-    return ScanEvaluation(per_case, summarize_metrics(per_case), roles, csv_path, skipped, note)
-
-
-def _region_metrics(ids, model, image, spec, ignore_value, tolerance, **kwargs):
-    """`segmentation_metrics` of every region: `{region name: {metric: value}}` (ignored voxels in neither)."""
-    truth = regions_from_labels(ids, [r["values"] for r in spec["regions"]])
-    pred = predict_scan(model, image, spec, **kwargs)
-    keep = ids != ignore_value if ignore_value is not None else np.ones(ids.shape, bool)
-    metrics = {}
-    for r, region in enumerate(spec["regions"]):
-        metrics.update(segmentation_metrics(np.where(keep, pred[..., r], 0), np.where(keep, truth[..., r], 0),
-                                            spacing=image.spacing, classes={1: region["name"]}, tolerance=tolerance))
-    return metrics
-
-
-def format_summary(result):
-    """A plain-text report of `evaluate_scans`: which cases were scored, then mean/median per class and metric."""
-    lines = [result.note + ":"]
-    lines += [f"  {name:24s} {role}" for name, role in result.roles.items() if name in result.per_case]
-    if result.skipped:
-        lines.append(f"skipped (training cases): {', '.join(result.skipped)}")
-    lines.append("")
-    header = f"{'class':16s}" + "".join(f"{m:>22s}" for m in METRIC_NAMES)
-    lines.append(header)
-    lines.append(" " * 16 + "".join(f"{'mean / median':>22s}" for _ in METRIC_NAMES))
-    for cname, metrics in result.summary.items():
-        cells = []
-        for m in METRIC_NAMES:
-            st = metrics[m]
-            cell = f"{st['mean']:.4g} / {st['median']:.4g}"
-            if st["n_infinite"]:
-                cell += f" ({st['n_infinite']} inf)"
-            cells.append(f"{cell:>22s}")
-        lines.append(f"{cname:16s}" + "".join(cells))
-    lines.append("")
-    lines.append("hd95, assd in mm; surface_dice at the tolerance; inf: one of the two masks is empty")
-    lines.append(f"per-case CSV {result.csv_path}")
-    return "\n".join(lines)
+# Moved to `scan_evaluation` (this module passed 500 lines); importable from here as before.
+from keras_medseg.predict.scan_evaluation import ScanEvaluation, evaluate_scans, format_summary  # noqa: E402, F401

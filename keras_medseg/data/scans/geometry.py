@@ -200,8 +200,10 @@ def resample(array, affine, spacing, order=1, shape=None):
         shape: output spatial shape; default `round(S * old / new)`, at least 1.
 
     Returns:
-        `(array, affine)` on the new grid. `resample_to_grid(out, new_affine,
-        S, affine, order)` goes back to the exact original grid.
+        `(array, affine)` on the new grid (a new array: a copy, float32 for
+        `order > 0`, when the grid already has that spacing and shape).
+        `resample_to_grid(out, new_affine, S, affine, order)` goes back to
+        the exact original grid.
 
     Raises:
         ValueError: `spacing` does not have one positive value per spatial axis.
@@ -222,6 +224,11 @@ def resample(array, affine, spacing, order=1, shape=None):
         shape = tuple(int(max(1, round(n / s))) for n, s in zip(in_shape, scale))
     new_affine = affine.copy()
     new_affine[:d, :d] = affine[:d, :d] @ np.diag(scale)
+    if tuple(shape) == tuple(int(n) for n in in_shape) and np.allclose(new_affine, affine):
+        # Already on the target grid (the tolerance `from_model_space` uses): a copy, no interpolation pass
+        # (identical for order 0 and 1; order >= 2 skips a spline round trip that changes values by ~1e-7).
+        array = np.asarray(array)
+        return (array.copy() if order == 0 else array.astype(np.float32)), new_affine
     return resample_to_grid(array, affine, shape, new_affine, order=order), new_affine
 
 
