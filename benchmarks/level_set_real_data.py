@@ -27,7 +27,11 @@ Sources (`SOURCES`), each cut into images by a fixed rule:
   below -400 HU, excluding air outside the body), its contrast-filled aorta
   (100 to 300 HU, the component at the top right), and the brain of the two
   head CTs (`693_J2KI.dcm`, `J2K_pixelrep_mismatch.dcm`: -10 to 100 HU inside
-  the skull, the skull being bone above 300 HU).
+  the skull, the skull being bone above 300 HU); added later, with the
+  rule fixed before any result on them: the vertebra of `CT_small.dcm` (the
+  largest component above 300 HU, holes filled) and the whole head of
+  `693_J2KI.dcm` (above -400 HU, closed, holes filled, the largest
+  component).
 * `nibabel_epi` (nibabel's `example4d.nii.gz` functional MRI, mean of its
   two volumes): six axial slices (96 x 128);
   reference: nilearn's `compute_epi_mask` (histogram cut, morphology).
@@ -202,6 +206,12 @@ def pydicom_cases():
             bone)
         brain = ndimage.binary_opening(cranium & (hu > -10) & (hu < 100), iterations=1)
         cases.append(_case("pydicom_ct", f"ct_head_{name.split('.')[0]}", hu, ndimage.binary_fill_holes(brain)))
+    # appended after the first four (the halves of those stay as they were)
+    hu = _dicom_hu("CT_small.dcm")
+    cases.append(_case("pydicom_ct", "ct_small_vertebra", hu, ndimage.binary_fill_holes(_largest(hu > 300))))
+    hu = _dicom_hu("693_J2KI.dcm")
+    head = ndimage.binary_fill_holes(ndimage.binary_closing(hu > -400, iterations=2))
+    cases.append(_case("pydicom_ct", "ct_head_693_J2KI_whole", hu, _largest(head)))
     return cases
 
 

@@ -42,7 +42,7 @@ class EdgeIndicator(StencilLayer):
             median and median absolute deviation of the response magnitude,
             see `keras_medseg.ops.edge_indicator`).
         threshold_k: deviations above the median for `threshold="auto"`,
-            default 6.0 (`keras_medseg.ops.level_set_stopping.AUTO_THRESHOLD_K`).
+            default 9.0 (`keras_medseg.ops.level_set_stopping.AUTO_THRESHOLD_K`).
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape: `(N, H, W, C)` or `(N, D, H, W, C)`.

@@ -123,7 +123,7 @@ def edge_indicator(image, kernels=None, scale=1.0, threshold=None, threshold_k=N
         threshold: None (default: one channel), a float in (0, 1) (the level
             `t` of `g`) or `"auto"`.
         threshold_k: deviations above the median for `threshold="auto"`,
-            default None (`keras_medseg.ops.level_set_stopping.AUTO_THRESHOLD_K`, 6.0).
+            default None (`keras_medseg.ops.level_set_stopping.AUTO_THRESHOLD_K`, 9.0).
 
     Returns:
         `(N, H, W, 1)` or `(N, D, H, W, 1)`; with a `threshold` two channels `[g, P]`.

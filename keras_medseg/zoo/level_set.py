@@ -55,7 +55,7 @@ from keras_medseg.layers.factories import layers_for
 from keras_medseg.layers.level_set_evolution import LevelSetEvolution
 from keras_medseg.layers.level_set_region import SeedRegionGate
 from keras_medseg.ops.finite_differences import check_kernel_size_arg
-from keras_medseg.ops.level_set_stopping import AUTO_THRESHOLD_K, REGION_MARGIN
+from keras_medseg.ops.level_set_stopping import AUTO_THRESHOLD_K, CONFIDENCE_FLOOR, CONFIDENCE_K, REGION_MARGIN
 from keras_medseg.utils.validation import (
     check_choice,
     check_positive,
@@ -137,7 +137,8 @@ def _level_set_network(*, name, spatial_dims, channels, input_size, alpha, beta,
                        kernel_size, num_edge_kernels, smoothing_sigma, image_scale, trainable_kernels,
                        trainable_coefficients, init, init_filters, tolerance, check_every, reinit_every,
                        backprop_steps, init_scale=None, front_window=False, edge_threshold=None,
-                       threshold_k=AUTO_THRESHOLD_K, region_margin=None):
+                       threshold_k=AUTO_THRESHOLD_K, region_margin=None, confidence_k=None,
+                       confidence_floor=CONFIDENCE_FLOOR):
     # -- arguments (the evolution layer checks steps, dt, tolerance, check_every, reinit_every, backprop_steps)
     d = check_spatial_dims(spatial_dims)
     channels = check_positive_int(channels, "channels")
@@ -173,8 +174,9 @@ def _level_set_network(*, name, spatial_dims, channels, input_size, alpha, beta,
     g = EdgeIndicator(num_kernels=num_edge_kernels, kernel_size=kernel_size, smoothing_sigma=smoothing_sigma,
                       trainable_kernels=trainable_kernels, scale=image_scale, threshold=edge_threshold,
                       threshold_k=threshold_k, name=f"{name}_edge")(image)
-    if region_margin is not None:
-        g = SeedRegionGate(smoothing_sigma=smoothing_sigma, margin=region_margin, name=f"{name}_region")([image, g, u])
+    if region_margin is not None:  # the region test: Otsu's side of the seed and (confidence_k) its interval
+        g = SeedRegionGate(smoothing_sigma=smoothing_sigma, margin=region_margin, confidence_k=confidence_k,
+                           confidence_floor=confidence_floor, name=f"{name}_region")([image, g, u])
     u = evolution([u, g])
 
     # -- probability of "inside" (u < 0)
@@ -212,7 +214,8 @@ def _compile(model, learning_rate, loss="bce"):
 )
 def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma=1.0, dt=0.2, steps=2000,
         tau=1.0, eps=1e-8, kernel_size=3, smoothing_sigma=1.0, image_scale=None, edge_threshold="auto",
-        threshold_k=AUTO_THRESHOLD_K, region_margin=REGION_MARGIN, learn_coefficients=False, learning_rate=1e-2,
+        threshold_k=AUTO_THRESHOLD_K, region_margin=REGION_MARGIN, confidence_k=CONFIDENCE_K,
+        confidence_floor=CONFIDENCE_FLOOR, learn_coefficients=False, learning_rate=1e-2,
         tolerance=5e-4, check_every=25, reinit_every=None, front_window=True, name="lse"):
     """Classical level-set evolution with frozen finite-difference kernels (semi-automatic).
 
@@ -225,11 +228,14 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
     stronger than the per-image threshold `t`: the gradient level
     `median + threshold_k * 1.4826 MAD`), times 0 where the smoothed image
     lies on the other side of Otsu's threshold than the seed (beyond
-    `region_margin` of the class-mean gap); curvature and convection keep `g`.
-    `threshold_k`, `region_margin` and `tolerance` were picked on the tuning
-    half of 26 real images from five sources and reported on the other half
-    beside scikit-image's morphological snakes (`benchmarks/level_set_real.py`,
-    table in `benchmarks/README.md`). `edge_threshold=None, region_margin=None`
+    `region_margin` of the class-mean gap) or more than `confidence_k`
+    standard deviations from the seed pixels' mean intensity (the std at least
+    `confidence_floor` of the class-mean gap); curvature and convection keep
+    `g`. `threshold_k`, `region_margin`, `confidence_k`, `confidence_floor`
+    and `tolerance` were picked on the tuning half of 28 real images from five
+    sources and reported on the other half beside scikit-image's
+    morphological snakes (`benchmarks/level_set_real.py`, table in
+    `benchmarks/README.md`). `edge_threshold=None, region_margin=None`
     is the lecture's equation (balloon = g), the one ITK's geodesic active
     contour solves (`benchmarks/lse_vs_itk.py`).
 
@@ -257,11 +263,17 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
             `g` below which the balloon stops) or None (balloon = g
             everywhere), see `keras_medseg.layers.EdgeIndicator`.
         threshold_k: median absolute deviations above the median gradient
-            for `edge_threshold="auto"`, default 6.0.
+            for `edge_threshold="auto"`, default 9.0.
         region_margin: the seeded region test's margin beyond Otsu's
             threshold, as a fraction of the gap between the class means,
-            default 0.15; None for no region test
+            default 0.3; None for no Otsu test
             (`keras_medseg.layers.SeedRegionGate`).
+        confidence_k: part of the region test (ignored when `region_margin`
+            is None): the balloon also stops where the smoothed intensity
+            lies more than `confidence_k` standard deviations from the seed
+            pixels' mean, default 4.0; None for no such test.
+        confidence_floor: the smallest standard deviation of that test, as a
+            fraction of the gap between Otsu's class means, default 0.05.
         learn_coefficients: make alpha, beta, gamma trainable (default False).
         learning_rate: Adam learning rate for the compiled model, default 1e-2.
         tolerance: convergence stop (inference only): the largest mean speed
@@ -284,7 +296,8 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
     Raises:
         ValueError: bad `spatial_dims`, `steps`, `dt`, `tau`, `eps`,
             `kernel_size`, `image_scale`, `edge_threshold`, `threshold_k`,
-            `region_margin`, `tolerance`, `check_every`, `reinit_every` or
+            `region_margin`, `confidence_k`, `confidence_floor`, `tolerance`,
+            `check_every`, `reinit_every` or
             `input_size`; at call time an image with NaN/Inf or an initial
             level set of another shape.
 
@@ -304,6 +317,7 @@ def lse(spatial_dims=2, channels=1, input_size=None, alpha=-0.5, beta=0.2, gamma
         trainable_coefficients=learn_coefficients, init="input", init_filters=1, tolerance=tolerance,
         check_every=check_every, reinit_every=reinit_every, backprop_steps=None, front_window=front_window,
         edge_threshold=edge_threshold, threshold_k=threshold_k, region_margin=region_margin,
+        confidence_k=confidence_k, confidence_floor=confidence_floor,
     )
     return _compile(model, learning_rate)
 

@@ -55,3 +55,32 @@ def test_smoke_run(tmp_path):
     assert "Goals on the held-out half" in text and "](results/level_set_real/held_out.png)" in text
     assert len(level_set_real.goals(result)) == 2
     json.dumps(result, default=float)
+
+
+def test_pick_rule_breaks_near_ties_by_mean_dice():
+    tried = [((True, 0.0250, 0.80), {"a": 1}), ((True, 0.0248, 0.88), {"a": 2}), ((True, 0.010, 0.95), {"a": 3}),
+             ((False, 0.20, 0.99), {"a": 4})]
+    assert level_set_real.pick_setting(tried) == {"a": 2}  # within TIE_MARGIN of the best margin, larger mean
+    assert level_set_real.pick_setting(tried[3:]) == {"a": 4}  # nothing without a flood: the largest key
+    same = level_set_real.same_setting
+    assert same({"confidence_k": None, "confidence_floor": 0.1}) == same({"confidence_k": None})
+    assert same({"tolerance": level_set_real.library_defaults()["tolerance"]}) == same({})
+
+
+def test_reference_masks_are_cached_by_image_parameters_and_version(tmp_path):
+    mask = np.zeros((24, 24), bool)
+    mask[6:18, 6:18] = True
+    case = {"name": "square", "image": mask.astype("float32"), "reference": mask,
+            "seeds": data.seeds_from_reference(mask)}
+    cache = str(tmp_path / "cache.json")
+    first, stats = level_set_real.reference_masks([case], 20, cache)
+    assert stats["computed"] == 2 and stats["hits"] == 0
+    again, stats = level_set_real.reference_masks([case], 20, cache)
+    assert stats["computed"] == 0 and stats["hits"] == 2
+    for method in ("gac", "chan_vese"):
+        np.testing.assert_array_equal(first[method][0], again[method][0])
+        assert level_set_real.score([case], [first[method][0]])[0]["dice"] > 0.5
+    changed = {**case, "image": case["image"] * 2.0}  # another image: recomputed
+    _, stats = level_set_real.reference_masks([changed], 20, cache)
+    assert stats["computed"] == 2
+    assert level_set_real.cache_key(case, "gac", {"x": 1}, 20) != level_set_real.cache_key(case, "gac", {"x": 2}, 20)

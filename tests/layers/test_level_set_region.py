@@ -37,10 +37,28 @@ def test_gate_keeps_g_and_zeroes_the_balloon_off_the_seed_side():
     assert out[..., 1][inside].max() == 0.0 and out[..., 1][~inside].min() > 0.0
 
 
+def test_confidence_interval_separates_two_tissues_of_one_otsu_class():
+    # background 0, a grey region 0.5 and inside it a brighter square 0.7: Otsu puts both on the bright side,
+    # the seed's interval (mean 0.7, std 0 floored at 0.05 of the class gap) keeps the balloon in the square
+    image = np.zeros((1, 24, 24, 1), "float32")
+    image[0, 2:22, 2:22] = 0.5
+    image[0, 8:16, 8:16] = 0.7
+    u0 = signed_distance_to_sphere((24, 24), (12, 12), 2.0)[None, ..., None].astype("float32")
+    g = np.ones((1, 24, 24, 2), "float32")
+    otsu_only = np.asarray(ops.convert_to_numpy(SeedRegionGate(smoothing_sigma=None, confidence_k=None)(
+        [image, g, u0])))[0, ..., 1]
+    both = np.asarray(ops.convert_to_numpy(SeedRegionGate(smoothing_sigma=None)([image, g, u0])))[0, ..., 1]
+    assert otsu_only.sum() == 400 and both.sum() == 64 and both[8:16, 8:16].all()
+    interval_only = np.asarray(ops.convert_to_numpy(SeedRegionGate(smoothing_sigma=None, margin=None)(
+        [image, g, u0])))[0, ..., 1]
+    np.testing.assert_array_equal(interval_only, both)
+
+
 def test_layer_harness():
     image, u0 = _square(9)
     g = np.ones((1, 9, 9, 2), "float32")
-    run_layer_test(SeedRegionGate, {"margin": 0.2}, [image.shape, g.shape, u0.shape],
+    run_layer_test(SeedRegionGate, {"margin": 0.2, "confidence_k": 2.5, "confidence_floor": 0.1},
+                   [image.shape, g.shape, u0.shape],
                    expected_output_shape=(1, 9, 9, 2), input_data=[image, g, u0])
 
 
@@ -48,6 +66,10 @@ def test_bad_input():
     image, u0 = _square()
     with pytest.raises(ValueError, match="margin"):
         SeedRegionGate(margin=-0.5)
+    with pytest.raises(ValueError, match="confidence_k"):
+        SeedRegionGate(confidence_k=0.0)
+    with pytest.raises(ValueError, match="confidence_floor"):
+        SeedRegionGate(confidence_floor=-0.1)
     with pytest.raises(ValueError, match="smoothing_sigma"):
         SeedRegionGate(smoothing_sigma=0.0)
     with pytest.raises(ValueError, match="three inputs"):

@@ -9,6 +9,7 @@ from keras_medseg.ops.level_set_stopping import (
     front_speed,
     otsu_threshold,
     robust_edge_level,
+    seed_interval_mask,
     seed_region_mask,
     threshold_propagation,
 )
@@ -75,6 +76,49 @@ def test_seed_region_mask_follows_the_seed_side_and_margin():
     assert _np(seed_region_mask(image, np.ones_like(image), margin=0.1)).all()
     with pytest.raises(ValueError, match="margin"):
         seed_region_mask(image, bright_seed, margin=-0.1)
+
+
+def _interval_reference(image, u0, k, floor):
+    """NumPy reference of `seed_interval_mask` (per image: seed mean and std, Otsu's class means by scikit-image)."""
+    from skimage.filters import threshold_otsu
+
+    out = np.ones(image.shape[:-1] + (1,), "float32")
+    for n in range(image.shape[0]):
+        grey = image[n].astype("float64").mean(-1)
+        seed = u0[n, ..., 0] < 0
+        if not seed.any():
+            continue
+        t = threshold_otsu(grey)
+        gap = grey[grey > t].mean() - grey[grey <= t].mean()
+        half = k * max(grey[seed].std(), floor * gap)
+        out[n, ..., 0] = np.abs(grey - grey[seed].mean()) <= half
+    return out
+
+
+def test_seed_interval_mask_equals_numpy_formula():
+    rng = np.random.default_rng(3)
+    # a bright square, a mid-grey square (same Otsu class as the bright one) and noise; three images:
+    # a seed with its own spread, a flat seed (the floor decides), no seed
+    image = np.zeros((3, 24, 24, 2), "float32")
+    image[:, 3:11, 3:11] = 1.0
+    image[:, 13:21, 13:21] = 0.6
+    image += rng.normal(0.0, 0.05, image.shape).astype("float32")
+    image[1] = np.round(image[1] * 4) / 4  # quantised: the seed's std is 0
+    u0 = np.stack([signed_distance_to_sphere((24, 24), (7, 7), 2.5), signed_distance_to_sphere((24, 24), (7, 7), 1.5),
+                   np.ones((24, 24))])[..., None].astype("float32")
+    for k, floor in ((3.0, 0.05), (2.0, 0.0), (4.0, 0.3)):
+        got = _np(seed_interval_mask(image, u0, k=k, floor=floor))
+        want = _interval_reference(image, u0, k, floor)
+        # only pixels within float32 rounding of the interval's edge may differ
+        assert (got != want).mean() <= 0.002, (k, floor)
+    got = _np(seed_interval_mask(image, u0, k=3.0, floor=0.05))[..., 0]
+    assert got[0, 3:11, 3:11].mean() > 0.95 and got[0, 13:21, 13:21].max() == 0.0  # bright allowed, mid-grey not
+    assert got[1, 3:11, 3:11].mean() > 0.95  # the flat seed (std 0) still allows its square: the floor
+    assert got[2].all()  # no seed: nothing is gated
+    with pytest.raises(ValueError, match="k"):
+        seed_interval_mask(image, u0, k=0.0)
+    with pytest.raises(ValueError, match="floor"):
+        seed_interval_mask(image, u0, floor=-0.1)
 
 
 def test_threshold_propagation_is_zero_on_strong_edges():

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from keras_medseg import zoo
-from keras_medseg.ops.level_set_stopping import AUTO_THRESHOLD_K, REGION_MARGIN
+from keras_medseg.ops.level_set_stopping import AUTO_THRESHOLD_K, CONFIDENCE_FLOOR, CONFIDENCE_K, REGION_MARGIN
 from keras_medseg.zoo.level_set import signed_distance_to_sphere, synthetic_disks
 
 
@@ -30,6 +30,26 @@ def test_weak_edge_object_stops_within_one_and_a_half_times_its_area():
     assert flooded.sum() > 3 * disk.sum()
 
 
+def test_weak_edge_object_inside_tissue_of_its_otsu_class_stops():
+    # issue 32's held-out floods (the aorta in muscle, the ventricles in white matter): a 20 x 20 square 0.15
+    # brighter than the grey region of 0.5 around it, through an 8-pixel ramp (a weak edge), both on the bright
+    # side of Otsu's threshold against the background; the seed's intensity interval stops the balloon
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    depth = np.minimum(np.minimum(yy - 20, 39 - yy), np.minimum(xx - 22, 41 - xx)) + 0.5  # > 0 in the square
+    image = np.zeros((size, size))
+    image[6:58, 6:58] = 0.5
+    image += (image > 0) * 0.15 * np.clip((depth + 4) / 8, 0, 1)
+    image += 0.04 * np.random.default_rng(1).standard_normal(image.shape)
+    square = depth > 0
+    image = image.astype("float32")[None, ..., None]
+    u0 = signed_distance_to_sphere((size, size), (30, 32), 3.0).astype("float32")[None, ..., None]
+    inside = zoo.build("lse").predict([image, u0], verbose=0)[0, ..., 0] > 0.5
+    assert 0.8 * square.sum() <= inside.sum() <= 1.5 * square.sum()  # measured 1.01x
+    otsu_only = zoo.build("lse", confidence_k=None).predict([image, u0], verbose=0)[0, ..., 0] > 0.5
+    assert otsu_only.sum() > 3 * square.sum()  # measured 6.7x: the whole grey region
+
+
 def test_lse_defaults_are_the_documented_stopping_terms():
     model = zoo.build("lse")
     edge = model.get_layer("lse_edge")
@@ -37,6 +57,7 @@ def test_lse_defaults_are_the_documented_stopping_terms():
     evolution = model.get_layer("lse_evolution")
     assert edge.threshold == "auto" and edge.threshold_k == AUTO_THRESHOLD_K
     assert region.margin == REGION_MARGIN and region.smoothing_sigma == edge.smoothing_sigma == 1.0
+    assert region.confidence_k == CONFIDENCE_K and region.confidence_floor == CONFIDENCE_FLOOR
     assert evolution.steps == 2000 and evolution.tolerance == 5e-4 and evolution.front_window
     # the stopping terms can be switched off: the lecture's equation, one-channel g
     plain = zoo.build("lse", edge_threshold=None, region_margin=None)
@@ -44,6 +65,7 @@ def test_lse_defaults_are_the_documented_stopping_terms():
     assert "lse_region" not in [layer.name for layer in plain.layers]
     restored = keras.Model.from_config(model.get_config())
     assert restored.get_layer("lse_region").margin == REGION_MARGIN
+    assert restored.get_layer("lse_region").confidence_k == CONFIDENCE_K
 
 
 def test_lsn_learns_small_targets():
