@@ -22,7 +22,7 @@ def _weak_edge_disk(size=64):
 def test_weak_edge_object_stops_within_one_and_a_half_times_its_area():
     image, u0, disk = _weak_edge_disk()
     inside = zoo.build("lse").predict([image, u0], verbose=0)[0, ..., 0] > 0.5
-    assert 0.8 * disk.sum() <= inside.sum() <= 1.5 * disk.sum()  # measured 0.95x
+    assert 0.8 * disk.sum() <= inside.sum() <= 1.5 * disk.sum()  # measured 0.96x (TensorFlow)
     assert 2 * (inside & disk).sum() / (inside.sum() + disk.sum()) > 0.9
     # the lecture's equation (balloon = g everywhere) runs through the weak edge to the image border: measured 8.4x
     plain = zoo.build("lse", edge_threshold=None, region_margin=None)
@@ -45,7 +45,7 @@ def test_weak_edge_object_inside_tissue_of_its_otsu_class_stops():
     image = image.astype("float32")[None, ..., None]
     u0 = signed_distance_to_sphere((size, size), (30, 32), 3.0).astype("float32")[None, ..., None]
     inside = zoo.build("lse").predict([image, u0], verbose=0)[0, ..., 0] > 0.5
-    assert 0.8 * square.sum() <= inside.sum() <= 1.5 * square.sum()  # measured 1.01x
+    assert 0.8 * square.sum() <= inside.sum() <= 1.5 * square.sum()  # measured 1.21x (TensorFlow)
     otsu_only = zoo.build("lse", confidence_k=None).predict([image, u0], verbose=0)[0, ..., 0] > 0.5
     assert otsu_only.sum() > 3 * square.sum()  # measured 6.7x: the whole grey region
 
