@@ -92,6 +92,24 @@ class _Grid:
         return index, axes
 
 
+def _take(flat, index):
+    """`ops.take(flat, index, axis=0)` for indices known to be in range: `(*index.shape, *flat.shape[1:])`.
+
+    On torch, `index_select` with the int32 index (Keras's `take` also maps negative indices with a `where`
+    and converts the index to int64, two more passes over it); on JAX, a gather promised in bounds (no
+    clamping); elsewhere `ops.take`. The same values on every path (a gather).
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        out = torch.index_select(flat, 0, torch.reshape(index, (-1,)))
+        return torch.reshape(out, tuple(index.shape) + tuple(flat.shape[1:]))
+    if backend == "jax":
+        return flat.at[index].get(mode="promise_in_bounds")
+    return ops.take(flat, index, axis=0)
+
+
 def _flat(volume):
     channels = volume.shape[-1]
     return ops.reshape(volume, (-1,)) if channels == 1 else ops.reshape(volume, (-1, channels))
@@ -100,7 +118,7 @@ def _flat(volume):
 def _linear(flat, index, axes, dtype, channels):
     """Blend the `2**k` corners axis by axis, `a * (1 - f) + b * f` (exact at f = 0 and f = 1)."""
     if not axes:
-        return ops.cast(ops.take(flat, index, axis=0), dtype)
+        return ops.cast(_take(flat, index), dtype)
     (stride, frac), rest = axes[0], axes[1:]
     frac = ops.cast(frac, dtype)
     if channels > 1:
@@ -115,7 +133,7 @@ def _sample(volume, grid, order, dtype):
     channels = volume.shape[-1]
     flat = _flat(volume)
     if order == 0:
-        out = ops.take(flat, grid.nearest_index(), axis=0)
+        out = _take(flat, grid.nearest_index())
     else:
         index, axes = grid.linear_terms()
         out = _linear(flat, index, axes, dtype, channels)

@@ -401,22 +401,32 @@ class RandomElastic(RandomTransform):
         field = field * ops.reshape(std, (-1,) + (1,) * (d + 1))
         return {"field": field}
 
+    def _weights(self, size, coarse):
+        """`(size, coarse)` float32 linear interpolation weights of the control points at voxels `0..size-1`."""
+        pos = np.arange(size) / float(self.spacing)
+        lo = np.minimum(np.floor(pos).astype(int), coarse - 2)
+        frac = pos - lo
+        weights = np.zeros((size, coarse), np.float32)
+        weights[np.arange(size), lo] = 1.0 - frac
+        weights[np.arange(size), lo + 1] = frac
+        return ops.convert_to_tensor(weights)
+
     def coordinates(self, params, spatial):
-        field = params["field"]  # (N, *coarse, d)
-        # Linear up-sampling of the control grid, one axis at a time: a (size x coarse) matrix per axis.
-        for axis, size in enumerate(spatial):
-            coarse = field.shape[axis + 1]
-            pos = np.arange(size) / float(self.spacing)
-            lo = np.minimum(np.floor(pos).astype(int), coarse - 2)
-            frac = pos - lo
-            weights = np.zeros((size, coarse), np.float32)
-            weights[np.arange(size), lo] = 1.0 - frac
-            weights[np.arange(size), lo + 1] = frac
-            moved = ops.moveaxis(field, axis + 1, -1)
-            moved = ops.matmul(moved, ops.convert_to_tensor(weights.T))
-            field = ops.moveaxis(moved, -1, axis + 1)
-        disp = ops.moveaxis(field, -1, 1)  # (N, d, *S)
-        return ops.reshape(identity_points(spatial), (1, len(spatial)) + tuple(spatial)) + disp
+        """`(N, d, *S)` input points `x + u(x)`: the control grid up-sampled linearly, one axis at a time.
+
+        The last axis first (a matmul on the right), then the others from the left, so that every step
+        writes a contiguous array and the displacement comes out in the points' layout.
+        """
+        d = len(spatial)
+        field = ops.moveaxis(params["field"], -1, 1)  # (N, d, *coarse), small
+        n, coarse = ops.shape(field)[0], tuple(field.shape[2:])
+        field = ops.matmul(field, ops.transpose(self._weights(spatial[-1], coarse[-1])))
+        for axis in reversed(range(d - 1)):  # field: (N, d, c_0..c_axis, S_axis+1..)
+            before, after = math.prod(coarse[:axis]), math.prod(spatial[axis + 1:])
+            flat = ops.reshape(field, (n, d, before, coarse[axis], after))
+            flat = ops.matmul(self._weights(spatial[axis], coarse[axis]), flat)  # (N, d, before, S_axis, after)
+            field = ops.reshape(flat, (n, d) + coarse[:axis] + tuple(spatial[axis:]))
+        return ops.reshape(identity_points(spatial), (1, d) + tuple(spatial)) + field
 
     def map_grid(self, params, frame):
         return _flat_points(self.coordinates(params, frame))

@@ -96,7 +96,8 @@ def compose_points(transforms, draws, batch_size, frame):
             mapped, base = t.map_grid(params, frame), grid
         else:
             mapped, base = t.map_points(params, points, frame), points
-        points = ops.where(ops.reshape(apply, (-1, 1, 1)), mapped, base)
+        # a transform that always applies (probability 1: every coin says yes) needs no select
+        points = mapped if t.probability >= 1.0 else ops.where(ops.reshape(apply, (-1, 1, 1)), mapped, base)
     if points is None:
         points = ops.broadcast_to(grid, (batch_size,) + tuple(grid.shape[1:]))
     return ops.reshape(points, (-1, len(frame)) + tuple(frame))

@@ -25,6 +25,8 @@ import threading
 import keras
 import numpy as np
 
+from keras_medseg.data.augment.window import crop_box as _crop
+from keras_medseg.data.augment.window import supports_windows, warp_patches
 from keras_medseg.data.batches import check_shard
 from keras_medseg.data.cases import dataset_label_values, find_cases, mask_ids, standardize_labels, warn_compacted
 from keras_medseg.data.regions import regions_from_labels
@@ -35,19 +37,6 @@ from keras_medseg.data.scans.preprocess import check_regions
 from keras_medseg.data.scans.preprocess import intensity as apply_intensity
 
 __all__ = ["VolumeDataset"]
-
-
-def _crop(array, start, size, fill):
-    """`array[start:start+size]` on the leading axes, padded with `fill` where it leaves the array."""
-    d = len(size)
-    src, dst = [], []
-    for s0, n, full in zip(start, size, array.shape[:d]):
-        lo, hi = max(s0, 0), min(s0 + n, full)
-        src.append(slice(lo, max(hi, lo)))
-        dst.append(slice(lo - s0, lo - s0 + max(hi - lo, 0)))
-    out = np.full(tuple(size) + array.shape[d:], fill, dtype=array.dtype)
-    out[tuple(dst)] = array[tuple(src)]
-    return out
 
 
 def _reseed(layer, key):
@@ -117,9 +106,9 @@ class VolumeDataset(keras.utils.PyDataset):
             any number of workers (worker threads each augment with their own
             copy of the layer, `keras.layers.serialize` round trip; a layer
             that cannot be copied is used by one thread at a time). A layer with a `margin(patch_size)`
-            method (`augment.Compose`, a warp) gets patches cropped that
-            much wider and returns `patch_size` (`output_size`): its warp
-            reads the scan around the patch, not padding.
+            method (`augment.Compose`, a warp) reads the scan around the patch, not padding: a 3D
+            `Compose` that starts with a warp draws it first and crops only the box its points reach
+            (`augment.window`), any other gets patches cropped `margin` wider.
         steps_per_epoch: batches per epoch (default: enough for every case
             once, `ceil(cases / batch_size)`).
         seed: int seed of all draws (default 0); the same on every process of a run.
@@ -416,14 +405,18 @@ class VolumeDataset(keras.utils.PyDataset):
         return self._cached_bytes
 
     # -- sampling ------------------------------------------------------------
+    def draw_centre(self, labels, fg, rng):
+        """`(centre voxel, positive)` of one patch of a case drawn with `rng` (see `sample_patch`)."""
+        shape = labels.shape
+        positive = fg.size > 0 and rng.random() < self.pos_fraction
+        centre = np.unravel_index(int(fg[rng.integers(fg.size)]), shape) if positive else tuple(
+            int(rng.integers(s)) for s in shape)
+        return tuple(int(c) for c in centre), positive
+
     def sample_patch(self, image, labels, fg, fill, rng, margin=None):
         """One `(image_patch, label_patch, positive)` drawn with `rng`, `margin` voxels wider on each side."""
         shape = labels.shape
-        positive = fg.size > 0 and rng.random() < self.pos_fraction
-        if positive:
-            centre = np.unravel_index(int(fg[rng.integers(fg.size)]), shape)
-        else:
-            centre = tuple(int(rng.integers(s)) for s in shape)
+        centre, positive = self.draw_centre(labels, fg, rng)
         if self.spatial_dims == 2 and len(shape) == 3:
             axis = self.slice_axis
             image = np.take(image, centre[axis], axis=axis)
@@ -444,6 +437,9 @@ class VolumeDataset(keras.utils.PyDataset):
         rng = np.random.default_rng(key)
         # A warping augmentation reads around the patch: crop the margin it needs, warp only the patch's voxels.
         margin = self.augment.margin(self.patch_size) if hasattr(self.augment, "margin") else None
+        if margin and any(margin) and self.spatial_dims == 3 and supports_windows(self.augment):
+            x, y = self._warped_batch(index, key, rng, margin)
+            return self._finish(x, y)
         xs, ys = [], []
         for case in self.case_slots(index):
             image, labels, fg, fill = self.load_case(case)
@@ -458,6 +454,29 @@ class VolumeDataset(keras.utils.PyDataset):
                 out = layer({"image": x, "labels": y}, training=True, **sized)
                 x = np.asarray(keras.ops.convert_to_numpy(out["image"]), np.float32)
                 y = np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.int32)
+        return self._finish(x, y)
+
+    def _warped_batch(self, index, key, rng, margin):
+        """`(x, y)` of batch `index` by `augment.window.warp_patches` (the margin path's patches and draws)."""
+        corners = []  # per sample: (image, labels, fill, first voxel of its worst-case crop)
+        for case in self.case_slots(index):
+            image, labels, fg, fill = self.load_case(case)
+            centre, _ = self.draw_centre(labels, fg, rng)
+            corners.append((image, labels, fill, [c - p // 2 - m for c, p, m in zip(centre, self.patch_size, margin)]))
+
+        def read(n, start, size):
+            image, labels, fill, corner = corners[n]
+            first = [c + s for c, s in zip(corner, start)]
+            small = np.int8 if len(self.label_values) < 128 else np.int32  # a quarter of the bytes to move
+            return _crop(image, first, size, fill, view=True), _crop(labels, first, size, 0, view=True).astype(small)
+
+        with self._augmentation() as layer:
+            _reseed(layer, key)
+            x, y = warp_patches(layer, read, len(corners), self.patch_size)
+            return np.asarray(keras.ops.convert_to_numpy(x), np.float32), keras.ops.convert_to_numpy(y).astype(np.int32)
+
+    def _finish(self, x, y):
+        """The batch as the model takes it: region masks, ignored voxels as weights."""
         w = (y >= 0).astype(np.float32) if self.ignore_value is not None else None
         if self._region_ids is not None:  # one 0/1 channel per region (ignored voxels: in none, weight 0)
             y = regions_from_labels(y, self._region_ids, dtype="float32")
