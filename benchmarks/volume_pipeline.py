@@ -11,24 +11,28 @@ random affine (rotation, scaling; linear image, nearest labels) -> elastic
 deformation -> intensity scale and shift.
 
 * keras-medseg: `VolumeDataset` with `augment.Compose([RandomAffine,
-  RandomElastic, RandomIntensityScaleShift])`: the crop takes the margin the
-  warp needs (`Compose.margin`), the affine and elastic warps are one
-  sampling of that crop at the patch's voxels only, and the eager call runs
-  as one compiled program (`jit_compile="auto"`: XLA on TensorFlow,
+  RandomElastic, RandomIntensityScaleShift])`: the warp's parameters are
+  drawn and its sampling points composed first, then only their bounding box
+  (rounded up to a multiple of 16 voxels) is cropped from the cached volume
+  and sampled once at the patch's voxels (`keras_medseg.data.augment.window`);
+  both steps run compiled (`jit_compile="auto"`: XLA on TensorFlow,
   `jax.jit` on JAX, eager torch). The other setting is measured beside it
-  (TensorFlow and JAX uncompiled; torch with `torch.compile` of the warp),
+  (TensorFlow and JAX uncompiled; torch with `torch.compile` of the sampling),
   which says whether compiling helps.
 * MONAI (the anchor, CPU torch): `CacheDataset` + `RandCropByPosNegLabeld` +
   `RandAffined` + `Rand3DElasticd` + `RandScaleIntensityd` +
   `RandShiftIntensityd`.
 * Floor: the crop alone (`VolumeDataset` without augmentation): no pipeline
   that crops can be faster.
+* Crop + margin: the crop of the worst-case margin every draw of the warp
+  may reach (`Compose.margin`) and its move to the backend: the floor of the
+  design before the box crop (kept for comparison).
 * Warp limit: a bare compiled trilinear gather (`keras_medseg.ops.map_coordinates`
   under XLA / `jax.jit` / `torch.compile`) of one patch, at precomputed
   coordinates (one draw of the same affine + elastic warp) from an array of
-  the size keras-medseg crops: the interpolation alone, without crop, draws,
-  coordinates, labels or intensity. Goals: keras-medseg >= 0.5x this limit,
-  >= 10x MONAI.
+  the size of the box keras-medseg crops for that draw: the interpolation
+  alone, without crop, draws, coordinates, labels or intensity. Goals:
+  keras-medseg >= 0.5x this limit, >= 10x MONAI.
 * scipy: `scipy.ndimage.map_coordinates` of the image (order 1) and labels
   (order 0) at the same coordinates, single-threaded, for scale.
 
@@ -188,7 +192,7 @@ def warp_limits(patch, patches):
     import scipy.ndimage as ndi
     from keras import ops
 
-    from keras_medseg.data.augment import warp
+    from keras_medseg.data.augment import warp, window
     from keras_medseg.ops import map_coordinates
     pipeline = augmentation(False)
     size = (patch,) * 3
@@ -198,7 +202,13 @@ def warp_limits(patch, patches):
     volume = rng.normal(size=(1,) + region + (1,)).astype(np.float32)
     labels = (volume[..., 0] > 1.0).astype(np.int32)
     coords = ops.convert_to_numpy(warp.group_coordinates(pipeline.transforms[:2], 1, size))
-    coords = (coords + np.reshape(margin, (1, 3, 1, 1, 1))).astype(np.float32)
+    coords = (coords + np.reshape(margin, (1, 3, 1, 1, 1))).astype(np.float32)  # in the worst-case crop
+    start = np.maximum(np.floor(coords.reshape(3, -1).min(axis=1)), 0)  # the box the pipeline crops
+    box = window.box_size(start[None], coords.reshape(1, 3, -1).max(axis=2), region)
+    coords = (coords - np.reshape(start, (1, 3, 1, 1, 1))).astype(np.float32)
+    volume, labels = volume[(slice(None),) + tuple(slice(0, b) for b in box)], labels[(slice(None),) + tuple(
+        slice(0, b) for b in box)]
+    volume, labels = np.ascontiguousarray(volume), np.ascontiguousarray(labels)
     v, c = ops.convert_to_tensor(volume), ops.convert_to_tensor(coords)
     gather = _compiled(lambda a, b: map_coordinates(a, b, order=1, padding_mode="nearest"))
     t0 = time.perf_counter()
@@ -214,7 +224,8 @@ def warp_limits(patch, patches):
         for _ in range(patches):
             ndi.map_coordinates(volume[0, ..., 0], coords[0], order=1, mode="nearest")
             ndi.map_coordinates(labels[0], coords[0], order=0, mode="nearest")
-    return run_gather, run_scipy, {"margin": list(margin), "region": list(region), "gather_compile_s": compile_s}
+    return run_gather, run_scipy, {"margin": list(margin), "region": list(region), "box": list(box),
+                                   "gather_compile_s": compile_s}
 
 
 def monai_pipeline(pairs, patch, patches):
@@ -337,7 +348,7 @@ def markdown(result, fig_prefix=""):
                      f"{r['first_batch_s']['keras_medseg']:.0f} s",
                      " / ".join(f"{a:.1f}" for a in r["load_average_before"][:1] + r["load_average_after"][:1])])
     table = markdown_table(["backend", "keras-medseg", "other setting", "MONAI", "crop (floor)",
-                            "crop + margin (floor here)", "warp limit", "scipy warp",
+                            "crop + worst-case margin (old design's floor)", "warp limit", "scipy warp",
                             "vs warp limit, wall / CPU (goal 0.5x)", "vs MONAI, wall / CPU (goal 10x)",
                             "first batch", "load before / after"], rows)
     any_r = next(iter(result["backends"].values()))
@@ -348,18 +359,22 @@ def markdown(result, fig_prefix=""):
             "brackets: CPU time per patch, which the other processes on a shared machine do not inflate); each "
             "backend in its own process, MONAI on CPU torch in each, every pipeline on one thread:\n\n"
             f"{table}\n\n"
-            f"keras-medseg crops the patch with the margin its warp can reach ({facts['margin']} voxels each side, "
-            f"a {'x'.join(map(str, facts['region']))} crop, {_region_factor(facts, s):.0f}x the patch's voxels) "
-            "and samples that crop once at the patch's voxels. 'crop + margin' is that crop and its move to the "
-            "backend alone (`VolumeDataset` without the warp): the floor of this design. The warp limit is the "
-            "compiled trilinear gather of one patch from an array of the crop's size at precomputed coordinates "
-            "(interpolation only: no crop, draws, coordinates, labels or intensity). 'Other setting': "
-            "jit_compile=False on TensorFlow and JAX, jit_compile=True (torch.compile of the fused warp) on torch. "
+            "keras-medseg draws the warp, composes its sampling points, crops only their bounding box (rounded "
+            f"up to a multiple of 16 voxels; {'x'.join(map(str, facts['box']))} for the warp limit's draw, "
+            f"{_factor(facts['box'], s):.1f}x the patch's voxels) and samples it once at the patch's voxels "
+            "(`keras_medseg.data.augment.window`; the same patches as sampling the worst-case crop, tested). "
+            f"The worst-case crop, the design before, is {'x'.join(map(str, facts['region']))} "
+            f"({facts['margin']} voxels each side, {_factor(facts['region'], s):.0f}x the patch's voxels): "
+            "'crop + worst-case margin' is that crop and its move to the backend alone, the floor of that design. "
+            "The warp limit is the compiled trilinear gather of one patch from an array of the box's size at "
+            "precomputed coordinates (interpolation only: no crop, draws, coordinates, labels or intensity). "
+            "'Other setting': jit_compile=False on TensorFlow and JAX, jit_compile=True (torch.compile of the "
+            "sampling, one compile per box size) on torch. "
             "'First batch' includes tracing and compiling. 2 workers come with the workers item of issue 34.")
 
 
-def _region_factor(facts, settings):
-    return float(np.prod(facts["region"])) / settings["patch"] ** 3
+def _factor(shape, settings):
+    return float(np.prod(shape)) / settings["patch"] ** 3
 
 
 def _child(argv):
