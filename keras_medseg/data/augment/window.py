@@ -97,7 +97,6 @@ def _program(variables, fn):
     generators' states that `fn` reads and moves on; see `warp._build`)."""
     import keras
 
-
     def pure(state, *args):
         with keras.StatelessScope(state_mapping=list(zip(variables, state))) as scope:
             out = fn(*args)
