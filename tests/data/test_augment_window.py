@@ -43,7 +43,7 @@ def folder(tmp_path_factory):
 @agnostic
 def test_window_batches_equal_the_margin_crop_path(folder):
     """Patches at the scans' edges included (16^3 patches of 16-30 voxel scans): same values, same draws."""
-    ds = VolumeDataset(folder, patch_size=16, batch_size=2, steps_per_epoch=3, augment=_pipeline(), seed=4)
+    ds = VolumeDataset(folder, patch_size=16, batch_size=2, steps_per_epoch=2, augment=_pipeline(), seed=4)
     margin = ds.augment.margin(ds.patch_size)
     assert window.supports_windows(ds.augment) and min(margin) > 3
     for index in range(len(ds)):
@@ -100,3 +100,22 @@ def test_crop_box_pads_outside_and_views_inside():
     assert np.shares_memory(inside, a) and inside.tolist() == a[:, 1:3, 1:3].tolist()
     out = window.crop_box(a, (-1, 2, 3), (2, 2, 2), -1)
     assert out[0].tolist() == [[-1, -1], [-1, -1]] and out[1].tolist() == [[11, -1], [-1, -1]]
+
+
+@agnostic
+def test_window_reads_read_only_memory_maps_of_the_disk_cache(folder, tmp_path):
+    """The boxes of a disk-cached case are views of read-only memory maps: the same patches, no torch warning."""
+    import warnings
+
+    def make(**kwargs):
+        return VolumeDataset(folder, patch_size=12, batch_size=1, steps_per_epoch=2, seed=2,
+                             augment=_pipeline(intensity=False), **kwargs)
+    cached, plain = make(cache_dir=str(tmp_path)), make()
+    cached.fill_cache()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for index in range(len(cached)):
+            x, y = cached[index]
+            ref_x, ref_y = plain[index]
+            np.testing.assert_array_equal(x, ref_x)
+            np.testing.assert_array_equal(y, ref_y)

@@ -188,6 +188,8 @@ def warp_patches(layer, read, batch_size, patch_size):
         image, labels = boxes[0][0][None], boxes[0][1][None]
     else:
         image, labels = np.stack([b[0] for b in boxes]), np.stack([b[1] for b in boxes])
+    if keras.backend.backend() == "torch":  # torch shares the memory and refuses read-only arrays (memory maps)
+        image, labels = (a if a.flags.writeable else np.array(a) for a in (image, labels))
     image = warp.to_tensor(image, layer.compute_dtype)
     labels = warp.to_tensor(labels[..., None], layer.compute_dtype)
 
