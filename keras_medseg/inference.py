@@ -185,8 +185,15 @@ def sliding_window_slabs(model, volume, patch, overlap=0.5, blend="gaussian", ba
     no later window reaches it, so no full-size float copy is ever made.
 
     Args:
-        model, volume, patch, overlap, blend, batch_size, sigma_scale,
-        pad_value, progress: see `sliding_window`.
+        model: Keras model or callable, as in `sliding_window`.
+        volume: array `(*S, C_in)` or `(N, *S, C_in)`.
+        patch: window size per spatial axis.
+        overlap: fraction in `[0, 1)` (default 0.5).
+        blend: `"gaussian"` (default) or `"constant"`.
+        batch_size: windows per forward pass (default 4).
+        sigma_scale: Gaussian sigma as a fraction of the patch size.
+        pad_value: value used to pad axes shorter than the patch.
+        progress: show a Keras progress bar over the windows.
         flips: None (default) or spatial axes, e.g. `(0, 1, 2)`: mirroring
             test-time augmentation; every window is also predicted mirrored
             along every subset of these axes (2^len(flips) passes), each output
