@@ -85,28 +85,32 @@ def _compiled_call(model):
         return fn
     import keras
 
+    # the cached function reaches the model through a weak reference: a strong one from the value would keep
+    # the model (its key in the WeakKeyDictionary) alive for ever
+    ref = weakref.ref(model)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        traced = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        traced = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
 
         def fn(x):
             return keras.ops.convert_to_numpy(traced(tf.convert_to_tensor(x)))
     elif backend == "jax":
         import jax
 
-        jitted = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+        jitted = jax.jit(lambda tv, ntv, x: ref().stateless_call(tv, ntv, x, training=False)[0])
 
         def fn(x):
-            return np.asarray(jitted([v.value for v in model.trainable_variables],
-                                     [v.value for v in model.non_trainable_variables], x))
+            live = ref()
+            return np.asarray(jitted([v.value for v in live.trainable_variables],
+                                     [v.value for v in live.non_trainable_variables], x))
     elif backend == "torch":
         import torch
 
         def fn(x):
             with torch.no_grad():
-                return keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(x), training=False))
+                return keras.ops.convert_to_numpy(ref()(keras.ops.convert_to_tensor(x), training=False))
     else:
         return model.predict_on_batch
     try:

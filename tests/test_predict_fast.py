@@ -150,3 +150,23 @@ def test_resample_to_the_same_spacing_is_skipped(monkeypatch):
     np.testing.assert_allclose(new_aff, aff)
     labels, _ = resample(array, aff, (0.7, 0.7, 1.5), order=0)
     assert labels.dtype == np.int16 and not np.shares_memory(labels, array)
+
+
+def test_the_cached_compiled_call_uses_new_weights_and_lets_the_model_go():
+    """The compiled call is cached per model: it must see weights set after the first call (training between two
+    validations) and must not keep a model alive once the user drops it (a strong reference from the cache would)."""
+    import gc
+    import weakref
+
+    model = conv_model(2, c_out=2)
+    volume = np.random.default_rng(2).standard_normal((10, 9, 1)).astype("float32")
+    first = sliding_window(model, volume, (8, 8), overlap=0.5)
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([-kernel, bias])
+    second = sliding_window(model, volume, (8, 8), overlap=0.5)
+    np.testing.assert_allclose(second, reference_blend(model, volume, (8, 8), 0.5), atol=1e-5)
+    assert np.abs(second - first).max() > 1e-3
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

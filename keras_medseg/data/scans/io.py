@@ -439,7 +439,7 @@ def write_image(path, labels, reference):
             f"Received: labels.shape={labels.shape}, reference shape={reference.shape}"
         )
     if np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:
-        labels = labels.astype(_label_dtype(labels.astype(np.int64)))
+        labels = labels.astype(_label_dtype(labels))  # min and max only: no int64 copy of the whole map
     else:
         labels = labels.astype(np.float32)
     _, ext = image_stem(os.path.basename(path))
