@@ -15,7 +15,8 @@ import pytest
 from keras_medseg.data import read_image
 from keras_medseg.data.cases import find_scans
 from keras_medseg.data.scans.preprocess import save_preprocessing
-from keras_medseg.predict.scans import evaluate_scans, predict_files, predict_scan
+from keras_medseg.predict.scan_evaluation import evaluate_scans
+from keras_medseg.predict.scans import predict_files, predict_scan
 from tests.data.scan_factory import (
     ball,
     oblique_affine,

@@ -96,7 +96,7 @@ def run(args):
 
 
 def _evaluate_scans(args, source):
-    from keras_medseg.predict.scans import evaluate_scans, format_summary
+    from keras_medseg.predict.scan_evaluation import evaluate_scans, format_summary
 
     res = evaluate_scans(args.checkpoint, source, csv_path=args.csv, include_training=args.include_training,
                          tolerance=args.tolerance, overlap=args.overlap, batch_size=args.window_batch,

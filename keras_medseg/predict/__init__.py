@@ -14,7 +14,8 @@ Modules:
   `keras-medseg slide predict MODEL FOLDER` and `keras-medseg evaluate --froc --protocol camelyon16`.
 """
 
-from keras_medseg.predict.scans import ScanEvaluation, evaluate_scans, format_summary, predict_files, predict_scan
+from keras_medseg.predict.scan_evaluation import ScanEvaluation, evaluate_scans, format_summary
+from keras_medseg.predict.scans import predict_files, predict_scan
 from keras_medseg.predict.slides import (
     SlideHeatmap,
     froc_from_predictions,

@@ -2,7 +2,7 @@
 
 `evaluate_scans` (the library behind `keras-medseg evaluate` on scans) predicts every held-out case with
 `keras_medseg.predict.scans.predict_scan` and scores it with `keras_medseg.evaluation.surface`;
-`format_summary` prints the result. Also importable from `keras_medseg.predict.scans`, where they lived first.
+`format_summary` prints the result. Also importable from `keras_medseg.predict`.
 """
 
 import csv

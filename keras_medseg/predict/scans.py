@@ -399,5 +399,3 @@ def original_label_values(labels, spec):
     return lut[labels]
 
 
-# Moved to `scan_evaluation` (this module passed 500 lines); importable from here as before.
-from keras_medseg.predict.scan_evaluation import ScanEvaluation, evaluate_scans, format_summary  # noqa: E402, F401

@@ -9,7 +9,7 @@ Gaussian blending, brought back to the scan's own grid) and scored on the
 scan's grid against its label map read by the one mask rule
 (`keras_medseg.data.cases.standardize_labels` with the training
 `label_values`; voxels of `ignore_value` count in neither map), as
-`keras_medseg.predict.scans.evaluate_scans` scores them.
+`keras_medseg.predict.scan_evaluation.evaluate_scans` scores them.
 
 Log keys (added to the epoch's logs, so the CSV log, the backup and the best
 checkpoint see them):
@@ -46,15 +46,20 @@ progress bar and writes the CSV.
 import csv
 import io
 import os
+import re
 
 import keras
 import numpy as np
 
-from keras_medseg.training.volumes import region_metric_name
-
-__all__ = ["ScanValidation", "check_val_every", "read_scan_scores", "scan_dice"]
+__all__ = ["ScanValidation", "check_val_every", "read_scan_scores", "region_metric_name", "scan_dice"]
 
 MONITOR = "val_scan_dice"
+
+
+def region_metric_name(name):
+    """The log name of a region's Dice: `"dice_<name>"`, non-word characters as `_` (`"tumour core"` ->
+    `dice_tumour_core`); `train_volumes`' per-region metrics and the whole-scan keys use it."""
+    return "dice_" + (re.sub(r"\W+", "_", name).strip("_") or "region")
 
 
 def check_val_every(val_every):

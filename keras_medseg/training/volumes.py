@@ -35,13 +35,13 @@ import dataclasses
 import json
 import logging
 import os
-import re
 
 import keras
 import numpy as np
 
 from keras_medseg.data.batches import check_shard
 from keras_medseg.training.distribute import current_group, distributable
+from keras_medseg.training.scan_validation import region_metric_name
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +109,6 @@ def _json_labels(json_path):
     except ValueError:
         raise ValueError(f"dataset.json `labels` must map integer mask values to names. Received: {labels!r} in "
                          f"{json_path!r}") from None
-
-
-def region_metric_name(name):
-    """The log name of a region's Dice: `"dice_<name>"`, non-word characters as `_` (`"tumour core"` ->
-    `dice_tumour_core`)."""
-    return "dice_" + (re.sub(r"\W+", "_", name).strip("_") or "region")
 
 
 def multilabel_model(model, region_names):

@@ -15,7 +15,8 @@ import pytest
 
 from keras_medseg.cli import main
 from keras_medseg.data import VolumeDataset, load_data, load_evaluation_data
-from keras_medseg.predict.scans import evaluate_scans, predict_files
+from keras_medseg.predict.scan_evaluation import evaluate_scans
+from keras_medseg.predict.scans import predict_files
 from tests.data.scan_factory import write_nifti
 from tests.test_scans import _threshold_model
 

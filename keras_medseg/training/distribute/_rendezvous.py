@@ -71,7 +71,7 @@ def roll_call(host, port, size, timeout):
         DistributedError: a process did not check in within `timeout` seconds (the missing ranks named).
         OSError: the port cannot be served (`process_group` checked it is free just before).
     """
-    from keras_medseg.training.distribute.group import DistributedError
+    from keras_medseg.training.distribute._errors import DistributedError
 
     deadline = time.monotonic() + timeout
     waiting = {}  # rank -> connection
@@ -149,7 +149,7 @@ def check_in(host, port, rank, size, timeout):
         DistributedError: process 0 unreachable within `timeout` seconds, or it refused this process (the
             reason named), or it ended before every process had checked in.
     """
-    from keras_medseg.training.distribute.group import DistributedError
+    from keras_medseg.training.distribute._errors import DistributedError
 
     deadline = time.monotonic() + timeout
     while True:

@@ -27,6 +27,7 @@ import os
 import socket
 import time
 
+from keras_medseg.training.distribute._errors import DistributedError
 from keras_medseg.utils.validation import check_positive_int
 
 __all__ = ["DEFAULT_TIMEOUT", "DistributedError", "ProcessGroup", "current_group", "parse_addresses",
@@ -37,10 +38,6 @@ ENV_SIZE = "KERAS_MEDSEG_NUM_PROCESSES"
 ENV_COORDINATOR = "KERAS_MEDSEG_COORDINATOR"
 ENV_TIMEOUT = "KERAS_MEDSEG_TIMEOUT"
 DEFAULT_TIMEOUT = 1800.0
-
-
-class DistributedError(RuntimeError):
-    """A process of a run failed or was killed, or the run could not start (port in use, no coordinator)."""
 
 
 class ProcessGroup:
