@@ -382,9 +382,10 @@ FORK_UNSAFE = ("tensorflow", "jax")
 def default_workers():
     """`train_volumes`' default number of data-loading workers: 2 (1 on a one-core machine).
 
-    Measured with `benchmarks/volume_workers.py` on 2 busy cores (`docs/scans.md`): 2 worker threads fed
-    `fit` of a small 3D UNet 1.04-1.15x as fast as one worker on TensorFlow, JAX and torch (the next batch
-    is made while the model trains), at a cost of at most 16 % of the bare loading rate.
+    Meant for a model stepping on a GPU while the CPU makes the next batch. On 2 CPU cores, where the
+    model trains on the same cores (`benchmarks/volume_workers.py`, `docs/scans.md`), 2 worker threads fed
+    `fit` of a small 3D UNet at 0.97-1.00x of one worker alone and 1.04-1.15x beside other jobs, and cost
+    16-41 % of the bare loading rate: `workers=1` is as fast on a CPU-only machine.
     """
     return min(2, os.cpu_count() or 1)
 
