@@ -25,7 +25,7 @@ for the engine to bind.
 import socket
 import time
 
-__all__ = ["check_in", "roll_call"]
+__all__ = ["check_in", "connect", "roll_call"]
 
 _GREETING = "keras_medseg join"
 _LINE_SECONDS = 5.0
@@ -152,17 +152,7 @@ def check_in(host, port, rank, size, timeout):
     from keras_medseg.training.distribute._errors import DistributedError
 
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            sock = socket.create_connection((host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
-            break
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise DistributedError(
-                    f"Could not reach the coordinator {host}:{port} within {timeout:g} s: start process 0 "
-                    f"there (--process-id 0), check the address and that the firewall lets the port through."
-                ) from None
-            time.sleep(0.25)
+    sock = connect(host, port, timeout)
     with sock:
         try:
             sock.sendall(f"{_GREETING} {rank} {size}\n".encode())
@@ -179,3 +169,25 @@ def check_in(host, port, rank, size, timeout):
         raise DistributedError(f"Process 0 at {host}:{port} refused this process: {answer[len('refused '):]}.")
     raise DistributedError(f"Process 0 at {host}:{port} stopped before every process had joined (see its "
                            f"output): the run did not start.")
+
+
+def connect(host, port, timeout):
+    """A socket connected to `host:port`, retried every 0.25 s for up to `timeout` seconds.
+
+    Raises:
+        DistributedError: nothing accepted a connection in time (one line: start process 0 there, check the
+            address and the firewall).
+    """
+    from keras_medseg.training.distribute._errors import DistributedError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise DistributedError(
+                    f"Could not reach the coordinator {host}:{port} within {timeout:g} s: start process 0 "
+                    f"there (--process-id 0), check the address and that the firewall lets the port through."
+                ) from None
+            time.sleep(0.25)

@@ -25,7 +25,6 @@ import contextlib
 import errno
 import os
 import socket
-import time
 
 from keras_medseg.training.distribute._errors import DistributedError
 from keras_medseg.utils.validation import check_positive_int
@@ -167,27 +166,11 @@ def _check_port_free(host, port):
             raise
 
 
-def _wait_for_coordinator(host, port, timeout):
-    """Return once `host:port` accepts a connection; one line after `timeout` seconds without."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=min(2.0, timeout)):
-                return
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise DistributedError(
-                    f"Could not reach the coordinator {host}:{port} within {timeout:g} s: start process 0 "
-                    f"there (--process-id 0), check the address and that the firewall lets the port through."
-                ) from None
-            time.sleep(0.25)
-
-
 def _join(size, coordinator, rank):
     """Start the engine for rank `rank` of `size` and make it this process's group."""
     import keras
 
-    from keras_medseg.training.distribute._rendezvous import check_in, roll_call
+    from keras_medseg.training.distribute._rendezvous import check_in, connect, roll_call
     from keras_medseg.training.distribute.engines import start_engine
 
     addresses = parse_addresses(coordinator)
@@ -204,7 +187,7 @@ def _join(size, coordinator, rank):
         roll_call(*addresses[0], size, timeout)  # every process checked in (one line naming those that did not)
     else:
         check_in(*addresses[0], rank, size, timeout)
-        _wait_for_coordinator(*addresses[0], timeout)  # process 0's engine serves the port now
+        connect(*addresses[0], timeout).close()  # process 0's engine serves the port now
     engine = start_engine([f"{h}:{p}" for h, p in addresses], size, rank, timeout)
     _CURRENT[0] = ProcessGroup(rank, size, [f"{h}:{p}" for h, p in addresses], engine)
     return _CURRENT[0]
