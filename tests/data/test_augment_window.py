@@ -119,3 +119,45 @@ def test_window_reads_read_only_memory_maps_of_the_disk_cache(folder, tmp_path):
             ref_x, ref_y = plain[index]
             np.testing.assert_array_equal(x, ref_x)
             np.testing.assert_array_equal(y, ref_y)
+
+
+def test_box_nodes_give_the_extremes_of_the_points_over_every_voxel():
+    """Affine + elastic (multilinear on each control cell): the points' min and max over a frame's voxels are
+    reached at the control nodes and the frame's last voxels; a flip after the elastic warp breaks that."""
+    from keras import ops
+
+    from keras_medseg.data.augment import warp
+
+    group = [A.RandomAffine(rotation=0.3, scaling=0.1, translation=1.0, seed=1),
+             A.RandomElastic(magnitude=(1.0, 2.0), spacing=4, seed=2)]
+    frame = (9, 7, 10)
+    assert window.nodes_bound_points(group) and not window.nodes_bound_points(group + [A.RandomFlip(seed=3)])
+    draws = warp.draw_group(group, 3, frame)
+    active, params = [t for t, _, _ in draws], [(p, a) for _, p, a in draws]
+    full = np.reshape(ops.convert_to_numpy(warp.compose_points(active, params, 3, frame)), (3, 3, -1))
+    nodes = ops.convert_to_numpy(warp.compose_points(active, params, 3, frame, window.box_nodes(group, frame)))
+    assert nodes.shape == (3, 3, 36)  # nodes {0, 4, 8} x {0, 4, 6} x {0, 4, 8, 9}
+    np.testing.assert_allclose(nodes.min(-1), full.min(-1), atol=1e-4)
+    np.testing.assert_allclose(nodes.max(-1), full.max(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (2, 1, 3, 0)])
+def test_folded_affine_maps_equal_the_maps_chained_one_by_one(order):
+    """`compose_points` multiplies runs of affine maps into one and turns the elastic control vectors instead
+    of the field: the same points as mapping the grid through every transform in turn (with coins)."""
+    from keras import ops
+
+    from keras_medseg.data.augment import warp
+
+    frame = (6, 6, 5)
+    layers = [A.RandomFlip(probability=0.5, seed=1), A.RandomRotate90(axes=(0, 1), probability=0.5, seed=2),
+              A.RandomAffine(rotation=0.3, scaling=0.1, translation=1.0, probability=0.7, seed=3),
+              A.RandomElastic(magnitude=(1.0, 2.0), spacing=3, probability=0.7, seed=4)]
+    group = [layers[k] for k in order]
+    draws = warp.draw_group(group, 4, frame)
+    points = ops.broadcast_to(warp.identity_points(frame), (4, 3, 6 * 6 * 5))
+    for t, params, apply in reversed(draws):
+        points = ops.where(ops.reshape(apply, (-1, 1, 1)), t.map_points(params, points, frame), points)
+    folded = warp.compose_points([t for t, _, _ in draws], [(p, a) for _, p, a in draws], 4, frame)
+    np.testing.assert_allclose(np.reshape(ops.convert_to_numpy(folded), (4, 3, -1)), ops.convert_to_numpy(points),
+                               atol=1e-4)

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_medseg.data.augment.base import RandomTransform, check_range
-from keras_medseg.data.augment.warp import identity_points, rotation_reach
+from keras_medseg.data.augment.warp import affine_from_points, grid_affine, identity_points, rotation_reach
 from keras_medseg.ops.sampling import PADDING_MODES as _PADDING
 from keras_medseg.ops.sampling import map_coordinates
 from keras_medseg.utils.serialization import register
@@ -80,6 +80,7 @@ class RandomFlip(RandomTransform):
 
     geometric = True
     fusable = True
+    affine_map = True  # an affine map of points (see `keras_medseg.data.augment.window`)
 
     def __init__(self, axes=None, probability=1.0, seed=None, **kwargs):
         super().__init__(probability=probability, seed=seed, **kwargs)
@@ -95,6 +96,10 @@ class RandomFlip(RandomTransform):
 
     def map_grid(self, params, frame):
         return self.map_points(params, identity_points(frame), frame)
+
+    def affine(self, params, frame, batch_size):
+        """`(M, b)`: `map_points` as `M p + b`."""
+        return affine_from_points(self, params, frame, batch_size)
 
     def bound(self, half):
         return half
@@ -151,6 +156,7 @@ class RandomRotate90(RandomTransform):
         self.axes = axes
 
     fusable = True
+    affine_map = True
 
     def map_points(self, params, points, frame):
         """`k` quarter turns about the frame's centre in the plane `axes` (as `numpy.rot90`)."""
@@ -165,6 +171,10 @@ class RandomRotate90(RandomTransform):
 
     def map_grid(self, params, frame):
         return self.map_points(params, identity_points(frame), frame)
+
+    def affine(self, params, frame, batch_size):
+        """`(M, b)`: `map_points` as `M p + b`."""
+        return affine_from_points(self, params, frame, batch_size)
 
     def bound(self, half):
         a, b = self.axes
@@ -263,6 +273,7 @@ class RandomAffine(RandomTransform):
     geometric = True
     fusable = True
     warps = True
+    affine_map = True
 
     def __init__(self, rotation=0.0, scaling=0.0, translation=0.0, isotropic=True, padding_mode="constant",
                  fill_value=0.0, probability=1.0, seed=None, **kwargs):
@@ -321,6 +332,12 @@ class RandomAffine(RandomTransform):
 
     def map_grid(self, params, frame):
         return self.map_points(params, identity_points(frame), frame)
+
+    def affine(self, params, frame, batch_size):
+        """`(M, b)`: `map_points` as `M p + b` (`b = c + t - M c`)."""
+        centre = _centre(frame)  # (1, d, 1)
+        offset = centre[:, :, 0] + params["shift"] - ops.matmul(params["matrix"], centre)[:, :, 0]
+        return params["matrix"], offset
 
     def bound(self, half):
         """Half-widths reached from a box of half-widths `half`: `max |M| half + t` over the drawable `M`."""
@@ -393,6 +410,12 @@ class RandomElastic(RandomTransform):
         self.padding_mode = padding_mode
         self.fill_value = float(fill_value)
 
+    @property
+    def control_spacing(self):
+        """Voxels between control points, from the frame's first voxel: the displacement is multilinear on
+        each cell of that grid (see `keras_medseg.data.augment.window`)."""
+        return self.spacing
+
     def draw(self, batch_size, spatial):
         d = len(spatial)
         coarse = tuple(max(math.ceil((s - 1) / self.spacing) + 1, 2) for s in spatial)
@@ -411,8 +434,8 @@ class RandomElastic(RandomTransform):
         weights[np.arange(size), lo + 1] = frac
         return ops.convert_to_tensor(weights)
 
-    def coordinates(self, params, spatial):
-        """`(N, d, *S)` input points `x + u(x)`: the control grid up-sampled linearly, one axis at a time.
+    def displacement(self, params, spatial):
+        """`(N, d, *S)` displacement `u(x)` of every voxel: the control grid up-sampled linearly, one axis at a time.
 
         The last axis first (a matmul on the right), then the others from the left, so that every step
         writes a contiguous array and the displacement comes out in the points' layout.
@@ -426,7 +449,30 @@ class RandomElastic(RandomTransform):
             flat = ops.reshape(field, (n, d, before, coarse[axis], after))
             flat = ops.matmul(self._weights(spatial[axis], coarse[axis]), flat)  # (N, d, before, S_axis, after)
             field = ops.reshape(flat, (n, d) + coarse[:axis] + tuple(spatial[axis:]))
-        return ops.reshape(identity_points(spatial), (1, d) + tuple(spatial)) + field
+        return field
+
+    def coordinates(self, params, spatial):
+        """`(N, d, *S)` input points `x + u(x)` (see `displacement`)."""
+        d = len(spatial)
+        return ops.reshape(identity_points(spatial), (1, d) + tuple(spatial)) + self.displacement(params, spatial)
+
+    def map_grid_affine(self, params, frame, matrix, offset, apply=None):
+        """`(N, d, *frame)` points `M (x + u(x)) + b` of the frame's voxels `x`: as the interpolation is linear,
+        `M u(x)` is the displacement of the turned control vectors `M f`, so no full field is multiplied.
+
+        Args:
+            params: this transform's draw.
+            frame: the output's spatial shape.
+            matrix, offset: `(N, d, d)` and `(N, d)`, the affine map applied after this one.
+            apply: optional `(N,)` bool coins: where false, no displacement.
+        """
+        field = params["field"]  # (N, *coarse, d)
+        n, d = ops.shape(field)[0], len(frame)
+        if apply is not None:
+            field = ops.where(ops.reshape(apply, (-1,) + (1,) * (d + 1)), field, ops.zeros_like(field))
+        turned = ops.matmul(ops.reshape(field, (n, -1, d)), ops.transpose(matrix, (0, 2, 1)))
+        turned = ops.reshape(turned, ops.shape(field))
+        return grid_affine(matrix, offset, frame) + self.displacement({"field": turned}, frame)
 
     def map_grid(self, params, frame):
         return _flat_points(self.coordinates(params, frame))

@@ -7,7 +7,10 @@ input instead of k, and only at the voxels of the output. Each transform
 still draws its parameters from its own seed generator, in the same order as
 when it is called alone (`draw`, then the per-sample coin of `probability`),
 so a pipeline stays reproducible from its seeds; a sample whose coin says no
-keeps the point unchanged (`where`).
+keeps the point unchanged (`where`). A run of affine maps (flips, quarter
+turns, `RandomAffine`) is multiplied into one small matrix first, and one that
+follows an elastic warp turns the warp's control vectors rather than its full
+displacement field (`compose_points`): one pass over the points per chain.
 
 The output may be smaller than the input (`output_size`): the output frame
 is then centred in the input, the transforms act about the output's centre,
@@ -80,27 +83,100 @@ def draw_group(transforms, batch_size, frame):
     return draws
 
 
-def compose_points(transforms, draws, batch_size, frame):
+def affine_from_points(t, params, frame, batch_size):
+    """`(M (N, d, d), b (N, d))` with `t.map_points(params, p, frame) = M p + b`, read off the images of the origin
+    and the unit points (exact for flips and quarter turns, whose values are multiples of 1/2)."""
+    d = len(frame)
+    basis = np.concatenate([np.zeros((d, 1)), np.eye(d)], axis=1)[None].astype("float32")  # (1, d, d + 1)
+    base = ops.broadcast_to(ops.convert_to_tensor(basis), (batch_size, d, d + 1))
+    image = t.map_points(params, base, frame)
+    b = image[:, :, 0]
+    return image[:, :, 1:] - b[:, :, None], b
+
+
+def grid_affine(matrix, offset, frame):
+    """`(N, d, *frame)` points `M o + b` of the frame's voxels `o`, one broadcast term per axis (no matmul)."""
+    d = len(frame)
+    out = ops.reshape(offset, (-1, d) + (1,) * d)
+    for axis, size in enumerate(frame):
+        shape = [1] * d
+        shape[axis] = size
+        line = ops.reshape(ops.arange(size, dtype="float32"), (1, 1) + tuple(shape))
+        out = out + ops.reshape(matrix[:, :, axis], (-1, d) + (1,) * d) * line
+    return out
+
+
+def compose_points(transforms, draws, batch_size, frame, at=None):
     """Chain the maps of drawn transforms: `(N, d, *frame)` input points of the frame's voxels (frame coordinates).
+
+    Consecutive affine maps (`affine_map`: flips, quarter turns, `RandomAffine`) are first multiplied into one
+    `(N, d, d)` matrix and offset, so the points go through one affine map per run of them; a run that follows
+    the transform reading the output grid is folded into it (`map_grid_affine`, e.g. an elastic warp turns its
+    control vectors instead of its full displacement field), and one that reads the grid itself is a broadcast
+    sum (`grid_affine`). A transform whose coin says no is the identity (`where`), as when called alone.
 
     Args:
         transforms: the drawn transforms, in the order they apply.
         draws: `[(params, apply)]`, one per transform.
         batch_size: N.
         frame: the output's spatial shape; the transforms act about its centre.
+        at: optional `(1, d, K)` output points (frame coordinates) to map instead of the frame's voxels;
+            the result is then `(N, d, K)`.
     """
-    points = None
-    grid = identity_points(frame)
-    for t, (params, apply) in reversed(list(zip(transforms, draws))):  # the last transform reads the output grid
-        if points is None:
-            mapped, base = t.map_grid(params, frame), grid
-        else:
-            mapped, base = t.map_points(params, points, frame), points
-        # a transform that always applies (probability 1: every coin says yes) needs no select
-        points = mapped if t.probability >= 1.0 else ops.where(ops.reshape(apply, (-1, 1, 1)), mapped, base)
+    d = len(frame)
+    chain = list(reversed(list(zip(transforms, draws))))  # the last transform reads the output grid
+    points, i = None, 0
+    if at is not None:
+        points = ops.broadcast_to(at, (batch_size, d) + tuple(at.shape[2:]))
+    while i < len(chain):
+        t, (params, apply) = chain[i]
+        run = []  # the affine maps that follow t (or t's own run, for an affine t)
+        j = i if getattr(t, "affine_map", False) else i + 1
+        while j < len(chain) and getattr(chain[j][0], "affine_map", False):
+            run.append(chain[j])
+            j += 1
+        coin = None if t.probability >= 1.0 else apply
+        if points is None and not getattr(t, "affine_map", False) and run and hasattr(t, "map_grid_affine"):
+            points = _flat(t.map_grid_affine(params, frame, *_affine_run(run, batch_size, frame), coin))
+        elif getattr(t, "affine_map", False) and len(run) > 1:
+            matrix, offset = _affine_run(run, batch_size, frame)
+            if points is None:
+                points = _flat(grid_affine(matrix, offset, frame))
+            else:
+                points = ops.matmul(matrix, points) + offset[:, :, None]
+        else:  # one map: as it comes
+            j = i + 1
+            if points is None:
+                mapped, base = t.map_grid(params, frame), identity_points(frame)
+            else:
+                mapped, base = t.map_points(params, points, frame), points
+            points = mapped if coin is None else ops.where(ops.reshape(apply, (-1, 1, 1)), mapped, base)
+        i = j
     if points is None:
-        points = ops.broadcast_to(grid, (batch_size,) + tuple(grid.shape[1:]))
-    return ops.reshape(points, (-1, len(frame)) + tuple(frame))
+        points = ops.broadcast_to(identity_points(frame), (batch_size, d, math.prod(frame)))
+    return points if at is not None else ops.reshape(points, (-1, d) + tuple(frame))
+
+
+def _flat(points):
+    return ops.reshape(points, (ops.shape(points)[0], points.shape[1], -1))
+
+
+def _affine_run(run, batch_size, frame):
+    """One `(M, b)` of a run of affine maps `[(t, (params, apply))]` listed from the one applied to the points
+    first; identity for an empty run."""
+    d = len(frame)
+    eye = ops.broadcast_to(ops.eye(d, dtype="float32")[None], (batch_size, d, d))
+    matrix, offset = eye, ops.zeros((batch_size, d), "float32")
+    for k, (t, (params, apply)) in enumerate(run):
+        m, b = t.affine(params, frame, batch_size)
+        if t.probability < 1.0:
+            m = ops.where(ops.reshape(apply, (-1, 1, 1)), m, eye)
+            b = ops.where(ops.reshape(apply, (-1, 1)), b, ops.zeros_like(b))
+        if k == 0:
+            matrix, offset = m, b
+        else:
+            matrix, offset = ops.matmul(m, matrix), ops.squeeze(ops.matmul(m, offset[:, :, None]), -1) + b
+    return matrix, offset
 
 
 def group_coordinates(transforms, batch_size, frame):

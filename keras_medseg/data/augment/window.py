@@ -6,13 +6,20 @@ that crop is always right, but it moves the worst case (for 64^3 patches
 with 15-degree rotations, 10 % zoom and elastic warps, a 146^3 crop, 12x the
 patch's voxels) for every patch. `warp_patches` runs in two steps instead:
 
-1. draw the fused warp's parameters and compose its sampling points in the
-   frame of that worst-case crop (the same draws and the same float32
-   arithmetic as a call on the crop), and take their bounding box per sample;
+1. draw the fused warp's parameters and take the bounding box, per sample, of
+   its sampling points in the frame of that worst-case crop. For the usual
+   chains (affine maps, then at most one elastic warp reading the output
+   grid: `nodes_bound_points`) every coordinate of the points is multilinear
+   on each cell of the elastic control grid, so its extremes over the patch
+   are its values at the cells' corners (`box_nodes`: 5^3 = 125 points for a
+   64^3 patch and a 16-voxel spacing); the box is widened by `NODE_SLACK` for
+   rounding. Other chains compose the points at every voxel here;
 2. read only that box (`read(n, start, size)`: the dataset's crop, its
-   origin relative to the worst-case crop), shift the points into it by the
-   box's integer start, and sample it once (linear image, nearest labels),
-   then run the pipeline's remaining layers (intensity) on the patch.
+   origin relative to the worst-case crop), compose the points at the
+   patch's voxels from the drawn parameters (the same `compose_points` as a
+   call on the crop), shift them into the box by its integer start, and
+   sample it once (linear image, nearest labels), then run the pipeline's
+   remaining layers (intensity) on the patch, all in one compiled program.
 
 Subtracting an integer `k <= x` from a float32 `x >= 0` is exact, so the
 shifted points have the same integer and fractional parts as before and the
@@ -20,8 +27,11 @@ patches equal those of a call on the worst-case crop (tested). Boxes are
 padded up to a multiple of `BUCKET` voxels (a cube) so that a compiled step
 sees a few shapes, not one per patch. Both steps run as compiled programs on
 TensorFlow (XLA) and JAX (`jax.jit`), as `Compose` does; on torch they run
-eagerly, or with `torch.compile` of the sampling for `jit_compile=True`.
+eagerly, or with `torch.compile` of step 2's points and sampling for
+`jit_compile=True`.
 """
+
+import functools
 
 import numpy as np
 from keras import ops
@@ -31,6 +41,8 @@ from keras_medseg.data.augment.base import prepare
 from keras_medseg.ops.sampling import map_image_and_labels
 
 BUCKET = 16  # box sizes are multiples of this many voxels (the same on every axis)
+NODE_SLACK = 0.01  # voxels added to the nodes' extremes: the points, computed in another order, round otherwise
+_STATIC = {}  # the parameters' non-tensor entries (a flip's axes) of each compiled drawing program
 
 
 def crop_box(array, start, size, fill, view=False):
@@ -51,8 +63,13 @@ def crop_box(array, start, size, fill, view=False):
         lo, hi = max(s0, 0), min(s0 + n, full)
         src.append(slice(lo, max(hi, lo)))
         dst.append(slice(lo - s0, lo - s0 + max(hi - lo, 0)))
-    out = np.full(tuple(size) + array.shape[d:], fill, dtype=array.dtype)
+    out = np.empty(tuple(size) + array.shape[d:], dtype=array.dtype)
     out[tuple(dst)] = array[tuple(src)]
+    for axis, (inside, n) in enumerate(zip(dst, size)):  # the slabs outside the array, each voxel written once
+        before = (slice(None),) * axis
+        out[before + (slice(0, inside.start),)] = fill
+        out[before + (slice(inside.stop, n),)] = fill
+        dst[axis] = slice(0, n)  # later axes: their slabs across the whole extent of this one
     return out
 
 
@@ -73,12 +90,51 @@ def _mode(layer):
     return "warp" if layer.jit_compile is True else None
 
 
-def _points(group, batch_size, frame, margin):
-    """Step 1: `(points (N, d, *frame) in the worst-case crop's voxels, low (N, d), high (N, d))`."""
-    draws = warp.draw_group(group, batch_size, frame)
-    points = warp.compose_points([t for t, _, _ in draws], [(p, a) for _, p, a in draws], batch_size, frame)
+def nodes_bound_points(group):
+    """Whether the extremes of `group`'s points over a frame's voxels are their extremes at a few nodes.
+
+    True when every drawn transform is an affine map of points (flips, 90-degree turns, `RandomAffine`)
+    except possibly the last one, an elastic warp on a control grid of the output frame: each coordinate
+    of the composed points is then multilinear on every cell of that grid, so it is largest and smallest at
+    the cells' corners (`box_nodes`).
+    """
+    drawn = [t for t in group if t.probability > 0.0]
+    return all(getattr(t, "affine_map", False) for t in drawn[:-1]) and bool(drawn) and (
+        getattr(drawn[-1], "affine_map", False) or getattr(drawn[-1], "control_spacing", None) is not None)
+
+
+def box_nodes(group, frame):
+    """`(1, d, K)` float32 nodes where the composed points of `group` reach their extremes (see
+    `nodes_bound_points`): per axis the control-grid positions inside the frame and its last voxel."""
+    drawn = [t for t in group if t.probability > 0.0]
+    spacing = getattr(drawn[-1], "control_spacing", None)
+    axes = [sorted(set(range(0, f, spacing or f)) | {f - 1}) for f in frame]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=0).reshape(1, len(frame), -1)
+    return ops.convert_to_tensor(grid.astype(np.float32))
+
+
+def _shift(points, margin):
     if any(margin):  # as `warp._apply_group` adds the crop's offset
-        points = points + ops.reshape(ops.convert_to_tensor(list(margin), "float32"), (1, -1) + (1,) * len(frame))
+        points = points + ops.reshape(ops.convert_to_tensor(list(margin), "float32"),
+                                      (1, -1) + (1,) * (len(points.shape) - 2))
+    return points
+
+
+def _draw(group, batch_size, frame, margin):
+    """Step 1 (nodes): `(draws [(params, apply)] of the drawn transforms, low (N, d), high (N, d))`: the
+    parameters and the extremes of the points over the frame's voxels (worst-case crop's voxels), computed
+    at `box_nodes` only."""
+    draws = warp.draw_group(group, batch_size, frame)
+    active, params = [t for t, _, _ in draws], [(p, a) for _, p, a in draws]
+    points = _shift(warp.compose_points(active, params, batch_size, frame, box_nodes(group, frame)), margin)
+    return params, ops.min(points, axis=-1), ops.max(points, axis=-1)
+
+
+def _points(group, batch_size, frame, margin):
+    """Step 1 (any chain): `(points (N, d, *frame) in the worst-case crop's voxels, low (N, d), high (N, d))`."""
+    draws = warp.draw_group(group, batch_size, frame)
+    points = _shift(warp.compose_points([t for t, _, _ in draws], [(p, a) for _, p, a in draws], batch_size,
+                                        frame), margin)
     flat = ops.reshape(points, (batch_size, len(frame), -1))
     return points, ops.min(flat, axis=-1), ops.max(flat, axis=-1)
 
@@ -90,6 +146,13 @@ def _sample(steps, image, labels, points, start):
     dtype = image.dtype
     out, out_labels = map_image_and_labels(ops.cast(image, "float32"), labels, points, padding_mode="nearest")
     return _sample_rest(steps, ops.cast(out, dtype), out_labels)
+
+
+def _warp_sample(steps, active, frame, margin, image, labels, params, start):
+    """Step 2 (nodes): compose the points of the drawn `params` at the frame's voxels, then `_sample`: one
+    program from the parameters to the patch (the points are never written out whole)."""
+    points = _shift(warp.compose_points(active, params, ops.shape(image)[0], frame), margin)
+    return _sample(steps, image, labels, points, start)
 
 
 def _program(variables, fn):
@@ -178,9 +241,23 @@ def warp_patches(layer, read, batch_size, patch_size):
     # each program carries only the seed states it moves on (fewer variable writes per patch)
     first = [v for t in group for v in t.variables]
     rest = [v for v in layer.variables if all(v is not w for w in first)]
-    points, low, high = _run(layer, first, mode, ("points", batch_size, frame),
-                             lambda: _points(group, batch_size, frame, margin))
-    low, high = np.asarray(ops.convert_to_numpy(low)), np.asarray(ops.convert_to_numpy(high))
+    if nodes_bound_points(group):  # the box from a few nodes; the points only inside the sampling program
+        active = [t for t in group if t.probability != 0.0]
+        static = _STATIC.setdefault(("draw", layer._program_config, batch_size, frame), {})
+
+        def draw():
+            params, low, high = _draw(group, batch_size, frame, margin)
+            static["params"] = [{k: v for k, v in p.items() if not ops.is_tensor(v)} for p, _ in params]
+            return [({k: v for k, v in p.items() if ops.is_tensor(v)}, a) for p, a in params], low, high
+
+        params, low, high = _run(layer, first, mode, ("draw", batch_size, frame), draw)
+        params = [(dict(p, **fixed), a) for (p, a), fixed in zip(params, static["params"])]
+        low, high = (np.asarray(ops.convert_to_numpy(v)) for v in (low, high))
+        low, high = low - NODE_SLACK, high + NODE_SLACK
+    else:
+        points, low, high = _run(layer, first, mode, ("points", batch_size, frame),
+                                 lambda: _points(group, batch_size, frame, margin))
+        low, high = np.asarray(ops.convert_to_numpy(low)), np.asarray(ops.convert_to_numpy(high))
     start = np.maximum(np.floor(low), 0).astype(np.int32)  # >= 0: the margin holds every draw
     size = box_size(start, high, [p + 2 * m for p, m in zip(frame, margin)])
     boxes = [read(n, tuple(int(s) for s in start[n]), size) for n in range(batch_size)]
@@ -192,23 +269,26 @@ def warp_patches(layer, read, batch_size, patch_size):
         image, labels = (a if a.flags.writeable else np.array(a) for a in (image, labels))
     image = warp.to_tensor(image, layer.compute_dtype)
     labels = warp.to_tensor(labels[..., None], layer.compute_dtype)
+    start = ops.convert_to_tensor(start)
 
-    def sample(img, lab, pts, st):
-        return _sample(steps[1:], img, lab, pts, st)
-
+    if nodes_bound_points(group):
+        def sample(img, lab, prm, st, rest_steps=steps[1:]):
+            return _warp_sample(rest_steps, active, frame, margin, img, lab, prm, st)
+        args = (params,)
+    else:
+        def sample(img, lab, pts, st, rest_steps=steps[1:]):
+            return _sample(rest_steps, img, lab, pts, st)
+        args = (points,)
     if mode == "warp":  # torch.compile of the sampling (its random layers after it run eagerly)
         import torch
 
-        key = ("window", warp._signature(image), warp._signature(labels), frame)
+        key = ("window", warp._signature(image), warp._signature(labels), frame, nodes_bound_points(group))
         if key not in layer._compiled:
-            layer._compiled[key] = torch.compile(
-                lambda img, lab, pts, st: _sample([], img, lab, pts, st), dynamic=False)
-        out = layer._compiled[key](image, labels, points, ops.convert_to_tensor(start))
-        out_image, out_labels = _sample_rest(steps[1:], *out)
+            layer._compiled[key] = torch.compile(functools.partial(sample, rest_steps=[]), dynamic=False)
+        out_image, out_labels = _sample_rest(steps[1:], *layer._compiled[key](image, labels, *args, start))
     else:
         key = ("sample", warp._signature(image), warp._signature(labels), frame)
-        out_image, out_labels = _run(layer, rest, mode, key, sample, image, labels, points,
-                                     ops.convert_to_tensor(start))
+        out_image, out_labels = _run(layer, rest, mode, key, sample, image, labels, *args, start)
     return out_image, ops.squeeze(out_labels, -1)
 
 
