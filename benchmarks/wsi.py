@@ -202,9 +202,9 @@ def _child(mode, cfg, slide, ann, work, workers):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _measure(args, env, script=None):
-    """Run a child (this script, or `script`); sample the PSS of its process tree every 0.2 s; return (result
-    dict, peak MB)."""
+def _measure(args, env, script=None, interval=0.2):
+    """Run a child (this script, or `script`); sample the PSS of its process tree every `interval` s; return (result
+    dict, peak MB). Each sample reads every process's smaps (milliseconds of CPU per process)."""
     import psutil
 
     proc = subprocess.Popen([sys.executable, script or os.path.abspath(__file__)] + args, stdout=subprocess.PIPE,
@@ -228,7 +228,7 @@ def _measure(args, env, script=None):
             except psutil.NoSuchProcess:
                 break
             peak[0] = max(peak[0], total / 2**20)
-            done.wait(0.2)
+            done.wait(interval)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()

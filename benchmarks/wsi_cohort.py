@@ -14,8 +14,15 @@ interleaved over `repeats` rounds:
   shards compressed with lzf; patches/s over the run (cluster start excluded,
   reported apart), and the peak PSS of each worker process (goal < 2 GB);
 * per-worker limits, one process: `decode` (decoding the JPEG tiles under
-  one slide's kept patches once each) and `write` (appending as many real
-  tissue patches to one lzf store); a worker is compared with the slower one;
+  one slide's kept patches once each) and `write` (appending that slide's
+  kept patches to one lzf store exactly as a worker does, 32 per commit, the
+  patches read beforehand and only the appends timed); a worker is compared
+  with the slower one;
+* where a worker's CPU goes: every cohort task reports its CPU seconds per
+  stage (`grid`: open, thumbnail, tissue mask, labels; `read`: patches from
+  tiles; `append`: compress and write; `task`: all of it), and the child
+  process that hosts the scheduler, the nannies and the client reports its
+  own (`parent`), all in the JSON;
 * `slide_w1`, `slide_w2`: the one-slide path that was slower with two
   workers (`extract_slide(workers=...)`: reader processes send patches
   through pipes to the one process that compresses and appends), with the CPU
@@ -59,6 +66,30 @@ def _regions(cfg, k):
     return [(cy + 97 * k, cx + 131 * k, ry, rx) for cy, cx, ry, rx in cfg["regions"]]
 
 
+def _write_child(cfg, slide, ann, work):
+    """The append limit: this slide's kept patches appended to one lzf store as `extract_slide` appends them."""
+    import numpy as np
+
+    from keras_medseg.data.slides import PatchStore
+    from keras_medseg.data.slides.slide import open_slide
+    from keras_medseg.data.slides.streaming import patch_grid
+
+    size, store = cfg["size"], os.path.join(work, "write.h5")
+    seconds = cpu_s = 0.0
+    with open_slide(slide) as sl, PatchStore(store, "w", patch_size=size, compression="lzf") as ps:
+        grid = patch_grid(sl, 0, size, cfg["inner"], annotations=ann, min_tissue=0.1, thumbnail_size=cfg["thumb"])
+        labels, tumors, n = (grid.tumor_ids >= 0).astype(np.uint8), grid.tumor_ids.astype(np.int32), len(grid.coords)
+        for start in range(0, n, 32):
+            sel = slice(start, start + 32)
+            chunk = np.stack([sl.read_region(0, (int(r), int(c)), (size, size)) for r, c in grid.coords[sel]])
+            t0, c0 = time.perf_counter(), time.process_time()
+            ps.append(chunk, labels[sel], "s", tumors[sel], grid.coords[sel])
+            seconds += time.perf_counter() - t0
+            cpu_s += time.process_time() - c0
+    os.remove(store)
+    return {"seconds": seconds, "patches": n, "cpu_s": cpu_s}
+
+
 def _cohort_child(cfg, folder, work, workers):
     import psutil
 
@@ -78,7 +109,7 @@ def _cohort_child(cfg, folder, work, workers):
                     peaks[pid] = max(peaks[pid], psutil.Process(pid).memory_full_info().pss / 2**20)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-            done.wait(0.2)
+            done.wait(1.0)  # each sample reads the smaps of a worker: ~5 ms of CPU taken from the 2 cores
 
     def cpu():
         total = 0.0
@@ -91,22 +122,25 @@ def _cohort_child(cfg, folder, work, workers):
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     out = os.path.join(work, f"cohort_w{workers}.h5")
-    cpu0 = cpu()
+    cpu0, parent0 = cpu(), time.process_time()
     t0 = time.perf_counter()
     res = extract_cohort(folder, out, size=cfg["size"], inner_size=cfg["inner"], min_tissue=0.1,
                          thumbnail_size=cfg["thumb"], compression="lzf", client=client, progress=False)
     seconds = time.perf_counter() - t0
-    cpu_s = cpu() - cpu0
+    cpu_s, parent_cpu_s = cpu() - cpu0, time.process_time() - parent0
     done.set()
     thread.join()
+    # the kernel's high-water mark of each worker's RSS (shared pages counted whole: an upper bound of the PSS)
+    hwm = sorted(v / 1024 for v in client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
     client.close()
     cluster.close()
     shard_bytes = sum(r["bytes"] for r in res["slides"].values())
     shutil.rmtree(os.path.splitext(out)[0] + ".shards")
     os.remove(out)
+    stages = {k: sum(r["cpu_s"][k] for r in res["slides"].values()) for k in ("grid", "read", "append", "task")}
     return {"seconds": seconds, "cpu_s": cpu_s, "patches": res["num_patches"], "failed": res["failed"],
-            "start_seconds": start_s,
-            "worker_peak_pss_mb": sorted(peaks.values()), "shard_mb": shard_bytes / 1e6,
+            "start_seconds": start_s, "parent_cpu_s": parent_cpu_s, "stage_cpu_s": stages,
+            "worker_peak_pss_mb": sorted(peaks.values()), "worker_peak_rss_mb": hwm, "shard_mb": shard_bytes / 1e6,
             "task_seconds": sorted(r["seconds"] for r in res["slides"].values())}
 
 
@@ -126,6 +160,7 @@ def _slide_child(cfg, slide, ann, work, workers):
             os.remove(path)
     cpu = lambda a, b: (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)  # noqa: E731
     return {"seconds": seconds, "patches": res["added"], "writer_cpu_s": cpu(self0, self1),
+            "stage_cpu_s": dict(res["cpu_s"], task=cpu(self0, self1)),
             "readers_cpu_s": cpu(kids0, kids1), "cpu_s": cpu(self0, self1) + cpu(kids0, kids1)}
 
 
@@ -138,9 +173,11 @@ def _child(argv):
     slide, ann = os.path.join(folder, "slide_0.tif"), os.path.join(folder, "slide_0.geojson")
     if mode == "cohort":
         out = _cohort_child(cfg, folder, work, int(arg("--workers")))
+    elif mode == "write":
+        out = _write_child(cfg, slide, ann, work)
     elif mode == "slide":
         out = _slide_child(cfg, slide, ann, work, int(arg("--workers")))
-    else:  # "decode" / "write": the per-worker limits, benchmarks/wsi.py's children (wall and CPU time)
+    else:  # "decode": the per-worker limit, benchmarks/wsi.py's child (wall and CPU time)
         import wsi
 
         wsi._child(mode, cfg, slide, ann, work, 1)
@@ -179,13 +216,24 @@ def run(preset="cpu", out_dir=None, progress=True):
         for key, args in order:
             if progress:
                 print(f"[wsi_cohort] round {rep + 1}/{cfg['repeats']}: {key} (load {_load():.1f})", flush=True)
-            res, peak = _measure(args + base, env, script=os.path.abspath(__file__))
+            # the tree's PSS once a second: each sample reads the smaps of every process (~25 ms of CPU for a
+            # 2-worker cluster), which at 5 Hz took ~1/8 of a core from the workers
+            res, peak = _measure(args + base, env, script=os.path.abspath(__file__), interval=1.0)
             res["tree_peak_pss_mb"] = peak
             runs[key].append(res["patches"] / res["seconds"])
             info[key].append(res)
             loads.append(_load())
     rate = {k: _stats(v) for k, v in runs.items()}
     cpu_ms = {k: _stats([1000 * r["cpu_s"] / r["patches"] for r in info[k]]) for k in info}
+    # where the CPU goes, ms per patch (medians over the rounds): the tasks' stages, the worker processes, and the
+    # process hosting the scheduler, the nannies and the client
+    stage_ms = {}
+    for k in ("cohort_w1", "cohort_w2", "slide_w1"):
+        stage_ms[k] = {s: _stats([1000 * r["stage_cpu_s"][s] / r["patches"] for r in info[k]])["median"]
+                       for s in ("grid", "read", "append", "task")}
+        if k.startswith("cohort"):
+            stage_ms[k]["worker_processes"] = cpu_ms[k]["median"]
+            stage_ms[k]["parent"] = _stats([1000 * r["parent_cpu_s"] / r["patches"] for r in info[k]])["median"]
     med = {k: v["median"] for k, v in rate.items()}
     limit = min(med["decode"], med["write"])
     per_worker = med["cohort_w2"] / 2
@@ -197,7 +245,9 @@ def run(preset="cpu", out_dir=None, progress=True):
         "patches": patches, "patches_per_s": rate, "details": info, "load_average": loads,
         "speedup_2_vs_1": med["cohort_w2"] / med["cohort_w1"], "per_worker_vs_limit": per_worker / limit,
         "w1_vs_limit": med["cohort_w1"] / limit, "worker_peak_pss_mb": worker_peak,
+        "worker_peak_rss_mb": max(max(r["worker_peak_rss_mb"]) for k in ("cohort_w1", "cohort_w2") for r in info[k]),
         "slide_w2_vs_w1": med["slide_w2"] / med["slide_w1"], "cpu_ms_per_patch": cpu_ms,
+        "stage_cpu_ms_per_patch": stage_ms,
         # a worker must both decode and append every patch: its CPU floor per patch is the sum of the two limits'
         "per_worker_vs_limit_cpu": ((cpu_ms["decode"]["median"] + cpu_ms["write"]["median"])
                                     / cpu_ms["cohort_w2"]["median"]),
@@ -222,7 +272,7 @@ def run(preset="cpu", out_dir=None, progress=True):
 def markdown(result, fig_prefix=""):
     cfg, rate, d = result["settings"], result["patches_per_s"], result["details"]
     labels = {"decode": "limit: decode one slide's needed JPEG tiles once (1 process)",
-              "write": "limit: append as many patches to one lzf store (1 process)",
+              "write": "limit: append one slide's patches to one lzf store, 32 per commit (1 process)",
               "cohort_w1": "cohort on Dask, 1 worker", "cohort_w2": "cohort on Dask, 2 workers",
               "slide_w1": "one slide, `extract_slide(workers=1)`", "slide_w2": "one slide, `extract_slide(workers=2)`"}
     rows = []
@@ -230,7 +280,8 @@ def markdown(result, fig_prefix=""):
         note = ""
         if key.startswith("cohort"):
             r = d[key]
-            note = (f"worker PSS {max(max(x['worker_peak_pss_mb']) for x in r):.0f} MB, cluster start "
+            note = (f"worker PSS {max(max(x['worker_peak_pss_mb']) for x in r):.0f} MB (RSS high-water "
+                    f"{max(max(x.get('worker_peak_rss_mb', [0])) for x in r):.0f} MB), cluster start "
                     f"{min(x['start_seconds'] for x in r):.1f} s")
         elif key.startswith("slide"):
             r = d[key][-1]
@@ -240,10 +291,22 @@ def markdown(result, fig_prefix=""):
                      "" if cpu_ms is None else f"{cpu_ms['median']:.1f}", note])
     table = markdown_table(["measurement", "patches/s min", "patches/s median", "CPU ms/patch (median)", "notes"],
                            rows)
+    stage = result.get("stage_cpu_ms_per_patch", {})
+    names = {"cohort_w1": "cohort task, 1 worker", "cohort_w2": "cohort task, 2 workers",
+             "slide_w1": "`extract_slide(workers=1)`"}
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    stage_rows = [[names[k], fmt(v["grid"]), fmt(v["read"]), fmt(v["append"]), fmt(v["task"]),
+                   fmt(v.get("worker_processes")), fmt(v.get("parent"))] for k, v in stage.items()]
+    stage_rows.append(["limit: append alone", "", "", fmt(result["cpu_ms_per_patch"]["write"]["median"]), "", "", ""])
+    stage_table = markdown_table(["CPU ms per patch (median)", "grid", "read", "append", "task (all)",
+                                  "worker processes", "parent (scheduler, nannies, client)"], stage_rows)
     p = result["projection"]
     goals = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result["goals"].items())
     return (
         f"### Whole-slide cohort on Dask ({cfg['slides']} slides of {cfg['side']:,}^2 px, JPEG tiles)\n\n{table}\n\n"
+        f"Where the CPU goes (`grid`: open the slide, thumbnail, tissue mask, labels; `read`: patches from the "
+        f"tiles; `append`: compress and write; a task's own stages, its process, and the process that hosts the "
+        f"scheduler, the nannies and the client, all per patch of the run):\n\n{stage_table}\n\n"
         f"2 workers / 1 worker: **{result['speedup_2_vs_1']:.2f}x** (goal 1.7x); per worker "
         f"**{result['per_worker_vs_limit']:.2f}x** of min(decode, append) limit (goal 0.8x; 1 worker "
         f"{result['w1_vs_limit']:.2f}x); in CPU time, which other jobs on a shared machine do not inflate: a "

@@ -63,6 +63,8 @@ def test_tissue_mask_otsu_matches_skimage():
     sat = rgb2hsv(thumb)[..., 1]
     np.testing.assert_array_equal(tissue_mask_from_thumbnail(thumb), sat > threshold_otsu(sat))
     np.testing.assert_array_equal(tissue_mask_from_thumbnail(thumb, 0.07), sat > 0.07)
+    unit = thumb / 255.0  # float thumbnails in [0, 1]: the same saturation
+    np.testing.assert_array_equal(tissue_mask_from_thumbnail(unit), sat > threshold_otsu(sat))
     assert not tissue_mask_from_thumbnail(np.full((8, 8, 3), 255, np.uint8)).any()
     with pytest.raises(ValueError, match="threshold"):
         tissue_mask_from_thumbnail(thumb, "mean")

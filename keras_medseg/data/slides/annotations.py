@@ -107,6 +107,13 @@ class Annotations:
         b = np.asarray(list(self._bbox.values()))
         return (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max())
 
+    def tumor_boxes(self):
+        """`(n, 4)` `(row_min, col_min, row_max, col_max)` of each tumour polygon (not the holes), level-0 pixels.
+
+        A window that misses all of them is 0 everywhere in `label_window`.
+        """
+        return np.asarray([self._bbox[id(p)] for p in self._tumors], np.float64).reshape(-1, 4)
+
     def check_inside(self, level0_shape, slide_path="<slide>"):
         """Raise `ValueError` naming both files when a vertex lies outside the slide.
 
@@ -204,18 +211,23 @@ def fill_nonzero(rows, cols, shape):
     out = np.zeros((h, w), bool)
     if ya.size < 3:
         return out
-    columns = np.arange(w)
-    for r in range(max(0, int(np.ceil(ya.min()))), min(h - 1, int(np.floor(ya.max()))) + 1):
-        crosses = (ya > r) != (yb > r)  # edges crossing the row's centre line (half-open, as ray casting)
-        if not crosses.any():
+    r_lo, r_hi = max(0, int(np.ceil(ya.min()))), min(h - 1, int(np.floor(ya.max())))
+    # all rows at once, in blocks of rows x edges bounded to ~4M: a crossing of row r at x adds its direction
+    # (+1 up, -1 down) to the winding of every column c < x (a difference array summed along the row)
+    block = max(1, (1 << 22) // ya.size)
+    for start in range(r_lo, r_hi + 1, block):
+        r = np.arange(start, min(r_hi + 1, start + block), dtype=np.float64)[:, None]
+        rr, e = np.nonzero((ya > r) != (yb > r))  # edges crossing the row's centre line (half-open)
+        if not rr.size:
             continue
-        y0, x0, y1, x1 = ya[crosses], xa[crosses], yb[crosses], xb[crosses]
-        xint = x0 + (r - y0) * (x1 - x0) / (y1 - y0)
-        direction = np.where(y1 > y0, 1, -1)
-        order = np.argsort(xint, kind="stable")
-        before = np.concatenate([[0], np.cumsum(direction[order])])  # winding of crossings at x <= c
-        winding = before[-1] - before[np.searchsorted(xint[order], columns, side="right")]
-        out[r] = winding != 0
+        y0, x0, y1, x1 = ya[e], xa[e], yb[e], xb[e]
+        xint = x0 + (r[rr, 0] - y0) * (x1 - x0) / (y1 - y0)
+        direction = np.where(y1 > y0, 1.0, -1.0)
+        k = np.clip(np.ceil(xint), 0, w).astype(np.int64)  # columns c < xint: 0 .. k - 1
+        diff = np.bincount(np.concatenate([rr * (w + 1), rr * (w + 1) + k]),
+                           np.concatenate([direction, -direction]), minlength=r.shape[0] * (w + 1))
+        winding = np.cumsum(diff.reshape(r.shape[0], w + 1)[:, :w], axis=1)
+        out[start:start + r.shape[0]] = np.round(winding) != 0
     return out
 
 

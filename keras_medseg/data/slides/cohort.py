@@ -129,11 +129,13 @@ def extract_shard(slide, shard, params, slide_id, annotations=None):
         dict: `slide_id`, `status` ("done" or "failed"), and for a done
         slide `patches`, `positive`, `level`, `mpp` (of that level), `seconds`,
         `pid`, `bytes`, `recovered` (a dead attempt's temporary file was
-        removed); for a failed one `error` (one line).
+        removed), `cpu_s` (the task's CPU seconds: `task` in all, and
+        `extract_slide`'s `grid`, `read`, `append`); for a failed one `error`
+        (one line).
     """
     from keras_medseg.utils.errors import one_line_message
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     folder = os.path.dirname(os.path.abspath(shard))
     tmp = temporary_name(shard)
     stem = os.path.splitext(os.path.basename(shard))[0]
@@ -168,7 +170,7 @@ def extract_shard(slide, shard, params, slide_id, annotations=None):
     return {"slide_id": slide_id, "status": "done", "patches": int(res["total"]), "positive": int(res["positive"]),
             "level": int(res["level"]), "mpp": None if res["mpp"] is None else list(res["mpp"]),
             "seconds": time.perf_counter() - t0, "pid": os.getpid(), "bytes": os.path.getsize(shard),
-            "recovered": recovered}
+            "recovered": recovered, "cpu_s": dict(res["cpu_s"], task=time.process_time() - c0)}
 
 
 def start_client(workers=None, scheduler=None):
@@ -197,7 +199,12 @@ def start_client(workers=None, scheduler=None):
     workers = (os.cpu_count() or 1) if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"`workers` must be a positive integer. Received: workers={workers!r}")
-    config = {"distributed.scheduler.allowed-failures": 1}
+    # the workers' statistical profiler samples the running task every 10 ms and nobody reads it; the nannies'
+    # memory monitor (every 100 ms), the system monitors (500 ms) and the event loops' ticks (20 ms) run in the
+    # processes that share the cores with the workers: slower here, still well under a task's seconds
+    config = {"distributed.scheduler.allowed-failures": 1, "distributed.worker.profile.enabled": False,
+              "distributed.worker.memory.monitor-interval": "1s", "distributed.admin.system-monitor.interval": "1s",
+              "distributed.admin.tick.interval": "200ms"}
     if "forkserver" in multiprocessing.get_all_start_methods():
         config["distributed.worker.multiprocessing-method"] = "forkserver"
     with dask.config.set(config), _lazy_package_import():

@@ -126,11 +126,25 @@ class Slide:
             band = max(1, (64 << 20) // max(1, W * self.channels * self.dtype.itemsize * factor)) * factor
         band = max(factor, (int(band) // factor) * factor)
         out = np.empty((oh, ow, self.channels), np.float32)
+        # integer pixels whose block sums stay below 2**24: sum them exactly in int32 (float32 sums them exactly
+        # too, so the mean is the same to the bit) with factor**2 strided adds instead of a float32 copy and mean
+        exact = np.issubdtype(self.dtype, np.integer) and factor * factor * int(np.iinfo(self.dtype).max) < 1 << 24
         for r0 in range(0, oh * factor, band):
             rows = min(band, oh * factor - r0)
-            block = self._read(level, r0, 0, rows, ow * factor).astype(np.float32)
-            out[r0 // factor:(r0 + rows) // factor] = block.reshape(
-                rows // factor, factor, ow, factor, self.channels).mean(axis=(1, 3))
+            block = self._read(level, r0, 0, rows, ow * factor)
+            dst = out[r0 // factor:(r0 + rows) // factor]
+            if exact and factor > 1:
+                blocks = block.reshape(rows // factor, factor, ow, factor, self.channels)
+                acc = np.zeros(dst.shape, np.int32)
+                for i in range(factor):
+                    for j in range(factor):
+                        acc += blocks[:, i, :, j]
+                dst[...] = acc
+                # as `ndarray.mean` divides: by the count as an `intp` (in float64), cast back to float32
+                np.true_divide(dst, np.intp(factor * factor), out=dst, casting="unsafe")
+            else:
+                dst[...] = block.astype(np.float32).reshape(rows // factor, factor, ow, factor,
+                                                            self.channels).mean(axis=(1, 3))
         return out
 
     def thumbnail(self, max_size=1024):

@@ -365,7 +365,7 @@ class PatchStore:
             if len(compressed) != n_new:
                 raise ValueError(f"`compressed` must hold {n_new} patches. Received: {len(compressed)}")
             compressed = [bytes(c) for c in compressed]
-        elif np.issubdtype(self.dtype, np.integer):
+        elif np.issubdtype(self.dtype, np.integer) and patches.dtype != self.dtype:  # the store's dtype: in range
             info = np.iinfo(self.dtype)
             if n_new and (not np.issubdtype(patches.dtype, np.integer) and not np.all(patches == np.round(patches))
                           or patches.min() < info.min or patches.max() > info.max):
@@ -393,7 +393,7 @@ class PatchStore:
             f["slide_names"][m] = new_name
             f["slide_names"].flush()
             m += 1
-        values = {"patches": patches.astype(self.dtype) if compressed is None else None,
+        values = {"patches": np.asarray(patches, self.dtype) if compressed is None else None,  # no copy if it is
                   "label": labels.astype(np.uint8), "slide": np.full(n_new, slide, np.int32),
                   "tumor_id": tumor_ids.astype(np.int32), "coords": coords.astype(np.int32)}
         for name, value in values.items():

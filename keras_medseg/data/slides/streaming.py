@@ -30,6 +30,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import time
 
 import numpy as np
 
@@ -70,7 +71,6 @@ def tissue_mask_from_thumbnail(thumbnail, threshold="otsu"):
 
     Reference: Otsu 1979; checked against `skimage.filters.threshold_otsu`.
     """
-    from skimage.color import rgb2hsv
     from skimage.filters import threshold_otsu
 
     t = np.asarray(thumbnail)
@@ -82,7 +82,12 @@ def tissue_mask_from_thumbnail(thumbnail, threshold="otsu"):
         raise ValueError(f"`thumbnail` must be (h, w) grey or (h, w, 3) RGB. Received: thumbnail.shape={t.shape}")
     scale = 255.0 if np.issubdtype(t.dtype, np.integer) else 1.0
     if t.ndim == 3:
-        value = rgb2hsv(t.astype(np.float64) / scale)[..., 1]
+        # HSV saturation (max - min) / max as `skimage.color.rgb2hsv` computes it (to the bit), without the hue
+        v = t.max(-1).astype(np.float64) / scale
+        delta = v - t.min(-1).astype(np.float64) / scale
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = delta / v
+        value[delta == 0.0] = 0.0
     else:
         value = 1.0 - t.astype(np.float64) / scale  # darkness
     if isinstance(threshold, str):
@@ -177,13 +182,15 @@ def patch_grid(slide, level=0, size=512, inner_size=None, stride=None, annotatio
             tissue = _box_fractions(mask, coords, size, down, tdown)
         tumor = np.full(coords.shape[0], -1, np.int64)
         if annotations is not None and len(annotations):
-            b = annotations.bounds()
             off = (size - inner_size) // 2
-            # inner squares (level-0 px) that can touch an annotation at all
+            # inner squares (level-0 px) that can touch a tumour polygon at all: per polygon (the box of them all
+            # holds thousands of tissue patches between two tumours far apart)
             r0 = (coords[:, 0] + off) * down[0]
             c0 = (coords[:, 1] + off) * down[1]
-            near = ((r0 <= b[2] + down[0]) & (r0 + inner_size * down[0] >= b[0] - down[0])
-                    & (c0 <= b[3] + down[1]) & (c0 + inner_size * down[1] >= b[1] - down[1]))
+            near = np.zeros(coords.shape[0], bool)
+            for b in annotations.tumor_boxes():
+                near |= ((r0 <= b[2] + down[0]) & (r0 + inner_size * down[0] >= b[0] - down[0])
+                         & (c0 <= b[3] + down[1]) & (c0 + inner_size * down[1] >= b[1] - down[1]))
             for k in np.flatnonzero(near).tolist():
                 tumor[k] = annotations.inner_square_tumor(down, coords[k], size, inner_size)
         if min_tissue is None:
@@ -296,7 +303,8 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
     Returns:
         dict: `slide_id`, `total` (patches on the kept grid), `added` (this
         run), `skipped` (already in the store), `positive`, `level`,
-        `downsample`, `mpp` (microns per pixel of the level, None when unknown).
+        `downsample`, `mpp` (microns per pixel of the level, None when unknown), `cpu_s` (this process's CPU s
+        per stage: `grid`, `read` (with `workers` > 1: the wait), `append`).
 
     Raises:
         ValueError: bad slide / annotation files, level or sizes (naming the
@@ -318,6 +326,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer. Received: chunk_size={chunk_size!r}")
     ann_path = None if annotations is None or isinstance(annotations, Annotations) else os.fspath(annotations)
+    cpu = {"grid": time.process_time(), "read": 0.0, "append": 0.0}  # CPU seconds per stage, this process
     with open_slide(slide_path, cache_bytes=cache_bytes) as sl:
         if mpp is not None:
             level, _ = level_for_mpp(sl, mpp)
@@ -325,6 +334,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
                           thumbnail_size)
         channels, dtype = sl.channels, sl.dtype
         level_mpp = None if sl.mpp is None else tuple(float(v) for v in sl.level_mpp(grid.level))
+    cpu["grid"] = time.process_time() - cpu["grid"]
     slide_id = slide_id or os.path.splitext(os.path.basename(slide_path))[0]
     params = {"slide": os.path.abspath(slide_path), "annotations": ann_path and os.path.abspath(ann_path),
               "level": grid.level, "size": grid.size, "inner_size": grid.inner_size, "stride": grid.stride,
@@ -357,7 +367,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         result = {"slide_id": slide_id, "total": int(grid.coords.shape[0]), "skipped": int(grid.coords.shape[0]
                                                                                            - todo.size),
                   "added": 0, "positive": int((grid.tumor_ids >= 0).sum()), "level": grid.level,
-                  "downsample": tuple(grid.downsample), "mpp": level_mpp}
+                  "downsample": tuple(grid.downsample), "mpp": level_mpp, "cpu_s": cpu}
         chunks = [todo[i:i + chunk_size] for i in range(0, todo.size, chunk_size)]
         bar = None
         if progress:
@@ -372,10 +382,12 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         deflate = (ps._file["patches"].compression_opts or 4) if ps.accepts_compressed() else None
 
         def commit(idx, patches):
+            t0 = time.process_time()
             if deflate is None:
                 ps.append(patches, labels[idx], slide_id, tumors[idx], grid.coords[idx])
             else:
                 ps.append(None, labels[idx], slide_id, tumors[idx], grid.coords[idx], compressed=patches)
+            cpu["append"] += time.process_time() - t0
             result["added"] += idx.size
             if bar is not None:
                 bar.update(idx.size)
@@ -387,7 +399,10 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
                 _worker_init(slide_path, cache_bytes)
                 try:
                     for idx in chunks:
-                        commit(idx, _read_chunk(grid.level, grid.size, grid.coords[idx].tolist(), deflate))
+                        t0 = time.process_time()
+                        patches = _read_chunk(grid.level, grid.size, grid.coords[idx].tolist(), deflate)
+                        cpu["read"] += time.process_time() - t0
+                        commit(idx, patches)
                 finally:
                     _WORKER.pop("slide").close()
             else:
