@@ -66,6 +66,23 @@ def central_divergence(components):
     return 0.5 * total
 
 
+def central_gradient(x):
+    """Central differences `0.5 (x[i+1] - x[i-1])` of `x` `(N, *S, 1)` along every spatial axis: `(N, *S, d)`.
+
+    Replicate boundaries: the numbers of `conv_edge(x, stencil_kernel("central", ...))`
+    (the frozen `edge_gradient_kernel` of `LevelSetStep`, hence its `velocity`
+    up to the factor gamma), from slices of one edge-padded copy instead of a
+    convolution: a `(16, 256, 256, 1)` batch with a `3 x 3 x 1 x 2` kernel cost
+    about 70 ms of CPU as a convolution on TensorFlow and on JAX (2 CPU
+    cores), against a few ms as one fused pass of slices.
+    """
+    level = x[..., 0]
+    d = len(level.shape) - 1
+    padded = pad_edge(level, [(1, 1)] * d)
+    return ops.stack([0.5 * (padded[_axis_slice(d, k, slice(2, None))] - padded[_axis_slice(d, k, slice(0, -2))])
+                      for k in range(d)], axis=-1)
+
+
 def stencil_step(u, g, velocity, alpha, beta, dt, eps, propagation=None):
     """One forward-Euler level-set step with the textbook stencils (same numbers as `LevelSetStep` frozen).
 

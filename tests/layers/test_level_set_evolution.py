@@ -209,3 +209,17 @@ def test_compiled_loop_equals_keras_ops_loop(tolerance):
     g_in, u_in = keras.Input((20, 20, 1)), keras.Input((20, 20, 1))
     model = keras.Model([g_in, u_in], fast([u_in, g_in]))
     np.testing.assert_allclose(model.predict([g, init], verbose=0), _np(u_plain), atol=1e-4)
+
+
+@pytest.mark.parametrize("spatial", [(9, 7), (5, 6, 7)])
+def test_frozen_velocity_from_slices_equals_convolution_and_numpy(spatial):
+    # frozen kernels: gamma grad g from slices (`central_gradient`), bit for bit the convolution of `LevelSetStep`
+    from tests.ops.test_level_set import np_differences
+
+    g = np.random.default_rng(3).uniform(0.0, 1.0, (2,) + spatial + (2,)).astype("float32")
+    layer = LevelSetEvolution(steps=1, gamma=1.3, **FROZEN)
+    layer.build([g.shape[:-1] + (1,), g.shape])
+    fast, conv = _np(layer._velocity(ops.convert_to_tensor(g))), _np(layer.step.velocity(ops.convert_to_tensor(g)))
+    np.testing.assert_array_equal(fast, conv)
+    reference = np.stack([1.3 * c for c in np_differences(g[..., 0].astype("float64"))[2]], axis=-1)
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
