@@ -97,7 +97,7 @@ def test_cohort_equals_each_slide_alone_despite_a_killed_worker_and_a_corrupt_sl
     assert record["recovered"] and record["pid"] != pid
     # each task reports where its CPU went (the benchmark's per-stage columns)
     cpu = record["cpu_s"]
-    assert set(cpu) == {"grid", "read", "append", "task"} and min(cpu.values()) >= 0
+    assert set(cpu) == {"grid", "read", "append", "task", "process"} and min(cpu.values()) >= 0
     assert cpu["grid"] + cpu["read"] + cpu["append"] <= cpu["task"] + 1e-3
     _assert_same_as_alone(out, ref)
     manifest = read_manifest(out)

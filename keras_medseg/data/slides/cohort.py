@@ -129,13 +129,14 @@ def extract_shard(slide, shard, params, slide_id, annotations=None):
         dict: `slide_id`, `status` ("done" or "failed"), and for a done
         slide `patches`, `positive`, `level`, `mpp` (of that level), `seconds`,
         `pid`, `bytes`, `recovered` (a dead attempt's temporary file was
-        removed), `cpu_s` (the task's CPU seconds: `task` in all, and
-        `extract_slide`'s `grid`, `read`, `append`); for a failed one `error`
-        (one line).
+        removed), `cpu_s` (CPU seconds: `extract_slide`'s `grid`, `read`,
+        `append` and `task` in all, of the task's thread; `process`, of the
+        worker process meanwhile, its other threads too); for a failed one
+        `error` (one line).
     """
     from keras_medseg.utils.errors import one_line_message
 
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
     folder = os.path.dirname(os.path.abspath(shard))
     tmp = temporary_name(shard)
     stem = os.path.splitext(os.path.basename(shard))[0]
@@ -170,7 +171,8 @@ def extract_shard(slide, shard, params, slide_id, annotations=None):
     return {"slide_id": slide_id, "status": "done", "patches": int(res["total"]), "positive": int(res["positive"]),
             "level": int(res["level"]), "mpp": None if res["mpp"] is None else list(res["mpp"]),
             "seconds": time.perf_counter() - t0, "pid": os.getpid(), "bytes": os.path.getsize(shard),
-            "recovered": recovered, "cpu_s": dict(res["cpu_s"], task=time.process_time() - c0)}
+            "recovered": recovered,
+            "cpu_s": dict(res["cpu_s"], task=time.thread_time() - c0, process=time.process_time() - p0)}
 
 
 def start_client(workers=None, scheduler=None):

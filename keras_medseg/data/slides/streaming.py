@@ -303,7 +303,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
     Returns:
         dict: `slide_id`, `total` (patches on the kept grid), `added` (this
         run), `skipped` (already in the store), `positive`, `level`,
-        `downsample`, `mpp` (microns per pixel of the level, None when unknown), `cpu_s` (this process's CPU s
+        `downsample`, `mpp` (microns per pixel of the level, None when unknown), `cpu_s` (this thread's CPU s
         per stage: `grid`, `read` (with `workers` > 1: the wait), `append`).
 
     Raises:
@@ -326,7 +326,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer. Received: chunk_size={chunk_size!r}")
     ann_path = None if annotations is None or isinstance(annotations, Annotations) else os.fspath(annotations)
-    cpu = {"grid": time.process_time(), "read": 0.0, "append": 0.0}  # CPU seconds per stage, this process
+    cpu = {"grid": time.thread_time(), "read": 0.0, "append": 0.0}  # CPU seconds per stage, this thread
     with open_slide(slide_path, cache_bytes=cache_bytes) as sl:
         if mpp is not None:
             level, _ = level_for_mpp(sl, mpp)
@@ -334,7 +334,7 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
                           thumbnail_size)
         channels, dtype = sl.channels, sl.dtype
         level_mpp = None if sl.mpp is None else tuple(float(v) for v in sl.level_mpp(grid.level))
-    cpu["grid"] = time.process_time() - cpu["grid"]
+    cpu["grid"] = time.thread_time() - cpu["grid"]
     slide_id = slide_id or os.path.splitext(os.path.basename(slide_path))[0]
     params = {"slide": os.path.abspath(slide_path), "annotations": ann_path and os.path.abspath(ann_path),
               "level": grid.level, "size": grid.size, "inner_size": grid.inner_size, "stride": grid.stride,
@@ -382,12 +382,12 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
         deflate = (ps._file["patches"].compression_opts or 4) if ps.accepts_compressed() else None
 
         def commit(idx, patches):
-            t0 = time.process_time()
+            t0 = time.thread_time()
             if deflate is None:
                 ps.append(patches, labels[idx], slide_id, tumors[idx], grid.coords[idx])
             else:
                 ps.append(None, labels[idx], slide_id, tumors[idx], grid.coords[idx], compressed=patches)
-            cpu["append"] += time.process_time() - t0
+            cpu["append"] += time.thread_time() - t0
             result["added"] += idx.size
             if bar is not None:
                 bar.update(idx.size)
@@ -399,9 +399,9 @@ def extract_slide(slide, store, annotations=None, level=0, size=512, inner_size=
                 _worker_init(slide_path, cache_bytes)
                 try:
                     for idx in chunks:
-                        t0 = time.process_time()
+                        t0 = time.thread_time()
                         patches = _read_chunk(grid.level, grid.size, grid.coords[idx].tolist(), deflate)
-                        cpu["read"] += time.process_time() - t0
+                        cpu["read"] += time.thread_time() - t0
                         commit(idx, patches)
                 finally:
                     _WORKER.pop("slide").close()
