@@ -19,7 +19,7 @@ predicted whole by the `predict` path and scored on its own grid
 per-class `val_scan_dice_<class>`, optional HD95 in the log; per-case scores
 in `scan_validation.csv`). The training cases are preprocessed once into a
 disk cache in the run folder (`cache_dir="auto"`: `<out_dir>/cache`, filled
-up front with a progress bar) and loaded by 2 worker threads
+up front with a progress bar) and loaded by 2 worker processes
 (`default_workers`, `default_multiprocessing`).
 
 Multi-modal cases (a 4D NIfTI, or one file per modality with `modalities`)
@@ -224,7 +224,11 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
             (`keras.utils.PyDataset(workers=...)`); default None: 2 (see
             `default_workers`).
         use_multiprocessing: worker processes (True) or threads (False);
-            default None: `default_multiprocessing()` of the backend.
+            default None: `default_multiprocessing(batches of the run)`:
+            processes (started once by a forkserver, one compute thread each;
+            a script that calls `train_volumes` must do so under
+            `if __name__ == "__main__":`), threads for a run of fewer than
+            `PROCESS_MIN_BATCHES` batches.
         model_kwargs: extra builder arguments (default None).
         seed: seed of the split, weights and sampling (default 0).
         verbose: Keras verbosity (default 1).
@@ -283,14 +287,6 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     epochs = check_positive_int(epochs, "epochs")
     val_every = check_val_every(val_every)
     workers = default_workers() if workers is None else check_positive_int(workers, "workers")
-    if use_multiprocessing is None:
-        use_multiprocessing = default_multiprocessing()
-    elif use_multiprocessing and keras.backend.backend() in FORK_UNSAFE:
-        import warnings
-
-        warnings.warn(f"Worker processes hang on the {keras.backend.backend()} backend (Keras forks them from a "
-                      "process whose runtime runs thread pools); the workers are threads instead.", stacklevel=2)
-        use_multiprocessing = False
     cache_dir = resolve_cache_dir(cache_dir, out_dir)
     group = current_group()
     check_shard(group.size, group.rank, check_positive_int(batch_size, "batch_size"))
@@ -335,8 +331,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
               "resample_irregular": resample_irregular, "regions": regions, "cache_dir": cache_dir,
               "cache_dir_bytes": cache_dir_bytes}
     train_ds = VolumeDataset([(c["image"], c["label"]) for c in train_cases], augment=augment,
-                             steps_per_epoch=steps_per_epoch, seed=seed, workers=workers,
-                             use_multiprocessing=bool(use_multiprocessing) and workers > 1, **common, **shard)
+                             steps_per_epoch=steps_per_epoch, seed=seed, workers=workers, **common, **shard)
+    if use_multiprocessing is None:
+        use_multiprocessing = default_multiprocessing(len(train_ds) * epochs)
+    train_ds.use_multiprocessing = bool(use_multiprocessing)  # processes with 2 workers or more
     val_ds = None
     if val_cases:
         val_ds = VolumeDataset([(c["image"], c["label"]) for c in val_cases], seed=seed + 1,
@@ -375,33 +373,42 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
 
 
 SCAN_CSV = "scan_validation.csv"
-#: Backends on which a forked PyDataset worker hung in our runs (a 2-worker `fit` on augmented volumes).
-FORK_UNSAFE = ("tensorflow", "jax")
 
 
 def default_workers():
     """`train_volumes`' default number of data-loading workers: 2 (1 on a one-core machine).
 
-    Meant for a model stepping on a GPU while the CPU makes the next batch. On 2 CPU cores, where the
-    model trains on the same cores (`benchmarks/volume_workers.py`, `docs/scans.md`), 2 worker threads fed
-    `fit` of a small 3D UNet at 0.97-1.00x of one worker alone and 1.04-1.15x beside other jobs, and cost
-    16-41 % of the bare loading rate: `workers=1` is as fast on a CPU-only machine.
+    Each worker is a process with one compute thread (`default_multiprocessing`), so the loading rate
+    grows with the workers while the training process only receives the batches (0.5-0.6 ms of its CPU
+    per 32^3 patch against 13-43 ms to make it; `benchmarks/volume_workers.py`, `docs/scans.md`). On a
+    CPU-only machine the model trains on the same cores, so `fit` gains only what loading cost it.
     """
     return min(2, os.cpu_count() or 1)
 
 
-def default_multiprocessing():
-    """Whether `train_volumes`' workers are processes (True) or threads (False) on the active backend.
+#: Fewest training batches of a run for which `default_multiprocessing` starts worker processes.
+PROCESS_MIN_BATCHES = 100
 
-    Threads on every backend. Keras forks its worker processes from the training process at every epoch;
-    on TensorFlow and JAX (`FORK_UNSAFE`) a forked worker running the augmentation's backend ops hung in our
-    runs (their runtimes' thread pools do not survive a fork; JAX warns so), and `train_volumes` turns an
-    explicit `use_multiprocessing=True` there into threads, with a warning. On torch processes work (2
-    processes fed `fit` as fast as 2 threads in `benchmarks/volume_workers.py`, 1.20x against 1.15x one
-    worker, and loaded slower, 0.84x against 1.16x), while threads share the memory cache and copy no
-    batches. See `docs/scans.md` for the numbers.
+
+def default_multiprocessing(batches=None):
+    """Whether `train_volumes`' workers are processes (True) or threads (False) for a run of `batches`
+    training batches (None: unknown): processes, on every backend, unless the run is shorter than
+    `PROCESS_MIN_BATCHES` batches. Worker processes take seconds to start (the backend's import in the
+    forkserver, 6 CPU s for TensorFlow, then in each process the backend's first ops and the warp's
+    compilation), about what one worker needs for 100 batches of 32^3 patches, so a shorter run (a smoke
+    test, a tutorial) is done sooner by threads.
+
+    `VolumeDataset(use_multiprocessing=True)` starts its own pool of `workers` processes once (from a
+    forkserver, never forked from the training process: a fork of a process whose TensorFlow or JAX
+    runtime runs thread pools hung in our runs, which is what Keras' own worker processes do at every
+    epoch), each limited to one compute thread before its backend runs an op; Keras' enqueuer threads
+    hand them the batch indices. Processes make a patch with the CPU time one worker needs (no GIL, no
+    thread pools competing), where 2 threads loaded slower than one (0.59-0.84x,
+    `benchmarks/volume_workers.py`). A script that calls `train_volumes` must do so under
+    `if __name__ == "__main__":` (each worker imports the script's module, Python's rule for processes
+    started this way); `use_multiprocessing=False` gives threads. See `docs/scans.md` for the numbers.
     """
-    return False
+    return batches is None or batches >= PROCESS_MIN_BATCHES
 
 
 def resolve_cache_dir(cache_dir, out_dir):

@@ -26,5 +26,5 @@ def test_worker_threads_draw_the_batches_of_one_thread(tmp_path, eager_tf_functi
         np.testing.assert_array_equal(x, expected[i][0])
         np.testing.assert_array_equal(y, expected[i][1])
     assert threaded.cached_bytes <= 40_000
-    assert 1 <= len(threaded._free_augment) <= 2  # at most one copy of the layer per concurrent thread
-    assert default_workers() >= 1 and default_multiprocessing() is False
+    assert 1 <= len(threaded._layers.free) <= 2  # at most one copy of the layer per concurrent thread
+    assert default_workers() >= 1 and default_multiprocessing() is True and default_multiprocessing(99) is False

@@ -18,7 +18,6 @@ folder that holds one, or a list of `(image_path, label_path)` pairs.
 """
 
 import collections
-import contextlib
 import math
 import threading
 
@@ -35,6 +34,7 @@ from keras_medseg.data.scans.geometry import check_same_grid, to_model_space
 from keras_medseg.data.scans.io import read_image
 from keras_medseg.data.scans.preprocess import check_regions
 from keras_medseg.data.scans.preprocess import intensity as apply_intensity
+from keras_medseg.data.scans.workers import LayerCopies, WorkerPoolMixin
 
 __all__ = ["VolumeDataset"]
 
@@ -49,7 +49,7 @@ def _reseed(layer, key):
         gen.state.assign(np.array([base[k % 64], k], dtype=keras.backend.standardize_dtype(gen.state.dtype)))
 
 
-class VolumeDataset(keras.utils.PyDataset):
+class VolumeDataset(WorkerPoolMixin, keras.utils.PyDataset):
     """Batches of fixed-size patches sampled lazily from 2D/3D volumes of any shapes.
 
     Each batch draws `batch_size` patches: case `i` of a per-epoch
@@ -133,12 +133,13 @@ class VolumeDataset(keras.utils.PyDataset):
         **kwargs: `keras.utils.PyDataset` arguments (`workers`,
             `use_multiprocessing`, `max_queue_size`). Worker threads
             (`workers=N`, the default `use_multiprocessing=False`) share the
-            memory cache (guarded by a lock). Worker processes are forked by
-            Keras at every epoch with an empty view of the parent's later
-            cache entries, so give them a `cache_dir`; a fork of a process
-            whose TensorFlow or JAX runtime runs thread pools hung in our
-            runs when the augmentation ran backend ops in the child
-            (`keras_medseg.training.volumes.default_multiprocessing`).
+            memory cache (guarded by a lock). With `use_multiprocessing=True`
+            and `workers >= 2` (`worker_processes`), `workers` processes of
+            this dataset's own make the batches, on every backend: started
+            once by a forkserver, one compute thread each, fed by Keras'
+            enqueuer threads (Keras sees `use_multiprocessing=False`);
+            `close()` stops them (`keras_medseg.data.scans.workers`: give them
+            a `cache_dir`, and iterate under `if __name__ == "__main__":`).
 
     Output: `(x, y)` with `x` `(batch_size, *patch_size, C)` float32 and `y`
     `(batch_size, *patch_size)` int32 class ids, or region masks with
@@ -173,7 +174,9 @@ class VolumeDataset(keras.utils.PyDataset):
                  cache_bytes=2**30, augment=None, steps_per_epoch=None, seed=0, foreground_samples=10000,
                  resample_irregular=False, num_shards=1, shard_index=0, regions=None, cache_dir=None,
                  cache_dir_bytes=None, **kwargs):
-        super().__init__(**kwargs)
+        processes = bool(kwargs.pop("use_multiprocessing", False))
+        super().__init__(**kwargs)  # Keras' enqueuer gets threads; with `use_multiprocessing` they wait on our pool
+        self.worker_processes = processes and self.workers > 1
         self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         if spatial_dims not in (2, 3):
             raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
@@ -222,14 +225,11 @@ class VolumeDataset(keras.utils.PyDataset):
     def _init_locks(self):
         self._lock = threading.Lock()  # the memory cache, shared by worker threads
         self._case_locks = {}  # case index -> lock held while one thread reads that case
-        self._augment_lock = threading.Lock()  # a layer that cannot be copied: one thread at a time
-        self._free_augment = [] if self.augment is None else [self.augment]  # copies no thread is using
-        self._augment_source = self.augment
-        self._copyable = True
+        self._layers = LayerCopies(self.augment)  # the worker threads' copies of the augmentation
 
-    def __getstate__(self):  # worker processes started by pickling (spawn): no locks, no layer copies
+    def __getstate__(self):  # pickled (a worker process's copy): no locks, no layer copies, no pool
         state = self.__dict__.copy()
-        for key in ("_lock", "_case_locks", "_augment_lock", "_free_augment", "_augment_source"):
+        for key in ("_lock", "_case_locks", "_layers", "_processes"):
             state.pop(key, None)
         return state
 
@@ -237,27 +237,12 @@ class VolumeDataset(keras.utils.PyDataset):
         self.__dict__.update(state)
         self._init_locks()
 
-    @contextlib.contextmanager
     def _augmentation(self):
-        """The augmentation layer for this batch: one no other thread is using (a copy made when all are busy)."""
+        """The augmentation layer for this batch: one no other thread is using (`workers.LayerCopies`)."""
         with self._lock:
-            if self._augment_source is not self.augment:  # a layer set after construction: its own copies
-                self._augment_source, self._free_augment, self._copyable = self.augment, [self.augment], True
-            layer = self._free_augment.pop() if self._free_augment else None
-        if layer is None and self._copyable:
-            try:
-                layer = keras.layers.deserialize(keras.layers.serialize(self.augment))
-            except Exception:  # a custom layer without a config round trip: share the original, one at a time
-                self._copyable = False
-        if layer is None:
-            with self._augment_lock:
-                yield self.augment
-            return
-        try:
-            yield layer
-        finally:
-            with self._lock:
-                self._free_augment.append(layer)
+            if self._layers.layer is not self.augment:  # a layer set after construction: its own copies
+                self._layers = LayerCopies(self.augment)
+            return self._layers.take()
 
     def _class_ids(self, region):
         missing = [v for v in region["values"] if v not in self.label_values]
@@ -433,6 +418,8 @@ class VolumeDataset(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch index out of range [0, {len(self)}). Received: index={index}")
+        if self.worker_processes and self._pool() is not None:  # made by a worker process, as here
+            return self._processes.batch(self.epoch, index)
         key = [self.seed, self.epoch, index] + ([self.shard_index] if self.num_shards > 1 else [])
         rng = np.random.default_rng(key)
         # A warping augmentation reads around the patch: crop the margin it needs, warp only the patch's voxels.
