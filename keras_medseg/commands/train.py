@@ -26,7 +26,8 @@ Volumes are validated on whole scans (`--val-every K`, default 5, and the last
 epoch: the `predict` path on each validation scan, Dice per case and class,
 `--val-hd95` adds HD95; the best checkpoint is chosen on `val_scan_dice`),
 preprocessed once into a disk cache (`--cache-dir`, default OUT/cache; `none`
-turns it off) and loaded by `--workers N` threads (default 2).
+turns it off) and loaded by `--workers N` worker processes (default 2; threads
+for a run of fewer than 100 batches, whose processes would take longer to start).
 `--processes N` trains over N processes of this host (one GPU each), with
 `--coordinator HOST:PORT --process-id I` over several hosts
 (`keras_medseg.training.distribute`; `--batch-size` is the global batch).
@@ -96,7 +97,8 @@ def add_parser(subparsers):
     v.add_argument("--cache-dir-gb", type=float, default=None, metavar="GB",
                    help="size budget of --cache-dir in GB (default: no limit); least recently used cases go first")
     v.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="data-loading workers (threads) of the training patches (default 2, or 1 on one core)")
+                   help="data-loading worker processes of the training patches, one compute thread each (default 2, or "
+                        "1 on one core; threads for runs under 100 batches)")
     v.add_argument("--val-every", type=int, default=None, metavar="K",
                    help="predict the whole validation scans every K epochs and on the last (the predict path; Dice "
                         "per case and class in the log as val_scan_dice*); the best checkpoint is chosen on "
