@@ -1,7 +1,7 @@
 """A cohort of real-size slides extracted on Dask: 1 vs 2 workers, per-worker limits, memory, why one slide's
 reader pool did not scale, and the lecture's cohort on paper.
 
-    python benchmarks/wsi_cohort.py                   # 4 JPEG-tiled slides of 24,576^2 px (about 15 min on 2 cores)
+    python benchmarks/wsi_cohort.py                   # 4 JPEG-tiled slides of 24,576^2 px (about 5 min on 2 cores)
     python benchmarks/wsi_cohort.py --preset smoke    # 4 slides of 2,048^2 px, seconds; numbers meaningless (CI)
 
 The slides are written tile by tile with `benchmarks/wsi.py`'s generator (JPEG
