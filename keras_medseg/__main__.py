@@ -2,4 +2,5 @@ import sys
 
 from keras_medseg.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes started by spawn/forkserver import this module again
+    sys.exit(main())

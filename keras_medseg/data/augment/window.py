@@ -272,9 +272,14 @@ def warp_patches(layer, read, batch_size, patch_size):
     start = ops.convert_to_tensor(start)
 
     if nodes_bound_points(group):
+        # only the drawn tensors enter the program: `jax.jit` traces every argument, and a transform's static
+        # parameters (a flip's or a quarter turn's axes, Python ints) must stay Python ints inside it
+        fixed = static["params"]
+
         def sample(img, lab, prm, st, rest_steps=steps[1:]):
+            prm = [(dict(p, **f), a) for (p, a), f in zip(prm, fixed)]
             return _warp_sample(rest_steps, active, frame, margin, img, lab, prm, st)
-        args = (params,)
+        args = ([({k: v for k, v in p.items() if k not in f}, a) for (p, a), f in zip(params, fixed)],)
     else:
         def sample(img, lab, pts, st, rest_steps=steps[1:]):
             return _sample(rest_steps, img, lab, pts, st)
