@@ -450,10 +450,22 @@ def _stages(result):
             "labels' gather, the crop of a box about 3-5x the patch's voxels and its transfer, the points and each "
             "compiled call's fixed cost (about 1 ms on TensorFlow); on torch every stage runs eagerly "
             "(`torch.compile` of the sampling program, the other setting, costs about 20 s per box size). "
-            "The dataset caches images in the NIfTI's column-major order, so every box's crop is a transposing "
-            "copy: with the cached images made C-contiguous once per case (a change to the dataset's cache, "
-            "not made here) keras-medseg measured 13.4 / 12.0 ms of CPU per patch instead of 15.4 / 14.0 "
-            "(TensorFlow / JAX, side by side under load 4-5) and the plain crop 0.5 ms instead of 1.2.")
+            "The dataset keeps the volumes it reads C-contiguous (NIfTI arrays come column-major, which made "
+            "every box's crop a transposing copy: 2.5-2.8 ms of CPU per patch for the crop in the run before "
+            "that change, 10:54 UTC)." + _torch_against_monai(result))
+
+
+def _torch_against_monai(result):
+    """A sentence on torch's eager pipeline and its `torch.compile` setting against MONAI, in CPU per patch."""
+    r = result["backends"].get("torch")
+    if not r:
+        return ""
+    cpu = {k: 1e3 / v["patches_per_cpu_s_median"] for k, v in r["rates"].items()}
+    vs = r["ratios"]["vs_monai"]["median"]
+    return (f" Torch against MONAI: MONAI's pipeline took {cpu['monai']:.0f} ms of CPU per patch in this run, torch's "
+            f"eager pipeline {cpu['keras_medseg']:.0f} ms ({vs:.1f}x in wall time; goal 10x: "
+            f"{'met' if vs >= GOAL_MONAI else 'not met'}), its `torch.compile` setting "
+            f"{cpu['keras_medseg_other']:.0f} ms ({cpu['monai'] / cpu['keras_medseg_other']:.1f}x in CPU time).")
 
 
 def _factor(shape, settings):
