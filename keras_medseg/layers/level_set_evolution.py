@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_medseg.layers.level_set_step import LevelSetStep, split_propagation
 from keras_medseg.ops.level_set import _working_dtype, check_finite, reinitialize
-from keras_medseg.ops.level_set_stencils import central_gradient, compiled_function
+from keras_medseg.ops.level_set_stencils import compiled_function
 from keras_medseg.ops.level_set_stopping import front_speed
 from keras_medseg.ops.level_set_window import (
     choose_window,
@@ -200,7 +200,7 @@ class LevelSetEvolution(keras.layers.Layer):
         out_dtype = u.dtype
         work = _working_dtype(u)
         u, g = ops.cast(u, work), ops.cast(g, work)
-        velocity = self._velocity(g)
+        velocity = self.step.velocity(g)
         # a two-channel g is split once, outside the loop: two dense (N, *S, 1) arrays read every step, where
         # slicing the interleaved channels inside the loop strides through memory (measured 1.6x slower per step)
         g = split_propagation(g)
@@ -218,18 +218,6 @@ class LevelSetEvolution(keras.layers.Layer):
                 u, batch_steps = self._compiled(u, g, velocity)
         u = ops.cast(u, out_dtype)
         return (u, batch_steps) if return_steps else u
-
-    def _velocity(self, g):
-        """`LevelSetStep.velocity`; with frozen kernels the same numbers from slices (`central_gradient`).
-
-        The convolution cost about 70 ms of CPU per batch of 16 images of
-        256 x 256 (TensorFlow and JAX, 2 cores), a tenth of the batch's whole
-        evolution to convergence with the front window.
-        """
-        if self.step.trainable_kernels:
-            return self.step.velocity(g)
-        work = _working_dtype(g)
-        return ops.cast(self.step.gamma_weight, work) * central_gradient(ops.cast(g[..., :1], work))
 
     def _advance_fn(self, g, velocity):
         kernel = None if not self.step.trainable_kernels else self.step.fused_kernel(velocity.dtype)
