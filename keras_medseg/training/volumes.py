@@ -393,10 +393,9 @@ PROCESS_MIN_BATCHES = 100
 def default_multiprocessing(batches=None):
     """Whether `train_volumes`' workers are processes (True) or threads (False) for a run of `batches`
     training batches (None: unknown): processes, on every backend, unless the run is shorter than
-    `PROCESS_MIN_BATCHES` batches. Worker processes take seconds to start (the backend's import in the
-    forkserver, 6 CPU s for TensorFlow, then in each process the backend's first ops and the warp's
-    compilation), about what one worker needs for 100 batches of 32^3 patches, so a shorter run (a smoke
-    test, a tutorial) is done sooner by threads.
+    `PROCESS_MIN_BATCHES` batches. Worker processes take seconds to start (in each process the backend's
+    import, 6 CPU s for TensorFlow, its first ops and the warp's compilation), about what one worker needs
+    for 100 batches of 32^3 patches, so a shorter run (a smoke test, a tutorial) is done sooner by threads.
 
     `VolumeDataset(use_multiprocessing=True)` starts its own pool of `workers` processes once (from a
     forkserver, never forked from the training process: a fork of a process whose TensorFlow or JAX

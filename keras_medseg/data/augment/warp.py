@@ -368,6 +368,18 @@ def _build(layer, output_size):
     return tf.function(pure, jit_compile=True)
 
 
+def program_config(layer, config=None):
+    """The key under which layers of equal configuration (names aside) share compiled programs: their serialized
+    config as JSON, computed once per layer. `config`: the layer's `keras.layers.serialize` output when the caller
+    has it (a worker process gets the config it was built from: serializing again would import TensorFlow
+    on JAX and torch, 2.2 s per process, as Keras' serializer tests for TensorFlow types when it is installed)."""
+    if config is not None:
+        layer._program_config = json.dumps(_without_names(config), sort_keys=True, default=str)
+    elif not hasattr(layer, "_program_config"):
+        program_config(layer, keras.saving.serialize_keras_object(layer))
+    return layer._program_config
+
+
 def _without_names(config):
     if isinstance(config, dict):
         return {k: _without_names(v) for k, v in config.items() if k != "name"}
@@ -385,10 +397,7 @@ def run_compiled(layer, image, labels, output_size):
     Layers with the same configuration (names aside) share the program: two
     datasets built with equal pipelines compile once.
     """
-    if not hasattr(layer, "_program_config"):
-        layer._program_config = json.dumps(_without_names(keras.saving.serialize_keras_object(layer)),
-                                           sort_keys=True, default=str)
-    key = (keras.backend.backend(), layer._program_config, _signature(image), _signature(labels),
+    key = (keras.backend.backend(), program_config(layer), _signature(image), _signature(labels),
            None if output_size is None else tuple(np.broadcast_to(output_size, len(image.shape) - 2).tolist()))
     program = _PROGRAMS.get(key)
     if program is None:

@@ -226,13 +226,9 @@ def warp_patches(layer, read, batch_size, patch_size):
     if not supports_windows(layer):
         raise ValueError("`warp_patches` needs a Compose whose first step is an affine or elastic warp. "
                          f"Received: layer={layer!r}")
-    import json
-
     import keras
 
-    if not hasattr(layer, "_program_config"):
-        layer._program_config = json.dumps(warp._without_names(keras.saving.serialize_keras_object(layer)),
-                                           sort_keys=True, default=str)
+    warp.program_config(layer)
     frame = tuple(int(p) for p in patch_size)
     steps = warp.plan(layer.transforms)
     group = steps[0][1]

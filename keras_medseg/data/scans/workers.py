@@ -27,7 +27,7 @@ import weakref
 
 import keras
 
-__all__ = ["ONE_THREAD_ENV", "LayerCopies", "WorkerPoolMixin", "WorkerProcesses", "one_compute_thread",
+__all__ = ["ONE_THREAD_ENV", "LayerCopies", "WorkerPoolMixin", "WorkerProcesses", "load_dataset", "one_compute_thread",
            "worker_start_method"]
 
 #: Environment variables set to 1 in a worker process before its backend runs an op: one thread of compute.
@@ -39,8 +39,10 @@ _DATASET = None  # in a worker process: its copy of the dataset
 def worker_start_method():
     """How worker processes start: "forkserver" where the platform has it, else "spawn"; never "fork".
 
-    A forkserver's workers are forked from a clean server process that imported only the dataset's
-    modules (not the training process's running backend), so they start without each importing the backend.
+    A forkserver's workers are forked from a server process that runs no backend (Python's one server of the
+    process, started clean: this module never sets its preload list, which would load Keras and the backend into
+    the server that Dask's nannies and every later forkserver process of the training process fork from too);
+    each worker imports the dataset's modules itself, the workers in parallel.
     """
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
@@ -75,11 +77,21 @@ def _init_worker(payload):
     """A worker process's initializer: one compute thread, then its copy of the dataset."""
     global _DATASET
     one_compute_thread()
+    _DATASET = load_dataset(payload)
+
+
+def load_dataset(payload):
+    """The dataset `WorkerProcesses.start` pickled into `payload`, with a fresh copy of its augmentation layer
+    (keyed for compiled programs by the config it came as)."""
     cls, state, config = pickle.loads(payload)
     state["augment"] = None if config is None else keras.layers.deserialize(config)
+    if config is not None and hasattr(state["augment"], "transforms"):
+        from keras_medseg.data.augment import warp
+
+        warp.program_config(state["augment"], config)
     dataset = cls.__new__(cls)
     dataset.__setstate__(state)
-    _DATASET = dataset
+    return dataset
 
 
 def _batch(epoch, index):
@@ -153,9 +165,10 @@ class WorkerProcesses:
             warnings.warn(f"The workers are threads: worker processes need the dataset and its augmentation to "
                           f"pickle ({type(exc).__name__}: {exc}).", stacklevel=5)
             return None
+        # no `set_forkserver_preload`: the server is one per process and shared (Dask's nannies fork from it); with
+        # Keras and TensorFlow preloaded in it, a cohort's Dask workers started later in the same process forked
+        # from a server running TensorFlow's thread pools (the likely cause of a test that stalled a minute in CI)
         context = multiprocessing.get_context(worker_start_method())
-        if context.get_start_method() == "forkserver":  # the server imports the dataset's module once
-            context.set_forkserver_preload([type(dataset).__module__])
         executor = ProcessPoolExecutor(dataset.workers, mp_context=context, initializer=_init_worker,
                                        initargs=(payload,))
         return cls(executor, augment, dataset)
