@@ -6,7 +6,7 @@
 
 Every backend process writes the same synthetic NIfTI cases (nibabel; different shapes, one bright ball each),
 builds one `VolumeDataset` per setting (patch 32^3, batch 2, `default_augmentation(3)`, a disk cache) and
-iterates whole epochs (`--steps`, default 32 batches) through `keras`' `PyDatasetAdapter` (what `fit` does:
+iterates whole epochs (`--steps`, default 128 batches) through `keras`' `PyDatasetAdapter` (what `fit` does:
 `workers=1` reads in the training thread, `workers=2` through Keras' `OrderedEnqueuer`). Settings: 1 worker;
 2 worker threads; 2 worker processes (`use_multiprocessing=True`: the dataset's own pool, started once by a
 forkserver, one compute thread each; `keras_medseg.data.scans.workers`). The first epoch of each setting
@@ -58,7 +58,8 @@ def set_threads(threads):
     if not threads:
         return
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend == "jax":
+    if backend == "jax":  # PJRT_NPROC: the CPU client's thread pools (the flags alone left 1.84 cores busy)
+        os.environ["PJRT_NPROC"] = str(threads)
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
                                    f"intra_op_parallelism_threads={threads}").strip()
     elif backend == "torch":
@@ -180,7 +181,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps", type=int, default=32, help="batches per loading epoch (default 32)")
+    p.add_argument("--steps", type=int, default=128, help="batches per loading epoch (default 128)")
     p.add_argument("--fit-steps", type=int, default=8, help="batches per fit epoch (default 8)")
     p.add_argument("--patch", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="backend compute threads (default 1; 0: defaults)")

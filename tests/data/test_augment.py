@@ -203,6 +203,47 @@ def test_low_resolution_matches_strided_downsampling_and_linear_upsampling():
     np.testing.assert_allclose(out, ref, atol=1e-6)
 
 
+def test_low_resolution_equals_the_two_node_blend_per_axis_in_3d():
+    """Per sample and axis, output voxel `o` blends input voxels `round(m / z)` and `round((m + 1) / z)` of the
+    coarse nodes `m = floor(o z)` around `o z` (a NumPy gather, axis after axis)."""
+    x = np.random.default_rng(3).normal(size=(2, 7, 9, 8, 2)).astype("float32")
+    layer = A.RandomLowResolution((0.3, 0.9), per_axis=True, seed=4)
+    params = layer.draw(2, x.shape[1:-1])
+    out = _np(layer.transform_image(ops.convert_to_tensor(x), params))
+    zoom = _np(params["zoom"])
+    ref = x.astype("float64")
+    for a in range(3):
+        size = x.shape[a + 1]
+        for n in range(2):
+            z = np.float32(zoom[n, a])
+            q = np.arange(size, dtype="float32") * z
+            m0 = np.floor(q)
+            i0 = np.clip(np.floor(m0 / z + np.float32(0.5)), 0, size - 1).astype(int)
+            i1 = np.clip(np.floor((m0 + 1) / z + np.float32(0.5)), 0, size - 1).astype(int)
+            f = (q - m0).reshape([-1 if k == a else 1 for k in range(3)] + [1])
+            ref[n] = (1 - f) * np.take(ref[n], i0, axis=a) + f * np.take(ref[n], i1, axis=a)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_random_draw_gives_keras_numbers_eagerly_and_its_distribution_compiled():
+    """`random_draw` is `keras.random`'s draw (TensorFlow: Philox named instead of `auto_select`, the same numbers
+    eagerly); compiled (XLA on TensorFlow, `jax.jit`), uniform within its range and normal with its deviation."""
+    from keras_medseg.data.augment.base import random_draw
+
+    a, b = keras.random.SeedGenerator(5), keras.random.SeedGenerator(5)
+    for kind, kw in (("uniform", {"minval": -1.0, "maxval": 2.0}), ("normal", {"stddev": 0.5})):
+        np.testing.assert_array_equal(_np(random_draw(kind, (3, 4), a, **kw)),
+                                      _np(getattr(keras.random, kind)((3, 4), seed=b, **kw)))
+    layer = A.RandomGaussianNoise((0.5, 0.5), seed=1)
+    layer.jit_compile = True
+    compose = A.Compose([A.RandomIntensityScaleShift(0.0, 1.0, seed=2), layer], jit_compile=True)
+    outs = [_np(compose(np.zeros((2, 16, 16, 16, 1), "float32"))) for _ in range(2)]
+    assert not np.array_equal(outs[0], outs[1])  # the seed generators moved on
+    for out in outs:
+        noise = out - out.mean(axis=(1, 2, 3, 4), keepdims=True)  # the shift is per sample, in [-1, 1)
+        assert abs(noise.std() - 0.5) < 0.02 and np.all(np.abs(out.mean(axis=(1, 2, 3, 4))) < 1.05)
+
+
 def test_noise_standard_deviation():
     x = np.zeros((1, 64, 64, 1), "float32")
     out = _np(A.RandomGaussianNoise((0.5, 0.5), seed=0)(x))

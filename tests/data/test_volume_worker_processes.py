@@ -25,6 +25,11 @@ def compute_threads():
     """What limits a worker process's compute threads (run in the worker)."""
     out = {"pid": os.getpid(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "tensorflow_loaded": "tensorflow" in sys.modules}
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    out["xla_eigen_threads"] = names.count("tf_XLAEigen")  # JAX's CPU client pool (TensorFlow's XLA: none)
     if keras.backend.backend() == "torch":
         import torch
 
@@ -81,6 +86,7 @@ def test_worker_processes_make_the_batches_of_one_worker(tmp_path):
         assert {x["pid"] for x in limits} <= pids and 1 <= len(pids) <= 2 and os.getpid() not in pids
         for x in limits:  # one compute thread each, set before the backend ran an op
             assert x["OMP_NUM_THREADS"] == "1" and "--xla_cpu_multi_thread_eigen=false" in x["XLA_FLAGS"]
+            assert x["xla_eigen_threads"] <= 1, x  # JAX: one thread in its CPU client's pool (`PJRT_NPROC`)
             assert x.get("torch", (1, 1)) == (1, 1) and x.get("tensorflow", (1, 1)) == (1, 1)
             # on JAX and torch no worker imports TensorFlow (2.2 s each) to key its compiled warp
             assert x["tensorflow_loaded"] == (keras.backend.backend() == "tensorflow")

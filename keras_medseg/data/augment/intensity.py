@@ -231,28 +231,29 @@ class RandomLowResolution(RandomTransform):
         return {"zoom": ops.broadcast_to(z, (batch_size, d))}
 
     def transform_image(self, image, params):
+        # per axis a `(N, size, size)` interpolation matrix (rows: output voxels; two weights each) applied by
+        # one `einsum`: a gather of every voxel at broadcast indices (`take_along_axis`, twice per axis) cost
+        # 22 of the 29 ms of CPU of a 32^3 patch of `default_augmentation` on XLA's CPU, the product ~1 ms
         x = ops.cast(image, "float32")
         rank = len(x.shape)
         d = rank - 2
         axes = range(d) if self.axes is None else self.axes
+        letters = "abcdefgh"[:d]
         for a in axes:
             if a >= d:
                 raise ValueError(f"`axes` must be < {d} for a {d}D input. Received: axes={self.axes}")
             size = x.shape[a + 1]
             z = ops.reshape(params["zoom"][:, a], (-1, 1))  # (N, 1)
-            q = ops.arange(size, dtype="float32")[None, :] * z  # (N, size)
+            q = ops.arange(size, dtype="float32")[None, :] * z  # (N, size): where each output voxel reads
             m0 = ops.floor(q)
-            frac = q - m0
-            i0 = ops.clip(ops.cast(ops.floor(m0 / z + 0.5), "int32"), 0, size - 1)
+            frac = (q - m0)[..., None]
+            i0 = ops.clip(ops.cast(ops.floor(m0 / z + 0.5), "int32"), 0, size - 1)  # the coarse nodes' voxels
             i1 = ops.clip(ops.cast(ops.floor((m0 + 1.0) / z + 0.5), "int32"), 0, size - 1)
-            shape = [1] * rank
-            shape[0], shape[a + 1] = -1, size
-            full = list(x.shape)
-            full[0] = ops.shape(x)[0]
-            i0 = ops.broadcast_to(ops.reshape(i0, shape), full)
-            i1 = ops.broadcast_to(ops.reshape(i1, shape), full)
-            f = ops.reshape(frac, shape)
-            x = (1.0 - f) * ops.take_along_axis(x, i0, axis=a + 1) + f * ops.take_along_axis(x, i1, axis=a + 1)
+            weights = ((1.0 - frac) * ops.one_hot(i0, size, dtype="float32")
+                       + frac * ops.one_hot(i1, size, dtype="float32"))
+            source = "n" + letters + "z"
+            target = source.replace(letters[a], "y")
+            x = ops.einsum(f"ny{letters[a]},{source}->{target}", weights, x)
         return x
 
     def get_config(self):

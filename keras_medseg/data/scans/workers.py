@@ -31,8 +31,10 @@ __all__ = ["ONE_THREAD_ENV", "LayerCopies", "WorkerPoolMixin", "WorkerProcesses"
            "worker_start_method"]
 
 #: Environment variables set to 1 in a worker process before its backend runs an op: one thread of compute.
+#: `PJRT_NPROC` sizes the thread pools of JAX's CPU client (XLA's `--xla_cpu_multi_thread_eigen=false` no longer
+#: does: one JAX worker kept 1.84 cores busy with it set).
 ONE_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                  "TF_NUM_INTEROP_THREADS")
+                  "TF_NUM_INTEROP_THREADS", "PJRT_NPROC")
 _DATASET = None  # in a worker process: its copy of the dataset
 
 
@@ -49,7 +51,8 @@ def worker_start_method():
 
 def one_compute_thread():
     """Limit this process to one thread of compute: BLAS/OpenMP variables, TensorFlow's intra- and inter-op
-    pools, XLA's Eigen pool (JAX), torch's intra- and inter-op threads. Call before the backend runs an op."""
+    pools, the thread pools of JAX's CPU client (`PJRT_NPROC`, XLA's Eigen pool), torch's intra- and inter-op
+    threads. Call before the backend runs an op."""
     for name in ONE_THREAD_ENV:
         os.environ[name] = "1"
     flags = os.environ.get("XLA_FLAGS", "")
