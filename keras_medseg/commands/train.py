@@ -27,7 +27,7 @@ epoch: the `predict` path on each validation scan, Dice per case and class,
 `--val-hd95` adds HD95; the best checkpoint is chosen on `val_scan_dice`),
 preprocessed once into a disk cache (`--cache-dir`, default OUT/cache; `none`
 turns it off) and loaded by `--workers N` worker processes (default 2; threads
-for a run of fewer than 100 batches, whose processes would take longer to start).
+for a run of fewer than 1,000 batches, whose processes would take longer to start).
 `--processes N` trains over N processes of this host (one GPU each), with
 `--coordinator HOST:PORT --process-id I` over several hosts
 (`keras_medseg.training.distribute`; `--batch-size` is the global batch).
@@ -98,7 +98,7 @@ def add_parser(subparsers):
                    help="size budget of --cache-dir in GB (default: no limit); least recently used cases go first")
     v.add_argument("--workers", type=int, default=None, metavar="N",
                    help="data-loading worker processes of the training patches, one compute thread each (default 2, or "
-                        "1 on one core; threads for runs under 100 batches)")
+                        "1 on one core; threads for runs under 1,000 batches)")
     v.add_argument("--val-every", type=int, default=None, metavar="K",
                    help="predict the whole validation scans every K epochs and on the last (the predict path; Dice "
                         "per case and class in the log as val_scan_dice*); the best checkpoint is chosen on "

@@ -387,15 +387,17 @@ def default_workers():
 
 
 #: Fewest training batches of a run for which `default_multiprocessing` starts worker processes.
-PROCESS_MIN_BATCHES = 100
+PROCESS_MIN_BATCHES = 1000
 
 
 def default_multiprocessing(batches=None):
     """Whether `train_volumes`' workers are processes (True) or threads (False) for a run of `batches`
     training batches (None: unknown): processes, on every backend, unless the run is shorter than
-    `PROCESS_MIN_BATCHES` batches. Worker processes take seconds to start (in each process the backend's
-    import, 6 CPU s for TensorFlow, its first ops and the warp's compilation), about what one worker needs
-    for 100 batches of 32^3 patches, so a shorter run (a smoke test, a tutorial) is done sooner by threads.
+    `PROCESS_MIN_BATCHES` batches. Worker processes take seconds longer to start than one worker (in each
+    process the backend's import, its first ops and the warp's compilation: a first 128-batch epoch took 8 s
+    more on TensorFlow, 5 s on JAX, 2.5 s on torch in `benchmarks/volume_workers.py`) and save 4-9 ms per
+    batch of two 32^3 patches on 2 cores, so they pay off after about 300-1,400 batches; a shorter run (a smoke
+    test, a tutorial) is done sooner by threads.
 
     `VolumeDataset(use_multiprocessing=True)` starts its own pool of `workers` processes once (from a
     forkserver, never forked from the training process: a fork of a process whose TensorFlow or JAX

@@ -53,6 +53,7 @@ def test_worker_processes_make_the_batches_of_one_worker(tmp_path):
               "cache_dir": str(tmp_path / "cache")}
     many = VolumeDataset(root, workers=2, use_multiprocessing=True, **kwargs)
     assert many.worker_processes and many.use_multiprocessing is False  # Keras' enqueuer: threads, no fork
+    assert many.workers == 4  # its threads: two per process, so a process has its next batch waiting
     adapter = PyDatasetAdapter(many)  # what `fit` iterates
     got, errors = [], []
 

@@ -27,4 +27,5 @@ def test_worker_threads_draw_the_batches_of_one_thread(tmp_path, eager_tf_functi
         np.testing.assert_array_equal(y, expected[i][1])
     assert threaded.cached_bytes <= 40_000
     assert 1 <= len(threaded._layers.free) <= 2  # at most one copy of the layer per concurrent thread
-    assert default_workers() >= 1 and default_multiprocessing() is True and default_multiprocessing(99) is False
+    assert default_workers() >= 1 and default_multiprocessing() is True and default_multiprocessing(999) is False
+    assert default_multiprocessing(1000) is True

@@ -176,7 +176,7 @@ class VolumeDataset(WorkerPoolMixin, keras.utils.PyDataset):
                  cache_dir_bytes=None, **kwargs):
         processes = bool(kwargs.pop("use_multiprocessing", False))
         super().__init__(**kwargs)  # Keras' enqueuer gets threads; with `use_multiprocessing` they wait on our pool
-        self.worker_processes = processes and self.workers > 1
+        self.worker_processes = processes and self._workers > 1
         self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         if spatial_dims not in (2, 3):
             raise ValueError(f"`spatial_dims` must be 2 or 3. Received: spatial_dims={spatial_dims!r}")
@@ -373,7 +373,7 @@ class VolumeDataset(WorkerPoolMixin, keras.utils.PyDataset):
         """
         from multiprocessing.pool import ThreadPool
 
-        workers = max(1, int(workers or self.workers or 1))
+        workers = max(1, int(workers or self._workers or 1))
         bar = keras.utils.Progbar(len(self.cases), unit_name="case") if progress else None
         before = self.loads
         if workers == 1:

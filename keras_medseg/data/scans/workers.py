@@ -154,8 +154,9 @@ class WorkerProcesses:
 
     @classmethod
     def start(cls, dataset):
-        """`dataset.workers` processes, each with a copy of `dataset` (its `__getstate__`, without the memory
-        cache) and of its `augment` layer; None, with a warning, when they do not pickle (threads then)."""
+        """`dataset._workers` processes (the `workers` it was given), each with a copy of `dataset` (its
+        `__getstate__`, without the memory cache) and of its `augment` layer; None, with a warning, when they do not
+        pickle (threads then)."""
         from concurrent.futures import ProcessPoolExecutor
 
         state = dataset.__getstate__()
@@ -172,7 +173,7 @@ class WorkerProcesses:
         # Keras and TensorFlow preloaded in it, a cohort's Dask workers started later in the same process forked
         # from a server running TensorFlow's thread pools (the likely cause of a test that stalled a minute in CI)
         context = multiprocessing.get_context(worker_start_method())
-        executor = ProcessPoolExecutor(dataset.workers, mp_context=context, initializer=_init_worker,
+        executor = ProcessPoolExecutor(dataset._workers, mp_context=context, initializer=_init_worker,
                                        initargs=(payload,))
         return cls(executor, augment, dataset)
 
@@ -208,13 +209,25 @@ class WorkerPoolMixin:
     _processes = None
 
     @property
+    def workers(self):
+        """Keras' enqueuer threads: `workers`, or with worker processes twice as many (the processes' number is
+        the `workers` given), so that each process has its next batch waiting while it hands one back (one
+        thread per process left each idle for every batch's round trip: 2 processes at 1.50x one worker on
+        TensorFlow with 9 ms patches)."""
+        return 2 * self._workers if getattr(self, "worker_processes", False) else self._workers
+
+    @workers.setter
+    def workers(self, value):
+        self._workers = value
+
+    @property
     def use_multiprocessing(self):
         """False to Keras: its enqueuer runs threads, which hand batches to `worker_processes` and wait."""
         return False
 
     @use_multiprocessing.setter
     def use_multiprocessing(self, value):
-        self.worker_processes = bool(value) and self.workers > 1
+        self.worker_processes = bool(value) and self._workers > 1
 
     def _pool(self):
         """The worker processes (started at the first batch; again when `augment` was replaced), or None."""
