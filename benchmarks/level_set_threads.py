@@ -1,12 +1,12 @@
-"""`lse` on TensorFlow per process: the default thread pools against an inter-op pool of one thread.
+"""`lse` on TensorFlow per process: the default thread pools against an inter-op or an intra-op pool of one thread.
 
 Issue 32's speed row (a batch of 16 to convergence at or below ITK's time) is met on JAX and not on
 TensorFlow, and TensorFlow's times vary from process to process while they are steady within one. This
 script starts fresh processes in turn (interleaved), each building the zoo `lse` for 256 x 256 images
 (the coin of `benchmarks/level_set_speed.py`, 200 steps, no tolerance) and timing `model.predict` of the
 windowed and the dense (`front_window=False`) evolution on one image and on a batch of 16 (min and
-median of 5 calls after a first), with TensorFlow's default thread pools or with
-`TF_NUM_INTEROP_THREADS=1`; JAX in a process of its own is the reference. It writes
+median of 5 calls after a first), with TensorFlow's default thread pools, with
+`TF_NUM_INTEROP_THREADS=1` or with `TF_NUM_INTRAOP_THREADS=1`; JAX in a process of its own is the reference. It writes
 `benchmarks/results/level_set_threads.json` and its block in `benchmarks/README.md`.
 
     python benchmarks/level_set_threads.py [--processes 3]
@@ -22,6 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {"tensorflow, default pools": {"KERAS_BACKEND": "tensorflow"},
             "tensorflow, inter-op pool of 1": {"KERAS_BACKEND": "tensorflow", "TF_NUM_INTEROP_THREADS": "1"},
+            "tensorflow, intra-op pool of 1": {"KERAS_BACKEND": "tensorflow", "TF_NUM_INTRAOP_THREADS": "1"},
             "jax": {"KERAS_BACKEND": "jax"}}
 CASES = [(1, "window"), (1, "dense"), (16, "window"), (16, "dense")]
 
@@ -78,7 +79,8 @@ def markdown(rows):
     table = [[r["setting"], str(r["round"] + 1)] + [f"{r['times'][k]['min']:.3f} / {r['times'][k]['median']:.3f}"
                                                     for k in keys] + [f"{r['load']:.1f}"] for r in rows]
     loads = [r["load"] for r in rows]
-    return ("### `lse` on TensorFlow per process: default thread pools against an inter-op pool of one thread "
+    return ("### `lse` on TensorFlow per process: default thread pools against an inter-op or an intra-op pool of one "
+            "thread "
             "(issue 32)\n\n"
             + markdown_table(["setting", "process", *(f"{k} min / median (s)" for k in keys), "load"], table)
             + "\n\nEach row a fresh process (settings interleaved): the zoo `lse` on the 256 x 256 coin of "
