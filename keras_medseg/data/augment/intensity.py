@@ -197,7 +197,9 @@ class RandomLowResolution(RandomTransform):
     in (0, 1]); each coarse node `m` takes the input voxel `round(m / z)`,
     and the two nodes around `q` are blended linearly. `z = 1` is the
     identity. As nnU-Net's low-resolution simulation (Isensee et al., Nature
-    Methods 2021), with linear instead of cubic up-sampling.
+    Methods 2021), with linear instead of cubic up-sampling. The blend is a
+    product with a per-axis interpolation matrix, so a NaN or inf voxel
+    spreads along its row (the scan readers reject them).
 
     Args:
         zoom: `(low, high)` range of the zoom factor in (0, 1] (default (0.5, 1.0)).
