@@ -41,10 +41,10 @@ _DATASET = None  # in a worker process: its copy of the dataset
 def worker_start_method():
     """How worker processes start: "forkserver" where the platform has it, else "spawn"; never "fork".
 
-    A forkserver's workers are forked from a server process that runs no backend (Python's one server of the
-    process, started clean: this module never sets its preload list, which would load Keras and the backend into
-    the server that Dask's nannies and every later forkserver process of the training process fork from too);
-    each worker imports the dataset's modules itself, the workers in parallel.
+    A forkserver's workers are forked from Python's one server of the process, not from the training process.
+    This module never adds to its preload list (which would load Keras and the backend into the server that
+    Dask's nannies and every later forkserver process of the training process fork from too; Python preloads
+    only the main script's module); each worker imports the dataset's modules itself, the workers in parallel.
     """
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
@@ -87,10 +87,11 @@ def load_dataset(payload):
     """The dataset `WorkerProcesses.start` pickled into `payload`, with a fresh copy of its augmentation layer
     (keyed for compiled programs by the config it came as)."""
     cls, state, config = pickle.loads(payload)
-    state["augment"] = None if config is None else keras.layers.deserialize(config)
-    if config is not None and hasattr(state["augment"], "transforms"):
+    state["augment"] = None
+    if config is not None:
         from keras_medseg.data.augment import warp
 
+        state["augment"] = keras.layers.deserialize(config)
         warp.program_config(state["augment"], config)
     dataset = cls.__new__(cls)
     dataset.__setstate__(state)
