@@ -194,7 +194,7 @@ def train_and_score(loss, epochs, seed=0):
 
 
 @pytest.mark.slow
-def test_dice_ce_trains_as_well_as_crossentropy():
+def test_dice_ce_trains_as_well_as_crossentropy(xla_optimized):
     ce = train_and_score(L.SegmentationCrossentropy(), epochs=8)
     dice_ce = train_and_score(L.DiceCELoss(), epochs=8)
     # measured (seeds 0/1/2, 8 epochs, TF, train_and_score(loss, 8, seed)):

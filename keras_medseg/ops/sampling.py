@@ -128,12 +128,50 @@ def _linear(flat, index, axes, dtype, channels):
     return a * (1.0 - frac) + b * frac
 
 
+def _linear_torch(flat, grid, dtype, channels):
+    """`_linear` at `grid.linear_terms()`, in torch ops: the torch path of `_sample` (eager torch pays
+    Keras' dispatch on every op and a new array for each of the ~40 passes over the patch). The same corners
+    and index; the index is built and the corners blended in place, each pair with one `torch.lerp`
+    (`a + f * (b - a)` below f = 1/2, `b - (b - a) * (1 - f)` above: exact at f = 0 and 1, so integer
+    coordinates still reproduce the input bit for bit). Equal to the `keras.ops` path to float rounding
+    (tested); about 30% less time per 64^3 patch on one thread.
+    """
+    import torch
+
+    index, axes = None, []
+    for x, stride, size in zip(grid.x, grid.strides, grid.spatial):
+        if size == 1:
+            continue
+        lo = torch.floor(x).clamp_(max=float(size - 2))
+        frac = (x - lo).to(getattr(torch, dtype))
+        axes.append((stride, frac[..., None] if channels > 1 else frac))
+        step = lo.to(torch.int32).mul_(stride)
+        index = grid.offset + step if index is None else index.add_(step)
+    if index is None:
+        index = grid.offset
+
+    def blend(index, axes):
+        if not axes:
+            return _take(flat, index).to(getattr(torch, dtype))
+        (stride, frac), rest = axes[0], axes[1:]
+        return blend(index, rest).lerp_(blend(index + stride, rest), frac)
+    return blend(index, axes)
+
+
+def _tracks_gradients(flat, grid):
+    """Whether torch's autograd records the sampling (then `_linear_torch`'s in-place blend is not used)."""
+    import torch
+    return torch.is_grad_enabled() and (flat.requires_grad or any(x.requires_grad for x in grid.x))
+
+
 def _sample(volume, grid, order, dtype):
     """`(N, *S_out, C)` samples of `volume` (already padded) on the clamped `grid`."""
     channels = volume.shape[-1]
     flat = _flat(volume)
     if order == 0:
         out = _take(flat, grid.nearest_index())
+    elif keras.backend.backend() == "torch" and not _tracks_gradients(flat, grid):
+        out = _linear_torch(flat, grid, dtype, channels)
     else:
         index, axes = grid.linear_terms()
         out = _linear(flat, index, axes, dtype, channels)

@@ -92,6 +92,31 @@ def test_sampler_matches_scipy_map_coordinates(d):
 
 
 @agnostic
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch path of the linear sampler")
+@pytest.mark.parametrize("channels", [1, 2])
+def test_torch_linear_path_equals_the_keras_ops_path(monkeypatch, channels):
+    import torch
+
+    from keras_medseg.ops import sampling
+    rng = np.random.default_rng(channels)
+    vol = torch.tensor(rng.normal(size=(2, 6, 9, 7, channels)).astype("float32"))
+    coords = torch.tensor(rng.uniform(-1.5, 9.5, size=(2, 3, 5, 4, 3)).astype("float32"))
+    fast = {mode: _np(map_coordinates(vol, coords, padding_mode=mode, fill_value=0.3))
+            for mode in ("constant", "nearest")}
+    monkeypatch.setattr(sampling, "_tracks_gradients", lambda flat, grid: True)  # the keras.ops blend
+    for mode, out in fast.items():
+        np.testing.assert_allclose(out, _np(map_coordinates(vol, coords, padding_mode=mode, fill_value=0.3)),
+                                   rtol=0, atol=2e-6)
+    monkeypatch.undo()
+    # with autograd recording, the keras.ops path runs and the coordinates get gradients
+    coords.requires_grad_(True)
+    out = map_coordinates(vol, coords, padding_mode="nearest")
+    np.testing.assert_allclose(_np(out.detach()), fast["nearest"], rtol=0, atol=2e-6)
+    out.sum().backward()
+    assert coords.grad is not None and float(coords.grad.abs().sum()) > 0
+
+
+@agnostic
 def test_sampler_errors_name_the_argument():
     vol = np.zeros((1, 4, 4, 1), "float32")
     with pytest.raises(ValueError, match="coords"):

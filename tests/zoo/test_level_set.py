@@ -61,7 +61,7 @@ def test_lsn_learns_disks():
 
 
 @pytest.mark.slow
-def test_lsn_does_not_collapse_on_small_targets():
+def test_lsn_does_not_collapse_on_small_targets(xla_optimized):
     # issue 15: disks covering 1-13% of the image; the previous defaults (unbounded learned initial level set,
     # 10 steps x dt 0.05) ended with everything outside (validation Dice 0.0, measured with 64 images x 15 epochs).
     # 20 steps of 8 images: validation Dice 0.82-0.999 over seeds 0-2 on TensorFlow, JAX and torch (64 images x 15
