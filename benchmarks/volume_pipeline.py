@@ -426,7 +426,8 @@ def markdown(result, fig_prefix=""):
             "precomputed coordinates (interpolation only: no crop, draws, coordinates, labels or intensity). "
             "'Other setting': jit_compile=False on TensorFlow and JAX, jit_compile=True (torch.compile of the "
             "sampling, one compile per box size) on torch. "
-            "'First batch' includes tracing and compiling. 2 workers come with the workers item of issue 34.\n\n"
+            "'First batch' includes tracing and compiling. 1 and 2 worker processes: "
+            "`benchmarks/volume_workers.py` (below).\n\n"
             f"{_stages(result)}")
 
 

@@ -130,8 +130,9 @@ def _linear(flat, index, axes, dtype, channels):
 
 def _linear_torch(flat, grid, dtype, channels):
     """`_linear` at `grid.linear_terms()`, in torch ops: the torch path of `_sample` (eager torch pays
-    Keras' dispatch on every op and a new array for each of the ~40 passes over the patch). The same corners
-    and index; the index is built and the corners blended in place, each pair with one `torch.lerp`
+    Keras' dispatch on every op and a new array for each of the ~40 passes over the patch). The same corners;
+    one index, built in place, gathers every corner, from `flat` moved on by the corner's stride (a view: no
+    index + stride array per corner); the corners are blended in place, each pair with one `torch.lerp`
     (`a + f * (b - a)` below f = 1/2, `b - (b - a) * (1 - f)` above: exact at f = 0 and 1, so integer
     coordinates still reproduce the input bit for bit). Equal to the `keras.ops` path to float rounding
     (tested); about 30% less time per 64^3 patch on one thread.
@@ -150,12 +151,12 @@ def _linear_torch(flat, grid, dtype, channels):
     if index is None:
         index = grid.offset
 
-    def blend(index, axes):
+    def blend(flat, axes):  # the upper corner is the same index into `flat` moved on by the stride (a view)
         if not axes:
             return _take(flat, index).to(getattr(torch, dtype))
         (stride, frac), rest = axes[0], axes[1:]
-        return blend(index, rest).lerp_(blend(index + stride, rest), frac)
-    return blend(index, axes)
+        return blend(flat, rest).lerp_(blend(flat[stride:], rest), frac)
+    return blend(flat, axes)
 
 
 def _tracks_gradients(flat, grid):
