@@ -38,12 +38,10 @@ phase() {  # phase NAME PYTHON DIR ENV-ASSIGNMENTS... -- PYTEST-ARGS...
   local envs=()
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
-  # `--dist loadgroup`: pytest-xdist's default `load` for every test, except that the tests of one `xdist_group`
-  # run in one worker (the ITK tests: ITK's first use costs a process about 17 s). Not `worksteal`: worksteal
-  # hands each worker one half of the collection, so in the JAX phase a zoo model's save/load test ran before
-  # its build test had filled the shared compilation cache (test_zoo.py on JAX 170 -> 237 CPU s), and the
-  # TensorFlow phase's idle time grew (0.7 -> 1.2 min)
-  (cd "$dir" && env "${envs[@]}" "$python" -m pytest -n "$WORKERS" --dist loadgroup -q --junitxml="$ROOT/$REPORTS/$name.xml" "$@") \
+  # pytest-xdist's default `--dist load`, not `worksteal`: worksteal hands each worker one half of the collection,
+  # so in the JAX phase a zoo model's save/load test ran before its build test had filled the shared compilation
+  # cache (test_zoo.py on JAX 170 -> 237 CPU s), and the TensorFlow phase's idle time grew (0.7 -> 1.2 min)
+  (cd "$dir" && env "${envs[@]}" "$python" -m pytest -n "$WORKERS" -q --junitxml="$ROOT/$REPORTS/$name.xml" "$@") \
     || rc=$?
   echo "== $name: $((SECONDS - start)) s wall, pytest exit $rc"
   walls+=("\"$name\": $((SECONDS - start))")

@@ -7,10 +7,6 @@ import numpy as np
 import pytest
 
 itk = pytest.importorskip("itk")
-# ITK's first use in a process costs about 17 s (13.6 s of it loading its 72 wrapper libraries): one xdist
-# group runs this file and the other ITK file in one worker, so the suite pays it once (scripts/test.sh runs
-# `--dist loadgroup`)
-pytestmark = pytest.mark.xdist_group("itk")
 
 
 def test_images_load_offline_and_seed_is_inside():

@@ -42,8 +42,22 @@ def compute_threads():
     return out
 
 
+@pytest.fixture
+def fresh_forkserver():
+    """Python's forkserver (one per process) started by this test with the default preload list. An earlier test in
+    the same pytest worker may have started it with another: the slide cohort preloads its module, which imports
+    Keras, so the server would hold TensorFlow whatever the pool does. Put back as found afterwards."""
+    server = multiprocessing.forkserver._forkserver
+    saved = list(server._preload_modules)
+    server._stop()
+    multiprocessing.forkserver.set_forkserver_preload(["__main__"])
+    yield
+    server._stop()
+    multiprocessing.forkserver.set_forkserver_preload(saved)
+
+
 @pytest.mark.slow  # still run in CI
-def test_worker_processes_make_the_batches_of_one_worker(tmp_path):
+def test_worker_processes_make_the_batches_of_one_worker(tmp_path, fresh_forkserver):
     root = write_cases(str(tmp_path / "data"))
     # a warp on JAX and torch, where the workers must not import TensorFlow to key its compiled program; not on
     # TensorFlow, where it would double the test's time (its compilation in each worker and here)
