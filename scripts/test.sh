@@ -57,7 +57,12 @@ NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$REPORTS/site"
 echo "== docs: $((SECONDS - docs_start)) s"
 walls+=("\"docs\": $((SECONDS - docs_start))")
 echo "== keras-medseg tests: TensorFlow backend =="
-phase tensorflow "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=tensorflow -- --durations=15 "$@"
+# three pytest workers on the 2 cores in this phase: its tests wait a tenth of their time (on the processes they
+# start: distributed training, Dask, notebooks' kernels), 2.9 of 23.1 test-minutes in the run at a60ec0c, which two
+# workers leave idle; the JAX and torch phases keep two (their tests compute, and more JAX workers would run a
+# zoo model's save/load test before its build test fills the shared compilation cache)
+WORKERS=${PYTEST_WORKERS:-3} phase tensorflow "$ROOT/.venv/bin/python" "$ROOT" KERAS_BACKEND=tensorflow -- \
+  --durations=15 "$@"
 
 echo "== keras-medseg wheel: build, install with one backend each (no TensorFlow) =="
 wheel_start=$SECONDS
