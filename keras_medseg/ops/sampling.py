@@ -135,7 +135,7 @@ def _linear_torch(flat, grid, dtype, channels):
     index + stride array per corner); the corners are blended in place, each pair with one `torch.lerp`
     (`a + f * (b - a)` below f = 1/2, `b - (b - a) * (1 - f)` above: exact at f = 0 and 1, so integer
     coordinates still reproduce the input bit for bit). Equal to the `keras.ops` path to float rounding
-    (tested); about 30% less time per 64^3 patch on one thread.
+    (tested); a 64^3 patch from a 96^3 box on one thread: 5.2 ms against 7.7 (min of 20, interleaved).
     """
     import torch
 
