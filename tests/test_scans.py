@@ -92,9 +92,42 @@ def test_predict_bad_inputs(tmp_path):
     write_nifti(tmp_path / "small.nii.gz", np.zeros((20, 20, 5), np.float32), np.eye(4))
     spec = {"spatial_dims": 3, "patch_size": [16, 16, 8], "intensity": {"preset": "none"}}
     rec = read_image(str(tmp_path / "small.nii.gz"))
-    with pytest.raises(ValueError, match=r"window \(16, 16, 8\) is larger than the scan .*small\.nii\.gz"):
-        predict_scan(model, rec, spec)
-    assert predict_scan(model, rec, spec, allow_padding=True).shape == (20, 20, 5)
+    with pytest.raises(ValueError, match=r"window \(16, 16, 8\) is larger than the scan .*small\.nii\.gz.*along "
+                                         r"axes \[2\], and allow_padding=False \(--no-pad\) refuses"):
+        predict_scan(model, rec, spec, allow_padding=False)
+    with pytest.raises(ValueError, match=r"`flips` must be spatial axes.*Received: flips='every'"):
+        predict_scan(model, rec, spec, flips="every")
+
+
+def test_a_scan_smaller_than_the_window_is_padded_by_default(tmp_path, capsys):
+    """5 slices against an 8-slice window: by default (as MONAI and nnU-Net) the scan is padded at the end with 0
+    and the label map cut back to the scan; it equals predicting the scan padded by hand. `--no-pad` refuses it
+    with one line naming the file; `--flips` alone mirrors along every axis (`flips="all"`)."""
+    from keras_medseg.cli import main
+
+    model_path = str(tmp_path / "m.keras")
+    model = _threshold_model(model_path, {"intensity": {"preset": "none"}})
+    truth = ball((20, 18, 5), (10, 9, 2), 4.0, (1.0, 1.0, 1.0))
+    write_nifti(tmp_path / "short.nii.gz", truth.astype(np.float32), np.eye(4))
+    rec = read_image(str(tmp_path / "short.nii.gz"))
+    spec = {"spatial_dims": 3, "patch_size": [16, 16, 8], "intensity": {"preset": "none"}}
+    labels = predict_scan(model, rec, spec)
+    assert labels.shape == (20, 18, 5)
+    np.testing.assert_array_equal(labels.astype(bool), truth)
+    write_nifti(tmp_path / "padded.nii.gz", np.pad(truth.astype(np.float32), [(0, 0), (0, 0), (0, 3)]), np.eye(4))
+    by_hand = predict_scan(model, read_image(str(tmp_path / "padded.nii.gz")), spec, allow_padding=False)
+    np.testing.assert_array_equal(labels, by_hand[..., :5])
+    every = predict_scan(model, rec, spec, flips="all", return_probabilities=True)
+    axes = predict_scan(model, rec, spec, flips=(0, 1, 2), return_probabilities=True)
+    np.testing.assert_array_equal(every[1], axes[1])
+    out = tmp_path / "out"
+    assert main(["predict", model_path, "--input", str(tmp_path / "short.nii.gz"), "--output", str(out), "--quiet",
+                 "--flips"]) == 0
+    np.testing.assert_array_equal(np.asarray(nibabel.load(str(out / "short.nii.gz")).dataobj), labels)
+    assert main(["predict", model_path, "--input", str(tmp_path / "short.nii.gz"), "--output", str(tmp_path / "o2"),
+                 "--quiet", "--no-pad"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "short.nii.gz" in err[0] and "--no-pad" in err[0]
 
 
 def test_evaluate_scans_held_out_and_geometry_check(tmp_path):

@@ -89,6 +89,8 @@ def add_scan_options(p):
     p.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1) (default 0.5)")
     p.add_argument("--window-batch", type=int, default=2,
                    help="windows per forward pass on whole scans; sets peak memory (default 2)")
-    p.add_argument("--pad", action="store_true",
-                   help="pad scans smaller than the model's window instead of refusing them")
+    p.add_argument("--pad", dest="pad", action="store_true", default=True,
+                   help="pad scans smaller than the model's window (the default; kept for scripts)")
+    p.add_argument("--no-pad", dest="pad", action="store_false",
+                   help="refuse scans smaller than the model's window instead of padding them")
     add_resample_option(p)

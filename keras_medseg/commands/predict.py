@@ -23,10 +23,10 @@ def add_parser(subparsers):
                    help="multi-label models (trained with --regions): one merged label map OUTPUT/<name>.nii.gz "
                         "(default; where regions overlap the last region listed wins, e.g. the innermost of nested "
                         "regions), one 0/1 map per region OUTPUT/<name>_<region>.nii.gz, or both")
-    p.add_argument("--flips", type=int, nargs="+", metavar="AXIS", default=None,
+    p.add_argument("--flips", type=int, nargs="*", metavar="AXIS", default=None,
                    help="mirroring test-time augmentation: also predict every window mirrored along every subset of "
-                        "these spatial axes of the model grid (e.g. --flips 0 1 2: 8 passes) and average the "
-                        "probabilities")
+                        "these spatial axes of the model grid (e.g. --flips 0 1 2: 8 passes; --flips alone: every "
+                        "spatial axis) and average the probabilities")
     p.add_argument("--probabilities", action="store_true",
                    help="also write the class probabilities on the scan's grid, float32 (*S, K), as "
                         "OUTPUT/<name>_probabilities.nii.gz")
@@ -40,7 +40,8 @@ def run(args):
     written = predict_files(args.model, args.input, args.output, overlap=args.overlap, batch_size=args.window_batch,
                             progress=not args.quiet, allow_padding=args.pad,
                             resample_irregular=args.resample_irregular, region_output=args.region_output,
-                            flips=args.flips, probabilities=args.probabilities)
+                            flips="all" if args.flips == [] else args.flips,
+                            probabilities=args.probabilities)
     for name, src, out in written:  # a multi-modal scan: its first modality file and how many more
         src = src if isinstance(src, str) else f"{src[0]} (+{len(src) - 1} modalities)"
         print(f"{name}: {src} -> {out}")

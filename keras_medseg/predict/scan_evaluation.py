@@ -36,7 +36,7 @@ class ScanEvaluation:
 
 
 def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, tolerance=1.0, overlap=0.5,
-                   batch_size=2, progress=False, allow_padding=False, ignore_value=None, resample_irregular=False):
+                   batch_size=2, progress=False, allow_padding=True, ignore_value=None, resample_irregular=False):
     """Per-case, per-class Dice, IoU, HD95, ASSD and surface Dice (mm) of a model on a folder of scans.
 
     Args:

@@ -56,7 +56,7 @@ def _argmax_uint8(probs, chunk=16):
     return out
 
 
-def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=False, allow_padding=False,
+def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=False, allow_padding=True,
                  flips=None, return_probabilities=False):
     """Segment one scan with a model, returning labels on the scan's own grid.
 
@@ -82,12 +82,17 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
         overlap: float in [0, 1), window overlap (default 0.5).
         batch_size: windows per forward pass (default 2; sets peak memory).
         progress: bool, Keras progress bar over the windows.
-        allow_padding: bool (default False). A scan smaller than the window
-            along some axis is refused unless True (then it is padded).
-        flips: None (default) or spatial axes of the model grid, e.g.
-            `(0, 1, 2)`: mirroring test-time augmentation (each window also
-            predicted mirrored along every subset of these axes, the
-            probabilities averaged; `keras_medseg.inference.sliding_window_slabs`).
+        allow_padding: bool (default True). A scan smaller than the window
+            along some axis (on the model grid) is padded at the end of that
+            axis with 0 after intensity normalisation, as MONAI's
+            `sliding_window_inference` and nnU-Net do, and the padding is cut
+            from the output; False refuses such a scan (one error naming the
+            file and the axes).
+        flips: None (default), spatial axes of the model grid, e.g.
+            `(0, 1, 2)`, or "all" (every spatial axis): mirroring test-time
+            augmentation (each window also predicted mirrored along every
+            subset of these axes, the probabilities averaged;
+            `keras_medseg.inference.sliding_window_slabs`).
         return_probabilities: bool (default False): also return the float32
             class (or region) probabilities on the scan's grid.
 
@@ -101,8 +106,8 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 
     Raises:
         ValueError: the scan is not a single-channel volume/image of the
-            model's dimensionality, holds NaN voxels, or is smaller than the
-            window (each names the file).
+            model's dimensionality, holds NaN voxels, or (`allow_padding=False`)
+            is smaller than the window (each names the file).
 
     Example:
     >>> rec = keras_medseg.data.read_image("ct.nii.gz")  # doctest: +SKIP
@@ -115,6 +120,10 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
         spec = resolve_preprocessing_from_model(model)
     d = int(spec.get("spatial_dims") or len(model.inputs[0].shape) - 2)
     name = record.path or "scan"
+    if isinstance(flips, str):
+        if flips != "all":
+            raise ValueError(f"`flips` must be spatial axes, e.g. (0, 1, 2), or \"all\". Received: flips={flips!r}")
+        flips = tuple(range(d))
     in_channels = int(model.inputs[0].shape[-1])
     array = np.asarray(record.array)
     if record.spatial_dims != d:
@@ -138,7 +147,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
     if small and not allow_padding:
         raise ValueError(
             f"The window {tuple(patch)} is larger than the scan {name!r} ({tuple(x.shape[:d])} voxels on the model "
-            f"grid) along axes {[i for i, _, _ in small]}; pass allow_padding=True (--pad) to pad it."
+            f"grid) along axes {[i for i, _, _ in small]}, and allow_padding=False (--no-pad) refuses to pad it."
         )
     regions = bool(spec.get("regions"))
     resampled = tuple(change.model_shape) != tuple(change.reoriented_shape) or \
@@ -270,7 +279,7 @@ def plan_outputs(scans, output_dir, extension, suffixes=None):
     return outputs
 
 
-def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=False,
+def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, progress=True, allow_padding=True,
                   resample_irregular=False, region_output="merged", flips=None, probabilities=False):
     """Predict every scan in `inputs` and write NIfTI label maps with each scan's geometry.
 
@@ -293,7 +302,7 @@ def predict_files(model_path, inputs, output_dir, overlap=0.5, batch_size=2, pro
             (`keras_medseg.data.scans.dicom`); the label map is written on that grid.
         region_output: multi-label models only: "merged" (default: `<name>.nii.gz`, one label map by
             `merged_label_values`), "regions" (`<name>_<region>.nii.gz`, one 0/1 map per region) or "both".
-        flips: None (default) or spatial axes for mirroring test-time augmentation (see `predict_scan`).
+        flips: None (default), spatial axes or "all", for mirroring test-time augmentation (see `predict_scan`).
         probabilities: bool (default False): also write the class (region) probabilities on the scan's grid,
             float32 `(*S, K)`, as `<name>_probabilities.nii.gz` (2D inputs too: NIfTI keeps the floats).
 
