@@ -43,6 +43,6 @@ def run(args):
                             flips="all" if args.flips == [] else args.flips,
                             probabilities=args.probabilities)
     for name, src, out in written:  # a multi-modal scan: its first modality file and how many more
-        src = src if isinstance(src, str) else f"{src[0]} (+{len(src) - 1} modalities)"
+        src = src if isinstance(src, str) else src[0] if len(src) == 1 else f"{src[0]} (+{len(src) - 1} modalities)"
         print(f"{name}: {src} -> {out}")
     return 0

@@ -15,7 +15,9 @@ down. With `--patch-size` (or a
 `dataset.json` as `--data`), volumes are trained on lazily sampled patches
 with augmentation and Dice + CE (`keras_medseg.training.train_volumes`), and
 the preprocessing is saved in the checkpoint for `predict`:
-`keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`.
+`keras-medseg train unet --data DIR|dataset.json --spatial-dims 3 --patch-size 96`. A `dataset.json` is
+a Medical Segmentation Decathlon one or an nnU-Net v2 raw data set's (`--data nnUNet_raw/Dataset001_X`:
+`imagesTr/` + `labelsTr/`, class names and regions from its `labels`).
 Multi-modal volumes: a 4D NIfTI per case (channels last), nnU-Net's
 `case_0000.nii.gz`, `case_0001.nii.gz`, ... or `--modalities t1,t1ce,t2,flair`
 (files `images/<case>_<modality>.nii.gz`, `--modality-pattern` to change

@@ -13,7 +13,11 @@ cases of a data source (see `keras_medseg.data.sources`):
   nnU-Net's `case_0000`, `case_0001`, ... or the source's `modalities`) are grouped by
   `keras_medseg.data.scans.modalities.images_by_case`: `image` is then a tuple of files in channel order.
 * a Medical Segmentation Decathlon `dataset.json` (or a folder holding one):
-  its `training` list of `{"image", "label"}` pairs, in file order.
+  its `training` list of `{"image", "label"}` pairs, in file order; or an
+  nnU-Net v2 raw data set's (`file_ending`, `channel_names`, no `training`
+  list): `imagesTr/<case>_0000<file_ending>`, ... and
+  `labelsTr/<case><file_ending>` beside it, grouped as a data folder's, or its
+  `dataset` table of `{"images": [...], "label": ...}` when it has one.
 * a list of `(image_path, label_path)` pairs.
 
 The slides of a whole-slide cohort folder are listed by
@@ -59,12 +63,12 @@ folder of them) for prediction, with the same entry rule.
   no mask can silently become a 256-class (or 65536-class) model.
 """
 
-import json
 import os
 import warnings
 
 import numpy as np
 
+from keras_medseg.data import dataset_json
 from keras_medseg.data.scans.io import SCAN_EXTENSIONS, image_stem, read_image
 from keras_medseg.data.scans.modalities import images_by_case
 from keras_medseg.data.sources import (
@@ -386,22 +390,15 @@ def find_scans(path, modalities=None, modality_pattern=None):
     return scans
 
 
-def _from_msd(json_path):
-    with open(json_path) as f:
-        try:
-            meta = json.load(f)
-        except ValueError as exc:
-            raise ValueError(f"`source` is not a valid dataset.json: {exc}. Received: source={json_path!r}") from exc
-    training = meta.get("training")
-    if not isinstance(training, list) or not training:
-        raise ValueError(f"dataset.json needs a non-empty 'training' list of {{'image', 'label'}} pairs. "
-                         f"Received: source={json_path!r}")
-    root = os.path.dirname(os.path.abspath(json_path))
-    cases = []
-    for item in training:
-        image, label = (os.path.normpath(os.path.join(root, item[k])) for k in ("image", "label"))
-        cases.append({"name": image_stem(os.path.basename(image))[0] or os.path.basename(image),
-                      "image": image, "label": label})
+def _from_json(json_path):
+    """The cases of a dataset.json (`keras_medseg.data.dataset_json`): its listed cases, or nnU-Net's
+    imagesTr/ + labelsTr/ read as a data folder's."""
+    meta = dataset_json.read(json_path)
+    if dataset_json.layout(meta, json_path) != "nnunet":
+        return dataset_json.listed_cases(meta, json_path)
+    images_dir, labels_dir = dataset_json.nnunet_folders(meta, json_path)
+    cases = _from_folder(os.path.dirname(images_dir), images_dir=images_dir, labels_dir=labels_dir)
+    dataset_json.check_channels(meta, cases, json_path)
     return cases
 
 
@@ -423,9 +420,9 @@ def _label_folder(path):
     return found[0]
 
 
-def _from_folder(path, modalities=None, pattern=None):
-    images_dir = os.path.join(path, "images")
-    labels_dir = _label_folder(path)
+def _from_folder(path, modalities=None, pattern=None, images_dir=None, labels_dir=None):
+    images_dir = images_dir or os.path.join(path, "images")
+    labels_dir = labels_dir or _label_folder(path)
     images = _entries(images_dir, "image")
     if not images:
         raise FileNotFoundError(f"No image files ({', '.join(SCAN_EXTENSIONS)}) or DICOM series in {images_dir!r}")
@@ -478,7 +475,7 @@ def find_cases(source):
     else:
         src = resolve_source(source)
         if isinstance(src, ScanFolderSource) and src.dataset_json:
-            cases = _from_msd(src.dataset_json)
+            cases = _from_json(src.dataset_json)
         elif isinstance(src, (ScanFolderSource, ImageFolderSource)):
             cases = _from_folder(src.path, getattr(src, "modalities", None), getattr(src, "modality_pattern", None))
         else:

@@ -39,6 +39,7 @@ import os
 import keras
 import numpy as np
 
+from keras_medseg.data import dataset_json
 from keras_medseg.data.batches import check_shard
 from keras_medseg.training.distribute import current_group, distributable
 from keras_medseg.training.scan_validation import region_metric_name
@@ -96,21 +97,6 @@ class VolumeTrainResult:
     scan_scores: dict = None
 
 
-def _json_labels(json_path):
-    """`{value: name}` from a dataset.json's `labels` (MSD: `{"0": "background", "1": "spleen"}`), or None."""
-    if json_path is None:
-        return None
-    with open(json_path) as f:
-        labels = json.load(f).get("labels")
-    if not isinstance(labels, dict) or not labels:
-        return None
-    try:
-        return {int(k): str(v) for k, v in labels.items()}
-    except ValueError:
-        raise ValueError(f"dataset.json `labels` must map integer mask values to names. Received: {labels!r} in "
-                         f"{json_path!r}") from None
-
-
 def multilabel_model(model, region_names):
     """The model with its softmax head made one sigmoid per region, compiled for multi-label training.
 
@@ -153,21 +139,6 @@ def multilabel_model(model, region_names):
     return out
 
 
-def _json_modalities(json_path):
-    """The channel names of a dataset.json's `modality` (MSD: `{"0": "FLAIR", "1": "T1w", ...}`), or None."""
-    if json_path is None:
-        return None
-    with open(json_path) as f:
-        mods = json.load(f).get("modality")
-    if not isinstance(mods, dict) or not mods:
-        return None
-    try:
-        return [str(mods[k]) for k in sorted(mods, key=int)]
-    except ValueError:
-        raise ValueError(f"dataset.json `modality` must map channel numbers to names. Received: {mods!r} in "
-                         f"{json_path!r}") from None
-
-
 @distributable
 def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_size=96, epochs=5,
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
@@ -181,7 +152,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         model_name: zoo name, e.g. "unet".
         data: a typed source (`keras_medseg.data.sources`) or a data argument
             it decides on: a folder with `images/` + `labels/` (or `masks/`),
-            an MSD `dataset.json` (or its folder); or a list of
+            an MSD `dataset.json` (or its folder), an nnU-Net v2 raw data set's
+            `dataset.json` (or its folder: `imagesTr/` + `labelsTr/`); or a list of
             `(image_path, label_path)` pairs.
         out_dir: run folder: `best.keras` (with the preprocessing spec),
             `log.csv`, `backup/` (default "runs/train").
@@ -258,7 +230,9 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     0/1, ids `{0, 1, 4}` become classes 0, 1, 2 (with a warning; `label_values`
     is saved in the spec, so `predict` writes 0, 1, 4 again), a 255 border next
     to other ids needs `ignore_value`, fractional values are refused; a
-    `dataset.json` `labels` table fixes the values and names the classes.
+    `dataset.json` `labels` table fixes the values and names the classes (MSD's
+    `{"1": "spleen"}` or nnU-Net's `{"spleen": 1}`); nnU-Net's region-based table
+    (`{"whole tumor": [1, 2, 3], ...}`) gives the `regions` when none are passed.
     Every label map must lie on its image's grid (`check_same_grid`).
 
     Returns:
@@ -299,9 +273,11 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         source = resolve_source(data, spatial_dims, modalities=modalities, modality_pattern=modality_pattern)
         cases, json_path = find_cases(source), getattr(source, "dataset_json", None)
         pattern = getattr(source, "modality_pattern", None)
-    modalities = cases[0].get("modalities") or _json_modalities(json_path)
+    modalities = cases[0].get("modalities") or dataset_json.channel_names(json_path)
     if cases[0].get("modalities"):  # per-modality files: how predict and evaluate find them again
         pattern = pattern or DEFAULT_PATTERN
+    if regions is None:
+        regions = dataset_json.label_regions(json_path)  # nnU-Net's region-based labels
     regions = None if regions is None else check_regions(regions)
     check_case_grids(cases)  # one line naming a modality file off its case's grid, before any model is built
     order = np.random.default_rng(seed).permutation(len(cases))
@@ -309,7 +285,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     val_cases = [cases[i] for i in sorted(order[:n_val])]
     train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
-    names = _json_labels(json_path)
+    names = dataset_json.label_names(json_path)
     values = dataset_label_values([c["label"] for c in cases], ignore_value=ignore_value,
                                   label_values=sorted(names) if names else None,
                                   spatial_dims=3 if spatial_dims == 3 or orientation is not None else None)

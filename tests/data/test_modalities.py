@@ -167,7 +167,7 @@ def test_augmentation_keeps_channels_aligned(tmp_path):
 def test_msd_dataset_json_with_4d_images(tmp_path):
     import json
 
-    from keras_medseg.training.volumes import _json_modalities
+    from keras_medseg.data.dataset_json import channel_names
 
     root = write_multimodal_cases(str(tmp_path / "msd"), n=2, layout="4d")
     meta = {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
@@ -179,7 +179,7 @@ def test_msd_dataset_json_with_4d_images(tmp_path):
     ds = VolumeDataset(os.path.join(root, "dataset.json"), patch_size=8, batch_size=2, regions=REGIONS)
     x, y = ds[0]
     assert x.shape == (2, 8, 8, 8, 4) and y.shape == (2, 8, 8, 8, 3)
-    assert _json_modalities(os.path.join(root, "dataset.json")) == ["FLAIR", "T1w", "t1gd", "T2w"]
+    assert channel_names(os.path.join(root, "dataset.json")) == ["FLAIR", "T1w", "t1gd", "T2w"]
 
 
 def test_regions_with_an_ignore_value(tmp_path):
@@ -195,3 +195,78 @@ def test_regions_with_an_ignore_value(tmp_path):
     crop = ds.sample_patch(*ds.load_case(0), np.random.default_rng([0, 0, 0]))[1]
     np.testing.assert_array_equal(w[0], (crop >= 0).astype(np.float32))
     assert np.all(y[0][w[0] == 0] == 0)  # ignored voxels are in no region
+
+
+def write_nnunet_dataset(root, n=3, labels=None, channel_names=None):
+    """nnU-Net v2's raw layout of `write_multimodal_cases(layout="numbered")`: `imagesTr/caseNN_0000.nii.gz`, ...,
+    `labelsTr/caseNN.nii.gz` and a `dataset.json` without a `training` list. Returns the dataset.json's path."""
+    import json
+
+    write_multimodal_cases(root, n=n, layout="numbered")
+    os.rename(os.path.join(root, "images"), os.path.join(root, "imagesTr"))
+    os.rename(os.path.join(root, "labels"), os.path.join(root, "labelsTr"))
+    meta = {"channel_names": channel_names or {str(k): m.upper() for k, m in enumerate(MODALITIES)},
+            "labels": labels or {"background": 0, "oedema": 1, "core": 2, "enhancing": 3},
+            "numTraining": n, "file_ending": ".nii.gz"}
+    path = os.path.join(root, "dataset.json")
+    with open(path, "w") as f:
+        json.dump(meta, f)
+    return path
+
+
+def test_nnunet_v2_raw_dataset(tmp_path):
+    """nnU-Net v2's dataset.json (no `training` list): the cases are imagesTr/ + labelsTr/ grouped by channel
+    number as a data folder's; `labels` maps names to values (or, region-based, names to lists of values);
+    a missing folder, a channel count off `channel_names` and a bad `file_ending` are one line naming them."""
+    import json
+
+    from keras_medseg.data.dataset_json import channel_names, label_names, label_regions
+
+    path = write_nnunet_dataset(str(tmp_path / "Dataset001_Brain"))
+    root = os.path.dirname(path)
+    for source in (path, root):
+        cases = find_cases(source)
+        assert [c["name"] for c in cases] == ["case00", "case01", "case02"]
+        assert cases[1]["image"] == tuple(os.path.join(root, "imagesTr", f"case01_{k:04d}.nii.gz") for k in range(4))
+        assert cases[1]["label"] == os.path.join(root, "labelsTr", "case01.nii.gz")
+        assert cases[0]["modalities"] == ["0000", "0001", "0002", "0003"]
+    assert label_names(path) == {0: "background", 1: "oedema", 2: "core", 3: "enhancing"}
+    assert label_regions(path) is None
+    assert channel_names(path) == ["T1", "T1CE", "T2", "FLAIR"]
+    ds = VolumeDataset(path, patch_size=8, batch_size=2)
+    x, y = ds[0]
+    assert x.shape == (2, 8, 8, 8, 4) and y.shape == (2, 8, 8, 8)
+    # nnU-Net's region-based labels: every entry but the background is a region (a single value too)
+    meta = json.load(open(path))
+    meta["labels"] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    meta["regions_class_order"] = [1, 2, 3]
+    json.dump(meta, open(path, "w"))
+    assert label_names(path) is None
+    assert label_regions(path) == [("whole tumor", [1, 2, 3]), ("tumor core", [2, 3]), ("enhancing tumor", 3)]
+    # its explicit `dataset` table, paths relative to the dataset.json
+    meta["dataset"] = {"p1": {"images": [f"imagesTr/case02_{k:04d}.nii.gz" for k in range(4)],
+                              "label": "labelsTr/case02.nii.gz"}}
+    json.dump(meta, open(path, "w"))
+    (case,) = find_cases(path)
+    assert case["name"] == "p1" and case["image"] == cases[2]["image"] and case["label"] == cases[2]["label"]
+    meta.pop("dataset")
+    meta["channel_names"] = {"0": "T1", "1": "T2"}
+    json.dump(meta, open(path, "w"))
+    with pytest.raises(ValueError, match=r"'channel_names' lists 2 channels but the cases in .*imagesTr.* have 4"):
+        find_cases(path)
+    meta["file_ending"] = "nii"
+    json.dump(meta, open(path, "w"))
+    with pytest.raises(ValueError, match=r"'file_ending' must be a file extension .*Received: 'nii'"):
+        find_cases(path)
+    meta["file_ending"] = ".nii.gz"
+    json.dump(meta, open(path, "w"))
+    os.rename(os.path.join(root, "labelsTr"), os.path.join(root, "masks"))
+    with pytest.raises(FileNotFoundError, match=r"has no labelsTr/ folder"):
+        find_cases(path)
+    meta.pop("file_ending")
+    json.dump(meta, open(path, "w"))
+    with pytest.raises(ValueError, match=r"needs a non-empty 'training' list .* or nnU-Net v2's 'file_ending'"):
+        find_cases(path)
+    json.dump({"labels": {"a": 1, "b": 1}}, open(path, "w"))
+    with pytest.raises(ValueError, match=r"names to distinct integer values \(nnU-Net\)"):
+        label_names(path)

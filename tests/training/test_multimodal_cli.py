@@ -130,3 +130,30 @@ def test_predict_4d_nifti_with_a_region_model(tmp_path):
         img = nib.load(out)
         assert img.shape == source.shape[:3]
         np.testing.assert_allclose(img.affine, source.affine, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_nnunet_v2_raw_dataset_trains_with_its_regions_and_predicts_its_case_names(tmp_path, capsys,
+                                                                                     eager_tf_functions):
+    """`--data nnUNet_raw/Dataset001_X`: the channels from imagesTr's numbering, the regions from the
+    dataset.json's region-based `labels` (no --modalities, no --regions); predict on nnU-Net-named files writes
+    `<case>.nii.gz` as nnU-Net does."""
+    from tests.data.test_modalities import write_nnunet_dataset
+
+    labels = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    root = os.path.dirname(write_nnunet_dataset(str(tmp_path / "Dataset001_Brain"), labels=labels))
+    out = str(tmp_path / "run")
+    argv = ["train", "unet", "--data", root, "--spatial-dims", "3", "--patch-size", "16", "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "2", "--out", out, "--arg", "filters=4", "--arg", "depth=2",
+            "--intensity", "zscore:nonzero", "--no-augment", "--quiet", "--cache-dir", "none"]
+    assert main(argv) == 0
+    assert "regions ['whole tumor', 'tumor core', 'enhancing tumor']" in capsys.readouterr().out
+    best = os.path.join(out, "best.keras")
+    spec = load_preprocessing(best)
+    assert [r["values"] for r in spec["regions"]] == [[1, 2, 3], [2, 3], [3]]
+    assert spec["modalities"] == ["0000", "0001", "0002", "0003"]
+    pred = str(tmp_path / "pred")
+    assert main(["predict", best, "--input", os.path.join(root, "imagesTr"), "--output", pred, "--quiet"]) == 0
+    assert sorted(os.listdir(pred)) == ["case00.nii.gz", "case01.nii.gz", "case02.nii.gz"]
+    merged = nib.load(os.path.join(pred, "case00.nii.gz"))
+    np.testing.assert_allclose(merged.affine, nib.load(os.path.join(root, "imagesTr", "case00_0000.nii.gz")).affine)
