@@ -81,7 +81,9 @@ def evaluate_scans(model_path, data_dir, csv_path=None, include_training=False, 
     model, spec = scans._load(model_path)
     d, regions = spec["spatial_dims"], spec.get("regions")
     pattern = spec.get("modality_pattern")  # per-modality files, found as in training
-    source = resolve_source(data_dir, modalities=spec.get("modalities") if pattern else None, modality_pattern=pattern)
+    source = resolve_source(data_dir)
+    if pattern and not getattr(source, "dataset_json", None):  # a dataset.json's cases carry their own files
+        source = resolve_source(data_dir, modalities=spec.get("modalities"), modality_pattern=pattern)
     cases = {c["name"]: c for c in find_cases(source)}  # refuses a source without cases
     data_dir = source.path
     csv_path = csv_path or os.path.join(data_dir, "evaluation.csv")

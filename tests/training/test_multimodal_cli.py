@@ -137,7 +137,7 @@ def test_nnunet_v2_raw_dataset_trains_with_its_regions_and_predicts_its_case_nam
                                                                                      eager_tf_functions):
     """`--data nnUNet_raw/Dataset001_X`: the channels from imagesTr's numbering, the regions from the
     dataset.json's region-based `labels` (no --modalities, no --regions); predict on nnU-Net-named files writes
-    `<case>.nii.gz` as nnU-Net does."""
+    `<case>.nii.gz` as nnU-Net does; evaluate scores the held-out case on the same --data."""
     from tests.data.test_modalities import write_nnunet_dataset
 
     labels = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
@@ -157,3 +157,8 @@ def test_nnunet_v2_raw_dataset_trains_with_its_regions_and_predicts_its_case_nam
     assert sorted(os.listdir(pred)) == ["case00.nii.gz", "case01.nii.gz", "case02.nii.gz"]
     merged = nib.load(os.path.join(pred, "case00.nii.gz"))
     np.testing.assert_allclose(merged.affine, nib.load(os.path.join(root, "imagesTr", "case00_0000.nii.gz")).affine)
+    csv = str(tmp_path / "eval.csv")  # evaluate on the same --data: the held-out case, one row per region
+    assert main(["evaluate", best, "--data", root, "--csv", csv, "--quiet"]) == 0
+    rows = open(csv).read().splitlines()
+    assert rows[0].startswith("case,role,class,dice") and len(rows) == 1 + 3
+    assert [r.split(",")[2] for r in rows[1:]] == ["whole tumor", "tumor core", "enhancing tumor"]
