@@ -76,8 +76,9 @@ def add_parser(subparsers):
     v.add_argument("--patch-size", type=int, nargs="+", default=None, metavar="N",
                    help="patch voxels per axis (one or --spatial-dims values); turns on patch training")
     v.add_argument("--steps-per-epoch", type=int, default=50, help="patch batches per epoch (default 50)")
-    v.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
-                   help="training voxel size in mm (default: each case's own grid)")
+    v.add_argument("--spacing", nargs="+", default=None, metavar="MM",
+                   help="training voxel size in mm, or 'median': one chosen from the training cases' voxel sizes "
+                        "as nnU-Net does (default: each case's own grid)")
     v.add_argument("--orientation", default=None, help="reorient volumes to this axis code, e.g. RAS")
     v.add_argument("--intensity", default="zscore",
                    help="intensity preset, per channel: zscore (default), percentile, none, ct_window:LOW:HIGH (HU); "
@@ -132,7 +133,7 @@ def _run_volumes(args, source, model_kwargs):
     patch = args.patch_size[0] if args.patch_size and len(args.patch_size) == 1 else tuple(args.patch_size or (96,))
     r = train_volumes(args.model, source, out_dir=args.out or os.path.join("runs", args.model),
                       spatial_dims=args.spatial_dims, patch_size=patch, epochs=args.epochs,
-                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, spacing=args.spacing,
+                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, spacing=_spacing(args.spacing),
                       orientation=args.orientation, intensity=_intensity(args.intensity),
                       pos_fraction=args.pos_fraction, augment=not args.no_augment, model_kwargs=model_kwargs,
                       seed=args.seed, verbose=0 if args.quiet else 1, backup_every=args.backup_every,
@@ -158,8 +159,22 @@ def _run_volumes(args, source, model_kwargs):
             print(f"  {case:24s} " + ", ".join(f"{name} {v['dice']:.4f}" + (f" (HD95 {v['hd95']:.3g} mm)"
                                                                        if "hd95" in v else "")
                                                for name, v in classes.items()))
+    if r.spec.get("spacing"):
+        print(f"spacing     {' x '.join(f'{v:g}' for v in r.spec['spacing'])} mm"
+              + (" (chosen from the training cases, --spacing median)" if args.spacing == ["median"] else ""))
     print(f"checkpoint  {r.checkpoint} (with its preprocessing)\nlog         {r.log}")
     return 0
+
+
+def _spacing(values):
+    """`--spacing`: None, "median", or the mm per axis."""
+    if values is None or values == ["median"]:
+        return values and "median"
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--spacing takes voxel sizes in mm (e.g. 1.5 1.5 3) or 'median'. "
+                         f"Received: {values}") from None
 
 
 def _val_options(args):

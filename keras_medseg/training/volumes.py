@@ -139,6 +139,37 @@ def multilabel_model(model, region_names):
     return out
 
 
+def _training_spacing(spacing, cases, orientation, spatial_dims):
+    """`spacing` as `VolumeDataset` takes it: "median" becomes the training cases' target spacing
+    (`keras_medseg.data.scans.target_spacing`); with None, a warning when the NIfTI cases' voxel sizes
+    differ by more than 10 % along an axis."""
+    import warnings
+
+    from keras_medseg.data.scans.target_spacing import case_grids, grid_summary, target_spacing
+
+    if isinstance(spacing, str):
+        if spacing != "median":
+            raise ValueError(f"`spacing` must be voxel sizes in mm, \"median\" or None. Received: spacing={spacing!r}")
+        if spatial_dims != 3:
+            raise ValueError("`spacing=\"median\"` needs 3D volumes (spatial_dims=3). "
+                             f"Received: spatial_dims={spatial_dims!r}")
+        found = target_spacing(*case_grids(cases, orientation))
+        logging.getLogger(__name__).info("spacing: %s mm, from %d training cases", found, len(cases))
+        return found
+    if spacing is None and spatial_dims == 3:
+        spacings, _ = case_grids(cases, orientation, headers_only=True)
+        if len(spacings) > 1 and grid_summary(spacings)[2] > 1.1:
+            low, high, _ = grid_summary(spacings)
+            warnings.warn(f"The training scans' voxel sizes differ (from {_mm(low)} to {_mm(high)} mm per axis) and "
+                          "no spacing was given, so each is trained on its own grid; spacing=\"median\" "
+                          "(--spacing median) resamples them to one voxel size chosen from the data.", stacklevel=3)
+    return spacing
+
+
+def _mm(values):
+    return " x ".join(f"{v:.3g}" for v in values)
+
+
 @distributable
 def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_size=96, epochs=5,
                   steps_per_epoch=50, batch_size=2, spacing=None, orientation=None, intensity=None,
@@ -162,7 +193,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         epochs: training epochs (default 5).
         steps_per_epoch: batches per epoch (default 50).
         batch_size: patches per batch (default 2).
-        spacing: training voxel size in mm, or None for each case's own grid.
+        spacing: training voxel size in mm, "median" (chosen from the training
+            cases' voxel sizes as nnU-Net does, `keras_medseg.data.scans.target_spacing`,
+            saved in the spec), or None for each case's own grid (default; a
+            warning when the cases' voxel sizes differ by more than 10 %).
         orientation: e.g. "RAS", or None (default).
         intensity: preset dict for `preprocess.intensity` (default z-score).
         val_fraction: fraction of cases held out for validation (default 0.2;
@@ -285,6 +319,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     val_cases = [cases[i] for i in sorted(order[:n_val])]
     train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
+    spacing = _training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
     names = dataset_json.label_names(json_path)
     values = dataset_label_values([c["label"] for c in cases], ignore_value=ignore_value,
                                   label_values=sorted(names) if names else None,

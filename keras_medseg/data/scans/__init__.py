@@ -2,7 +2,8 @@
 
 Modules: `io` (NIfTI, NRRD/MHA, DICOM series, PNG/TIFF/NumPy with their affine: `read_image`,
 `write_image`), `geometry` (reorientation and resampling between a scan's voxel grid and the
-model's), `preprocess` (intensity presets and the preprocessing spec saved with a model) and
+model's), `target_spacing` (one training voxel size from a data set's headers, `--spacing median`),
+`preprocess` (intensity presets and the preprocessing spec saved with a model) and
 `volume_dataset` (`VolumeDataset`: positive/negative patches sampled lazily from the cases).
 """
 
