@@ -2,7 +2,8 @@
 
 * **Medical Segmentation Decathlon**: a `training` list of `{"image", "label"}`
   paths relative to the file (an image may be 4D, channels last), `modality`
-  `{"0": "CT"}` and `labels` `{"0": "background", "1": "spleen"}` (value to name).
+  `{"0": "CT"}` and `labels` `{"0": "background", "1": "spleen"}` (value to name);
+  MONAI's datalists add a `validation` list of the same form, a fixed split.
 * **nnU-Net v2 raw data set** (`nnUNet_raw/Dataset001_X/dataset.json`): no
   `training` list, but `file_ending` (".nii.gz"), `channel_names` `{"0": "CT"}`
   and `labels` `{"background": 0, "spleen": 1}` (name to value), or
@@ -65,17 +66,25 @@ def layout(meta, json_path):
 def listed_cases(meta, json_path):
     """The `[{"name", "image", "label"}]` cases an MSD `training` list or nnU-Net's `dataset` table names, in
     file order, paths made absolute from the file's folder (nnU-Net's: `image` a tuple, one file per channel,
-    `modalities` its channel numbers)."""
+    `modalities` its channel numbers). A `validation` list beside `training` (MONAI's datalists, e.g.
+    `load_decathlon_datalist(..., "validation")`) fixes the split: its cases follow the training ones, and
+    every case gets `"split"`: "train" or "validation"."""
     root = os.path.dirname(os.path.abspath(json_path))
 
     def path(p):
         return os.path.normpath(os.path.join(root, p))
     if layout(meta, json_path) == "msd":
+        validation = meta.get("validation")
+        fixed = isinstance(validation, list) and bool(validation)
         cases = []
-        for item in meta["training"]:
-            image, label = (path(item[k]) for k in ("image", "label"))
-            cases.append({"name": image_stem(os.path.basename(image))[0] or os.path.basename(image),
-                          "image": image, "label": label})
+        for split, items in (("train", meta["training"]), ("validation", validation if fixed else [])):
+            for item in items:
+                if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("image", "label")):
+                    raise ValueError(f"dataset.json '{'training' if split == 'train' else split}' entries need "
+                                     f"'image' and 'label' files. Received: {item!r} in {json_path!r}")
+                image, label = (path(item[k]) for k in ("image", "label"))
+                cases.append({"name": image_stem(os.path.basename(image))[0] or os.path.basename(image),
+                              "image": image, "label": label, **({"split": split} if fixed else {})})
         return cases
     cases = []
     for name, item in meta["dataset"].items():

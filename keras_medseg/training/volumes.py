@@ -200,7 +200,9 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         orientation: e.g. "RAS", or None (default).
         intensity: preset dict for `preprocess.intensity` (default z-score).
         val_fraction: fraction of cases held out for validation (default 0.2;
-            at least one when there are two or more cases).
+            at least one when there are two or more cases, drawn with `seed`);
+            a dataset.json with a `validation` list (MONAI's datalists) uses
+            that split instead.
         pos_fraction: positive patch share (default 0.5).
         augment: True for `default_augmentation`, False for none, or a layer.
         cache_bytes: case cache budget per dataset in bytes (default 1 GiB).
@@ -314,10 +316,14 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         regions = dataset_json.label_regions(json_path)  # nnU-Net's region-based labels
     regions = None if regions is None else check_regions(regions)
     check_case_grids(cases)  # one line naming a modality file off its case's grid, before any model is built
-    order = np.random.default_rng(seed).permutation(len(cases))
-    n_val = 0 if len(cases) < 2 or val_fraction == 0 else max(1, round(val_fraction * len(cases)))
-    val_cases = [cases[i] for i in sorted(order[:n_val])]
-    train_cases = [cases[i] for i in sorted(order[n_val:])]
+    if any(c.get("split") for c in cases):  # the dataset.json's own validation list
+        val_cases = [c for c in cases if c.get("split") == "validation"]
+        train_cases = [c for c in cases if c.get("split") != "validation"]
+    else:
+        order = np.random.default_rng(seed).permutation(len(cases))
+        n_val = 0 if len(cases) < 2 or val_fraction == 0 else max(1, round(val_fraction * len(cases)))
+        val_cases = [cases[i] for i in sorted(order[:n_val])]
+        train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
     spacing = _training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
     names = dataset_json.label_names(json_path)

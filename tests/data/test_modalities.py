@@ -270,3 +270,27 @@ def test_nnunet_v2_raw_dataset(tmp_path):
     json.dump({"labels": {"a": 1, "b": 1}}, open(path, "w"))
     with pytest.raises(ValueError, match=r"names to distinct integer values \(nnU-Net\)"):
         label_names(path)
+
+
+def test_a_dataset_json_validation_list_is_the_split(tmp_path, eager_tf_functions):
+    """MONAI's datalists (`training` + `validation` lists): `find_cases` marks each case's split, `VolumeDataset`
+    trains on the training list only, and `train_volumes` keeps that split (not a random one)."""
+    import json
+
+    from keras_medseg.training import train_volumes
+
+    root = write_multimodal_cases(str(tmp_path / "d"), n=3, layout="4d")
+    entry = [{"image": f"images/case{i:02d}.nii.gz", "label": f"labels/case{i:02d}.nii.gz"} for i in range(3)]
+    path = os.path.join(root, "dataset.json")
+    json.dump({"training": [entry[0], entry[2]], "validation": [entry[1]]}, open(path, "w"))
+    cases = find_cases(path)
+    assert [(c["name"], c["split"]) for c in cases] == [("case00", "train"), ("case02", "train"),
+                                                         ("case01", "validation")]
+    assert [c["name"] for c in VolumeDataset(path, patch_size=8).cases] == ["case00", "case02"]
+    r = train_volumes("unet", path, out_dir=str(tmp_path / "run"), patch_size=8, epochs=1, steps_per_epoch=1,
+                      batch_size=2, augment=False, cache_dir=None, val_every=9, verbose=0,
+                      model_kwargs={"filters": 2, "depth": 1})
+    assert r.split == {"train": ["case00", "case02"], "validation": ["case01"]}
+    json.dump({"training": [entry[0]], "validation": [{"image": "x.nii.gz"}]}, open(path, "w"))
+    with pytest.raises(ValueError, match=r"'validation' entries need 'image' and 'label' files"):
+        find_cases(path)

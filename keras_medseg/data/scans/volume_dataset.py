@@ -60,7 +60,8 @@ class VolumeDataset(WorkerPoolMixin, keras.utils.PyDataset):
     labels: 0).
 
     Args:
-        source: folder (`images/` + `masks/` or `labels/`), `dataset.json`, or a list of
+        source: folder (`images/` + `masks/` or `labels/`), `dataset.json` (its
+            `training` cases; a `validation` list is left out), or a list of
             `(image_path, label_path)` pairs (see `find_cases`).
         patch_size: int or tuple, voxels per spatial axis of a patch.
         batch_size: patches per batch (default 2).
@@ -190,7 +191,8 @@ class VolumeDataset(WorkerPoolMixin, keras.utils.PyDataset):
             raise ValueError(f"`pos_fraction` must be in [0, 1]. Received: pos_fraction={pos_fraction!r}")
         if not isinstance(cache_bytes, (int, float)) or cache_bytes < 0:
             raise ValueError(f"`cache_bytes` must be >= 0 bytes. Received: cache_bytes={cache_bytes!r}")
-        self.cases = find_cases(source)
+        # a dataset.json's `validation` list (a fixed split) is not trained on
+        self.cases = [c for c in find_cases(source) if c.get("split") != "validation"]
         self.patch_size = tuple(int(s) for s in size)
         self.batch_size = batch_size
         self.spatial_dims = spatial_dims
