@@ -80,10 +80,11 @@ def add_parser(subparsers):
                    help="training voxel size in mm, or 'median': one chosen from the training cases' voxel sizes "
                         "as nnU-Net does (default: each case's own grid)")
     v.add_argument("--orientation", default=None, help="reorient volumes to this axis code, e.g. RAS")
-    v.add_argument("--intensity", default="zscore",
-                   help="intensity preset, per channel: zscore (default), percentile, none, ct_window:LOW:HIGH (HU); "
-                        "zscore:nonzero or percentile:nonzero take the statistics over non-zero voxels only "
-                        "(skull-stripped MR)")
+    v.add_argument("--intensity", default=None,
+                   help="intensity preset, per channel: zscore (default), percentile, none, ct_window:LOW:HIGH (HU), "
+                        "ct (nnU-Net's CT normalisation from the training cases' foreground: the default when the "
+                        "dataset.json names its one channel CT); zscore:nonzero or percentile:nonzero take the "
+                        "statistics over non-zero voxels only (skull-stripped MR)")
     v.add_argument("--modalities", default=None, metavar="NAMES",
                    help="one file per modality: the names in channel order, comma-separated (e.g. t1,t1ce,t2,flair "
                         "for images/<case>_t1.nii.gz, ...); default: one file per case (4D NIfTI: channels last) "
@@ -113,14 +114,16 @@ def add_parser(subparsers):
 
 
 def _intensity(text):
+    if text is None:
+        return None
     preset, *rest = text.split(":")
     if preset == "ct_window" and len(rest) == 2:
         return {"preset": "ct_window", "low": float(rest[0]), "high": float(rest[1])}
     if rest == ["nonzero"] and preset in ("zscore", "percentile"):
         return {"preset": preset, "nonzero": True}
     if rest:
-        raise ValueError(f"`--intensity` must be zscore, percentile, none, ct_window:LOW:HIGH, zscore:nonzero or "
-                         f"percentile:nonzero. Received: --intensity {text!r}")
+        raise ValueError(f"`--intensity` must be zscore, percentile, none, ct_window:LOW:HIGH, ct, zscore:nonzero "
+                         f"or percentile:nonzero. Received: --intensity {text!r}")
     return {"preset": preset}
 
 

@@ -179,7 +179,7 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
 def _normalise(x, preset, name, d, fresh):
     """`intensity(x, preset)`; pointwise presets slab by slab into one float32 array (`x` itself when `fresh`)."""
     kind = preset.get("preset") if isinstance(preset, dict) else preset
-    if kind not in ("ct_window", "none") or x.ndim < 1:
+    if kind not in ("ct_window", "ct", "none") or x.ndim < 1:
         return intensity(x, preset, name=name, spatial_dims=d)  # statistics over the whole scan
     out = x if fresh and x.dtype == np.float32 else np.empty(x.shape, dtype=np.float32)
     step = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))  # about 16 MB of float32 per slab

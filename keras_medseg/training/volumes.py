@@ -166,6 +166,22 @@ def _training_spacing(spacing, cases, orientation, spatial_dims):
     return spacing
 
 
+def _training_intensity(intensity, cases, channels, ignore_value, seed, progress):
+    """`intensity` as `VolumeDataset` takes it: "ct" (or a "ct" preset without its numbers) gets nnU-Net's CT
+    normalisation from the training cases' foreground (`keras_medseg.data.scans.ct_normalization`), the default
+    (None) too when the dataset.json names its one channel CT; anything else as given."""
+    preset = intensity.get("preset") if isinstance(intensity, dict) else intensity
+    if intensity is None and channels is not None and [c.upper() for c in channels] == ["CT"]:
+        preset = "ct"
+    if preset != "ct" or isinstance(intensity, dict) and "mean" in intensity:
+        return intensity
+    from keras_medseg.data.scans.ct_normalization import ct_preset
+
+    found = ct_preset(cases, seed=seed, ignore_value=ignore_value, progress=progress)
+    logging.getLogger(__name__).info("intensity: %s, from %d training cases", found, len(cases))
+    return found
+
+
 def _mm(values):
     return " x ".join(f"{v:.3g}" for v in values)
 
@@ -198,7 +214,11 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
             saved in the spec), or None for each case's own grid (default; a
             warning when the cases' voxel sizes differ by more than 10 %).
         orientation: e.g. "RAS", or None (default).
-        intensity: preset dict for `preprocess.intensity` (default z-score).
+        intensity: preset dict for `preprocess.intensity`, or "ct": nnU-Net's CT
+            normalisation from the training cases' foreground voxels
+            (`keras_medseg.data.scans.ct_normalization`, saved in the spec). Default
+            None: z-score per scan, or "ct" when the data set's dataset.json names
+            its one channel CT (MSD's `modality`, nnU-Net's `channel_names`).
         val_fraction: fraction of cases held out for validation (default 0.2;
             at least one when there are two or more cases, drawn with `seed`);
             a dataset.json with a `validation` list (MONAI's datalists) uses
@@ -326,6 +346,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         train_cases = [cases[i] for i in sorted(order[n_val:])]
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
     spacing = _training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
+    intensity = _training_intensity(intensity, train_cases or cases, dataset_json.channel_names(json_path),
+                                    ignore_value, seed, verbose and group.is_writer)
     names = dataset_json.label_names(json_path)
     values = dataset_label_values([c["label"] for c in cases], ignore_value=ignore_value,
                                   label_values=sorted(names) if names else None,

@@ -46,7 +46,7 @@ __all__ = [
 PREPROCESSING_FILENAME = "keras_medseg_preprocessing.json"
 _SPEC_KEYS = ("spacing", "orientation", "intensity", "class_names", "spatial_dims", "patch_size", "split",
               "label_values", "modalities", "modality_pattern", "regions")
-_PRESETS = ("ct_window", "percentile", "zscore", "none")
+_PRESETS = ("ct_window", "ct", "percentile", "zscore", "none")
 
 
 def default_preprocessing():
@@ -303,7 +303,11 @@ def intensity(array, preset="zscore", mask=None, name="image", spatial_dims=None
             A dict `{"preset": ..., **params}` (the spec's `intensity`) works too.
             `nonzero=True` (zscore, percentile): the statistics are taken over
             the non-zero voxels of each channel only, and zero voxels stay 0
-            (skull-stripped MR, whose background is 0).
+            (skull-stripped MR, whose background is 0). "ct" (nnU-Net's CT
+            normalisation, with a data set's foreground statistics `low`,
+            `high`, `mean`, `std` in HU from
+            `keras_medseg.data.scans.ct_normalization`): clip to
+            `[low, high]`, then `(x - mean) / std`.
         mask: optional bool array of `array`'s spatial shape; the percentile
             and z-score statistics are taken over its voxels only.
         name: str, how errors name the array (e.g. the file).
@@ -354,6 +358,14 @@ def intensity(array, preset="zscore", mask=None, name="image", spatial_dims=None
         sel = x[mask]
     if preset == "none":
         return x.copy()
+    if preset == "ct":
+        missing = [k for k in ("low", "high", "mean", "std") if k not in params]
+        if missing:
+            raise ValueError(f"The 'ct' intensity preset needs the data set's foreground statistics {missing} (HU); "
+                             "train_volumes(intensity=\"ct\") computes them from the training cases "
+                             "(keras_medseg.data.scans.ct_normalization.ct_preset).")
+        low, high, mean, std = (float(params[k]) for k in ("low", "high", "mean", "std"))
+        return ((np.clip(x, low, high) - mean) / max(std, 1e-8)).astype(np.float32)
     if preset == "zscore":
         out = ((x - sel.mean()) / (sel.std() + 1e-6)).astype(np.float32)
         return np.where(inside, out, np.float32(0.0)) if nonzero else out
