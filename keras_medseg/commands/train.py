@@ -103,6 +103,12 @@ def add_parser(subparsers):
     v.add_argument("--workers", type=int, default=None, metavar="N",
                    help="data-loading worker processes of the training patches, one compute thread each (default 2, or "
                         "1 on one core; threads for runs under 1,000 batches)")
+    v.add_argument("--fold", type=int, default=None, metavar="K",
+                   help="cross-validation: validate on fold K of --folds seeded folds of the cases, or with --splits "
+                        "on that file's fold K (default: a random fifth, or the dataset.json's validation list)")
+    v.add_argument("--folds", type=int, default=5, metavar="N", help="number of folds for --fold (default 5)")
+    v.add_argument("--splits", default=None, metavar="FILE",
+                   help="nnU-Net's splits_final.json: --fold K validates on the cases nnU-Net's fold K did")
     v.add_argument("--val-every", type=int, default=None, metavar="K",
                    help="predict the whole validation scans every K epochs and on the last (the predict path; Dice "
                         "per case and class in the log as val_scan_dice*); the best checkpoint is chosen on "
@@ -145,7 +151,8 @@ def _run_volumes(args, source, model_kwargs):
                       modality_pattern=args.modality_pattern,
                       cache_dir="auto" if args.cache_dir is None else args.cache_dir,
                       cache_dir_bytes=None if args.cache_dir_gb is None else int(args.cache_dir_gb * 1e9),
-                      workers=args.workers, **_val_options(args), **_processes(args))
+                      workers=args.workers, fold=args.fold, folds=args.folds, splits=args.splits,
+                      **_val_options(args), **_processes(args))
     if r.model is None:  # a rank other than 0 of a run over several hosts: rank 0 reports
         return 0
     kind = "regions" if r.spec.get("regions") else "classes"
@@ -241,6 +248,9 @@ def run(args):
     if (args.patch_size is not None or getattr(source, "dataset_json", None) or args.regions or args.modalities
             or args.cache_dir not in (None, "none")):
         return _run_volumes(args, source, model_kwargs)
+    if args.fold is not None or args.splits is not None:
+        raise ValueError("--fold and --splits split the cases of a volume data set (with --patch-size or a "
+                         f"dataset.json). Received: --data {args.data}")
     out = args.out or os.path.join("runs", args.model)
     result = train(args.model, source, epochs=args.epochs, out_dir=out, batch_size=args.batch_size,
                    model_kwargs=model_kwargs, verbose=0 if args.quiet else 1, seed=args.seed,

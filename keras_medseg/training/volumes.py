@@ -37,7 +37,6 @@ import logging
 import os
 
 import keras
-import numpy as np
 
 from keras_medseg.data import dataset_json
 from keras_medseg.data.batches import check_shard
@@ -192,7 +191,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
                   val_fraction=0.2, pos_fraction=0.5, augment=True, cache_bytes=2**30, model_kwargs=None,
                   seed=0, verbose=1, backup_every=None, ignore_value=None, resample_irregular=False, regions=None,
                   modalities=None, modality_pattern=None, cache_dir="auto", cache_dir_bytes=None,
-                  val_every=DEFAULT_VAL_EVERY, val_hd95=False, workers=None, use_multiprocessing=None):
+                  val_every=DEFAULT_VAL_EVERY, val_hd95=False, workers=None, use_multiprocessing=None, fold=None,
+                  folds=5, splits=None):
     """Train a zoo segmentation model on a folder of volumes or a `dataset.json`, resumably.
 
     Args:
@@ -223,6 +223,10 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
             at least one when there are two or more cases, drawn with `seed`);
             a dataset.json with a `validation` list (MONAI's datalists) uses
             that split instead.
+        fold, folds, splits: cross-validation: fold `fold` of `folds` (default 5)
+            seeded folds, or with `splits` (nnU-Net's `splits_final.json`, or its
+            list) that file's fold, so that a run validates on the cases an
+            nnU-Net run on that fold did (`keras_medseg.data.case_split`).
         pos_fraction: positive patch share (default 0.5).
         augment: True for `default_augmentation`, False for none, or a layer.
         cache_bytes: case cache budget per dataset in bytes (default 1 GiB).
@@ -304,6 +308,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     ...                                         spacing=(1.5, 1.5, 2.0), epochs=100)  # doctest: +SKIP
     """
     from keras_medseg import zoo
+    from keras_medseg.data.case_split import split_cases
     from keras_medseg.data.cases import dataset_label_values, find_cases, warn_compacted
     from keras_medseg.data.scans.modalities import DEFAULT_PATTERN, check_case_grids
     from keras_medseg.data.scans.preprocess import check_regions
@@ -320,7 +325,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     cache_dir = resolve_cache_dir(cache_dir, out_dir)
     group = current_group()
     check_shard(group.size, group.rank, check_positive_int(batch_size, "batch_size"))
-    if not 0.0 <= float(val_fraction) < 1.0:
+    if not 0.0 <= float(val_fraction) < 1.0:  # before any file is read
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: val_fraction={val_fraction!r}")
     runner.set_random_seed(seed)  # as Keras seeds, without importing TensorFlow into a JAX or torch process
     if isinstance(data, (list, tuple)):  # (image, label) path pairs
@@ -336,14 +341,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         regions = dataset_json.label_regions(json_path)  # nnU-Net's region-based labels
     regions = None if regions is None else check_regions(regions)
     check_case_grids(cases)  # one line naming a modality file off its case's grid, before any model is built
-    if any(c.get("split") for c in cases):  # the dataset.json's own validation list
-        val_cases = [c for c in cases if c.get("split") == "validation"]
-        train_cases = [c for c in cases if c.get("split") != "validation"]
-    else:
-        order = np.random.default_rng(seed).permutation(len(cases))
-        n_val = 0 if len(cases) < 2 or val_fraction == 0 else max(1, round(val_fraction * len(cases)))
-        val_cases = [cases[i] for i in sorted(order[:n_val])]
-        train_cases = [cases[i] for i in sorted(order[n_val:])]
+    train_cases, val_cases = split_cases(cases, seed, val_fraction, fold, folds, splits)
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
     spacing = _training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
     intensity = _training_intensity(intensity, train_cases or cases, dataset_json.channel_names(json_path),
