@@ -42,6 +42,7 @@ from keras_medseg.data import dataset_json
 from keras_medseg.data.batches import check_shard
 from keras_medseg.training.distribute import current_group, distributable
 from keras_medseg.training.scan_validation import region_metric_name
+from keras_medseg.training.volume_setup import check_same_run, training_intensity, training_spacing
 
 logger = logging.getLogger(__name__)
 
@@ -136,53 +137,6 @@ def multilabel_model(model, region_names):
     out.compile(optimizer=getattr(model, "optimizer", None) or keras.optimizers.Adam(1e-3),
                 loss=MultiLabelDiceCELoss(), metrics=metrics)
     return out
-
-
-def _training_spacing(spacing, cases, orientation, spatial_dims):
-    """`spacing` as `VolumeDataset` takes it: "median" becomes the training cases' target spacing
-    (`keras_medseg.data.scans.target_spacing`); with None, a warning when the NIfTI cases' voxel sizes
-    differ by more than 10 % along an axis."""
-    import warnings
-
-    from keras_medseg.data.scans.target_spacing import case_grids, grid_summary, target_spacing
-
-    if isinstance(spacing, str):
-        if spacing != "median":
-            raise ValueError(f"`spacing` must be voxel sizes in mm, \"median\" or None. Received: spacing={spacing!r}")
-        if spatial_dims != 3:
-            raise ValueError("`spacing=\"median\"` needs 3D volumes (spatial_dims=3). "
-                             f"Received: spatial_dims={spatial_dims!r}")
-        found = target_spacing(*case_grids(cases, orientation))
-        logging.getLogger(__name__).info("spacing: %s mm, from %d training cases", found, len(cases))
-        return found
-    if spacing is None and spatial_dims == 3:
-        spacings, _ = case_grids(cases, orientation, headers_only=True)
-        if len(spacings) > 1 and grid_summary(spacings)[2] > 1.1:
-            low, high, _ = grid_summary(spacings)
-            warnings.warn(f"The training scans' voxel sizes differ (from {_mm(low)} to {_mm(high)} mm per axis) and "
-                          "no spacing was given, so each is trained on its own grid; spacing=\"median\" "
-                          "(--spacing median) resamples them to one voxel size chosen from the data.", stacklevel=3)
-    return spacing
-
-
-def _training_intensity(intensity, cases, channels, ignore_value, seed, progress):
-    """`intensity` as `VolumeDataset` takes it: "ct" (or a "ct" preset without its numbers) gets nnU-Net's CT
-    normalisation from the training cases' foreground (`keras_medseg.data.scans.ct_normalization`), the default
-    (None) too when the dataset.json names its one channel CT; anything else as given."""
-    preset = intensity.get("preset") if isinstance(intensity, dict) else intensity
-    if intensity is None and channels is not None and [c.upper() for c in channels] == ["CT"]:
-        preset = "ct"
-    if preset != "ct" or isinstance(intensity, dict) and "mean" in intensity:
-        return intensity
-    from keras_medseg.data.scans.ct_normalization import ct_preset
-
-    found = ct_preset(cases, seed=seed, ignore_value=ignore_value, progress=progress)
-    logging.getLogger(__name__).info("intensity: %s, from %d training cases", found, len(cases))
-    return found
-
-
-def _mm(values):
-    return " x ".join(f"{v:.3g}" for v in values)
 
 
 @distributable
@@ -343,8 +297,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     check_case_grids(cases)  # one line naming a modality file off its case's grid, before any model is built
     train_cases, val_cases = split_cases(cases, seed, val_fraction, fold, folds, splits)
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
-    spacing = _training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
-    intensity = _training_intensity(intensity, train_cases or cases, dataset_json.channel_names(json_path),
+    spacing = training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
+    intensity = training_intensity(intensity, train_cases or cases, dataset_json.channel_names(json_path),
                                     ignore_value, seed, verbose and group.is_writer)
     names = dataset_json.label_names(json_path)
     values = dataset_label_values([c["label"] for c in cases], ignore_value=ignore_value,
@@ -395,6 +349,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
                                resample_irregular=resample_irregular, verbose=verbose,
                                csv_path=os.path.join(os.fspath(out_dir), SCAN_CSV))
     monitor = MONITOR if scans else "val_loss" if val_ds is not None else "loss"
+    check_same_run(out_dir, spec)
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
     run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
                      mode="max" if scans else "auto", callbacks=[scans] if scans else None,
@@ -410,8 +365,6 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
 
 
 SCAN_CSV = "scan_validation.csv"
-
-
 def default_workers():
     """`train_volumes`' default number of data-loading workers: 2 (1 on a one-core machine).
 

@@ -70,5 +70,14 @@ def test_train_fold_from_an_nnunet_splits_file(tmp_path, capsys, eager_tf_functi
     assert main(argv + ["--fold", "1", "--splits", splits]) == 0
     assert load_preprocessing(str(tmp_path / "run" / "best.keras"))["split"] == {"train": names[:3],
                                                                                   "validation": names[3:]}
+    # the same folder resumes only that run: another fold is one line, and the saved model stays as it was
+    saved = open(str(tmp_path / "run" / "best.keras"), "rb").read()
+    capsys.readouterr()
+    assert main(argv + ["--fold", "0", "--splits", splits]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run with another split" in err[0] and "use a new --out" in err[0]
+    assert open(str(tmp_path / "run" / "best.keras"), "rb").read() == saved
+    assert main(argv + ["--fold", "1", "--splits", splits, "--epochs", "2"]) == 0  # its own arguments: resumes
+    assert len(open(str(tmp_path / "run" / "log.csv")).read().splitlines()) == 1 + 2
     assert main(["train", "unet", "--data", "qtips", "--fold", "0", "--quiet"]) == 2
     assert "--fold and --splits split the cases of a volume data set" in capsys.readouterr().err
