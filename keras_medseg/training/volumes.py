@@ -330,6 +330,9 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     if val_cases:
         val_ds = VolumeDataset([(c["image"], c["label"]) for c in val_cases], seed=seed + 1,
                                steps_per_epoch=max(1, -(-len(val_cases) // group.size)), **common, **shard)
+    spec = train_ds.spec(class_names)
+    spec.update({"split": split, "modalities": modalities, "modality_pattern": pattern})
+    check_same_run(out_dir, spec)  # before the cache is filled and a model built: this run, or none
     if cache_dir is not None:  # preprocess every case once, up front, with a progress bar (rank 0)
         train_ds.fill_cache(progress=bool(verbose) and group.is_writer)
         if val_ds is not None:
@@ -341,15 +344,12 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         model = zoo.build(model_name, **kwargs)
         if regions is not None:
             model = multilabel_model(model, class_names)
-    spec = train_ds.spec(class_names)
-    spec.update({"split": split, "modalities": modalities, "modality_pattern": pattern})
     scans = None
     if val_cases and val_every and _whole_scans(val_cases[0], spatial_dims, resample_irregular):
         scans = ScanValidation(val_cases, spec, every=val_every, hd95=val_hd95, ignore_value=ignore_value,
                                resample_irregular=resample_irregular, verbose=verbose,
                                csv_path=os.path.join(os.fspath(out_dir), SCAN_CSV))
     monitor = MONITOR if scans else "val_loss" if val_ds is not None else "loss"
-    check_same_run(out_dir, spec)
     # the spec goes into every best.keras as it is written, so a killed run's model still carries it
     run = runner.fit(model, train_ds, out_dir=out_dir, epochs=epochs, validation_data=val_ds, monitor=monitor,
                      mode="max" if scans else "auto", callbacks=[scans] if scans else None,
