@@ -121,9 +121,15 @@ def _compiled_call(model):
 
 
 def _flip_sets(flips, d):
-    """All mirrorings of the window for test-time augmentation: every subset of the `flips` axes."""
+    """All mirrorings of the window for test-time augmentation: every subset of the `flips` axes ("all": of
+    every spatial axis)."""
     if flips is None:
         return [()]
+    if flips == "all":
+        flips = tuple(range(d))
+    if isinstance(flips, str):
+        raise ValueError(f"`flips` must be spatial axes in [0, {d}), e.g. (0, 1, 2), or \"all\". "
+                         f"Received: flips={flips!r}")
     axes = sorted({int(a) for a in (flips if isinstance(flips, (list, tuple)) else [flips])})
     if any(a < 0 or a >= d for a in axes) or not isinstance(flips, (list, tuple, int)):
         raise ValueError(f"`flips` must be spatial axes in [0, {d}), e.g. (0, 1, 2). Received: flips={flips!r}")
@@ -198,7 +204,7 @@ def sliding_window_slabs(model, volume, patch, overlap=0.5, blend="gaussian", ba
         sigma_scale: Gaussian sigma as a fraction of the patch size.
         pad_value: value used to pad axes shorter than the patch.
         progress: show a Keras progress bar over the windows.
-        flips: None (default) or spatial axes, e.g. `(0, 1, 2)`: mirroring
+        flips: None (default), spatial axes, e.g. `(0, 1, 2)`, or "all": mirroring
             test-time augmentation; every window is also predicted mirrored
             along every subset of these axes (2^len(flips) passes), each output
             flipped back, and the probabilities averaged.

@@ -95,7 +95,7 @@ def test_predict_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"window \(16, 16, 8\) is larger than the scan .*small\.nii\.gz.*along "
                                          r"axes \[2\], and allow_padding=False \(--no-pad\) refuses"):
         predict_scan(model, rec, spec, allow_padding=False)
-    with pytest.raises(ValueError, match=r"`flips` must be spatial axes.*Received: flips='every'"):
+    with pytest.raises(ValueError, match=r"`flips` must be spatial axes in \[0, 3\).*\"all\". Received: flips='every'"):
         predict_scan(model, rec, spec, flips="every")
 
 

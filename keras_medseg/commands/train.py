@@ -178,8 +178,10 @@ def _run_volumes(args, source, model_kwargs):
 
 def _spacing(values):
     """`--spacing`: None, "median", or the mm per axis."""
-    if values is None or values == ["median"]:
-        return values and "median"
+    if values is None:
+        return None
+    if values == ["median"]:
+        return "median"
     try:
         return [float(v) for v in values]
     except ValueError:

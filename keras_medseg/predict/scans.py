@@ -120,10 +120,6 @@ def predict_scan(model, record, spec=None, overlap=0.5, batch_size=2, progress=F
         spec = resolve_preprocessing_from_model(model)
     d = int(spec.get("spatial_dims") or len(model.inputs[0].shape) - 2)
     name = record.path or "scan"
-    if isinstance(flips, str):
-        if flips != "all":
-            raise ValueError(f"`flips` must be spatial axes, e.g. (0, 1, 2), or \"all\". Received: flips={flips!r}")
-        flips = tuple(range(d))
     in_channels = int(model.inputs[0].shape[-1])
     array = np.asarray(record.array)
     if record.spatial_dims != d:

@@ -288,7 +288,8 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
         source = resolve_source(data, spatial_dims, modalities=modalities, modality_pattern=modality_pattern)
         cases, json_path = find_cases(source), getattr(source, "dataset_json", None)
         pattern = getattr(source, "modality_pattern", None)
-    modalities = cases[0].get("modalities") or dataset_json.channel_names(json_path)
+    channels = dataset_json.channel_names(json_path)
+    modalities = cases[0].get("modalities") or channels
     if cases[0].get("modalities"):  # per-modality files: how predict and evaluate find them again
         pattern = pattern or DEFAULT_PATTERN
     if regions is None:
@@ -298,7 +299,7 @@ def train_volumes(model_name, data, out_dir="runs/train", spatial_dims=3, patch_
     train_cases, val_cases = split_cases(cases, seed, val_fraction, fold, folds, splits)
     split = {"train": [c["name"] for c in train_cases], "validation": [c["name"] for c in val_cases]}
     spacing = training_spacing(spacing, train_cases or cases, orientation, spatial_dims)
-    intensity = training_intensity(intensity, train_cases or cases, dataset_json.channel_names(json_path),
+    intensity = training_intensity(intensity, train_cases or cases, channels,
                                     ignore_value, seed, verbose and group.is_writer)
     names = dataset_json.label_names(json_path)
     values = dataset_label_values([c["label"] for c in cases], ignore_value=ignore_value,

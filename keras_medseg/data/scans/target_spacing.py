@@ -29,12 +29,12 @@ __all__ = ["case_grids", "grid_summary", "target_spacing"]
 
 def _grid(path, orientation):
     """`(spacing (3,), shape (3,))` of one scan on the model grid's axes (reoriented to `orientation`)."""
-    path = path[0] if isinstance(path, (list, tuple)) else path  # per-modality files share the first's grid
-    if os.fspath(path).lower().endswith((".nii", ".nii.gz")):
-        import nibabel
+    from keras_medseg.data.scans.modalities import _nifti_grid
 
-        img = nibabel.load(path)
-        affine, shape = np.asarray(img.affine, float), tuple(img.shape[:3])
+    path = path[0] if isinstance(path, (list, tuple)) else path  # per-modality files share the first's grid
+    header = _nifti_grid(path)  # NIfTI: the header alone
+    if header is not None:
+        affine, shape = header.affine, header.shape
     else:
         from keras_medseg.data.scans.io import read_image
 
